@@ -1,0 +1,63 @@
+# envcrypt top-level build.  See README.md and Documentation/.
+#
+#   make            build kmod/dm-envcrypt.ko (for KVER) and build/envcryptctl
+#   make check      every test: lint, helper unit tests, host tests, guest tests
+#                   on each kernel of the matrix; ends with "N passed, N failed"
+#   make demo       the end-to-end job in a guest, narrated
+#   make bench      performance comparison with dm-crypt in a guest
+#   make deps       install the Debian packages all of the above need (root)
+#   make install / uninstall   (DESTDIR, PREFIX)
+
+SHELL := /bin/bash
+TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+BUILD := $(TOP)/build
+
+# KVER: the running kernel when its build tree exists, else the newest
+# installed one.
+KVER ?= $(shell if [ -d /lib/modules/$$(uname -r)/build ]; then uname -r; \
+	else ls -1d /lib/modules/*/build 2>/dev/null | sort -V | tail -n1 | cut -d/ -f4; fi)
+KDIR ?= /lib/modules/$(KVER)/build
+# The kernel matrix the guest tests run on: newest installed 6.1 and 6.12.
+KERNELS ?= $(shell $(TOP)/scripts/kernels.sh)
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+.PHONY: all kmod kmod-matrix helper check demo bench deps lint install uninstall clean
+
+all: kmod helper
+
+kmod:
+	@test -n "$(KVER)" || { echo "make: no kernel build tree in /lib/modules/*/build; run make deps" >&2; exit 1; }
+	$(MAKE) -C $(KDIR) M=$(TOP)/kmod W=1 modules
+
+# One module per kernel of the matrix, in build/kmod/<kver>/, for the guests.
+kmod-matrix:
+	@for k in $(KERNELS); do \
+		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod W=1 clean >/dev/null && \
+		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod W=1 modules || exit 1; \
+		mkdir -p $(BUILD)/kmod/$$k && cp $(TOP)/kmod/dm-envcrypt.ko $(BUILD)/kmod/$$k/ || exit 1; \
+	done
+
+helper:
+	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null
+	cmake --build $(BUILD)/helper -j$$(nproc)
+
+check: kmod-matrix helper
+	$(TOP)/scripts/check.sh $(KERNELS)
+
+lint:
+	$(TOP)/scripts/lint.sh
+
+demo: kmod-matrix helper
+	$(TOP)/scripts/demo.sh
+
+bench: kmod-matrix helper
+	$(TOP)/bench/run.sh $(KERNELS)
+
+deps:
+	$(TOP)/scripts/deps.sh
+
+clean:
+	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean
+	rm -rf $(BUILD)

@@ -1,0 +1,104 @@
+// The KMS interface, in the spirit of Tink's KmsClient: a backend says which
+// CMK URIs it serves and performs envelope operations and key administration
+// for them.  Backends: `local://` (kms_local.*) and `kmip://` (kmip/*).
+// Callers pick the backend from the CMK URI's scheme (kms_registry.*), never
+// from flags spread through the code.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "result.h"
+#include "secret.h"
+
+namespace envcrypt {
+
+// Encryption context: bound into the wrap as AAD (AWS/Alibaba KMS style).
+// envcryptctl puts the disk uuid and geometry in it.  Serialised canonically
+// (sorted keys) by canonical_context() so every backend uses the same bytes.
+using EncryptionContext = std::map<std::string, std::string>;
+std::vector<std::uint8_t> canonical_context(const EncryptionContext& context);
+
+// A DK wrapped under one version of a CMK with AES-256-GCM.
+struct WrappedKey {
+  std::string cmk_uri;       // canonical URI: local://<region>/<key-id> or kmip://host:port/uid
+  std::uint32_t cmk_version = 0;
+  std::vector<std::uint8_t> nonce;       // 12 bytes
+  std::vector<std::uint8_t> tag;         // 16 bytes
+  std::vector<std::uint8_t> ciphertext;  // same length as the plaintext DK
+};
+
+enum class KeyState { kEnabled, kDisabled, kPendingDeletion, kPendingImport };
+enum class KeyOrigin { kKms, kExternal };
+std::string_view to_string(KeyState state);
+std::string_view to_string(KeyOrigin origin);
+
+struct KeyInfo {
+  std::string key_id;
+  std::string uri;  // canonical CMK URI
+  std::vector<std::string> aliases;
+  KeyState state = KeyState::kEnabled;
+  KeyOrigin origin = KeyOrigin::kKms;
+  std::string description;
+  std::uint32_t primary_version = 1;
+  std::uint32_t version_count = 1;
+  std::int64_t created_at = 0;           // unix seconds
+  std::optional<std::int64_t> deletion_date;  // PendingDeletion only
+  bool service_key = false;
+};
+
+struct CreateKeyRequest {
+  std::string description;
+  std::optional<std::string> alias;  // without the "alias/" prefix
+  KeyOrigin origin = KeyOrigin::kKms;
+  std::optional<std::uint32_t> rotation_interval_days;
+};
+
+class KmsBackend {
+ public:
+  virtual ~KmsBackend() = default;
+
+  // Does this backend serve the given CMK URI or key reference?
+  [[nodiscard]] virtual bool supports(std::string_view uri) const = 0;
+
+  // Envelope operations.  `keyref` is a key id, alias/<name> or CMK URI.
+  virtual Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
+                                     const EncryptionContext& context) = 0;
+  virtual Result<SecretBytes> decrypt(const WrappedKey& wrapped,
+                                      const EncryptionContext& context) = 0;
+
+  // Key administration.
+  virtual Result<KeyInfo> create_key(const CreateKeyRequest& request) = 0;
+  virtual Result<KeyInfo> describe_key(std::string_view keyref) = 0;
+  virtual Result<std::vector<KeyInfo>> list_keys() = 0;
+  virtual Status enable_key(std::string_view keyref) = 0;
+  virtual Status disable_key(std::string_view keyref) = 0;
+  virtual Result<KeyInfo> schedule_key_deletion(std::string_view keyref,
+                                                std::uint32_t pending_window_days) = 0;
+  virtual Status cancel_key_deletion(std::string_view keyref) = 0;
+
+  // Aliases ("alias/<name>").  A backend without aliases answers with
+  // ErrorCode::kUsage and a message saying so (see unsupported()).
+  virtual Status create_alias(std::string_view alias, std::string_view keyref);
+  virtual Status delete_alias(std::string_view alias);
+  virtual Result<std::map<std::string, std::string>> list_aliases();  // alias -> key id
+
+ protected:
+  // The error a backend returns for an operation its server cannot offer.
+  [[nodiscard]] virtual Error unsupported(std::string_view operation) const;
+};
+
+// GenerateDataKey: a fresh DK of `size` bytes from OpenSSL's DRBG, wrapped
+// by the backend.  Shared by every backend so DK generation is one code path.
+struct DataKey {
+  SecretBytes plaintext;
+  WrappedKey wrapped;
+};
+Result<DataKey> generate_data_key(KmsBackend& kms, std::string_view keyref,
+                                  const EncryptionContext& context, std::size_t size);
+
+}  // namespace envcrypt
