@@ -1,0 +1,22 @@
+// The `kmip://` KMS backend: CMKs held by a KMIP 1.4 key manager, reached over
+// TLS with a client certificate.  Wrap/unwrap are KMIP Encrypt/Decrypt.
+// What a KMIP server cannot offer (aliases, re-enabling a revoked key,
+// cancelling a deletion) is answered with ErrorCode::kUsage; see
+// Documentation/kms/kmip.rst.
+#pragma once
+
+#include <memory>
+
+#include "config.h"
+#include "kms.h"
+#include "result.h"
+
+namespace envcrypt {
+
+// Opens a KMIP backend for one configured endpoint.  No connection is made
+// until the first operation.  The server identifies the client by its
+// certificate, so there is no principal argument.  supports(uri) answers true
+// for kmip://<host>:<port>/<uid> URIs naming this endpoint's host and port.
+Result<std::unique_ptr<KmsBackend>> open_kmip_kms(const KmipEndpoint& endpoint);
+
+}  // namespace envcrypt
