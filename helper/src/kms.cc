@@ -1,0 +1,83 @@
+#include "kms.h"
+
+#include <string>
+
+#include "crypto.h"
+
+namespace envcrypt {
+namespace {
+
+void append_u32_be(std::vector<std::uint8_t>& out, std::size_t value) {
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<std::uint8_t>((value >> shift) & 0xff));
+  }
+}
+
+void append_field(std::vector<std::uint8_t>& out, const std::string& field) {
+  append_u32_be(out, field.size());
+  out.insert(out.end(), field.begin(), field.end());
+}
+
+}  // namespace
+
+// Length-prefixed so that no two different contexts serialise to the same
+// bytes ({"a":"bc"} vs {"ab":"c"}); std::map already iterates in sorted order.
+// Layout: u32 count, then per pair u32 key length, key, u32 value length,
+// value; all integers big-endian.
+std::vector<std::uint8_t> canonical_context(const EncryptionContext& context) {
+  std::vector<std::uint8_t> out;
+  append_u32_be(out, context.size());
+  for (const auto& [key, value] : context) {
+    append_field(out, key);
+    append_field(out, value);
+  }
+  return out;
+}
+
+std::string_view to_string(KeyState state) {
+  switch (state) {
+    case KeyState::kEnabled:
+      return "Enabled";
+    case KeyState::kDisabled:
+      return "Disabled";
+    case KeyState::kPendingDeletion:
+      return "PendingDeletion";
+    case KeyState::kPendingImport:
+      return "PendingImport";
+  }
+  return "Unknown";
+}
+
+std::string_view to_string(KeyOrigin origin) {
+  switch (origin) {
+    case KeyOrigin::kKms:
+      return "KMS";
+    case KeyOrigin::kExternal:
+      return "EXTERNAL";
+  }
+  return "Unknown";
+}
+
+Status KmsBackend::create_alias(std::string_view /*alias*/, std::string_view /*keyref*/) {
+  return unsupported("create-alias");
+}
+
+Status KmsBackend::delete_alias(std::string_view /*alias*/) { return unsupported("delete-alias"); }
+
+Result<std::map<std::string, std::string>> KmsBackend::list_aliases() {
+  return unsupported("list-aliases");
+}
+
+Error KmsBackend::unsupported(std::string_view operation) const {
+  return {ErrorCode::kUsage, std::string(operation) + " is not supported by this KMS backend"};
+}
+
+Result<DataKey> generate_data_key(KmsBackend& kms, std::string_view keyref,
+                                  const EncryptionContext& context, std::size_t size) {
+  DataKey key;
+  ENVCRYPT_ASSIGN_OR_RETURN(key.plaintext, random_secret(size));
+  ENVCRYPT_ASSIGN_OR_RETURN(key.wrapped, kms.encrypt(keyref, key.plaintext, context));
+  return key;
+}
+
+}  // namespace envcrypt

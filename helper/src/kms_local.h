@@ -1,0 +1,145 @@
+// The embedded local KMS (DESIGN.md section 5): CMKs of one region kept in a
+// keystore directory, their material sealed with AES-256-GCM under a root key
+// file, every change an atomic locked replacement of the region's keystore
+// file, every operation one line of a hash-chained audit log.
+// CMK URI: local://<region>/<key-id>.  Documentation/kms/local.rst and
+// Documentation/kms/lifecycle.rst describe the operator's view.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "audit.h"
+#include "kms.h"
+#include "result.h"
+#include "secret.h"
+
+namespace envcrypt {
+
+struct LocalKmsOptions {
+  std::filesystem::path dir;       // keystore directory, e.g. /var/lib/envcrypt/kms
+  std::filesystem::path root_key;  // e.g. /etc/envcrypt/root.key
+  std::string region;              // e.g. local-1
+  std::string principal;           // e.g. host/<hostname>, recorded in the audit log
+  // Unix seconds.  Empty means the system clock; tests move time forward to
+  // reach deletion dates, rotation dates and token expiry.
+  std::function<std::int64_t()> clock;
+};
+
+// Operations a grant hands to a principal.  kAdmin covers every key
+// administration operation (enable, disable, rotate, deletion, aliases,
+// grants, import).
+enum class GrantOperation { kGenerate, kDecrypt, kReencrypt, kDescribe, kAdmin };
+std::string_view to_string(GrantOperation operation);
+// Accepts the names to_string() prints: generate, decrypt, reencrypt, describe, admin.
+Result<GrantOperation> parse_grant_operation(std::string_view name);
+
+struct Grant {
+  std::string grant_id;
+  std::string key_id;
+  std::string principal;
+  std::vector<GrantOperation> operations;
+  std::string created_by;
+  std::int64_t created_at = 0;
+};
+
+struct KeyVersionInfo {
+  std::uint32_t version = 0;
+  std::int64_t created_at = 0;
+};
+
+// What describe_key's KeyInfo does not carry.
+struct LocalKeyDetails {
+  KeyInfo info;
+  std::string owner;  // the principal that created the key; holds every operation
+  std::optional<std::uint32_t> rotation_interval_days;
+  std::int64_t last_rotated_at = 0;  // creation or last rotation
+  std::vector<KeyVersionInfo> versions;
+  std::optional<std::int64_t> material_expires_at;  // EXTERNAL keys only
+};
+
+// GetParametersForImport's answer (BYOK).
+struct ImportParameters {
+  std::string key_id;
+  std::string public_key_pem;  // RSA-2048 SubjectPublicKeyInfo PEM
+  std::string import_token;    // opaque, hex
+  std::string wrapping_algorithm = "RSAES_OAEP_SHA_256";
+  std::int64_t expires_at = 0;  // unix seconds, 24 h after issue
+};
+
+struct ImportMaterialRequest {
+  std::vector<std::uint8_t> encrypted_material;  // RSAES-OAEP-SHA-256 of 32 bytes
+  std::string import_token;
+  std::optional<std::int64_t> material_expires_at;  // unix seconds
+};
+
+class LocalKms final : public KmsBackend {
+ public:
+  // Prefer open_local_kms(); this is for callers that need the local-only
+  // operations below.
+  static Result<std::unique_ptr<LocalKms>> open(const LocalKmsOptions& options);
+  ~LocalKms() override;
+  LocalKms(const LocalKms&) = delete;
+  LocalKms& operator=(const LocalKms&) = delete;
+
+  [[nodiscard]] bool supports(std::string_view uri) const override;
+  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
+                             const EncryptionContext& context) override;
+  Result<SecretBytes> decrypt(const WrappedKey& wrapped, const EncryptionContext& context) override;
+  Result<KeyInfo> create_key(const CreateKeyRequest& request) override;
+  Result<KeyInfo> describe_key(std::string_view keyref) override;
+  Result<std::vector<KeyInfo>> list_keys() override;
+  Status enable_key(std::string_view keyref) override;
+  Status disable_key(std::string_view keyref) override;
+  Result<KeyInfo> schedule_key_deletion(std::string_view keyref,
+                                        std::uint32_t pending_window_days) override;
+  Status cancel_key_deletion(std::string_view keyref) override;
+  Status create_alias(std::string_view alias, std::string_view keyref) override;
+  Status delete_alias(std::string_view alias) override;
+  Result<std::map<std::string, std::string>> list_aliases() override;
+
+  // --- Key lifecycle (issue 5) ---
+  Result<LocalKeyDetails> describe_key_details(std::string_view keyref);
+  // Adds a version and makes it primary; older versions still decrypt.
+  Result<KeyInfo> rotate_key(std::string_view keyref);
+  // Rotates every Enabled key whose rotation interval has elapsed; returns them.
+  Result<std::vector<KeyInfo>> rotate_due();
+  // KMS ReEncrypt: unwraps `wrapped` and wraps the same DK under the primary
+  // version of `destination_keyref`, the DK never leaving this call.
+  Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
+                               std::string_view destination_keyref,
+                               const EncryptionContext& destination_context);
+  // BYOK.  The key must have origin EXTERNAL.
+  Result<ImportParameters> get_parameters_for_import(std::string_view keyref);
+  Result<KeyInfo> import_key_material(std::string_view keyref,
+                                      const ImportMaterialRequest& request);
+  Result<KeyInfo> delete_key_material(std::string_view keyref);
+  // Grants.  `principal` is host/<name>, user/<name> or service/<name>.
+  Result<Grant> create_grant(std::string_view keyref, std::string_view principal,
+                             const std::vector<GrantOperation>& operations);
+  Status revoke_grant(std::string_view keyref, std::string_view grant_id);
+  Result<std::vector<Grant>> list_grants(std::string_view keyref);
+  // Destroys every key whose deletion date has passed; returns their ids.
+  Result<std::vector<std::string>> purge_due();
+
+  // The audit log of this keystore directory.
+  AuditLog& audit_log();
+
+  [[nodiscard]] const std::string& region() const;
+  [[nodiscard]] const std::string& principal() const;
+
+ private:
+  struct Impl;
+  explicit LocalKms(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+Result<std::unique_ptr<KmsBackend>> open_local_kms(const LocalKmsOptions& options);
+
+}  // namespace envcrypt
