@@ -1,0 +1,45 @@
+#!/bin/bash
+# Stage 2 of an envcrypt test guest: PID 1 after switch_root into the host's
+# root (read-only 9p).  It runs the command that selftests/vm-run.sh wrote to
+# /run/out/.vm-run/command (which joins a fresh session keyring), as root, with its
+# output on ttyS1 (streamed to vm-run's stdout); then it saves the kernel log
+# to /run/out/dmesg.txt and the command's exit status to /run/out/status and
+# powers the guest off.  As PID 1 it must never exit, so it ends in poweroff.
+
+OUT=/run/out
+CONTROL=$OUT/.vm-run
+STREAM=/dev/ttyS1
+
+power_off() {
+	sync
+	umount "$OUT" 2>/dev/null
+	echo o >/proc/sysrq-trigger
+	sleep 60
+}
+
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+hostname envcrypt-guest
+# The host reads the stream as plain lines: no CR before each LF.
+stty -F "$STREAM" -onlcr 2>/dev/null
+
+# shellcheck source=/dev/null
+. "$CONTROL/env" || {
+	echo "vm-run guest: stage 2: cannot read $CONTROL/env" >"$STREAM"
+	echo 125 >"$OUT/status"
+	power_off
+}
+
+start=$(date +%s)
+env -i \
+	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	HOME=/tmp TERM=dumb LANG=C.UTF-8 \
+	ENVCRYPT_OUT="$OUT" ENVCRYPT_KVER="$VMRUN_KVER" ENVCRYPT_TOP="$VMRUN_TOP" \
+	/bin/bash "$CONTROL/command" </dev/null >"$STREAM" 2>&1
+status=$?
+echo "$(($(date +%s) - start))" >"$CONTROL/seconds"
+
+dmesg >"$OUT/dmesg.txt"
+echo "$status" >"$OUT/status"
+power_off

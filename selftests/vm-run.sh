@@ -1,0 +1,228 @@
+#!/bin/bash
+# vm-run.sh: run one command as root in a throw-away QEMU guest booted from an
+# installed Debian kernel, with the host's root file system (read-only) as the
+# guest's root.  Every guest test, the demo and the benchmarks go through it.
+#
+#   selftests/vm-run.sh --kernel KVER --out DIR [--disk IMAGE]... [--mem MiB]
+#                       [--cpus N] [--timeout SEC] -- COMMAND [ARGS...]
+#
+#   --kernel KVER   boot /boot/vmlinuz-KVER with modules from /lib/modules/KVER
+#   --out DIR       host directory shared writable with the guest at /run/out
+#                   (created if missing); results land here
+#   --disk IMAGE    raw image attached as virtio-blk, in order: /dev/vda,
+#                   /dev/vdb, ...; written through, so the host sees every byte
+#                   the guest wrote once vm-run returns
+#   --mem MiB       guest memory (default 2048)
+#   --cpus N        guest vCPUs (default 2)
+#   --timeout SEC   wall-clock limit for the whole guest (default 1200)
+#
+# The guest runs `qemu-system-x86_64 -accel tcg -cpu max -nographic` with no
+# network (stock kernels hang under KVM on these machines).  A cached busybox
+# initramfs (build/initramfs/KVER.cpio.gz, rebuilt when its inputs change)
+# loads the virtio and 9p modules, mounts the host root read-only over 9p,
+# tmpfs on /tmp and /run, DIR on /run/out, and switch_roots.  COMMAND then runs
+# as root with cwd = the host's cwd (which must exist in the guest: not under
+# /tmp or /run, which are the guest's own tmpfs), stdin from /dev/null, inside
+# a fresh session keyring, with only this environment:
+#   PATH (the usual sbin/bin dirs), HOME=/tmp, TERM=dumb, LANG=C.UTF-8,
+#   ENVCRYPT_OUT=/run/out, ENVCRYPT_KVER=KVER, ENVCRYPT_TOP=<repo root>.
+# udevd is not running; selftests/lib/guest.sh has helpers to start it.
+#
+# COMMAND's stdout and stderr stream to vm-run's stdout and are saved in
+# DIR/output.txt.  The kernel console log goes to DIR/console.txt (never to
+# stdout), the guest's dmesg after COMMAND to DIR/dmesg.txt, COMMAND's exit
+# status to DIR/status.  DIR/.vm-run/ holds the run's control files.
+#
+# Exit status: COMMAND's, except
+#   1    the guest kernel log shows BUG:, WARNING:, Oops, Call Trace, a kernel
+#        panic or a general protection fault (the lines are printed), or the
+#        guest died before COMMAND finished
+#   124  the guest did not finish within --timeout (QEMU is killed)
+#   125  vm-run itself could not start the guest (bad arguments, missing
+#        kernel, QEMU failure)
+# Every failure message on stderr names the kernel and the reason.
+
+set -u
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KVER=
+OUT=
+DISKS=()
+MEM=2048
+CPUS=2
+TIMEOUT=1200
+
+usage() {
+	sed -n '5,6p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+	exit 125
+}
+
+fail() {
+	local status=$1
+	shift
+	echo "vm-run: kernel ${KVER:-<none>}: $*" >&2
+	exit "$status"
+}
+
+is_number() {
+	[[ $1 =~ ^[1-9][0-9]*$ ]]
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--kernel) KVER=${2-} ;;
+	--out) OUT=${2-} ;;
+	--disk) DISKS+=("${2-}") ;;
+	--mem) MEM=${2-} ;;
+	--cpus) CPUS=${2-} ;;
+	--timeout) TIMEOUT=${2-} ;;
+	--) shift; break ;;
+	-h | --help) usage ;;
+	*) echo "vm-run: unknown argument '$1'" >&2; usage ;;
+	esac
+	[ $# -ge 2 ] || { echo "vm-run: $1 needs a value" >&2; usage; }
+	shift 2
+done
+[ -n "$KVER" ] && [ -n "$OUT" ] && [ $# -gt 0 ] || usage
+is_number "$MEM" || fail 125 "--mem '$MEM' is not a positive number of MiB"
+is_number "$CPUS" || fail 125 "--cpus '$CPUS' is not a positive number"
+is_number "$TIMEOUT" || fail 125 "--timeout '$TIMEOUT' is not a positive number of seconds"
+[ -r "/boot/vmlinuz-$KVER" ] || fail 125 "no kernel image /boot/vmlinuz-$KVER"
+[ -d "/lib/modules/$KVER/kernel" ] || fail 125 "no modules in /lib/modules/$KVER"
+command -v qemu-system-x86_64 >/dev/null || fail 125 "qemu-system-x86_64 not installed (make deps)"
+[ -x /bin/busybox ] || fail 125 "/bin/busybox missing (busybox-static, make deps)"
+for disk in "${DISKS[@]}"; do
+	[ -f "$disk" ] && [ -w "$disk" ] || fail 125 "--disk '$disk' is not a writable image file"
+done
+mkdir -p "$OUT" || fail 125 "cannot create --out directory '$OUT'"
+OUT=$(cd "$OUT" && pwd)
+
+# The modules stage 1 needs, in load order, each with its dependencies.
+initramfs_modules() {
+	local module
+	for module in virtio_pci virtio_blk 9pnet_virtio 9p; do
+		modprobe -S "$KVER" --show-depends "$module" ||
+			fail 125 "modprobe cannot resolve $module in /lib/modules/$KVER"
+	done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }'
+}
+
+# Writes the initramfs for KVER into build/initramfs/, unless the cached one
+# was made from the same init script, busybox and module files.
+build_initramfs() {
+	local dir=$TOP/build/initramfs
+	local image=$dir/$KVER.cpio.gz
+	local modules stamp stage module name
+	mkdir -p "$dir" || fail 125 "cannot create $dir"
+	modules=$(initramfs_modules) || exit 125
+	stamp=$({
+		sha256sum "$TOP/selftests/lib/initramfs-init"
+		# shellcheck disable=SC2086
+		stat -L -c '%n %s %Y' /bin/busybox $modules
+	} | sha256sum | cut -d' ' -f1)
+	INITRAMFS=$image
+	exec 9>"$dir/$KVER.lock"
+	flock 9
+	if [ -f "$image" ] && [ "$(cat "$dir/$KVER.stamp" 2>/dev/null)" = "$stamp" ]; then
+		exec 9>&-
+		return
+	fi
+	stage=$(mktemp -d "$dir/.stage.XXXXXX") || fail 125 "cannot create a staging directory in $dir"
+	mkdir -p "$stage"/{bin,dev,lib/modules,proc,sys,newroot}
+	cp /bin/busybox "$stage/bin/busybox"
+	cp "$TOP/selftests/lib/initramfs-init" "$stage/init"
+	chmod 755 "$stage/init"
+	mknod "$stage/dev/console" c 5 1
+	for module in $modules; do
+		# busybox insmod takes plain .ko files only.
+		name=$(basename "$module")
+		case $name in
+		*.ko.xz) xz -dc "$module" >"$stage/lib/modules/${name%.xz}" ;;
+		*.ko.zst) zstd -qdc "$module" >"$stage/lib/modules/${name%.zst}" ;;
+		*.ko.gz) gzip -dc "$module" >"$stage/lib/modules/${name%.gz}" ;;
+		*) cp "$module" "$stage/lib/modules/$name" ;;
+		esac || fail 125 "cannot unpack $module"
+		echo "${name%.ko*}.ko" >>"$stage/modules.list"
+	done
+	(cd "$stage" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -1) >"$image.tmp" ||
+		fail 125 "cannot write $image"
+	mv -f "$image.tmp" "$image"
+	echo "$stamp" >"$dir/$KVER.stamp"
+	rm -rf "$stage"
+	exec 9>&-
+}
+
+# QEMU option values escape a comma by doubling it.
+qemu_escape() {
+	printf '%s' "${1//,/,,}"
+}
+
+write_control_files() {
+	local control=$OUT/.vm-run
+	rm -rf "$control" "$OUT/status" "$OUT/dmesg.txt" "$OUT/output.txt" "$OUT/console.txt"
+	mkdir -p "$control" || fail 125 "cannot write to $OUT"
+	{
+		printf 'VMRUN_KVER=%q\n' "$KVER"
+		printf 'VMRUN_TOP=%q\n' "$TOP"
+	} >"$control/env"
+	{
+		printf 'cd -- %q 2>/dev/null || {\n' "$PWD"
+		printf '\techo "vm-run: kernel %s: working directory %s does not exist in the guest" >&2\n' "$KVER" "$PWD"
+		printf '\texit 125\n}\n'
+		# A guest process has no session keyring; give the command its own.
+		printf 'keyctl new_session >/dev/null || exit 125\n'
+		printf 'exec'
+		printf ' %q' "$@"
+		printf '\n'
+	} >"$control/command"
+}
+
+# Kernel log lines that mean the kernel itself went wrong.
+KERNEL_TROUBLE='^(\[ *[0-9.]+\] )?[[:space:]]*(BUG:|WARNING:|Oops|Call Trace|Kernel panic|kernel BUG at|general protection fault)'
+
+report_trouble() {
+	local log=$1 lines
+	lines=$(grep -aE "$KERNEL_TROUBLE" "$log" | head -n 20)
+	[ -n "$lines" ] || return 1
+	echo "vm-run: kernel $KVER: guest kernel log ($log) shows:" >&2
+	echo "$lines" | sed 's/^/vm-run:   /' >&2
+	return 0
+}
+
+build_initramfs
+write_control_files "$@"
+
+qemu_args=(
+	-accel tcg -cpu max -smp "$CPUS" -m "$MEM"
+	-nographic -nodefaults -no-reboot -nic none
+	-kernel "/boot/vmlinuz-$KVER" -initrd "$INITRAMFS"
+	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh"
+	-serial "file:$(qemu_escape "$OUT/console.txt")" -serial stdio
+	-fsdev local,path=/,readonly=on,security_model=none,multidevs=remap,id=root
+	-device virtio-9p-pci,fsdev=root,mount_tag=root
+	-fsdev "local,path=$(qemu_escape "$OUT"),security_model=none,multidevs=remap,id=out"
+	-device virtio-9p-pci,fsdev=out,mount_tag=out
+)
+for disk in "${DISKS[@]}"; do
+	qemu_args+=(-drive "file=$(qemu_escape "$disk"),format=raw,if=virtio,cache=writethrough")
+done
+
+timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null | tee "$OUT/output.txt"
+qemu_status=${PIPESTATUS[0]}
+
+if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
+	echo "vm-run: kernel $KVER: guest did not finish within $TIMEOUT s; QEMU killed. Last kernel log lines:" >&2
+	tail -n 15 "$OUT/console.txt" | sed 's/^/vm-run:   /' >&2
+	exit 124
+fi
+[ "$qemu_status" = 0 ] || fail 125 "qemu-system-x86_64 failed with status $qemu_status"
+if ! [ -s "$OUT/status" ]; then
+	report_trouble "$OUT/console.txt" ||
+		tail -n 15 "$OUT/console.txt" | sed 's/^/vm-run:   /' >&2
+	fail 1 "guest died before the command finished (no $OUT/status; full log in $OUT/console.txt)"
+fi
+if report_trouble "$OUT/dmesg.txt"; then
+	fail 1 "kernel trouble in the guest's dmesg (command status was $(cat "$OUT/status")); full log in $OUT/dmesg.txt"
+fi
+status=$(cat "$OUT/status")
+[[ $status =~ ^[0-9]+$ ]] || fail 1 "guest wrote a malformed status '$status'"
+exit "$status"
