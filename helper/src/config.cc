@@ -1,0 +1,241 @@
+#include "config.h"
+
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+namespace envcrypt {
+namespace {
+
+constexpr const char* kDefaultConfigPath = "/etc/envcrypt/envcrypt.conf";
+
+std::string_view type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    default:
+      return "a date/time";
+  }
+}
+
+// Walks one TOML table, handing each key to the caller, who answers whether it
+// knows the key.  Errors name the file and the dotted key.
+class TableReader {
+ public:
+  TableReader(const std::filesystem::path& source, std::string prefix)
+      : source_(source.string()), prefix_(std::move(prefix)) {}
+
+  [[nodiscard]] std::string key_path(std::string_view key) const {
+    return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
+  }
+
+  [[nodiscard]] Error error(std::string_view key, const std::string& why) const {
+    return {ErrorCode::kUsage, "config " + source_ + ": " + key_path(key) + ": " + why};
+  }
+
+  [[nodiscard]] Error unknown_key(std::string_view key) const {
+    return {ErrorCode::kUsage, "config " + source_ + ": unknown key '" + key_path(key) + "'"};
+  }
+
+  Result<std::string> string(std::string_view key, const toml::node& node) const {
+    if (const auto* value = node.as_string()) {
+      return value->get();
+    }
+    return error(key, "expected a string, got " + std::string(type_name(node)));
+  }
+
+  Result<std::filesystem::path> absolute_path(std::string_view key, const toml::node& node) const {
+    ENVCRYPT_ASSIGN_OR_RETURN(std::string text, string(key, node));
+    std::filesystem::path path(text);
+    if (!path.is_absolute()) {
+      return error(key, "expected an absolute path, got '" + text + "'");
+    }
+    return path;
+  }
+
+  Result<std::int64_t> integer(std::string_view key, const toml::node& node, std::int64_t min,
+                               std::int64_t max) const {
+    const auto* value = node.as_integer();
+    if (value == nullptr) {
+      return error(key, "expected an integer, got " + std::string(type_name(node)));
+    }
+    if (value->get() < min || value->get() > max) {
+      return error(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                            ", got " + std::to_string(value->get()));
+    }
+    return value->get();
+  }
+
+  Result<const toml::table*> table(std::string_view key, const toml::node& node) const {
+    if (const auto* value = node.as_table()) {
+      return value;
+    }
+    return error(key, "expected a table, got " + std::string(type_name(node)));
+  }
+
+ private:
+  std::string source_;
+  std::string prefix_;
+};
+
+Status parse_kmip_endpoint(const toml::table& table, const std::filesystem::path& source,
+                           const std::string& name, KmipEndpoint& endpoint) {
+  TableReader reader(source, "kms.kmip." + name);
+  endpoint.name = name;
+  for (const auto& [key, node] : table) {
+    const std::string_view k = key.str();
+    if (k == "host") {
+      ENVCRYPT_ASSIGN_OR_RETURN(endpoint.host, reader.string(k, node));
+    } else if (k == "port") {
+      ENVCRYPT_ASSIGN_OR_RETURN(std::int64_t port, reader.integer(k, node, 1, 65535));
+      endpoint.port = static_cast<std::uint16_t>(port);
+    } else if (k == "ca") {
+      ENVCRYPT_ASSIGN_OR_RETURN(endpoint.ca, reader.absolute_path(k, node));
+    } else if (k == "cert") {
+      ENVCRYPT_ASSIGN_OR_RETURN(endpoint.cert, reader.absolute_path(k, node));
+    } else if (k == "key") {
+      ENVCRYPT_ASSIGN_OR_RETURN(endpoint.key, reader.absolute_path(k, node));
+    } else if (k == "timeout_ms") {
+      ENVCRYPT_ASSIGN_OR_RETURN(
+          std::int64_t timeout,
+          reader.integer(k, node, 1, std::numeric_limits<std::uint32_t>::max()));
+      endpoint.timeout_ms = static_cast<std::uint32_t>(timeout);
+    } else {
+      return reader.unknown_key(k);
+    }
+  }
+  if (endpoint.host.empty()) {
+    return reader.error("host", "missing (every KMIP endpoint needs a host)");
+  }
+  return OkStatus();
+}
+
+Status parse_kms(const toml::table& kms, const std::filesystem::path& source, Config& config) {
+  TableReader reader(source, "kms");
+  for (const auto& [key, node] : kms) {
+    const std::string_view k = key.str();
+    if (k == "local") {
+      ENVCRYPT_ASSIGN_OR_RETURN(const toml::table* local, reader.table(k, node));
+      TableReader local_reader(source, "kms.local");
+      for (const auto& [lkey, lnode] : *local) {
+        const std::string_view lk = lkey.str();
+        if (lk == "dir") {
+          ENVCRYPT_ASSIGN_OR_RETURN(config.local_dir, local_reader.absolute_path(lk, lnode));
+        } else if (lk == "root_key") {
+          ENVCRYPT_ASSIGN_OR_RETURN(config.local_root_key, local_reader.absolute_path(lk, lnode));
+        } else {
+          return local_reader.unknown_key(lk);
+        }
+      }
+    } else if (k == "kmip") {
+      ENVCRYPT_ASSIGN_OR_RETURN(const toml::table* kmip, reader.table(k, node));
+      TableReader kmip_reader(source, "kms.kmip");
+      for (const auto& [name, endpoint_node] : *kmip) {
+        ENVCRYPT_ASSIGN_OR_RETURN(const toml::table* endpoint_table,
+                                  kmip_reader.table(name.str(), endpoint_node));
+        KmipEndpoint endpoint;
+        ENVCRYPT_TRY(
+            parse_kmip_endpoint(*endpoint_table, source, std::string(name.str()), endpoint));
+        config.kmip_endpoints.emplace(endpoint.name, std::move(endpoint));
+      }
+    } else {
+      return reader.unknown_key(k);
+    }
+  }
+  return OkStatus();
+}
+
+std::string default_principal() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+    return "host/localhost";
+  }
+  return std::string("host/") + host;
+}
+
+}  // namespace
+
+Result<Config> parse_config(const std::string& toml_text, const std::filesystem::path& source) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source.string());
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    return Error(ErrorCode::kUsage, "config " + source.string() + ":" + std::to_string(where.line) +
+                                        ":" + std::to_string(where.column) + ": " +
+                                        std::string(e.description()));
+  }
+
+  Config config;
+  config.source = source;
+  TableReader reader(source, "");
+  for (const auto& [key, node] : root) {
+    const std::string_view k = key.str();
+    if (k == "region") {
+      ENVCRYPT_ASSIGN_OR_RETURN(config.region, reader.string(k, node));
+      if (config.region.empty() || config.region.find('/') != std::string::npos) {
+        return reader.error(k, "must be a non-empty name without '/'");
+      }
+    } else if (k == "principal") {
+      ENVCRYPT_ASSIGN_OR_RETURN(config.principal, reader.string(k, node));
+    } else if (k == "default_cmk") {
+      ENVCRYPT_ASSIGN_OR_RETURN(config.default_cmk, reader.string(k, node));
+    } else if (k == "kms") {
+      ENVCRYPT_ASSIGN_OR_RETURN(const toml::table* kms, reader.table(k, node));
+      ENVCRYPT_TRY(parse_kms(*kms, source, config));
+    } else {
+      return reader.unknown_key(k);
+    }
+  }
+  if (config.principal.empty()) {
+    config.principal = default_principal();
+  }
+  return config;
+}
+
+Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_path) {
+  std::filesystem::path path = kDefaultConfigPath;
+  bool must_exist = false;
+  if (explicit_path) {
+    path = *explicit_path;
+    must_exist = true;
+  } else if (const char* env = std::getenv("ENVCRYPT_CONFIG"); env != nullptr && *env != '\0') {
+    path = env;
+    must_exist = true;
+  }
+
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    if (err == ENOENT && !must_exist) {
+      Config defaults;
+      defaults.principal = default_principal();
+      return defaults;
+    }
+    return Error(ErrorCode::kUsage, "config " + path.string() + ": " + std::strerror(err));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    return Error(ErrorCode::kIo, "config " + path.string() + ": read failed");
+  }
+  return parse_config(text.str(), path);
+}
+
+}  // namespace envcrypt

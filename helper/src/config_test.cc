@@ -1,0 +1,114 @@
+#include "config.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <fstream>
+
+namespace envcrypt {
+namespace {
+
+Result<Config> parse(const std::string& text) { return parse_config(text, "/test.conf"); }
+
+void expect_usage_error(const std::string& text, const std::string& needle) {
+  auto config = parse(text);
+  ASSERT_FALSE(config.ok()) << text;
+  EXPECT_EQ(config.error().code(), ErrorCode::kUsage);
+  EXPECT_NE(config.error().message().find(needle), std::string::npos)
+      << "message '" << config.error().message() << "' lacks '" << needle << "'";
+  EXPECT_NE(config.error().message().find("/test.conf"), std::string::npos);
+}
+
+TEST(Config, EmptyTextGivesDefaults) {
+  auto config = parse("");
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->region, "local-1");
+  EXPECT_EQ(config->default_cmk, "alias/acs/ecs");
+  EXPECT_EQ(config->local_dir, "/var/lib/envcrypt/kms");
+  EXPECT_EQ(config->local_root_key, "/etc/envcrypt/root.key");
+  EXPECT_EQ(config->principal.rfind("host/", 0), 0u);
+  EXPECT_TRUE(config->kmip_endpoints.empty());
+}
+
+TEST(Config, FullSchema) {
+  auto config = parse(R"(
+region = "eu-2"
+principal = "host/db1"
+default_cmk = "alias/db"
+[kms.local]
+dir = "/tmp/kms"
+root_key = "/tmp/root.key"
+[kms.kmip.hsm]
+host = "kms.example"
+ca = "/etc/ca.pem"
+cert = "/etc/c.pem"
+key = "/etc/c.key"
+timeout_ms = 250
+[kms.kmip.other]
+host = "10.0.0.1"
+port = 15696
+)");
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  EXPECT_EQ(config->region, "eu-2");
+  EXPECT_EQ(config->principal, "host/db1");
+  EXPECT_EQ(config->default_cmk, "alias/db");
+  EXPECT_EQ(config->local_dir, "/tmp/kms");
+  EXPECT_EQ(config->local_root_key, "/tmp/root.key");
+  ASSERT_EQ(config->kmip_endpoints.size(), 2u);
+  const auto& hsm = config->kmip_endpoints.at("hsm");
+  EXPECT_EQ(hsm.name, "hsm");
+  EXPECT_EQ(hsm.port, 5696);
+  EXPECT_EQ(hsm.timeout_ms, 250u);
+  EXPECT_EQ(hsm.cert, "/etc/c.pem");
+  EXPECT_EQ(config->kmip_endpoints.at("other").port, 15696);
+}
+
+TEST(Config, UnknownKeysAreNamed) {
+  expect_usage_error("regoin = \"x\"\n", "unknown key 'regoin'");
+  expect_usage_error("[kms.local]\ndirr = \"/x\"\n", "unknown key 'kms.local.dirr'");
+  expect_usage_error("[kms.kmip.a]\nhost = \"h\"\nprot = 1\n", "unknown key 'kms.kmip.a.prot'");
+  expect_usage_error("[kms.aws]\n", "unknown key 'kms.aws'");
+}
+
+TEST(Config, WrongTypesAreNamed) {
+  expect_usage_error("region = 5\n", "region: expected a string, got an integer");
+  expect_usage_error("kms = \"local\"\n", "kms: expected a table, got a string");
+  expect_usage_error("[kms.kmip.a]\nhost = \"h\"\nport = \"5696\"\n",
+                     "kms.kmip.a.port: expected an integer, got a string");
+  expect_usage_error("[kms.kmip.a]\nhost = \"h\"\nport = 70000\n",
+                     "kms.kmip.a.port: must be between 1 and 65535");
+  expect_usage_error("[kms.local]\ndir = \"relative/kms\"\n",
+                     "kms.local.dir: expected an absolute path");
+}
+
+TEST(Config, KmipEndpointNeedsHost) {
+  expect_usage_error("[kms.kmip.a]\nport = 5696\n", "kms.kmip.a.host: missing");
+}
+
+TEST(Config, SyntaxErrorsGiveLine) { expect_usage_error("region = \n", "/test.conf:1:"); }
+
+TEST(Config, MissingExplicitFileIsAnError) {
+  auto config = load_config(std::filesystem::path("/nonexistent/envcrypt.conf"));
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.error().code(), ErrorCode::kUsage);
+  EXPECT_NE(config.error().message().find("/nonexistent/envcrypt.conf"), std::string::npos);
+}
+
+TEST(Config, EnvironmentVariableNamesTheFile) {
+  const std::string path = ::testing::TempDir() + "/envcrypt-config-test.conf";
+  { std::ofstream(path) << "region = \"env-1\"\n"; }
+  ::setenv("ENVCRYPT_CONFIG", path.c_str(), 1);
+  auto config = load_config(std::nullopt);
+  ::unsetenv("ENVCRYPT_CONFIG");
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  EXPECT_EQ(config->region, "env-1");
+  EXPECT_EQ(config->source, path);
+
+  ::setenv("ENVCRYPT_CONFIG", "/nonexistent/env.conf", 1);
+  auto missing = load_config(std::nullopt);
+  ::unsetenv("ENVCRYPT_CONFIG");
+  EXPECT_FALSE(missing.ok());
+}
+
+}  // namespace
+}  // namespace envcrypt

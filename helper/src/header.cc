@@ -1,0 +1,357 @@
+#include "header.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <cstddef>
+#include <cstring>
+
+#include "crypto.h"
+
+namespace envcrypt {
+namespace {
+
+constexpr std::string_view kKcvLabel = "envcrypt-kcv-v1";
+constexpr std::size_t kChecksumOffset = offsetof(envcrypt_header, checksum);
+
+// Field offsets come from the uapi struct, so the layout is written once.
+constexpr std::size_t kGeometry = offsetof(envcrypt_header, geometry);
+constexpr std::size_t kEnvelope = offsetof(envcrypt_header, envelope);
+
+void put_le(HeaderBytes& out, std::size_t offset, std::uint64_t value, std::size_t width) {
+  for (std::size_t i = 0; i < width; ++i) {
+    out[offset + i] = static_cast<std::uint8_t>(value >> (8 * i));
+  }
+}
+
+std::uint64_t get_le(std::span<const std::uint8_t> in, std::size_t offset, std::size_t width) {
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < width; ++i) {
+    value |= static_cast<std::uint64_t>(in[offset + i]) << (8 * i);
+  }
+  return value;
+}
+
+void put_bytes(HeaderBytes& out, std::size_t offset, std::span<const std::uint8_t> bytes) {
+  std::memcpy(out.data() + offset, bytes.data(), bytes.size());
+}
+
+void put_string(HeaderBytes& out, std::size_t offset, std::string_view text) {
+  std::memcpy(out.data() + offset, text.data(), text.size());
+}
+
+// A NUL-padded string field; it may fill the field without a NUL.
+std::string get_string(std::span<const std::uint8_t> in, std::size_t offset, std::size_t width) {
+  const char* begin = reinterpret_cast<const char*>(in.data() + offset);
+  return {begin, strnlen(begin, width)};
+}
+
+std::vector<std::uint8_t> get_bytes(std::span<const std::uint8_t> in, std::size_t offset,
+                                    std::size_t size) {
+  return {in.begin() + static_cast<std::ptrdiff_t>(offset),
+          in.begin() + static_cast<std::ptrdiff_t>(offset + size)};
+}
+
+Sha256Digest checksum_of(std::span<const std::uint8_t> copy) {
+  return sha256(copy.first(kChecksumOffset));
+}
+
+Error invalid(const std::string& why) { return {ErrorCode::kCorruptHeader, why}; }
+
+}  // namespace
+
+std::string uuid_to_string(const Uuid& uuid) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < uuid.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) {
+      out += '-';
+    }
+    out += kHex[uuid[i] >> 4];
+    out += kHex[uuid[i] & 0xf];
+  }
+  return out;
+}
+
+Result<Uuid> uuid_from_string(std::string_view text) {
+  std::string hex;
+  for (char c : text) {
+    if (c != '-') {
+      hex += c;
+    }
+  }
+  auto bytes = from_hex(hex);
+  if (!bytes.ok() || bytes->size() != ENVCRYPT_UUID_LEN || text.size() != 36) {
+    return Error(ErrorCode::kUsage, "'" + std::string(text) + "' is not a uuid");
+  }
+  Uuid uuid;
+  std::memcpy(uuid.data(), bytes->data(), uuid.size());
+  return uuid;
+}
+
+Result<Uuid> random_uuid() {
+  ENVCRYPT_ASSIGN_OR_RETURN(Bytes bytes, random_bytes(ENVCRYPT_UUID_LEN));
+  Uuid uuid;
+  std::memcpy(uuid.data(), bytes.data(), uuid.size());
+  uuid[6] = static_cast<std::uint8_t>((uuid[6] & 0x0f) | 0x40);  // version 4
+  uuid[8] = static_cast<std::uint8_t>((uuid[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  return uuid;
+}
+
+std::string_view to_string(CopyState state) {
+  switch (state) {
+    case CopyState::kValid:
+      return "valid";
+    case CopyState::kStale:
+      return "stale";
+    case CopyState::kAbsent:
+      return "absent";
+    case CopyState::kBadChecksum:
+      return "bad checksum";
+    case CopyState::kUnsupportedVersion:
+      return "unsupported version";
+    case CopyState::kInvalid:
+      return "invalid";
+  }
+  return "unknown";
+}
+
+Status validate(const DiskHeader& header) {
+  const Geometry& g = header.geometry;
+  if (g.cipher != ENVCRYPT_CIPHER_DEFAULT) {
+    return invalid("unsupported cipher '" + g.cipher + "' (only " ENVCRYPT_CIPHER_DEFAULT ")");
+  }
+  if (g.sector_size != 512 && g.sector_size != 4096) {
+    return invalid("sector size " + std::to_string(g.sector_size) + " is not 512 or 4096");
+  }
+  if (g.key_size != kDataKeySize) {
+    return invalid("key size " + std::to_string(g.key_size) + " is not 64 bytes");
+  }
+  if (g.data_offset % kDataAlign != 0) {
+    return invalid("data offset " + std::to_string(g.data_offset) + " is not 1 MiB aligned");
+  }
+  if (g.data_size % g.sector_size != 0) {
+    return invalid("data size " + std::to_string(g.data_size) + " is not a multiple of the " +
+                   std::to_string(g.sector_size) + "-byte sector size");
+  }
+  if (header.label.size() > ENVCRYPT_LABEL_LEN) {
+    return Error(ErrorCode::kUsage,
+                 "label longer than " + std::to_string(ENVCRYPT_LABEL_LEN) + " bytes");
+  }
+  const WrappedKey& w = header.wrapped;
+  if (w.cmk_uri.empty() || w.cmk_uri.size() > ENVCRYPT_CMK_URI_LEN) {
+    return invalid("CMK URI empty or longer than " + std::to_string(ENVCRYPT_CMK_URI_LEN));
+  }
+  if (w.nonce.size() != ENVCRYPT_NONCE_LEN || w.tag.size() != ENVCRYPT_TAG_LEN) {
+    return invalid("wrap nonce or tag has the wrong length");
+  }
+  if (w.ciphertext.size() != g.key_size) {
+    return invalid("wrapped key is " + std::to_string(w.ciphertext.size()) + " bytes, not " +
+                   std::to_string(g.key_size));
+  }
+  return OkStatus();
+}
+
+Result<HeaderBytes> encode_header(const DiskHeader& header, std::uint64_t copy_offset) {
+  ENVCRYPT_TRY(validate(header));
+  HeaderBytes out{};
+  put_string(out, offsetof(envcrypt_header, magic), ENVCRYPT_HDR_MAGIC);
+  put_le(out, offsetof(envcrypt_header, version), ENVCRYPT_HDR_VERSION, 4);
+  put_le(out, offsetof(envcrypt_header, header_size), kHeaderSize, 4);
+  put_le(out, offsetof(envcrypt_header, sequence), header.sequence, 8);
+  put_le(out, offsetof(envcrypt_header, copy_offset), copy_offset, 8);
+  put_bytes(out, offsetof(envcrypt_header, uuid), header.uuid);
+  put_string(out, offsetof(envcrypt_header, label), header.label);
+
+  const Geometry& g = header.geometry;
+  put_string(out, kGeometry + offsetof(envcrypt_geometry, cipher), g.cipher);
+  put_le(out, kGeometry + offsetof(envcrypt_geometry, sector_size), g.sector_size, 4);
+  put_le(out, kGeometry + offsetof(envcrypt_geometry, key_size), g.key_size, 4);
+  put_le(out, kGeometry + offsetof(envcrypt_geometry, data_offset), g.data_offset, 8);
+  put_le(out, kGeometry + offsetof(envcrypt_geometry, data_size), g.data_size, 8);
+
+  const WrappedKey& w = header.wrapped;
+  put_string(out, kEnvelope + offsetof(envcrypt_envelope, cmk_uri), w.cmk_uri);
+  put_le(out, kEnvelope + offsetof(envcrypt_envelope, cmk_version), w.cmk_version, 4);
+  put_le(out, kEnvelope + offsetof(envcrypt_envelope, wrap_alg), ENVCRYPT_WRAP_AES_256_GCM, 4);
+  put_le(out, kEnvelope + offsetof(envcrypt_envelope, wrapped_key_len), w.ciphertext.size(), 4);
+  put_le(out, kEnvelope + offsetof(envcrypt_envelope, kcv_alg), ENVCRYPT_KCV_HMAC_SHA256_128, 4);
+  put_bytes(out, kEnvelope + offsetof(envcrypt_envelope, nonce), w.nonce);
+  put_bytes(out, kEnvelope + offsetof(envcrypt_envelope, tag), w.tag);
+  put_bytes(out, kEnvelope + offsetof(envcrypt_envelope, wrapped_key), w.ciphertext);
+  put_bytes(out, kEnvelope + offsetof(envcrypt_envelope, kcv), header.kcv);
+
+  put_bytes(out, kChecksumOffset, checksum_of(out));
+  return out;
+}
+
+Result<DiskHeader> decode_header(std::span<const std::uint8_t> in, std::uint64_t copy_offset,
+                                 CopyReport* report) {
+  CopyReport local;
+  CopyReport& r = report != nullptr ? *report : local;
+  auto fail = [&r](CopyState state, const std::string& why) -> Error {
+    r.state = state;
+    r.detail = why;
+    return {state == CopyState::kAbsent ? ErrorCode::kNotFound : ErrorCode::kCorruptHeader, why};
+  };
+
+  if (in.size() < kHeaderSize) {
+    return fail(CopyState::kAbsent, "device too small for a header copy");
+  }
+  in = in.first(kHeaderSize);
+  if (std::memcmp(in.data(), ENVCRYPT_HDR_MAGIC, ENVCRYPT_HDR_MAGIC_LEN) != 0) {
+    return fail(CopyState::kAbsent, "no envcrypt magic");
+  }
+  const Sha256Digest sum = checksum_of(in);
+  const bool checksum_ok = CRYPTO_memcmp(sum.data(), in.data() + kChecksumOffset, sum.size()) == 0;
+  const auto version =
+      static_cast<std::uint32_t>(get_le(in, offsetof(envcrypt_header, version), 4));
+  // The checksum's definition belongs to the version, so a newer version is
+  // reported as such whether or not our checksum matches.
+  if (version != ENVCRYPT_HDR_VERSION) {
+    return fail(CopyState::kUnsupportedVersion, "header version " + std::to_string(version) +
+                                                    " (this envcryptctl reads version " +
+                                                    std::to_string(ENVCRYPT_HDR_VERSION) + ")");
+  }
+  if (!checksum_ok) {
+    return fail(CopyState::kBadChecksum, "checksum mismatch");
+  }
+
+  DiskHeader h;
+  h.sequence = get_le(in, offsetof(envcrypt_header, sequence), 8);
+  r.sequence = h.sequence;
+  const std::uint64_t header_size = get_le(in, offsetof(envcrypt_header, header_size), 4);
+  const std::uint64_t stored_offset = get_le(in, offsetof(envcrypt_header, copy_offset), 8);
+  if (header_size != kHeaderSize) {
+    return fail(CopyState::kInvalid, "header size " + std::to_string(header_size));
+  }
+  if (stored_offset != copy_offset) {
+    return fail(CopyState::kInvalid, "copy written for offset " + std::to_string(stored_offset) +
+                                         " found at " + std::to_string(copy_offset));
+  }
+  if (get_le(in, offsetof(envcrypt_header, flags), 8) != 0) {
+    return fail(CopyState::kInvalid, "unknown flags set");
+  }
+  std::memcpy(h.uuid.data(), in.data() + offsetof(envcrypt_header, uuid), h.uuid.size());
+  h.label = get_string(in, offsetof(envcrypt_header, label), ENVCRYPT_LABEL_LEN);
+
+  Geometry& g = h.geometry;
+  g.cipher = get_string(in, kGeometry + offsetof(envcrypt_geometry, cipher), ENVCRYPT_CIPHER_LEN);
+  g.sector_size = static_cast<std::uint32_t>(
+      get_le(in, kGeometry + offsetof(envcrypt_geometry, sector_size), 4));
+  g.key_size =
+      static_cast<std::uint32_t>(get_le(in, kGeometry + offsetof(envcrypt_geometry, key_size), 4));
+  g.data_offset = get_le(in, kGeometry + offsetof(envcrypt_geometry, data_offset), 8);
+  g.data_size = get_le(in, kGeometry + offsetof(envcrypt_geometry, data_size), 8);
+
+  WrappedKey& w = h.wrapped;
+  w.cmk_uri =
+      get_string(in, kEnvelope + offsetof(envcrypt_envelope, cmk_uri), ENVCRYPT_CMK_URI_LEN);
+  w.cmk_version = static_cast<std::uint32_t>(
+      get_le(in, kEnvelope + offsetof(envcrypt_envelope, cmk_version), 4));
+  const auto wrap_alg = get_le(in, kEnvelope + offsetof(envcrypt_envelope, wrap_alg), 4);
+  const auto kcv_alg = get_le(in, kEnvelope + offsetof(envcrypt_envelope, kcv_alg), 4);
+  const auto wrapped_len = get_le(in, kEnvelope + offsetof(envcrypt_envelope, wrapped_key_len), 4);
+  if (wrap_alg != ENVCRYPT_WRAP_AES_256_GCM) {
+    return fail(CopyState::kInvalid, "unknown wrap algorithm " + std::to_string(wrap_alg));
+  }
+  if (kcv_alg != ENVCRYPT_KCV_HMAC_SHA256_128) {
+    return fail(CopyState::kInvalid, "unknown key check algorithm " + std::to_string(kcv_alg));
+  }
+  if (wrapped_len > ENVCRYPT_WRAPPED_KEY_MAX) {
+    return fail(CopyState::kInvalid, "wrapped key length " + std::to_string(wrapped_len));
+  }
+  w.nonce = get_bytes(in, kEnvelope + offsetof(envcrypt_envelope, nonce), ENVCRYPT_NONCE_LEN);
+  w.tag = get_bytes(in, kEnvelope + offsetof(envcrypt_envelope, tag), ENVCRYPT_TAG_LEN);
+  w.ciphertext = get_bytes(in, kEnvelope + offsetof(envcrypt_envelope, wrapped_key), wrapped_len);
+  std::memcpy(h.kcv.data(), in.data() + kEnvelope + offsetof(envcrypt_envelope, kcv), h.kcv.size());
+
+  if (auto valid = validate(h); !valid.ok()) {
+    return fail(CopyState::kInvalid, valid.error().message());
+  }
+  r.state = CopyState::kValid;
+  r.detail.clear();
+  return h;
+}
+
+Result<HeaderSelection> select_header(std::span<const std::uint8_t> primary,
+                                      std::span<const std::uint8_t> secondary) {
+  HeaderSelection s;
+  auto from_primary = decode_header(primary, kPrimaryOffset, &s.primary);
+  auto from_secondary = decode_header(secondary, kSecondaryOffset, &s.secondary);
+
+  if (from_primary.ok() && from_secondary.ok()) {
+    const bool primary_newer = s.primary.sequence >= s.secondary.sequence;
+    CopyReport& older = primary_newer ? s.secondary : s.primary;
+    if (s.primary.sequence != s.secondary.sequence) {
+      older.state = CopyState::kStale;
+      older.detail = "sequence " + std::to_string(older.sequence) + " behind the other copy";
+    } else if (from_primary->uuid != from_secondary->uuid) {
+      // Same sequence, different disks: a header copied over another.
+      return Error(ErrorCode::kCorruptHeader,
+                   "the two header copies belong to different disks (uuid " +
+                       uuid_to_string(from_primary->uuid) + " vs " +
+                       uuid_to_string(from_secondary->uuid) + ")");
+    }
+    s.header = primary_newer ? std::move(from_primary).value() : std::move(from_secondary).value();
+    return s;
+  }
+  if (from_primary.ok()) {
+    s.header = std::move(from_primary).value();
+    return s;
+  }
+  if (from_secondary.ok()) {
+    s.header = std::move(from_secondary).value();
+    return s;
+  }
+  if (s.primary.state == CopyState::kAbsent && s.secondary.state == CopyState::kAbsent) {
+    return Error(ErrorCode::kNotFound, "not an envcrypt disk (no header magic in either copy)");
+  }
+  return Error(ErrorCode::kCorruptHeader, "no valid header copy (primary: " + s.primary.detail +
+                                              "; secondary: " + s.secondary.detail + ")");
+}
+
+EncryptionContext encryption_context(const DiskHeader& header) {
+  const Geometry& g = header.geometry;
+  return {
+      {"disk_uuid", uuid_to_string(header.uuid)},
+      {"cipher", g.cipher},
+      {"sector_size", std::to_string(g.sector_size)},
+      {"key_size", std::to_string(g.key_size)},
+      {"data_offset", std::to_string(g.data_offset)},
+      {"data_size", std::to_string(g.data_size)},
+      {"header_version", std::to_string(ENVCRYPT_HDR_VERSION)},
+  };
+}
+
+Result<KeyCheckValue> key_check_value(const SecretBytes& data_key, const Uuid& uuid) {
+  std::vector<std::uint8_t> message(kKcvLabel.begin(), kKcvLabel.end());
+  message.insert(message.end(), uuid.begin(), uuid.end());
+  std::array<std::uint8_t, EVP_MAX_MD_SIZE> mac{};
+  unsigned int mac_len = 0;
+  if (HMAC(EVP_sha256(), data_key.data(), static_cast<int>(data_key.size()), message.data(),
+           message.size(), mac.data(), &mac_len) == nullptr ||
+      mac_len < ENVCRYPT_KCV_LEN) {
+    return Error(ErrorCode::kInternal, "HMAC-SHA256 failed");
+  }
+  KeyCheckValue kcv;
+  std::memcpy(kcv.data(), mac.data(), kcv.size());
+  OPENSSL_cleanse(mac.data(), mac.size());
+  return kcv;
+}
+
+Status check_data_key(const DiskHeader& header, const SecretBytes& data_key) {
+  if (data_key.size() != header.geometry.key_size) {
+    return Error(ErrorCode::kCorruptHeader, "KMS returned a " + std::to_string(data_key.size()) +
+                                                "-byte key, header says " +
+                                                std::to_string(header.geometry.key_size));
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyCheckValue kcv, key_check_value(data_key, header.uuid));
+  if (CRYPTO_memcmp(kcv.data(), header.kcv.data(), kcv.size()) != 0) {
+    return Error(ErrorCode::kCorruptHeader, "key check value mismatch (wrong data key)");
+  }
+  return OkStatus();
+}
+
+}  // namespace envcrypt
