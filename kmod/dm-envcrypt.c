@@ -1,0 +1,881 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dm-envcrypt: transparent AES-256-XTS encryption of a block device whose
+ * data key is handed over by envcryptctl as a "logon" key.
+ *
+ * Table: <dev> <dev_offset> logon:<desc> [<#opt> sector_size:<n> allow_discards]
+ *
+ * The ciphertext is byte-identical to dm-crypt's aes-xts-plain64 with the
+ * same sector size: the IV of each data unit is the little-endian number of
+ * its first 512-byte sector, counted from the start of the target.
+ *
+ * I/O path: reads are decrypted in place in the caller's pages when the
+ * lower device completes them; writes are encrypted into bounce pages from
+ * a mempool.  Small I/O is processed where it is (the submitting task for
+ * writes, the completing context for reads, unless that is a hard
+ * interrupt) so a QD1 request pays no thread hand-off; large I/O goes to an
+ * unbound workqueue so several CPUs share the crypto.  Every request is
+ * async-capable: when the cipher answers -EINPROGRESS/-EBUSY the I/O
+ * continues from the crypto completion callback.
+ */
+
+#include <linux/module.h>
+#include <linux/init.h>
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/device-mapper.h>
+#include <linux/key.h>
+#include <linux/key-type.h>
+#include <linux/mempool.h>
+#include <linux/mutex.h>
+#include <linux/random.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/workqueue.h>
+#include <crypto/skcipher.h>
+#include <keys/user-type.h>
+
+#include "compat.h"
+
+#define DM_MSG_PREFIX "envcrypt"
+
+#define ENVCRYPT_KEY_SIZE	64	/* AES-256-XTS: K1 || K2 */
+#define ENVCRYPT_KEY_PREFIX	"logon:"
+#define ENVCRYPT_CIPHER		"xts(aes)"
+#define ENVCRYPT_IV_SIZE	16
+/* Bios up to this size are encrypted/decrypted where they are. */
+#define ENVCRYPT_INLINE_BYTES	(16 * 1024)
+/* Writes are cut to this size: one bio's bounce pages fit the mempool. */
+#define ENVCRYPT_MAX_WRITE_SECTORS	((BIO_MAX_VECS << PAGE_SHIFT) >> SECTOR_SHIFT)
+
+struct envcrypt_stats {
+	atomic64_t reads;
+	atomic64_t writes;
+	atomic64_t read_bytes;
+	atomic64_t write_bytes;
+	atomic64_t errors;
+};
+
+struct envcrypt_ctx {
+	struct dm_dev *dev;
+	sector_t start;			/* data area on dev, 512-byte sectors */
+	unsigned int sector_size;	/* data unit: 512 or 4096 bytes */
+	unsigned int unit_sectors;	/* sector_size >> SECTOR_SHIFT */
+	bool allow_discards;
+	bool key_valid;			/* false after "key wipe" */
+	char *key_desc;			/* description of the logon key */
+
+	struct crypto_skcipher *tfm;
+	unsigned int req_offset;	/* skcipher request in per-bio data */
+
+	struct bio_set bs;		/* write clones */
+	mempool_t page_pool;		/* write bounce pages */
+	struct mutex bounce_lock;	/* one blocking page allocator at a time */
+	struct workqueue_struct *crypt_wq;	/* large I/O, any CPU */
+	struct workqueue_struct *bh_wq;		/* hardirq hand-off, <6.9 */
+
+	struct envcrypt_stats stats;
+};
+
+/* Per-bio state, in the bio's dm per-bio data, followed by the request. */
+struct envcrypt_io {
+	struct envcrypt_ctx *ec;
+	struct bio *bio;		/* the bio dm handed to map */
+	struct bio *clone;		/* writes: the ciphertext bio */
+	struct bvec_iter iter_in;	/* next unit to read from */
+	struct bvec_iter iter_out;	/* next unit to write to */
+	sector_t unit_sector;		/* IV of the next unit */
+	unsigned int bytes;		/* size of the whole I/O */
+	blk_status_t status;
+	bio_end_io_t *orig_end_io;	/* reads: dm's completion */
+	struct work_struct work;
+	struct scatterlist sg_in;
+	struct scatterlist sg_out;
+	__le64 iv[ENVCRYPT_IV_SIZE / sizeof(__le64)];
+};
+
+static struct skcipher_request *envcrypt_req(struct envcrypt_io *io)
+{
+	return (struct skcipher_request *)((char *)io + io->ec->req_offset);
+}
+
+static bool envcrypt_is_write(struct envcrypt_io *io)
+{
+	return bio_data_dir(io->bio) == WRITE;
+}
+
+/* Crypto may run here unless this is a hard interrupt (no FPU/BH there). */
+static bool envcrypt_context_allows_crypto(void)
+{
+	return !in_hardirq() && !irqs_disabled();
+}
+
+static void envcrypt_count(struct envcrypt_io *io)
+{
+	struct envcrypt_stats *stats = &io->ec->stats;
+
+	if (io->status) {
+		atomic64_inc(&stats->errors);
+	} else if (envcrypt_is_write(io)) {
+		atomic64_inc(&stats->writes);
+		atomic64_add(io->bytes, &stats->write_bytes);
+	} else {
+		atomic64_inc(&stats->reads);
+		atomic64_add(io->bytes, &stats->read_bytes);
+	}
+}
+
+/*
+ * Process data units until the I/O is done (returns 0), fails (returns an
+ * error) or the cipher went asynchronous (returns -EINPROGRESS; the
+ * completion callback continues).
+ */
+static int envcrypt_crypt_units(struct envcrypt_io *io);
+
+static void envcrypt_read_done(struct envcrypt_io *io);
+static void envcrypt_write_encrypted(struct envcrypt_io *io);
+
+static void envcrypt_crypt_finished(struct envcrypt_io *io, int err)
+{
+	if (err && !io->status) {
+		DMERR_LIMIT("%s failed at sector %llu: %d",
+			    envcrypt_is_write(io) ? "encryption" : "decryption",
+			    (unsigned long long)io->unit_sector, err);
+		io->status = errno_to_blk_status(err);
+	}
+	if (envcrypt_is_write(io))
+		envcrypt_write_encrypted(io);
+	else
+		envcrypt_read_done(io);
+}
+
+static void envcrypt_crypt_resume(void *data, int err)
+{
+	struct envcrypt_io *io = data;
+
+	/* A backlogged request has started; its completion follows. */
+	if (err == -EINPROGRESS)
+		return;
+	if (!err)
+		err = envcrypt_crypt_units(io);
+	if (err != -EINPROGRESS)
+		envcrypt_crypt_finished(io, err);
+}
+
+ENVCRYPT_CRYPTO_DONE(envcrypt_crypto_done, envcrypt_crypt_resume)
+
+static int envcrypt_crypt_one_unit(struct envcrypt_io *io, struct bio *in,
+				   struct bio *out)
+{
+	struct envcrypt_ctx *ec = io->ec;
+	struct skcipher_request *req = envcrypt_req(io);
+	struct bio_vec bv_in = bio_iter_iovec(in, io->iter_in);
+	struct bio_vec bv_out = bio_iter_iovec(out, io->iter_out);
+
+	/* Each unit must lie within one page (dma_alignment guarantees it). */
+	if (bv_in.bv_len < ec->sector_size || bv_out.bv_len < ec->sector_size)
+		return -EIO;
+
+	sg_init_table(&io->sg_in, 1);
+	sg_set_page(&io->sg_in, bv_in.bv_page, ec->sector_size, bv_in.bv_offset);
+	sg_init_table(&io->sg_out, 1);
+	sg_set_page(&io->sg_out, bv_out.bv_page, ec->sector_size,
+		    bv_out.bv_offset);
+	memset(io->iv, 0, sizeof(io->iv));
+	io->iv[0] = cpu_to_le64(io->unit_sector);
+
+	skcipher_request_set_tfm(req, ec->tfm);
+	skcipher_request_set_callback(req, CRYPTO_TFM_REQ_MAY_BACKLOG,
+				      envcrypt_crypto_done, io);
+	skcipher_request_set_crypt(req, &io->sg_in, &io->sg_out,
+				   ec->sector_size, io->iv);
+
+	bio_advance_iter(in, &io->iter_in, ec->sector_size);
+	bio_advance_iter(out, &io->iter_out, ec->sector_size);
+	io->unit_sector += ec->unit_sectors;
+
+	return envcrypt_is_write(io) ? crypto_skcipher_encrypt(req) :
+				       crypto_skcipher_decrypt(req);
+}
+
+static int envcrypt_crypt_units(struct envcrypt_io *io)
+{
+	struct bio *in = io->bio;
+	struct bio *out = envcrypt_is_write(io) ? io->clone : io->bio;
+	int r;
+
+	while (io->iter_in.bi_size) {
+		r = envcrypt_crypt_one_unit(io, in, out);
+		if (r == -EINPROGRESS || r == -EBUSY)
+			return -EINPROGRESS;
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void envcrypt_run_crypt(struct envcrypt_io *io)
+{
+	int r = envcrypt_crypt_units(io);
+
+	if (r != -EINPROGRESS)
+		envcrypt_crypt_finished(io, r);
+}
+
+/* ---- reads: remap, then decrypt the caller's pages in place ---------- */
+
+static void envcrypt_read_done(struct envcrypt_io *io)
+{
+	struct bio *bio = io->bio;
+
+	envcrypt_count(io);
+	bio->bi_status = io->status;
+	bio->bi_end_io = io->orig_end_io;
+	bio_endio(bio);
+}
+
+static void envcrypt_read_work(struct work_struct *work)
+{
+	envcrypt_run_crypt(container_of(work, struct envcrypt_io, work));
+}
+
+static void envcrypt_read_endio(struct bio *bio)
+{
+	struct envcrypt_io *io = bio->bi_private;
+	struct envcrypt_ctx *ec = io->ec;
+
+	if (bio->bi_status) {
+		io->status = bio->bi_status;
+		envcrypt_read_done(io);
+		return;
+	}
+	if (io->bytes > ENVCRYPT_INLINE_BYTES) {
+		INIT_WORK(&io->work, envcrypt_read_work);
+		queue_work(ec->crypt_wq, &io->work);
+	} else if (!envcrypt_context_allows_crypto()) {
+		INIT_WORK(&io->work, envcrypt_read_work);
+		envcrypt_queue_bh(ec->bh_wq, &io->work);
+	} else {
+		envcrypt_run_crypt(io);
+	}
+}
+
+static int envcrypt_map_read(struct envcrypt_io *io)
+{
+	struct bio *bio = io->bio;
+
+	io->iter_in = bio->bi_iter;
+	io->iter_out = bio->bi_iter;
+	io->orig_end_io = bio->bi_end_io;
+	bio->bi_end_io = envcrypt_read_endio;
+	bio->bi_private = io;
+	return DM_MAPIO_REMAPPED;
+}
+
+/* ---- writes: encrypt into bounce pages, submit the clone ------------- */
+
+static void envcrypt_free_bounce(struct envcrypt_ctx *ec, struct bio *clone)
+{
+	struct bio_vec *bv;
+	struct bvec_iter_all iter_all;
+
+	bio_for_each_segment_all(bv, clone, iter_all)
+		mempool_free(bv->bv_page, &ec->page_pool);
+	bio_put(clone);
+}
+
+/*
+ * Allocates the ciphertext bio.  With a gfp that may not sleep it fails
+ * rather than wait; a sleeping caller holds bounce_lock so that only one
+ * partially filled bio ever waits on the pool (the others hold all their
+ * pages and will return them), which guarantees forward progress.
+ */
+static struct bio *envcrypt_alloc_bounce(struct envcrypt_io *io, gfp_t gfp)
+{
+	struct envcrypt_ctx *ec = io->ec;
+	unsigned int remaining = io->bytes;
+	unsigned int nr_pages = DIV_ROUND_UP(remaining, PAGE_SIZE);
+	struct bio *clone;
+
+	clone = bio_alloc_bioset(ec->dev->bdev, nr_pages, io->bio->bi_opf, gfp,
+				 &ec->bs);
+	if (!clone)
+		return NULL;
+	while (remaining) {
+		unsigned int len = min_t(unsigned int, remaining, PAGE_SIZE);
+		struct page *page = mempool_alloc(&ec->page_pool, gfp);
+
+		if (!page) {
+			envcrypt_free_bounce(ec, clone);
+			return NULL;
+		}
+		__bio_add_page(clone, page, len, 0);
+		remaining -= len;
+	}
+	return clone;
+}
+
+static struct bio *envcrypt_alloc_bounce_wait(struct envcrypt_io *io)
+{
+	struct envcrypt_ctx *ec = io->ec;
+	struct bio *clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN);
+
+	if (clone)
+		return clone;
+	mutex_lock(&ec->bounce_lock);
+	clone = envcrypt_alloc_bounce(io, GFP_NOIO);
+	mutex_unlock(&ec->bounce_lock);
+	return clone;
+}
+
+static void envcrypt_write_endio(struct bio *clone)
+{
+	struct envcrypt_io *io = clone->bi_private;
+	struct bio *bio = io->bio;
+
+	io->status = clone->bi_status;
+	envcrypt_free_bounce(io->ec, clone);
+	envcrypt_count(io);
+	bio->bi_status = io->status;
+	bio_endio(bio);
+}
+
+static void envcrypt_write_encrypted(struct envcrypt_io *io)
+{
+	struct envcrypt_ctx *ec = io->ec;
+	struct bio *clone = io->clone;
+
+	if (io->status) {
+		envcrypt_free_bounce(ec, clone);
+		envcrypt_count(io);
+		io->bio->bi_status = io->status;
+		bio_endio(io->bio);
+		return;
+	}
+	clone->bi_private = io;
+	clone->bi_end_io = envcrypt_write_endio;
+	clone->bi_ioprio = io->bio->bi_ioprio;
+	clone->bi_iter.bi_sector = io->bio->bi_iter.bi_sector;
+	dm_submit_bio_remap(io->bio, clone);
+}
+
+static void envcrypt_start_write(struct envcrypt_io *io, struct bio *clone)
+{
+	io->clone = clone;
+	io->iter_in = io->bio->bi_iter;
+	io->iter_out = clone->bi_iter;
+	envcrypt_run_crypt(io);
+}
+
+static void envcrypt_write_work(struct work_struct *work)
+{
+	struct envcrypt_io *io = container_of(work, struct envcrypt_io, work);
+	struct bio *clone = envcrypt_alloc_bounce_wait(io);
+
+	if (unlikely(!clone)) {
+		/* Cannot happen with GFP_NOIO mempools; fail rather than oops. */
+		io->status = BLK_STS_RESOURCE;
+		envcrypt_count(io);
+		io->bio->bi_status = io->status;
+		bio_endio(io->bio);
+		return;
+	}
+	envcrypt_start_write(io, clone);
+}
+
+static int envcrypt_map_write(struct envcrypt_io *io)
+{
+	struct envcrypt_ctx *ec = io->ec;
+	struct bio *clone = NULL;
+
+	/*
+	 * Inline only without sleeping: map runs with bios of this device
+	 * possibly queued, unsubmitted, on current->bio_list.
+	 */
+	if (io->bytes <= ENVCRYPT_INLINE_BYTES && envcrypt_context_allows_crypto())
+		clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN);
+	if (clone) {
+		envcrypt_start_write(io, clone);
+	} else {
+		INIT_WORK(&io->work, envcrypt_write_work);
+		queue_work(ec->crypt_wq, &io->work);
+	}
+	return DM_MAPIO_SUBMITTED;
+}
+
+/* ---- target hooks ----------------------------------------------------- */
+
+static bool envcrypt_bio_aligned(struct envcrypt_ctx *ec, struct bio *bio,
+				 sector_t target_sector)
+{
+	return !((target_sector | bio_sectors(bio)) & (ec->unit_sectors - 1));
+}
+
+static int envcrypt_map(struct dm_target *ti, struct bio *bio)
+{
+	struct envcrypt_ctx *ec = ti->private;
+	sector_t target_sector = dm_target_offset(ti, bio->bi_iter.bi_sector);
+	struct envcrypt_io *io;
+
+	bio_set_dev(bio, ec->dev->bdev);
+	bio->bi_iter.bi_sector = ec->start + target_sector;
+
+	/* Empty flushes and (when allowed) discards carry no data. */
+	if (unlikely(bio->bi_opf & REQ_PREFLUSH && !bio_sectors(bio)))
+		return DM_MAPIO_REMAPPED;
+	if (bio_op(bio) == REQ_OP_DISCARD)
+		return ec->allow_discards ? DM_MAPIO_REMAPPED : DM_MAPIO_KILL;
+	if (unlikely(bio_op(bio) != REQ_OP_READ && bio_op(bio) != REQ_OP_WRITE))
+		return DM_MAPIO_KILL;
+
+	if (unlikely(!envcrypt_bio_aligned(ec, bio, target_sector))) {
+		DMERR_LIMIT("Misaligned I/O: sector %llu, %u sectors, unit %u bytes",
+			    (unsigned long long)target_sector, bio_sectors(bio),
+			    ec->sector_size);
+		atomic64_inc(&ec->stats.errors);
+		return DM_MAPIO_KILL;
+	}
+	if (bio_data_dir(bio) == WRITE &&
+	    bio_sectors(bio) > ENVCRYPT_MAX_WRITE_SECTORS)
+		dm_accept_partial_bio(bio, ENVCRYPT_MAX_WRITE_SECTORS);
+
+	io = dm_per_bio_data(bio, ti->per_io_data_size);
+	io->ec = ec;
+	io->bio = bio;
+	io->clone = NULL;
+	io->unit_sector = target_sector;
+	io->bytes = bio->bi_iter.bi_size;
+	io->status = BLK_STS_OK;
+
+	return bio_data_dir(bio) == WRITE ? envcrypt_map_write(io) :
+					    envcrypt_map_read(io);
+}
+
+/* ---- key handling ----------------------------------------------------- */
+
+/*
+ * Loads the 64-byte payload of logon key @desc into the cipher.  The key is
+ * found through the keyrings of the calling process (envcryptctl's thread
+ * keyring); the payload is copied straight from the key into the tfm, so
+ * no copy of the key stays in the target.
+ */
+static int envcrypt_load_key(struct envcrypt_ctx *ec, const char *desc,
+			     char **error)
+{
+	const struct user_key_payload *payload;
+	struct key *key;
+	int r;
+
+	key = request_key(&key_type_logon, desc, NULL);
+	if (IS_ERR(key)) {
+		*error = "Key not found";
+		return PTR_ERR(key);
+	}
+
+	down_read(&key->sem);
+	payload = user_key_payload_locked(key);
+	if (!payload) {
+		*error = "Key not found";
+		r = -EKEYREVOKED;
+	} else if (payload->datalen != ENVCRYPT_KEY_SIZE) {
+		*error = "Key must be 64 bytes";
+		r = -EINVAL;
+	} else {
+		r = crypto_skcipher_setkey(ec->tfm, payload->data,
+					   ENVCRYPT_KEY_SIZE);
+		if (r)
+			*error = "Cipher rejected the key";
+	}
+	up_read(&key->sem);
+	key_put(key);
+
+	if (!r)
+		ec->key_valid = true;
+	return r;
+}
+
+/* Replaces the key in the tfm with random bytes that are then forgotten. */
+static int envcrypt_wipe_key(struct envcrypt_ctx *ec)
+{
+	u8 *junk = kmalloc(ENVCRYPT_KEY_SIZE, GFP_KERNEL);
+	int r;
+
+	if (!junk)
+		return -ENOMEM;
+	ec->key_valid = false;
+	get_random_bytes(junk, ENVCRYPT_KEY_SIZE);
+	r = crypto_skcipher_setkey(ec->tfm, junk, ENVCRYPT_KEY_SIZE);
+	kfree_sensitive(junk);
+	return r;
+}
+
+/* Parses "logon:<desc>" and returns a copy of <desc>, or NULL. */
+static char *envcrypt_parse_key_ref(const char *key_ref)
+{
+	size_t prefix_len = strlen(ENVCRYPT_KEY_PREFIX);
+
+	if (strncmp(key_ref, ENVCRYPT_KEY_PREFIX, prefix_len) ||
+	    !key_ref[prefix_len])
+		return NULL;
+	return kstrdup(key_ref + prefix_len, GFP_KERNEL);
+}
+
+/* ---- suspend/resume, messages, status --------------------------------- */
+
+static int envcrypt_preresume(struct dm_target *ti)
+{
+	struct envcrypt_ctx *ec = ti->private;
+
+	if (!ec->key_valid) {
+		DMERR("Refusing to resume with a wiped key; send \"key set\" first");
+		return -ENOKEY;
+	}
+	return 0;
+}
+
+static int envcrypt_message_key_set(struct envcrypt_ctx *ec,
+				    const char *key_ref)
+{
+	char *desc = envcrypt_parse_key_ref(key_ref);
+	char *error = NULL;
+	int r;
+
+	if (!desc) {
+		DMWARN("key set: key must be logon:<description>");
+		return -EINVAL;
+	}
+	r = envcrypt_load_key(ec, desc, &error);
+	if (r) {
+		DMWARN("key set %s: %s", key_ref, error);
+		kfree(desc);
+		return r;
+	}
+	kfree(ec->key_desc);
+	ec->key_desc = desc;
+	return 0;
+}
+
+static int envcrypt_message(struct dm_target *ti, unsigned int argc,
+			    char **argv, char *result, unsigned int maxlen)
+{
+	struct envcrypt_ctx *ec = ti->private;
+
+	if (argc < 2 || strcasecmp(argv[0], "key"))
+		goto invalid;
+	if (!dm_suspended(ti)) {
+		DMWARN("key messages are accepted only while suspended");
+		return -EBUSY;
+	}
+	if (argc == 2 && !strcasecmp(argv[1], "wipe"))
+		return envcrypt_wipe_key(ec);
+	if (argc == 3 && !strcasecmp(argv[1], "set"))
+		return envcrypt_message_key_set(ec, argv[2]);
+invalid:
+	DMWARN("Unrecognised message; expected \"key wipe\" or \"key set logon:<desc>\"");
+	return -EINVAL;
+}
+
+static void envcrypt_status(struct dm_target *ti, status_type_t type,
+			    unsigned int status_flags, char *result,
+			    unsigned int maxlen)
+{
+	struct envcrypt_ctx *ec = ti->private;
+	struct envcrypt_stats *stats = &ec->stats;
+	unsigned int sz = 0;
+
+	switch (type) {
+	case STATUSTYPE_INFO:
+		DMEMIT("%s %u %s %lld %lld %lld %lld %lld",
+		       crypto_skcipher_driver_name(ec->tfm), ec->sector_size,
+		       ec->key_valid ? "valid" : "wiped",
+		       atomic64_read(&stats->reads),
+		       atomic64_read(&stats->writes),
+		       atomic64_read(&stats->read_bytes),
+		       atomic64_read(&stats->write_bytes),
+		       atomic64_read(&stats->errors));
+		break;
+	case STATUSTYPE_TABLE:
+		DMEMIT("%s %llu %s%s %u sector_size:%u%s", ec->dev->name,
+		       (unsigned long long)ec->start, ENVCRYPT_KEY_PREFIX,
+		       ec->key_desc, ec->allow_discards ? 2 : 1,
+		       ec->sector_size,
+		       ec->allow_discards ? " allow_discards" : "");
+		break;
+	case STATUSTYPE_IMA:
+		DMEMIT_TARGET_NAME_VERSION(ti->type);
+		DMEMIT(",cipher=aes-xts-plain64,key_type=logon,key_size=%u",
+		       ENVCRYPT_KEY_SIZE);
+		DMEMIT(",sector_size=%u,allow_discards=%c,key_state=%s;",
+		       ec->sector_size, ec->allow_discards ? 'y' : 'n',
+		       ec->key_valid ? "valid" : "wiped");
+		break;
+	}
+}
+
+static int envcrypt_iterate_devices(struct dm_target *ti,
+				    iterate_devices_callout_fn fn, void *data)
+{
+	struct envcrypt_ctx *ec = ti->private;
+
+	return fn(ti, ec->dev, ec->start, ti->len, data);
+}
+
+static void envcrypt_io_hints(struct dm_target *ti, struct queue_limits *limits)
+{
+	struct envcrypt_ctx *ec = ti->private;
+
+	limits->logical_block_size = max_t(unsigned int,
+					   limits->logical_block_size,
+					   ec->sector_size);
+	limits->physical_block_size = max_t(unsigned int,
+					    limits->physical_block_size,
+					    ec->sector_size);
+	limits->io_min = max_t(unsigned int, limits->io_min, ec->sector_size);
+	/* Keeps every data unit within one page of the caller's buffer. */
+	limits->dma_alignment = limits->logical_block_size - 1;
+}
+
+/* ---- construction and destruction ------------------------------------- */
+
+static void envcrypt_dtr(struct dm_target *ti)
+{
+	struct envcrypt_ctx *ec = ti->private;
+
+	if (!ec)
+		return;
+	if (ec->crypt_wq)
+		destroy_workqueue(ec->crypt_wq);
+	if (ec->bh_wq)
+		destroy_workqueue(ec->bh_wq);
+	mempool_exit(&ec->page_pool);
+	bioset_exit(&ec->bs);
+	if (ec->tfm)
+		crypto_free_skcipher(ec->tfm);
+	if (ec->dev)
+		dm_put_device(ti, ec->dev);
+	kfree(ec->key_desc);
+	kfree(ec);
+	ti->private = NULL;
+}
+
+static int envcrypt_parse_options(struct envcrypt_ctx *ec,
+				  struct dm_arg_set *as, char **error)
+{
+	static const struct dm_arg _args[] = {
+		{0, 2, "Invalid number of optional arguments"},
+	};
+	unsigned int opt_params;
+	const char *opt;
+	int r;
+
+	if (!as->argc)
+		return 0;
+	r = dm_read_arg_group(_args, as, &opt_params, error);
+	if (r)
+		return r;
+
+	while (opt_params--) {
+		unsigned int size;
+		char dummy;
+
+		opt = dm_shift_arg(as);
+		if (!strcasecmp(opt, "allow_discards")) {
+			ec->allow_discards = true;
+		} else if (sscanf(opt, "sector_size:%u%c", &size, &dummy) == 1) {
+			if (size != 512 && size != 4096) {
+				*error = "Invalid sector size";
+				return -EINVAL;
+			}
+			ec->sector_size = size;
+		} else {
+			*error = "Unknown optional argument";
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int envcrypt_check_geometry(struct dm_target *ti, char **error)
+{
+	struct envcrypt_ctx *ec = ti->private;
+
+	ec->unit_sectors = ec->sector_size >> SECTOR_SHIFT;
+	if (ti->len & (ec->unit_sectors - 1)) {
+		*error = "Target length not a multiple of sector size";
+		return -EINVAL;
+	}
+	if (ec->start & (ec->unit_sectors - 1)) {
+		*error = "Device offset not a multiple of sector size";
+		return -EINVAL;
+	}
+	if (ec->start + ti->len < ec->start ||
+	    ec->start + ti->len > bdev_nr_sectors(ec->dev->bdev)) {
+		*error = "Device too small for target";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
+{
+	struct envcrypt_ctx *ec = ti->private;
+
+	ec->tfm = crypto_alloc_skcipher(ENVCRYPT_CIPHER, 0, 0);
+	if (IS_ERR(ec->tfm)) {
+		int r = PTR_ERR(ec->tfm);
+
+		ec->tfm = NULL;
+		*error = "Cannot allocate xts(aes) cipher";
+		return r;
+	}
+	ec->req_offset = ALIGN(sizeof(struct envcrypt_io),
+			       crypto_tfm_ctx_alignment());
+	ti->per_io_data_size = ec->req_offset + sizeof(struct skcipher_request) +
+			       crypto_skcipher_reqsize(ec->tfm);
+	return 0;
+}
+
+static int envcrypt_alloc_io_resources(struct dm_target *ti, char **error)
+{
+	struct envcrypt_ctx *ec = ti->private;
+	const char *devname = dm_table_device_name(ti->table);
+	int r;
+
+	r = bioset_init(&ec->bs, BIO_POOL_SIZE, 0,
+			BIOSET_NEED_BVECS | BIOSET_NEED_RESCUER);
+	if (r)
+		goto fail;
+	/* Enough for the largest write bio on its own: always progresses. */
+	r = mempool_init_page_pool(&ec->page_pool, BIO_MAX_VECS, 0);
+	if (r)
+		goto fail;
+	ec->crypt_wq = alloc_workqueue("kenvcryptd/%s",
+				       WQ_UNBOUND | WQ_MEM_RECLAIM |
+				       WQ_CPU_INTENSIVE, 0, devname);
+	if (!ec->crypt_wq) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	if (envcrypt_needs_bh_wq()) {
+		ec->bh_wq = envcrypt_alloc_bh_wq("kenvcryptd_bh");
+		if (!ec->bh_wq) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	return 0;
+fail:
+	*error = "Cannot allocate I/O resources";
+	return r;
+}
+
+/*
+ * <dev> <dev_offset> logon:<desc> [<#opt_args> <opt_arg>...]
+ */
+static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
+{
+	struct envcrypt_ctx *ec;
+	struct dm_arg_set as;
+	unsigned long long start;
+	char dummy;
+	int r;
+
+	if (argc < 3) {
+		ti->error = "Not enough arguments";
+		return -EINVAL;
+	}
+
+	ec = kzalloc(sizeof(*ec), GFP_KERNEL);
+	if (!ec) {
+		ti->error = "Cannot allocate context";
+		return -ENOMEM;
+	}
+	ti->private = ec;
+	ec->sector_size = 4096;
+	mutex_init(&ec->bounce_lock);
+
+	if (sscanf(argv[1], "%llu%c", &start, &dummy) != 1 ||
+	    start != (sector_t)start) {
+		ti->error = "Invalid device offset";
+		r = -EINVAL;
+		goto bad;
+	}
+	ec->start = start;
+
+	r = dm_get_device(ti, argv[0], dm_table_get_mode(ti->table), &ec->dev);
+	if (r) {
+		ti->error = "Device lookup failed";
+		goto bad;
+	}
+
+	ec->key_desc = envcrypt_parse_key_ref(argv[2]);
+	if (!ec->key_desc) {
+		ti->error = "Key must be logon:<description>";
+		r = -EINVAL;
+		goto bad;
+	}
+
+	as.argc = argc - 3;
+	as.argv = argv + 3;
+	r = envcrypt_parse_options(ec, &as, &ti->error);
+	if (r)
+		goto bad;
+	if (as.argc) {
+		ti->error = "Too many arguments";
+		r = -EINVAL;
+		goto bad;
+	}
+
+	r = envcrypt_check_geometry(ti, &ti->error);
+	if (r)
+		goto bad;
+	r = envcrypt_alloc_cipher(ti, &ti->error);
+	if (r)
+		goto bad;
+	r = envcrypt_load_key(ec, ec->key_desc, &ti->error);
+	if (r)
+		goto bad;
+	r = envcrypt_alloc_io_resources(ti, &ti->error);
+	if (r)
+		goto bad;
+
+	ti->num_flush_bios = 1;
+	ti->num_discard_bios = ec->allow_discards ? 1 : 0;
+	return 0;
+
+bad:
+	envcrypt_dtr(ti);
+	return r;
+}
+
+static struct target_type envcrypt_target = {
+	.name = "envcrypt",
+	.version = {1, 0, 0},
+	.module = THIS_MODULE,
+	.ctr = envcrypt_ctr,
+	.dtr = envcrypt_dtr,
+	.map = envcrypt_map,
+	.preresume = envcrypt_preresume,
+	.status = envcrypt_status,
+	.message = envcrypt_message,
+	.iterate_devices = envcrypt_iterate_devices,
+	.io_hints = envcrypt_io_hints,
+};
+
+static int __init dm_envcrypt_init(void)
+{
+	return dm_register_target(&envcrypt_target);
+}
+
+static void __exit dm_envcrypt_exit(void)
+{
+	dm_unregister_target(&envcrypt_target);
+}
+
+module_init(dm_envcrypt_init);
+module_exit(dm_envcrypt_exit);
+
+MODULE_AUTHOR("envcrypt developers");
+MODULE_DESCRIPTION(DM_NAME " target for envelope-encrypted AES-256-XTS disks");
+MODULE_LICENSE("GPL");
