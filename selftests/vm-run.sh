@@ -176,13 +176,12 @@ write_control_files() {
 	} >"$control/command"
 }
 
-# Kernel log lines that mean the kernel itself went wrong.
-KERNEL_TROUBLE='^(\[ *[0-9.]+\] )?[[:space:]]*(BUG:|WARNING:|Oops|Call Trace|Kernel panic|kernel BUG at|general protection fault)'
+# shellcheck source=selftests/lib/kernel-log.sh
+. "$TOP/selftests/lib/kernel-log.sh"
 
 report_trouble() {
 	local log=$1 lines
-	lines=$(grep -aE "$KERNEL_TROUBLE" "$log" | head -n 20)
-	[ -n "$lines" ] || return 1
+	lines=$(kernel_trouble "$log") || return 1
 	echo "vm-run: kernel $KVER: guest kernel log ($log) shows:" >&2
 	echo "$lines" | sed 's/^/vm-run:   /' >&2
 	return 0
