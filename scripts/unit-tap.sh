@@ -1,0 +1,47 @@
+#!/bin/bash
+# Runs the helper's GoogleTest unit tests and reports each test as TAP 13.
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$TOP/build/helper/envcrypt_unit_tests
+if [ ! -x "$BIN" ]; then
+	echo "TAP version 13"
+	echo "1..1"
+	echo "not ok 1 - helper unit tests built ($BIN missing: make helper)"
+	exit 1
+fi
+json=$(mktemp)
+trap 'rm -f "$json"' EXIT
+(cd "$TOP/build/helper" && "$BIN" --gtest_output="json:$json" >"$json.log" 2>&1)
+rc=$?
+/usr/bin/python3 - "$json" "$json.log" "$rc" <<'PY'
+import json
+import sys
+
+path, log, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
+print("TAP version 13")
+try:
+    with open(path) as f:
+        report = json.load(f)
+except (OSError, ValueError) as err:
+    print("1..1")
+    print(f"not ok 1 - unit test binary produced no report ({err}, exit {rc})")
+    print("".join("# " + l for l in open(log, errors="replace").readlines()[-40:]))
+    sys.exit(1)
+tests = [(s["name"], t) for s in report["testsuites"] for t in s["testsuite"]]
+print(f"1..{len(tests)}")
+failed = 0
+for n, (suite, t) in enumerate(tests, 1):
+    name = f"{suite}.{t['name']}"
+    if t.get("result") == "SKIPPED" or t.get("status") == "NOTRUN":
+        why = "; ".join(f.get("failure", "").splitlines()[0] for f in t.get("skipped", []) or [])
+        print(f"ok {n} - {name} # SKIP {why or 'skipped by the test'}")
+    elif t.get("failures"):
+        failed += 1
+        print(f"not ok {n} - {name}")
+        for f in t["failures"]:
+            for line in f["failure"].splitlines()[:20]:
+                print(f"# {line}")
+    else:
+        print(f"ok {n} - {name}")
+sys.exit(1 if failed or rc else 0)
+PY
