@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -57,8 +58,12 @@ struct AuditVerification {
   std::string head_hash;             // SHA-256 of the last line, for external anchoring
 };
 
-// The context keys that name the disk, in order of preference.
+// The disk uuid of an encryption context (its "disk_uuid" entry), or "".
 std::string disk_from_context(const EncryptionContext& context);
+
+// RFC 3339 UTC timestamps with second precision: 2026-11-28T08:42:58Z.
+std::string format_rfc3339(std::int64_t unix_seconds);
+Result<std::int64_t> parse_rfc3339(std::string_view text);
 
 class AuditLog {
  public:

@@ -1,0 +1,310 @@
+#include "audit.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "crypto.h"
+#include "keystore.h"
+
+namespace envcrypt {
+namespace {
+
+using ordered_json = nlohmann::ordered_json;
+
+// The `prev` of the first line: there is no line before it.
+const std::string kGenesisHash(2 * kSha256Size, '0');
+
+Error io_error(const std::string& what, const std::filesystem::path& path, int error_number) {
+  return {ErrorCode::kIo, what + " " + path.string() + ": " + std::strerror(error_number)};
+}
+
+std::filesystem::path lock_path_for(const std::filesystem::path& log) {
+  return log.parent_path() / ("." + log.filename().string() + ".lock");
+}
+
+std::filesystem::path head_path_for(const std::filesystem::path& log) {
+  std::filesystem::path head = log;
+  head += ".head";
+  return head;
+}
+
+// What the log's last complete line says about how to continue the chain.
+struct ChainTail {
+  std::uint64_t seq = 0;            // of the last line; 0 for an empty log
+  std::string hash = kGenesisHash;  // SHA-256 of the last line
+  bool torn = false;                // the file does not end with a newline
+};
+
+// The chain continues from the last line (even a torn or unparsable one, so
+// verify() reports it instead of the chain skipping it silently).
+ChainTail tail_of(const std::string& contents) {
+  ChainTail tail;
+  if (contents.empty()) {
+    return tail;
+  }
+  tail.torn = contents.back() != '\n';
+  const std::size_t end = tail.torn ? contents.size() : contents.size() - 1;
+  const std::size_t previous_newline = end == 0 ? std::string::npos : contents.rfind('\n', end - 1);
+  const std::size_t begin = previous_newline == std::string::npos ? 0 : previous_newline + 1;
+  const std::string_view last(contents.data() + begin, end - begin);
+  tail.hash = sha256_hex(last);
+  const ordered_json parsed = ordered_json::parse(last, nullptr, false);
+  if (parsed.is_object() && parsed.contains("seq") && parsed["seq"].is_number_unsigned()) {
+    tail.seq = parsed["seq"].get<std::uint64_t>();
+  } else {
+    tail.seq = static_cast<std::uint64_t>(std::count(contents.begin(), contents.end(), '\n')) +
+               (tail.torn ? 1 : 0);
+  }
+  return tail;
+}
+
+Status write_all(int fd, std::string_view data, const std::filesystem::path& path) {
+  while (!data.empty()) {
+    const ssize_t written = ::write(fd, data.data(), data.size());
+    if (written < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return io_error("append to", path, errno);
+    }
+    data.remove_prefix(static_cast<std::size_t>(written));
+  }
+  return OkStatus();
+}
+
+std::vector<std::string_view> split_lines(const std::string& contents) {
+  std::vector<std::string_view> lines;
+  std::size_t begin = 0;
+  while (begin < contents.size()) {
+    std::size_t end = contents.find('\n', begin);
+    if (end == std::string::npos) {
+      end = contents.size();
+    }
+    lines.emplace_back(contents.data() + begin, end - begin);
+    begin = end + 1;
+  }
+  return lines;
+}
+
+Result<AuditRecord> parse_record(std::string_view line) {
+  const ordered_json parsed = ordered_json::parse(line, nullptr, false);
+  if (!parsed.is_object()) {
+    return Error(ErrorCode::kCorruptHeader, "not a JSON object");
+  }
+  AuditRecord record;
+  try {
+    record.seq = parsed.at("seq").get<std::uint64_t>();
+    record.time = parsed.at("time").get<std::string>();
+    record.principal = parsed.at("principal").get<std::string>();
+    record.operation = parsed.at("operation").get<std::string>();
+    record.key_id = parsed.at("key_id").get<std::string>();
+    if (parsed.contains("key_version") && !parsed["key_version"].is_null()) {
+      record.key_version = parsed["key_version"].get<std::uint32_t>();
+    }
+    record.disk = parsed.value("disk", "");
+    record.result = parsed.at("result").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    return Error(ErrorCode::kCorruptHeader, std::string("missing or mistyped field: ") + e.what());
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(record.unix_time, parse_rfc3339(record.time));
+  record.line = std::string(line);
+  return record;
+}
+
+}  // namespace
+
+std::string disk_from_context(const EncryptionContext& context) {
+  const auto found = context.find("disk_uuid");
+  return found == context.end() ? std::string() : found->second;
+}
+
+std::string format_rfc3339(std::int64_t unix_seconds) {
+  const auto seconds = static_cast<std::time_t>(unix_seconds);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  std::array<char, 32> text{};
+  std::strftime(text.data(), text.size(), "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return text.data();
+}
+
+Result<std::int64_t> parse_rfc3339(std::string_view text) {
+  std::tm utc{};
+  int consumed = 0;
+  const std::string copy(text);
+  if (std::sscanf(copy.c_str(), "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &utc.tm_year, &utc.tm_mon,
+                  &utc.tm_mday, &utc.tm_hour, &utc.tm_min, &utc.tm_sec, &consumed) != 6 ||
+      static_cast<std::size_t>(consumed) != copy.size() || utc.tm_mon < 1 || utc.tm_mon > 12 ||
+      utc.tm_mday < 1 || utc.tm_mday > 31 || utc.tm_hour > 23 || utc.tm_min > 59 ||
+      utc.tm_sec > 60) {
+    return Error(ErrorCode::kUsage,
+                 "'" + copy + "' is not an RFC 3339 UTC time like 2026-11-28T08:42:58Z");
+  }
+  utc.tm_year -= 1900;
+  utc.tm_mon -= 1;
+  return static_cast<std::int64_t>(timegm(&utc));
+}
+
+Result<AuditLog> AuditLog::open(const std::filesystem::path& path, std::string principal,
+                                std::function<std::int64_t()> clock) {
+  if (!clock) {
+    clock = [] { return static_cast<std::int64_t>(std::time(nullptr)); };
+  }
+  return AuditLog(path, std::move(principal), std::move(clock));
+}
+
+Status AuditLog::append(const AuditEvent& event) {
+  ENVCRYPT_ASSIGN_OR_RETURN(const FileLock lock, FileLock::acquire(lock_path_for(path_)));
+  // The whole log is read to find its last line; logs of a host's KMS are
+  // small, and this keeps one code path with verify().
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> contents, read_private_file(path_));
+  const ChainTail tail = tail_of(contents.value_or(""));
+
+  ordered_json line;
+  line["seq"] = tail.seq + 1;
+  line["time"] = format_rfc3339(clock_());
+  line["principal"] = principal_;
+  line["operation"] = event.operation;
+  line["key_id"] = event.key_id;
+  line["key_version"] = event.key_version ? ordered_json(*event.key_version) : ordered_json();
+  line["disk"] = disk_from_context(event.context);
+  line["context"] = event.context;
+  line["result"] = event.result;
+  if (!event.details.empty()) {
+    line["details"] = event.details;
+  }
+  line["prev"] = tail.hash;
+  const std::string text = line.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  // A torn last line (a writer killed mid-append) stays a line of its own,
+  // which verify() then reports.
+  const std::string record = (tail.torn ? "\n" : "") + text + "\n";
+
+  const int fd =
+      ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return io_error("open", path_, errno);
+  }
+  Status written = write_all(fd, record, path_);
+  if (written.ok() && ::fsync(fd) != 0) {
+    written = io_error("fsync", path_, errno);
+  }
+  ::close(fd);
+  ENVCRYPT_TRY(written);
+
+  ordered_json head;
+  head["seq"] = tail.seq + 1;
+  head["hash"] = sha256_hex(text);
+  return write_file_atomically(head_path_for(path_), head.dump() + "\n");
+}
+
+Result<std::vector<AuditRecord>> AuditLog::query(const AuditFilter& filter) const {
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> contents, read_private_file(path_));
+  std::vector<AuditRecord> records;
+  if (!contents) {
+    return records;
+  }
+  for (const std::string_view line : split_lines(*contents)) {
+    Result<AuditRecord> record = parse_record(line);
+    if (!record.ok()) {
+      continue;  // verify() is where damaged lines are reported
+    }
+    if ((filter.key_id && record->key_id != *filter.key_id) ||
+        (filter.disk && record->disk != *filter.disk) ||
+        (filter.since && record->unix_time < *filter.since) ||
+        (filter.until && record->unix_time > *filter.until)) {
+      continue;
+    }
+    records.push_back(std::move(record).value());
+  }
+  return records;
+}
+
+Result<AuditVerification> AuditLog::verify() const {
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> contents, read_private_file(path_));
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> head_text,
+                            read_private_file(head_path_for(path_)));
+  AuditVerification report;
+  auto fail = [&report](std::uint64_t line, std::string problem) {
+    report.intact = false;
+    report.first_bad_line = line;
+    report.problem = std::move(problem);
+    return report;
+  };
+
+  const std::vector<std::string_view> lines = split_lines(contents.value_or(""));
+  report.lines = lines.size();
+  std::string expected_prev = kGenesisHash;
+  for (std::size_t index = 0; index < lines.size(); ++index) {
+    const std::uint64_t number = index + 1;
+    const ordered_json parsed = ordered_json::parse(lines[index], nullptr, false);
+    if (!parsed.is_object() || !parsed.contains("seq") || !parsed["seq"].is_number_unsigned() ||
+        !parsed.contains("prev") || !parsed["prev"].is_string()) {
+      return fail(number,
+                  "line " + std::to_string(number) + " is not an audit record (altered or torn)");
+    }
+    const auto seq = parsed["seq"].get<std::uint64_t>();
+    if (seq > number) {
+      return fail(number, "line " + std::to_string(number) + " has sequence number " +
+                              std::to_string(seq) + ": lines " + std::to_string(number) + ".." +
+                              std::to_string(seq - 1) + " were removed");
+    }
+    if (seq < number) {
+      return fail(number, "line " + std::to_string(number) + " has sequence number " +
+                              std::to_string(seq) + ": lines were reordered or duplicated");
+    }
+    if (parsed["prev"].get<std::string>() != expected_prev) {
+      // This line is in its place, so the one before it changed.
+      return fail(number - 1, "line " + std::to_string(number - 1) + " was altered: line " +
+                                  std::to_string(number) + " records a different hash for it");
+    }
+    if (!parse_record(lines[index]).ok()) {
+      return fail(number, "line " + std::to_string(number) + " lacks audit fields (altered)");
+    }
+    expected_prev = sha256_hex(lines[index]);
+  }
+  if (contents && !contents->empty() && contents->back() != '\n') {
+    return fail(lines.size(), "line " + std::to_string(lines.size()) + " is torn (no newline)");
+  }
+  report.head_hash = expected_prev;
+
+  // The head names the last line the KMS wrote: a log that ends earlier was
+  // truncated, one whose last line hashes differently was altered.
+  if (!head_text) {
+    if (lines.empty()) {
+      return report;
+    }
+    return fail(lines.size(), "the head file " + head_path_for(path_).string() + " is missing");
+  }
+  const ordered_json head = ordered_json::parse(*head_text, nullptr, false);
+  if (!head.is_object() || !head.contains("seq") || !head["seq"].is_number_unsigned() ||
+      !head.contains("hash") || !head["hash"].is_string()) {
+    return fail(lines.size(), "the head file " + head_path_for(path_).string() + " is damaged");
+  }
+  const auto head_seq = head["seq"].get<std::uint64_t>();
+  const auto head_hash = head["hash"].get<std::string>();
+  if (head_seq > lines.size()) {
+    return fail(lines.size() + 1, "the log ends at line " + std::to_string(lines.size()) + " but " +
+                                      std::to_string(head_seq) +
+                                      " lines were written: the last lines were removed");
+  }
+  if (head_seq == 0) {
+    return lines.empty() ? report : fail(1, "the head file records an empty log");
+  }
+  // The head may lag the log by one line: an append whose head update was
+  // interrupted.  Any other difference means the tail was rewritten.
+  if (head_seq + 1 < lines.size() || sha256_hex(lines[head_seq - 1]) != head_hash) {
+    return fail(head_seq, "line " + std::to_string(head_seq) +
+                              " does not match the hash in the head file (altered)");
+  }
+  return report;
+}
+
+}  // namespace envcrypt

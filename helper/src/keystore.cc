@@ -1,0 +1,257 @@
+#include "keystore.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+namespace envcrypt {
+namespace {
+
+Error io_error(const std::string& what, const std::filesystem::path& path, int error_number) {
+  return {ErrorCode::kIo, what + " " + path.string() + ": " + std::strerror(error_number)};
+}
+
+std::string octal_mode(mode_t mode) {
+  std::array<char, 8> text{};
+  std::snprintf(text.data(), text.size(), "%04o", static_cast<unsigned>(mode & 07777));
+  return text.data();
+}
+
+Status check_private_stat(const std::filesystem::path& path, const struct stat& st) {
+  if ((st.st_mode & 077) != 0) {
+    return Error(ErrorCode::kDenied, path.string() + " has mode " + octal_mode(st.st_mode) +
+                                         ": refusing a key file or directory that group or "
+                                         "others can access (chmod go-rwx " +
+                                         path.string() + ")");
+  }
+  if (st.st_uid != geteuid()) {
+    return Error(ErrorCode::kDenied, path.string() + " is owned by uid " +
+                                         std::to_string(st.st_uid) + ", not by uid " +
+                                         std::to_string(geteuid()) + ": refusing it");
+  }
+  return OkStatus();
+}
+
+// Closes a descriptor on scope exit.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+Status write_all(int fd, std::string_view data, const std::filesystem::path& path) {
+  while (!data.empty()) {
+    const ssize_t written = ::write(fd, data.data(), data.size());
+    if (written < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return io_error("write", path, errno);
+    }
+    data.remove_prefix(static_cast<std::size_t>(written));
+  }
+  return OkStatus();
+}
+
+Status fsync_directory(const std::filesystem::path& dir) {
+  const Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    return io_error("open directory", dir, errno);
+  }
+  if (::fsync(fd.get()) != 0) {
+    return io_error("fsync directory", dir, errno);
+  }
+  return OkStatus();
+}
+
+Status check_name(std::string_view name) {
+  const bool valid = !name.empty() && name.front() != '.' &&
+                     name.find_first_not_of(
+                         "abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == std::string_view::npos;
+  if (!valid) {
+    return Error(ErrorCode::kInternal, "invalid keystore file name '" + std::string(name) + "'");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status check_private(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return io_error("stat", path, errno);
+  }
+  return check_private_stat(path, st);
+}
+
+Status ensure_private_directory(const std::filesystem::path& dir) {
+  if (dir.empty()) {
+    return Error(ErrorCode::kUsage, "keystore directory is not set");
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      return Error(ErrorCode::kIo, dir.string() + " is not a directory");
+    }
+    return check_private_stat(dir, st);
+  }
+  if (errno != ENOENT) {
+    return io_error("stat", dir, errno);
+  }
+  const std::filesystem::path parent = dir.parent_path();
+  if (!parent.empty() && parent != dir && ::access(parent.c_str(), F_OK) != 0) {
+    ENVCRYPT_TRY(ensure_private_directory(parent));
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return io_error("mkdir", dir, errno);
+  }
+  if (!parent.empty()) {
+    ENVCRYPT_TRY(fsync_directory(parent));
+  }
+  return check_private(dir);
+}
+
+Status write_file_atomically(const std::filesystem::path& path, std::string_view contents) {
+  const std::filesystem::path dir = path.parent_path();
+  std::filesystem::path temp = path;
+  temp += ".tmp";
+  // A temp file left by a writer that was killed is stale: the caller holds
+  // the lock, so no live writer owns it.
+  if (::unlink(temp.c_str()) != 0 && errno != ENOENT) {
+    return io_error("unlink", temp, errno);
+  }
+  {
+    const Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (fd.get() < 0) {
+      return io_error("create", temp, errno);
+    }
+    ENVCRYPT_TRY(write_all(fd.get(), contents, temp));
+    if (::fsync(fd.get()) != 0) {
+      return io_error("fsync", temp, errno);
+    }
+  }
+  if (::rename(temp.c_str(), path.c_str()) != 0) {
+    return io_error("rename", temp, errno);
+  }
+  return fsync_directory(dir.empty() ? std::filesystem::path(".") : dir);
+}
+
+Result<std::optional<std::string>> read_private_file(const std::filesystem::path& path) {
+  const Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() < 0) {
+    if (errno == ENOENT) {
+      return std::optional<std::string>();
+    }
+    return io_error("open", path, errno);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return io_error("stat", path, errno);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Error(ErrorCode::kIo, path.string() + " is not a regular file");
+  }
+  ENVCRYPT_TRY(check_private_stat(path, st));
+  std::string contents;
+  std::array<char, 65536> buffer{};
+  for (;;) {
+    const ssize_t got = ::read(fd.get(), buffer.data(), buffer.size());
+    if (got < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return io_error("read", path, errno);
+    }
+    if (got == 0) {
+      break;
+    }
+    contents.append(buffer.data(), static_cast<std::size_t>(got));
+  }
+  return std::optional<std::string>(std::move(contents));
+}
+
+Result<FileLock> FileLock::acquire(const std::filesystem::path& lock_path) {
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return io_error("open lock", lock_path, errno);
+  }
+  FileLock lock(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return io_error("stat", lock_path, errno);
+  }
+  ENVCRYPT_TRY(check_private_stat(lock_path, st));
+  while (::flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      return io_error("flock", lock_path, errno);
+    }
+  }
+  return lock;
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) {
+    ::close(fd_);  // releases the flock
+  }
+}
+
+FileLock::FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+
+FileLock& FileLock::operator=(FileLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+Result<Keystore> Keystore::open(const std::filesystem::path& dir) {
+  ENVCRYPT_TRY(ensure_private_directory(dir));
+  return Keystore(dir);
+}
+
+std::filesystem::path Keystore::path_of(std::string_view name) const { return dir_ / name; }
+
+std::filesystem::path Keystore::lock_path_of(std::string_view name) const {
+  return dir_ / ("." + std::string(name) + ".lock");
+}
+
+Status Keystore::update(std::string_view name, const Updater& updater) const {
+  ENVCRYPT_TRY(check_name(name));
+  ENVCRYPT_ASSIGN_OR_RETURN(const FileLock lock, FileLock::acquire(lock_path_of(name)));
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> current,
+                            read_private_file(path_of(name)));
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> next, updater(current));
+  if (next && next != current) {
+    ENVCRYPT_TRY(write_file_atomically(path_of(name), *next));
+  }
+  return OkStatus();
+}
+
+Result<std::optional<std::string>> Keystore::read(std::string_view name) const {
+  ENVCRYPT_TRY(check_name(name));
+  // The rename makes every read see a whole file, so readers need no lock.
+  return read_private_file(path_of(name));
+}
+
+}  // namespace envcrypt
