@@ -58,6 +58,31 @@ bench: kmod-matrix helper
 deps:
 	$(TOP)/scripts/deps.sh
 
+DKMS_NAME := dm-envcrypt
+DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(TOP)/kmod/dkms.conf)
+DKMS_SRC := /usr/src/$(DKMS_NAME)-$(DKMS_VERSION)
+
+# Installs the helper and registers the module source with DKMS, which
+# builds it for the installed kernels and again on every kernel upgrade.
+# With DESTDIR (packaging), files are only staged; DKMS is left to the
+# package's postinst.
+install: helper
+	install -D -m 0755 $(BUILD)/envcryptctl $(DESTDIR)$(PREFIX)/sbin/envcryptctl
+	install -d $(DESTDIR)$(DKMS_SRC)
+	install -m 0644 $(TOP)/kmod/dm-envcrypt.c $(TOP)/kmod/compat.h $(TOP)/kmod/Kbuild \
+		$(TOP)/kmod/Makefile $(TOP)/kmod/dkms.conf $(DESTDIR)$(DKMS_SRC)/
+	if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null; then \
+		dkms add $(DKMS_NAME)/$(DKMS_VERSION) 2>/dev/null || true; \
+		dkms build $(DKMS_NAME)/$(DKMS_VERSION) && dkms install $(DKMS_NAME)/$(DKMS_VERSION); \
+	fi
+
+uninstall:
+	if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null; then \
+		dkms remove $(DKMS_NAME)/$(DKMS_VERSION) --all 2>/dev/null || true; \
+	fi
+	rm -f $(DESTDIR)$(PREFIX)/sbin/envcryptctl
+	rm -rf $(DESTDIR)$(DKMS_SRC)
+
 clean:
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean
 	rm -rf $(BUILD)
