@@ -33,21 +33,17 @@ key_hex=$(od -An -v -tx1 /tmp/kat.key | tr -d ' \n')
 add_logon_key "$KEY_DESC" /tmp/kat.key >/dev/null ||
 	tap_bail "logon key loads" "keyctl padd succeeds" "$(keyctl show @s 2>&1)"
 
-# write_region NAME TABLE_TARGET SECTOR_SIZE DEV_OFFSET LENGTH
+# write_region NAME envcrypt|dmcrypt SECTOR_SIZE DEV_OFFSET LENGTH
 write_region() {
 	local name=$1 target=$2 sector_size=$3 offset=$4 length=$5
 	local data=$KAT_DIR/$name.data table output
-	case $target in
-	envcrypt) table="0 $length envcrypt $DISK $offset logon:$KEY_DESC 1 sector_size:$sector_size" ;;
-	crypt) table="0 $length crypt aes-xts-plain64 :64:logon:$KEY_DESC 0 $DISK $offset 1 sector_size:$sector_size" ;;
-	esac
+	table=$("${target}_table" "$length" "$DISK" "$offset" "$KEY_DESC" "$sector_size")
 	head -c $((length * 512)) /dev/urandom >"/tmp/$name.data"
 	cp "/tmp/$name.data" "$data"
-	if ! output=$(dmsetup create "kat-$name" --table "$table" 2>&1); then
-		tap_fail "$name: table loads" "'$table' accepted" "$output; $(dmesg | tail -n 3)"
+	if ! dm_create "kat-$name" "$table"; then
+		tap_fail "$name: table loads" "'$table' accepted" "$DM_ERROR"
 		return
 	fi
-	on_exit dm_remove "kat-$name"
 	if ! output=$(dd if="/tmp/$name.data" of="/dev/mapper/kat-$name" bs=64K oflag=direct conv=fsync status=none 2>&1); then
 		tap_fail "$name: write $((length * 512)) bytes" "dd succeeds" "$output"
 		return
@@ -69,5 +65,5 @@ write_region() {
 
 write_region envcrypt-512 envcrypt 512 2056 2048
 write_region envcrypt-4096 envcrypt 4096 8200 4096
-write_region dm-crypt-4096 crypt 4096 16392 4096
+write_region dm-crypt-4096 dmcrypt 4096 16392 4096
 tap_done

@@ -14,13 +14,24 @@
 #                               the session keyring; prints the key id
 #   hex_to_bin                  stdin hex text -> stdout bytes
 #   on_exit CMD...              run CMD at exit (last registered runs first)
+#   envcrypt_table LEN DEV OFFSET KEY_DESC SECTOR_SIZE [OPTION...]
+#   dmcrypt_table LEN DEV OFFSET KEY_DESC SECTOR_SIZE
+#                               one-line tables (start 0) for the envcrypt
+#                               target and for the equivalent dm-crypt mapping
+#                               (aes-xts-plain64 with the same logon key)
+#   dm_create NAME TABLE        create a mapping, removed again at exit; on
+#                               failure returns 1 with dmsetup's error and the
+#                               newest kernel log lines in $DM_ERROR (call it
+#                               directly, not in $(...), or the removal at
+#                               exit is lost)
 #   dm_remove NAME              remove a mapping if it exists (retrying)
 #   dev_sectors DEV             size of DEV in 512-byte sectors
 #   dmesg_mark                  remember the end of the kernel log
 #   dmesg_since_mark            kernel log lines after the last dmesg_mark
 #
 # Results (a test script is one kselftest test; these print its sub-checks
-# as TAP lines, which the suite runner shows as comments)
+# as TAP lines, which the suite runner shows as comments; each returns 0 if
+# its check passed, 1 if not)
 #   tap_ok WHAT                 one passed check
 #   tap_fail WHAT EXPECTED SEEN one failed check, with the evidence
 #   tap_skip REASON             the whole test is skipped: exit 4
@@ -51,6 +62,7 @@ tap_fail() {
 	echo "not ok $TAP_CHECKS - $1"
 	echo "#   expected: $2"
 	echo "#   seen:     ${3//$'\n'/$'\n'#             }"
+	return 1
 }
 
 tap_skip() {
@@ -183,6 +195,27 @@ hex_to_bin() {
 
 add_logon_key() {
 	keyctl padd logon "$1" @s <"$2"
+}
+
+envcrypt_table() {
+	local length=$1 dev=$2 offset=$3 desc=$4 sector_size=$5
+	shift 5
+	echo "0 $length envcrypt $dev $offset logon:$desc $(($# + 1)) sector_size:$sector_size${*:+ $*}"
+}
+
+dmcrypt_table() {
+	echo "0 $1 crypt aes-xts-plain64 :64:logon:$4 0 $2 $3 1 sector_size:$5"
+}
+
+DM_ERROR=
+
+dm_create() {
+	local output
+	if ! output=$(dmsetup create "$1" --table "$2" 2>&1); then
+		DM_ERROR="dmsetup create $1 --table '$2' failed: $output"$'\n'$(dmesg | tail -n 3)
+		return 1
+	fi
+	on_exit dm_remove "$1"
 }
 
 dm_remove() {
