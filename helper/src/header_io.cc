@@ -1,0 +1,55 @@
+#include "header_io.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace envcrypt {
+namespace {
+
+// The bytes of one copy that the device holds; fewer than a whole copy when
+// the device is truncated, which decoding reports.
+Result<std::vector<std::uint8_t>> read_copy(const Device& device, std::uint64_t offset) {
+  if (device.size <= offset) {
+    return std::vector<std::uint8_t>{};
+  }
+  std::vector<std::uint8_t> bytes(std::min<std::uint64_t>(kHeaderSize, device.size - offset));
+  ENVCRYPT_TRY(read_at(device, offset, bytes));
+  return bytes;
+}
+
+}  // namespace
+
+Result<HeaderSelection> read_header(const Device& device) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto primary, read_copy(device, kPrimaryOffset));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto secondary, read_copy(device, kSecondaryOffset));
+  auto selection = select_header(primary, secondary);
+  if (!selection.ok()) {
+    return selection.error().with_context(device.path.string());
+  }
+  return selection;
+}
+
+Status write_header(const Device& device, const DiskHeader& header) {
+  if (device.size < kHeaderAreaSize) {
+    return Error(ErrorCode::kUsage, device.path.string() + ": " + std::to_string(device.size) +
+                                        " bytes is too small for the header copies");
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(HeaderBytes secondary, encode_header(header, kSecondaryOffset));
+  ENVCRYPT_ASSIGN_OR_RETURN(HeaderBytes primary, encode_header(header, kPrimaryOffset));
+  ENVCRYPT_TRY(write_at(device, kSecondaryOffset, secondary));
+  ENVCRYPT_TRY(flush(device));
+  ENVCRYPT_TRY(write_at(device, kPrimaryOffset, primary));
+  return flush(device);
+}
+
+Status erase_header_area(const Device& device, std::uint64_t bytes) {
+  const std::vector<std::uint8_t> zeros(1 << 20, 0);
+  for (std::uint64_t offset = 0; offset < bytes;) {
+    const std::uint64_t chunk = std::min<std::uint64_t>(zeros.size(), bytes - offset);
+    ENVCRYPT_TRY(write_at(device, offset, std::span(zeros).first(chunk)));
+    offset += chunk;
+  }
+  return flush(device);
+}
+
+}  // namespace envcrypt

@@ -1,0 +1,40 @@
+#include "keyring.h"
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace envcrypt {
+
+Result<ThreadLogonKey> ThreadLogonKey::add(const std::string& description,
+                                           const SecretBytes& payload) {
+  if (description.find(':') == std::string::npos) {
+    return Error(ErrorCode::kInternal, "logon key description '" + description + "' lacks ':'");
+  }
+  const key_serial_t serial = add_key("logon", description.c_str(), payload.data(), payload.size(),
+                                      KEY_SPEC_THREAD_KEYRING);
+  if (serial < 0) {
+    const int err = errno;
+    return Error(err == EDQUOT ? ErrorCode::kDenied : ErrorCode::kInternal,
+                 "add logon key to the thread keyring: " + std::string(std::strerror(err)));
+  }
+  return ThreadLogonKey(serial, description);
+}
+
+ThreadLogonKey::ThreadLogonKey(ThreadLogonKey&& other) noexcept
+    : serial_(std::exchange(other.serial_, 0)), description_(std::move(other.description_)) {}
+
+void ThreadLogonKey::remove() {
+  if (serial_ <= 0) {
+    return;
+  }
+  // Revoke first: from then on nobody can use the payload, even if the
+  // garbage collector has not run yet.  Invalidate frees it; unlink drops
+  // the thread keyring's link in case invalidation is refused.
+  (void)keyctl_revoke(serial_);
+  (void)keyctl_invalidate(serial_);
+  (void)keyctl_unlink(serial_, KEY_SPEC_THREAD_KEYRING);
+  serial_ = 0;
+}
+
+}  // namespace envcrypt

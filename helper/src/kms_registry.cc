@@ -1,0 +1,82 @@
+#include "kms_registry.h"
+
+#include "kmip/kms_kmip.h"
+#include "kms_local.h"
+
+namespace envcrypt {
+namespace {
+
+constexpr std::string_view kLocalScheme = "local://";
+constexpr std::string_view kKmipScheme = "kmip://";
+
+// "<authority>/<rest>" -> "<authority>"
+std::string_view authority_of(std::string_view after_scheme) {
+  return after_scheme.substr(0, after_scheme.find('/'));
+}
+
+}  // namespace
+
+Result<KmsBackend*> KmsRegistry::for_key(std::string_view keyref) {
+  if (keyref.starts_with(kKmipScheme)) {
+    return kmip(authority_of(keyref.substr(kKmipScheme.size())));
+  }
+  if (keyref.starts_with(kLocalScheme)) {
+    const std::string_view region = authority_of(keyref.substr(kLocalScheme.size()));
+    if (region.empty()) {
+      return Error(ErrorCode::kUsage, "CMK URI " + std::string(keyref) + " has no region");
+    }
+    return local(std::string(region));
+  }
+  if (keyref.find("://") != std::string_view::npos) {
+    return Error(ErrorCode::kUsage, "CMK URI " + std::string(keyref) +
+                                        ": unknown scheme (expected local:// or kmip://)");
+  }
+  return local(config_.region);
+}
+
+Result<KmsBackend*> KmsRegistry::for_selector(const std::optional<std::string>& selector) {
+  if (!selector || *selector == "local" || *selector == "local://") {
+    return local(config_.region);
+  }
+  return for_key(*selector);
+}
+
+Result<KmsBackend*> KmsRegistry::local(const std::string& region) {
+  const std::string slot = "local:" + region;
+  if (auto it = open_.find(slot); it != open_.end()) {
+    return it->second.get();
+  }
+  LocalKmsOptions options;
+  options.dir = config_.local_dir;
+  options.root_key = config_.local_root_key;
+  options.region = region;
+  options.principal = config_.principal;
+  ENVCRYPT_ASSIGN_OR_RETURN(std::unique_ptr<KmsBackend> backend, open_local_kms(options));
+  return (open_[slot] = std::move(backend)).get();
+}
+
+// `authority` is a configured endpoint's name or "<host>:<port>" of one.
+Result<KmsBackend*> KmsRegistry::kmip(std::string_view authority) {
+  const KmipEndpoint* endpoint = nullptr;
+  for (const auto& [name, candidate] : config_.kmip_endpoints) {
+    if (name == authority || candidate.host + ":" + std::to_string(candidate.port) == authority) {
+      endpoint = &candidate;
+      break;
+    }
+  }
+  if (endpoint == nullptr) {
+    return Error(
+        ErrorCode::kUsage,
+        "kmip://" + std::string(authority) + ": no such KMIP endpoint in the configuration (" +
+            (config_.source.empty() ? std::string("no config file") : config_.source.string()) +
+            ")");
+  }
+  const std::string slot = "kmip:" + endpoint->name;
+  if (auto it = open_.find(slot); it != open_.end()) {
+    return it->second.get();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(std::unique_ptr<KmsBackend> backend, open_kmip_kms(*endpoint));
+  return (open_[slot] = std::move(backend)).get();
+}
+
+}  // namespace envcrypt

@@ -1,0 +1,41 @@
+// Chooses the KMS backend for a key reference by its URI scheme, as Tink's
+// KmsClients does: `kmip://` goes to the KMIP endpoint it names, everything
+// else (local:// URIs, key ids, aliases) to the embedded local KMS.
+// Backends are opened once and kept for the life of the registry.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "config.h"
+#include "kms.h"
+#include "result.h"
+
+namespace envcrypt {
+
+class KmsRegistry {
+ public:
+  explicit KmsRegistry(Config config) : config_(std::move(config)) {}
+
+  // The backend serving `keyref`: a key id, alias/<name>, local://<region>/<id>
+  // or kmip://<host>:<port>/<uid>.
+  Result<KmsBackend*> for_key(std::string_view keyref);
+
+  // The backend `kms` commands act on: the local KMS of the configured region,
+  // or with --kms, kmip://<endpoint-name> or kmip://<host>:<port>.
+  Result<KmsBackend*> for_selector(const std::optional<std::string>& selector);
+
+  [[nodiscard]] const Config& config() const { return config_; }
+
+ private:
+  Result<KmsBackend*> local(const std::string& region);
+  Result<KmsBackend*> kmip(std::string_view authority);
+
+  Config config_;
+  std::map<std::string, std::unique_ptr<KmsBackend>> open_;  // by "local:<region>" / "kmip:<name>"
+};
+
+}  // namespace envcrypt

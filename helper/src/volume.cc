@@ -1,0 +1,318 @@
+#include "volume.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+
+#include "blockdev.h"
+#include "devmapper.h"
+#include "header_io.h"
+#include "keyring.h"
+
+namespace envcrypt {
+namespace {
+
+constexpr std::uint64_t kSector = 512;
+
+std::string hex_uuid(const Uuid& uuid) {
+  std::string text = uuid_to_string(uuid);
+  std::erase(text, '-');
+  return text;
+}
+
+std::string dm_uuid_for(const DiskHeader& header, const std::string& name) {
+  return std::string(kDmUuidPrefix) + hex_uuid(header.uuid) + "-" + name;
+}
+
+// Bytes of the data area on a device of `device_size` bytes, rounded down to
+// whole encryption units.
+Result<std::uint64_t> data_bytes(const DiskHeader& header, std::uint64_t device_size,
+                                 const std::filesystem::path& device) {
+  const Geometry& g = header.geometry;
+  if (device_size <= g.data_offset) {
+    return Error(ErrorCode::kUsage, device.string() + ": " + std::to_string(device_size) +
+                                        " bytes leaves no room after the data offset " +
+                                        std::to_string(g.data_offset));
+  }
+  std::uint64_t bytes = g.data_size != 0 ? g.data_size : device_size - g.data_offset;
+  if (g.data_offset + bytes > device_size) {
+    return Error(ErrorCode::kUsage, device.string() + ": device is " + std::to_string(device_size) +
+                                        " bytes, the header needs " +
+                                        std::to_string(g.data_offset + bytes));
+  }
+  bytes -= bytes % g.sector_size;
+  if (bytes == 0) {
+    return Error(ErrorCode::kUsage, device.string() + ": data area smaller than one sector");
+  }
+  return bytes;
+}
+
+// The block device a table can name: the device itself, or a new loop
+// device over an image file (released when the mapping goes away).
+struct Backing {
+  std::filesystem::path path;
+  std::optional<LoopDevice> loop;
+};
+
+Result<Backing> backing_for(const Device& device, bool read_only) {
+  if (device.is_block) {
+    return Backing{device.path, std::nullopt};
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(LoopDevice loop, attach_loop(device.path, read_only));
+  std::filesystem::path path = loop.path;
+  return Backing{path, std::move(loop)};
+}
+
+// Maps `backing` with the DK: the only place the DK reaches the kernel.
+Status map_with_key(const DiskHeader& header, const SecretBytes& data_key,
+                    const std::filesystem::path& backing, std::uint64_t bytes,
+                    const std::string& name, bool read_only, bool allow_discards) {
+  ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(backing));
+  const std::string description = "envcrypt:" + uuid_to_string(header.uuid);
+  ENVCRYPT_ASSIGN_OR_RETURN(ThreadLogonKey key, ThreadLogonKey::add(description, data_key));
+
+  std::ostringstream params;
+  params << devnum << ' ' << header.geometry.data_offset / kSector << ' ' << key.reference() << ' '
+         << (allow_discards ? 2 : 1) << " sector_size:" << header.geometry.sector_size;
+  if (allow_discards) {
+    params << " allow_discards";
+  }
+  DmTarget target{0, bytes / kSector, "envcrypt", params.str()};
+  Status created = create_mapping(name, dm_uuid_for(header, name), target, read_only);
+  key.remove();
+  return created;
+}
+
+Status require_absent(const std::string& name) {
+  auto existing = mapping_info(name);
+  if (existing.ok()) {
+    return Error(ErrorCode::kConflict, "a mapping named " + name + " already exists");
+  }
+  if (existing.error().code() != ErrorCode::kNotFound) {
+    return existing.error();
+  }
+  return OkStatus();
+}
+
+// Refuses to map a block device one of our mappings already uses.
+Status require_not_attached(const std::filesystem::path& backing) {
+  ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(backing));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
+  for (const auto& mapping : mappings) {
+    if (mapping.table.substr(0, mapping.table.find(' ')) == devnum) {
+      return Error(ErrorCode::kConflict,
+                   backing.string() + " is already attached as " + mapping.name);
+    }
+  }
+  return OkStatus();
+}
+
+// Writes zeros through the mapping, so the backing device holds ciphertext
+// of zeros everywhere.
+Status fill_with_zeros(const std::filesystem::path& mapper_path, std::uint64_t bytes,
+                       const ProgressFn& progress) {
+  ENVCRYPT_ASSIGN_OR_RETURN(Device mapped, open_device(mapper_path, OpenMode::kReadWrite));
+  const std::vector<std::uint8_t> zeros(4 << 20, 0);
+  for (std::uint64_t done = 0; done < bytes;) {
+    const std::uint64_t chunk = std::min<std::uint64_t>(zeros.size(), bytes - done);
+    ENVCRYPT_TRY(write_at(mapped, done, std::span(zeros).first(chunk)));
+    done += chunk;
+    if (progress) {
+      progress(done, bytes);
+    }
+  }
+  return flush(mapped);
+}
+
+Status wipe_data_area(const DiskHeader& header, const SecretBytes& data_key, const Device& device,
+                      const ProgressFn& progress) {
+  ENVCRYPT_ASSIGN_OR_RETURN(std::uint64_t bytes, data_bytes(header, device.size, device.path));
+  ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, false));
+  const std::string name = "envcrypt-wipe-" + hex_uuid(header.uuid).substr(0, 8);
+  ENVCRYPT_TRY(require_absent(name));
+  ENVCRYPT_TRY(map_with_key(header, data_key, backing.path, bytes, name, false, false));
+  Status filled = fill_with_zeros("/dev/mapper/" + name, bytes, progress);
+  Status removed = remove_mapping(name);
+  ENVCRYPT_TRY(filled);
+  return removed;
+}
+
+Result<Device> open_header_file_for_format(const std::filesystem::path& path, bool force) {
+  const int flags = O_RDWR | O_CREAT | O_CLOEXEC | (force ? 0 : O_EXCL);
+  UniqueFd fd(::open(path.c_str(), flags, 0600));
+  if (!fd.valid()) {
+    const int err = errno;
+    if (err == EEXIST) {
+      return Error(ErrorCode::kConflict,
+                   path.string() + ": header file exists (use --force to overwrite it)");
+    }
+    return Error(ErrorCode::kIo, path.string() + ": " + std::strerror(err));
+  }
+  if (::ftruncate(fd.get(), static_cast<off_t>(kHeaderAreaSize)) != 0) {
+    return Error(ErrorCode::kIo, path.string() + ": " + std::strerror(errno));
+  }
+  fd = UniqueFd();
+  return open_device(path, OpenMode::kReadWrite);
+}
+
+Status refuse_existing_data(const Device& device) {
+  auto existing = read_header(device);
+  if (existing.ok()) {
+    return Error(ErrorCode::kConflict, device.path.string() + ": already an envcrypt disk (uuid " +
+                                           uuid_to_string(existing->header.uuid) +
+                                           "); use --force to destroy it");
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(auto signature, find_signature(device.path));
+  if (signature) {
+    return Error(ErrorCode::kConflict, device.path.string() + ": holds a " + *signature +
+                                           "; refusing to format (use --force to destroy it)");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+std::string default_mapping_name(const DiskHeader& header) {
+  return "envcrypt-" + hex_uuid(header.uuid).substr(0, 8);
+}
+
+Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
+                                 const ProgressFn& progress) {
+  ENVCRYPT_ASSIGN_OR_RETURN(Device device, open_device(options.device, OpenMode::kExclusive));
+  if (!options.force) {
+    ENVCRYPT_TRY(refuse_existing_data(device));
+  }
+
+  DiskHeader header;
+  ENVCRYPT_ASSIGN_OR_RETURN(header.uuid, random_uuid());
+  header.label = options.label;
+  header.geometry.sector_size = options.sector_size;
+  // A detached header leaves the whole device to data.
+  header.geometry.data_offset = options.header_file ? 0 : kDefaultDataOffset;
+  ENVCRYPT_TRY(data_bytes(header, device.size, device.path));
+
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms.for_key(options.cmk));
+  ENVCRYPT_ASSIGN_OR_RETURN(DataKey data_key,
+                            generate_data_key(*backend, options.cmk, encryption_context(header),
+                                              header.geometry.key_size));
+  header.wrapped = std::move(data_key.wrapped);
+  ENVCRYPT_ASSIGN_OR_RETURN(header.kcv, key_check_value(data_key.plaintext, header.uuid));
+  ENVCRYPT_TRY(validate(header));
+
+  if (options.header_file) {
+    ENVCRYPT_ASSIGN_OR_RETURN(Device header_device,
+                              open_header_file_for_format(*options.header_file, options.force));
+    ENVCRYPT_TRY(erase_header_area(header_device, header_device.size));
+    ENVCRYPT_TRY(write_header(header_device, header));
+  } else {
+    // Old signatures and header copies go first, so a crash leaves either
+    // nothing or a complete new header.
+    ENVCRYPT_TRY(erase_header_area(device, header.geometry.data_offset));
+    ENVCRYPT_TRY(write_header(device, header));
+  }
+
+  if (options.wipe) {
+    if (auto wiped = wipe_data_area(header, data_key.plaintext, device, progress); !wiped.ok()) {
+      return wiped.error().with_context("formatted (uuid " + uuid_to_string(header.uuid) +
+                                        ") but the wipe failed");
+    }
+  }
+  return header;
+}
+
+Result<HeaderSelection> read_volume_header(
+    const std::filesystem::path& device, const std::optional<std::filesystem::path>& header_file) {
+  ENVCRYPT_ASSIGN_OR_RETURN(Device source,
+                            open_device(header_file.value_or(device), OpenMode::kRead));
+  return read_header(source);
+}
+
+Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header) {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms.for_key(header.wrapped.cmk_uri));
+  ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key,
+                            backend->decrypt(header.wrapped, encryption_context(header)));
+  ENVCRYPT_TRY(check_data_key(header, data_key));
+  return data_key;
+}
+
+Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
+  ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection,
+                            read_volume_header(options.device, options.header_file));
+  Attached attached;
+  attached.header = std::move(selection.header);
+  attached.name = options.name.value_or(default_mapping_name(attached.header));
+  attached.mapper_path = "/dev/mapper/" + attached.name;
+  ENVCRYPT_TRY(require_absent(attached.name));
+
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      Device device,
+      open_device(options.device, options.read_only ? OpenMode::kRead : OpenMode::kReadWrite));
+  ENVCRYPT_ASSIGN_OR_RETURN(std::uint64_t bytes,
+                            data_bytes(attached.header, device.size, device.path));
+  if (device.is_block) {
+    ENVCRYPT_TRY(require_not_attached(device.path));
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key, unlock(kms, attached.header));
+  ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, options.read_only));
+  attached.backing = backing.path;
+  ENVCRYPT_TRY(map_with_key(attached.header, data_key, backing.path, bytes, attached.name,
+                            options.read_only, options.allow_discards));
+  return attached;
+}
+
+Status detach_volume(const std::string& name) {
+  ENVCRYPT_ASSIGN_OR_RETURN(DmDevice device, mapping_info(name));
+  if (!device.uuid.starts_with(kDmUuidPrefix)) {
+    return Error(ErrorCode::kUsage, name + " is not an envcrypt mapping");
+  }
+  if (device.open_count > 0) {
+    return Error(ErrorCode::kConflict, name + " is in use (open " +
+                                           std::to_string(device.open_count) + " times: mounted?)");
+  }
+  return remove_mapping(name);
+}
+
+Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string>& name) {
+  std::vector<DmDevice> devices;
+  if (name) {
+    ENVCRYPT_ASSIGN_OR_RETURN(DmDevice device, mapping_info(*name));
+    if (!device.uuid.starts_with(kDmUuidPrefix)) {
+      return Error(ErrorCode::kUsage, *name + " is not an envcrypt mapping");
+    }
+    devices.push_back(std::move(device));
+  } else {
+    ENVCRYPT_ASSIGN_OR_RETURN(devices, list_mappings());
+  }
+
+  std::vector<MappingStatus> out;
+  for (const DmDevice& device : devices) {
+    if (!device.uuid.starts_with(kDmUuidPrefix)) {
+      continue;
+    }
+    MappingStatus s;
+    s.name = device.name;
+    const std::string hex = device.uuid.substr(kDmUuidPrefix.size(), 32);
+    s.disk_uuid = hex.size() == 32
+                      ? hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
+                            hex.substr(16, 4) + "-" + hex.substr(20)
+                      : hex;
+    s.read_only = device.read_only;
+    s.suspended = device.suspended;
+    s.open_count = device.open_count;
+    ENVCRYPT_ASSIGN_OR_RETURN(DmTarget table, mapping_target(device.name, false));
+    s.table = table.params;
+    s.size_bytes = table.length * kSector;
+    ENVCRYPT_ASSIGN_OR_RETURN(DmTarget info, mapping_target(device.name, true));
+    s.info = info.params;
+    std::istringstream fields(info.params);
+    fields >> s.driver >> s.sector_size >> s.key_state >> s.reads >> s.writes >> s.read_bytes >>
+        s.write_bytes >> s.errors;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace envcrypt

@@ -1,0 +1,91 @@
+// The disk operations behind the CLI: format, unlock (unwrap + key check),
+// attach, detach and status.  Each either completes or leaves the system as
+// it found it: no mapping, no key in any keyring, no half-written header.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "header.h"
+#include "kms_registry.h"
+#include "result.h"
+#include "secret.h"
+
+namespace envcrypt {
+
+// Device-mapper uuids of our mappings start with this; status and detach
+// act only on such mappings.
+inline constexpr std::string_view kDmUuidPrefix = "ENVCRYPT-";
+
+// Called while data is written: bytes done and total.
+using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+struct FormatOptions {
+  std::filesystem::path device;
+  std::optional<std::filesystem::path> header_file;  // detached header
+  std::string cmk;                                   // key reference
+  std::string label;
+  std::uint32_t sector_size = 4096;
+  bool force = false;
+  bool wipe = false;
+};
+
+// Formats the device (or image): a new uuid, a fresh DK generated under the
+// CMK with the disk's encryption context, both header copies written.  With
+// `wipe`, the data area is then filled with ciphertext of zeros through a
+// temporary mapping.
+Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
+                                 const ProgressFn& progress);
+
+// The header of DEVICE, or of the detached header file when given.
+Result<HeaderSelection> read_volume_header(const std::filesystem::path& device,
+                                           const std::optional<std::filesystem::path>& header_file);
+
+// Unwraps the DK through the header's KMS and checks it against the KCV.
+Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header);
+
+struct AttachOptions {
+  std::filesystem::path device;
+  std::optional<std::string> name;  // default: envcrypt-<first 8 hex of the uuid>
+  std::optional<std::filesystem::path> header_file;
+  bool read_only = false;
+  bool allow_discards = false;
+};
+
+struct Attached {
+  std::string name;
+  std::filesystem::path mapper_path;  // /dev/mapper/<name>
+  std::filesystem::path backing;      // the block device mapped (a loop device for images)
+  DiskHeader header;
+};
+
+Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options);
+Status detach_volume(const std::string& name);
+
+// One of our mappings, with the target's STATUSTYPE_INFO parsed.
+struct MappingStatus {
+  std::string name;
+  std::string disk_uuid;
+  std::string table;  // STATUSTYPE_TABLE: device, offset, key reference, options
+  bool read_only = false;
+  bool suspended = false;
+  std::int32_t open_count = 0;
+  std::uint64_t size_bytes = 0;
+  // INFO: <driver> <sector_size> <valid|wiped> <reads> <writes> <read_bytes> <write_bytes> <errors>
+  std::string info;
+  std::string driver;
+  std::uint32_t sector_size = 0;
+  std::string key_state;
+  std::uint64_t reads = 0, writes = 0, read_bytes = 0, write_bytes = 0, errors = 0;
+};
+
+// All our mappings, or the one named.
+Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string>& name);
+
+std::string default_mapping_name(const DiskHeader& header);
+
+}  // namespace envcrypt
