@@ -282,7 +282,12 @@ Error TlsConnection::failure(std::string_view step, int ssl_result) const {
   if (error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
     return {ErrorCode::kKmsUnreachable, prefix + std::strerror(errno)};
   }
-  return {ErrorCode::kKmsUnreachable, prefix + "TLS error: " + openssl_reason()};
+  const std::string reason = openssl_reason();
+  // The server refusing the client's certificate arrives as an alert.
+  if (reason.find(" alert ") != std::string::npos) {
+    return {ErrorCode::kKmsUnreachable, prefix + "alert from the server: " + reason};
+  }
+  return {ErrorCode::kKmsUnreachable, prefix + "TLS error: " + reason};
 }
 
 Status TlsConnection::write_all(std::span<const std::uint8_t> bytes, Clock::time_point deadline) {

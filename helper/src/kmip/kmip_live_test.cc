@@ -1,0 +1,332 @@
+// Tests of the kmip:// backend against a live KMIP server.  They run only
+// when tests/host/test_kmip.sh has started a PyKMIP server and points
+// ENVCRYPT_KMIP_TEST_CONFIG at an envcrypt config with the endpoints
+//   main       client certificate A
+//   other      client certificate B (another CN, so another owner)
+//   wrongca    client A, but trusting an unrelated CA
+//   untrusted  a client certificate the server's CA did not sign
+// Without it they skip, saying why.  The server-stopped test runs only with
+// ENVCRYPT_KMIP_TEST_SERVER_STOPPED=1 (the script stops the server first),
+// the benchmark only with ENVCRYPT_KMIP_BENCH=<unwraps>.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "crypto.h"
+#include "kmip/kms_kmip.h"
+#include "kms.h"
+
+namespace envcrypt {
+namespace {
+
+using std::chrono::steady_clock;
+
+constexpr std::size_t kDataKeySize = 64;
+
+bool env_set(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0';
+}
+
+class KmipLiveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!env_set("ENVCRYPT_KMIP_TEST_CONFIG")) {
+      GTEST_SKIP() << "ENVCRYPT_KMIP_TEST_CONFIG is unset: tests/host/test_kmip.sh starts a "
+                      "PyKMIP server and sets it";
+    }
+    auto config = load_config(std::filesystem::path(std::getenv("ENVCRYPT_KMIP_TEST_CONFIG")));
+    ASSERT_TRUE(config.ok()) << config.error().message();
+    config_ = *config;
+    if (env_set("ENVCRYPT_KMIP_TEST_SERVER_STOPPED") != server_must_be_stopped()) {
+      GTEST_SKIP() << (server_must_be_stopped() ? "needs the server stopped"
+                                                : "needs the server running");
+    }
+  }
+
+  [[nodiscard]] virtual bool server_must_be_stopped() const { return false; }
+
+  std::unique_ptr<KmsBackend> open(const std::string& endpoint) {
+    const auto found = config_.kmip_endpoints.find(endpoint);
+    EXPECT_NE(found, config_.kmip_endpoints.end()) << "no endpoint " << endpoint;
+    if (found == config_.kmip_endpoints.end()) {
+      return nullptr;
+    }
+    auto kms = open_kmip_kms(found->second);
+    EXPECT_TRUE(kms.ok()) << kms.error().message();
+    return kms.ok() ? std::move(kms).value() : nullptr;
+  }
+
+  [[nodiscard]] std::string endpoint_uri(const std::string& endpoint) const {
+    const KmipEndpoint& found = config_.kmip_endpoints.at(endpoint);
+    return "kmip://" + found.host + ":" + std::to_string(found.port);
+  }
+
+  static std::string unique_alias() {
+    auto suffix = random_bytes(6);
+    return "envcrypt-test-" + (suffix.ok() ? to_hex(*suffix) : std::string("x"));
+  }
+
+  static KeyInfo create_key(KmsBackend& kms, const std::string& alias) {
+    CreateKeyRequest request;
+    request.description = "kmip live test";
+    request.alias = alias;
+    auto key = kms.create_key(request);
+    EXPECT_TRUE(key.ok()) << key.error().message();
+    return key.ok() ? *key : KeyInfo{};
+  }
+
+  const EncryptionContext context_ = {{"uuid", "8d0f6a1e-0000-4000-8000-000000000001"},
+                                      {"geometry", "xts-plain64/4096/2048"}};
+  Config config_;
+};
+
+void expect_error(const Status& status, ErrorCode code, const std::vector<std::string>& fragments) {
+  ASSERT_FALSE(status.ok()) << "succeeded, expected an error containing " << fragments.front();
+  EXPECT_EQ(status.error().code(), code) << status.error().message();
+  for (const std::string& fragment : fragments) {
+    EXPECT_NE(status.error().message().find(fragment), std::string::npos)
+        << "'" << fragment << "' not in: " << status.error().message();
+  }
+  std::cout << "error seen: " << status.error().message() << "\n";
+}
+
+template <typename T>
+Status as_status(const Result<T>& result) {
+  return result.ok() ? OkStatus() : Status(result.error());
+}
+
+TEST_F(KmipLiveTest, CreateKeyWrapUnwrapRoundTrip) {
+  auto kms = open("main");
+  ASSERT_NE(kms, nullptr);
+  const std::string alias = unique_alias();
+  const KeyInfo key = create_key(*kms, alias);
+  ASSERT_FALSE(key.key_id.empty());
+  EXPECT_EQ(key.uri, endpoint_uri("main") + "/" + key.key_id);
+  EXPECT_EQ(key.state, KeyState::kEnabled);
+  EXPECT_TRUE(kms->supports(key.uri));
+  EXPECT_FALSE(kms->supports("local://local-1/" + key.key_id));
+  EXPECT_FALSE(kms->supports("kmip://192.0.2.1:5696/" + key.key_id));
+
+  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  ASSERT_TRUE(data_key.ok()) << data_key.error().message();
+  const WrappedKey& wrapped = data_key->wrapped;
+  EXPECT_EQ(wrapped.cmk_uri, key.uri);
+  EXPECT_EQ(wrapped.cmk_version, 1U);
+  EXPECT_EQ(wrapped.nonce.size(), kGcmNonceSize);
+  EXPECT_EQ(wrapped.tag.size(), kGcmTagSize);
+  EXPECT_EQ(wrapped.ciphertext.size(), kDataKeySize);
+  EXPECT_FALSE(data_key->plaintext.equals(wrapped.ciphertext));
+
+  auto unwrapped = kms->decrypt(wrapped, context_);
+  ASSERT_TRUE(unwrapped.ok()) << unwrapped.error().message();
+  EXPECT_TRUE(unwrapped->equals(data_key->plaintext.span()));
+
+  // By alias too, and from a fresh backend (new connection).
+  auto by_alias = kms->encrypt("alias/" + alias, data_key->plaintext, context_);
+  ASSERT_TRUE(by_alias.ok()) << by_alias.error().message();
+  EXPECT_EQ(by_alias->cmk_uri, key.uri);
+  auto fresh = open("main");
+  auto again = fresh->decrypt(*by_alias, context_);
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_TRUE(again->equals(data_key->plaintext.span()));
+}
+
+TEST_F(KmipLiveTest, ChangedContextOrCiphertextFailsToUnwrap) {
+  auto kms = open("main");
+  const KeyInfo key = create_key(*kms, unique_alias());
+  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  ASSERT_TRUE(data_key.ok()) << data_key.error().message();
+
+  EncryptionContext moved = context_;
+  moved["geometry"] = "xts-plain64/4096/4096";
+  expect_error(as_status(kms->decrypt(data_key->wrapped, moved)), ErrorCode::kCorruptHeader,
+               {key.uri, "KMIP Decrypt failed"});
+
+  WrappedKey flipped = data_key->wrapped;
+  flipped.ciphertext[0] ^= 1;
+  expect_error(as_status(kms->decrypt(flipped, context_)), ErrorCode::kCorruptHeader,
+               {"KMIP Decrypt failed"});
+
+  WrappedKey short_tag = data_key->wrapped;
+  short_tag.tag.resize(8);
+  expect_error(as_status(kms->decrypt(short_tag, context_)), ErrorCode::kCorruptHeader,
+               {"8-byte tag"});
+}
+
+TEST_F(KmipLiveTest, DescribeAndListKeys) {
+  auto kms = open("main");
+  const std::string alias = unique_alias();
+  const KeyInfo key = create_key(*kms, alias);
+  auto described = kms->describe_key("alias/" + alias);
+  ASSERT_TRUE(described.ok()) << described.error().message();
+  EXPECT_EQ(described->key_id, key.key_id);
+  EXPECT_EQ(described->aliases, std::vector<std::string>{alias});
+  EXPECT_GT(described->created_at, 0);
+  auto keys = kms->list_keys();
+  ASSERT_TRUE(keys.ok()) << keys.error().message();
+  EXPECT_TRUE(std::any_of(keys->begin(), keys->end(),
+                          [&](const KeyInfo& listed) { return listed.key_id == key.key_id; }));
+  expect_error(as_status(kms->describe_key("alias/no-such-" + alias)), ErrorCode::kNotFound,
+               {"no key named"});
+  expect_error(as_status(kms->describe_key(endpoint_uri("main") + "/999999")), ErrorCode::kNotFound,
+               {endpoint_uri("main") + "/999999", "Item Not Found"});
+}
+
+TEST_F(KmipLiveTest, RevokedKeyRefusesUnwrapAndCannotComeBack) {
+  auto kms = open("main");
+  const KeyInfo key = create_key(*kms, unique_alias());
+  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  ASSERT_TRUE(data_key.ok()) << data_key.error().message();
+
+  // Enabled keys are not destroyed without a disable first.
+  expect_error(as_status(kms->schedule_key_deletion(key.uri, 7)), ErrorCode::kUsage,
+               {"not supported by KMIP server", "disable-key first"});
+
+  ASSERT_TRUE(kms->disable_key(key.uri).ok());
+  ASSERT_TRUE(kms->disable_key(key.uri).ok()) << "disabling twice is not an error";
+  auto described = kms->describe_key(key.uri);
+  ASSERT_TRUE(described.ok());
+  EXPECT_EQ(described->state, KeyState::kDisabled);
+  expect_error(as_status(kms->decrypt(data_key->wrapped, context_)), ErrorCode::kDenied,
+               {key.uri, "KMIP Decrypt failed: Permission Denied", "Active state"});
+  expect_error(as_status(kms->encrypt(key.uri, data_key->plaintext, context_)), ErrorCode::kDenied,
+               {"KMIP Encrypt failed: Permission Denied"});
+  expect_error(kms->enable_key(key.uri), ErrorCode::kUsage,
+               {"enable-key: not supported by KMIP server " + endpoint_uri("main"), "Deactivated"});
+
+  auto deleted = kms->schedule_key_deletion(key.uri, 7);
+  ASSERT_TRUE(deleted.ok()) << deleted.error().message();
+  EXPECT_EQ(deleted->state, KeyState::kPendingDeletion);
+  expect_error(kms->cancel_key_deletion(key.uri), ErrorCode::kUsage,
+               {"not supported by KMIP server"});
+  expect_error(as_status(kms->decrypt(data_key->wrapped, context_)), ErrorCode::kNotFound,
+               {"Item Not Found"});
+}
+
+TEST_F(KmipLiveTest, AliasOperationsAreUnsupported) {
+  auto kms = open("main");
+  expect_error(kms->create_alias("alias/x", endpoint_uri("main") + "/1"), ErrorCode::kUsage,
+               {"create-alias: not supported by KMIP server " + endpoint_uri("main")});
+  expect_error(as_status(kms->list_aliases()), ErrorCode::kUsage, {"list-aliases"});
+  expect_error(as_status(kms->encrypt("kmip://192.0.2.1:5696/1", SecretBytes(64), context_)),
+               ErrorCode::kUsage, {"not a key of KMIP server"});
+}
+
+TEST_F(KmipLiveTest, AnotherClientIdentityIsRefused) {
+  auto owner = open("main");
+  const KeyInfo key = create_key(*owner, unique_alias());
+  auto data_key = generate_data_key(*owner, key.uri, context_, kDataKeySize);
+  ASSERT_TRUE(data_key.ok()) << data_key.error().message();
+
+  auto stranger = open("other");
+  ASSERT_NE(stranger, nullptr);
+  // The other endpoint reaches the same server, so the URI is the same.
+  ASSERT_TRUE(stranger->supports(key.uri));
+  expect_error(as_status(stranger->decrypt(data_key->wrapped, context_)), ErrorCode::kDenied,
+               {key.uri, "KMIP Decrypt failed: Permission Denied"});
+  expect_error(stranger->disable_key(key.uri), ErrorCode::kDenied, {"Permission Denied"});
+  // The owner still can.
+  EXPECT_TRUE(owner->decrypt(data_key->wrapped, context_).ok());
+}
+
+TEST_F(KmipLiveTest, WrongCaIsATlsVerificationFailure) {
+  auto kms = open("wrongca");
+  const auto started = steady_clock::now();
+  expect_error(as_status(kms->describe_key(endpoint_uri("wrongca") + "/1")),
+               ErrorCode::kKmsUnreachable,
+               {endpoint_uri("wrongca"), "TLS handshake", "server certificate verify failed: "});
+  // Not retried: a certificate problem does not go away by waiting.
+  EXPECT_LT(steady_clock::now() - started, std::chrono::milliseconds(1500));
+}
+
+TEST_F(KmipLiveTest, ClientCertificateFromAnotherCaIsRefusedByTheServer) {
+  auto kms = open("untrusted");
+  expect_error(as_status(kms->describe_key(endpoint_uri("untrusted") + "/1")),
+               ErrorCode::kKmsUnreachable,
+               {endpoint_uri("untrusted"), "TLS handshake: alert from the server"});
+}
+
+class KmipServerStoppedTest : public KmipLiveTest {
+ protected:
+  [[nodiscard]] bool server_must_be_stopped() const override { return true; }
+};
+
+TEST_F(KmipServerStoppedTest, FailsClearlyWithinTheTimeout) {
+  auto kms = open("main");
+  const auto timeout = std::chrono::milliseconds(config_.kmip_endpoints.at("main").timeout_ms);
+  const auto started = steady_clock::now();
+  expect_error(as_status(kms->describe_key(endpoint_uri("main") + "/1")),
+               ErrorCode::kKmsUnreachable,
+               {endpoint_uri("main") + ": connect: Connection refused", "attempts"});
+  const auto elapsed =
+      std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - started);
+  std::cout << "server stopped: error after " << elapsed.count() << " ms (timeout_ms "
+            << timeout.count() << ")\n";
+  EXPECT_LE(elapsed, timeout + std::chrono::milliseconds(250));
+}
+
+// Unwrap latency and rate.  Prints one line per measurement; the numbers in
+// Documentation/kms/kmip.rst come from here.
+TEST_F(KmipLiveTest, Benchmark) {
+  if (!env_set("ENVCRYPT_KMIP_BENCH")) {
+    GTEST_SKIP() << "ENVCRYPT_KMIP_BENCH=<unwraps> runs the benchmark";
+  }
+  const int unwraps = std::max(1, std::atoi(std::getenv("ENVCRYPT_KMIP_BENCH")));
+  auto kms = open("main");
+  const KeyInfo key = create_key(*kms, unique_alias());
+  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  ASSERT_TRUE(data_key.ok()) << data_key.error().message();
+
+  auto report = [](const std::string& what, std::vector<double> micros) {
+    std::sort(micros.begin(), micros.end());
+    double total = 0;
+    for (const double sample : micros) {
+      total += sample;
+    }
+    const auto percentile = [&](double p) {
+      return micros[static_cast<std::size_t>(p * static_cast<double>(micros.size() - 1))];
+    };
+    std::cout << "bench " << what << ": n=" << micros.size()
+              << " mean_us=" << static_cast<long>(total / static_cast<double>(micros.size()))
+              << " p50_us=" << static_cast<long>(percentile(0.5))
+              << " p99_us=" << static_cast<long>(percentile(0.99)) << " per_second="
+              << static_cast<long>(1e6 * static_cast<double>(micros.size()) / total) << "\n";
+  };
+  auto time_one = [](auto&& operation) {
+    const auto started = steady_clock::now();
+    operation();
+    return std::chrono::duration<double, std::micro>(steady_clock::now() - started).count();
+  };
+
+  std::vector<double> reused;
+  for (int i = 0; i < unwraps; ++i) {
+    reused.push_back(time_one([&] {
+      auto unwrapped = kms->decrypt(data_key->wrapped, context_);
+      ASSERT_TRUE(unwrapped.ok()) << unwrapped.error().message();
+    }));
+  }
+  report("unwrap, connection reused", reused);
+
+  // What one `envcryptctl attach` pays: a new process, so a new TLS
+  // connection (handshake with client certificate) and the version check.
+  std::vector<double> fresh;
+  for (int i = 0; i < std::max(1, unwraps / 10); ++i) {
+    fresh.push_back(time_one([&] {
+      auto once = open("main");
+      auto unwrapped = once->decrypt(data_key->wrapped, context_);
+      ASSERT_TRUE(unwrapped.ok()) << unwrapped.error().message();
+    }));
+  }
+  report("unwrap, new connection each", fresh);
+}
+
+}  // namespace
+}  // namespace envcrypt

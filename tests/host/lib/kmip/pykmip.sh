@@ -1,0 +1,133 @@
+# Helpers for tests that need a KMIP server: a throwaway PKI made with
+# openssl and a PyKMIP server (Debian python3-pykmip, run with the system
+# /usr/bin/python3) on 127.0.0.1.  Source this file; every function works in
+# the directory given to kmip_pki_make / kmip_server_start and leaves nothing
+# behind once that directory is removed.
+#
+#   kmip_pki_make DIR            CA, server cert (IP:127.0.0.1, DNS:localhost),
+#                                client certs "a" and "b" (clientAuth), an
+#                                unrelated "rogue" CA and a client cert it signed
+#   kmip_server_start DIR        starts the server on a free port; sets
+#                                KMIP_PORT and KMIP_SERVER_PID
+#   kmip_server_stop             stops it (by its pid)
+#   kmip_write_config DIR FILE   envcrypt TOML with endpoints main (client a),
+#                                other (client b), wrongca (client a trusting
+#                                the rogue CA) and untrusted (rogue client cert)
+
+KMIP_PYTHON=${KMIP_PYTHON:-/usr/bin/python3}
+KMIP_TIMEOUT_MS=${KMIP_TIMEOUT_MS:-3000}
+
+kmip_have_pykmip() {
+	"$KMIP_PYTHON" -c 'import kmip.services.server' 2>/dev/null
+}
+
+# kmip_cert DIR NAME CA SUBJECT EXTENSIONS: an EC P-256 key and a certificate
+# signed by CA.
+kmip_cert() {
+	local dir=$1 name=$2 ca=$3 subject=$4 extensions=$5
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$dir/$name.key" -out "$dir/$name.csr" -subj "$subject" 2>/dev/null &&
+	printf '%s\n' "$extensions" >"$dir/$name.ext" &&
+	openssl x509 -req -in "$dir/$name.csr" -CA "$dir/$ca.pem" -CAkey "$dir/$ca.key" \
+		-CAcreateserial -days 2 -out "$dir/$name.pem" -extfile "$dir/$name.ext" 2>/dev/null
+}
+
+kmip_ca() {
+	local dir=$1 name=$2
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-keyout "$dir/$name.key" -out "$dir/$name.pem" -subj "/CN=envcrypt test $name" \
+		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+		2>/dev/null
+}
+
+kmip_pki_make() {
+	local dir=$1
+	mkdir -p "$dir" &&
+	kmip_ca "$dir" ca &&
+	kmip_ca "$dir" rogue-ca &&
+	kmip_cert "$dir" server ca "/CN=localhost" \
+		"subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth
+keyUsage=critical,digitalSignature" &&
+	kmip_cert "$dir" client-a ca "/CN=envcrypt-host-a" \
+		"extendedKeyUsage=clientAuth
+keyUsage=critical,digitalSignature" &&
+	kmip_cert "$dir" client-b ca "/CN=envcrypt-host-b" \
+		"extendedKeyUsage=clientAuth
+keyUsage=critical,digitalSignature" &&
+	kmip_cert "$dir" client-rogue rogue-ca "/CN=envcrypt-host-a" \
+		"extendedKeyUsage=clientAuth
+keyUsage=critical,digitalSignature"
+}
+
+kmip_free_port() {
+	"$KMIP_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+kmip_server_start() {
+	local dir=$1 waited=0
+	KMIP_PORT=$(kmip_free_port) || return 1
+	mkdir -p "$dir/policies"
+	cat >"$dir/server.conf" <<CONF
+[server]
+hostname=127.0.0.1
+port=$KMIP_PORT
+certificate_path=$dir/server.pem
+key_path=$dir/server.key
+ca_path=$dir/ca.pem
+auth_suite=TLS1.2
+policy_path=$dir/policies
+enable_tls_client_auth=True
+logging_level=INFO
+database_path=$dir/pykmip.db
+CONF
+	"$KMIP_PYTHON" -c 'import sys; from kmip.services.server import server; sys.exit(server.main())' \
+		-f "$dir/server.conf" -l "$dir/server.log" >"$dir/server.out" 2>&1 &
+	KMIP_SERVER_PID=$!
+	# Bounded wait for the listening socket (about 15 s).
+	while ! "$KMIP_PYTHON" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
+		"$KMIP_PORT" 2>/dev/null; do
+		if ! kill -0 "$KMIP_SERVER_PID" 2>/dev/null; then
+			echo "# PyKMIP server exited; its output:" >&2
+			sed 's/^/#   /' "$dir/server.out" >&2
+			return 1
+		fi
+		waited=$((waited + 1))
+		if [ "$waited" -ge 75 ]; then
+			echo "# PyKMIP server not listening on 127.0.0.1:$KMIP_PORT after 15 s" >&2
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+kmip_server_stop() {
+	[ -n "${KMIP_SERVER_PID:-}" ] || return 0
+	kill "$KMIP_SERVER_PID" 2>/dev/null
+	wait "$KMIP_SERVER_PID" 2>/dev/null
+	KMIP_SERVER_PID=
+}
+
+kmip_endpoint_toml() {
+	local dir=$1 name=$2 ca=$3 client=$4
+	cat <<TOML
+[kms.kmip.$name]
+host = "127.0.0.1"
+port = $KMIP_PORT
+ca = "$dir/$ca.pem"
+cert = "$dir/$client.pem"
+key = "$dir/$client.key"
+timeout_ms = $KMIP_TIMEOUT_MS
+
+TOML
+}
+
+kmip_write_config() {
+	local dir=$1 file=$2
+	{
+		kmip_endpoint_toml "$dir" main ca client-a
+		kmip_endpoint_toml "$dir" other ca client-b
+		kmip_endpoint_toml "$dir" wrongca rogue-ca client-a
+		kmip_endpoint_toml "$dir" untrusted ca client-rogue
+	} >"$file"
+}
