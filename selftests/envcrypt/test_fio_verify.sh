@@ -32,6 +32,6 @@ else
 	tap_fail "fio randrw QD32 x $JOBS jobs with crc32c verify" "fio exits 0, no verify errors" "$output"
 fi
 echo "$output" | grep -E 'READ:|WRITE:|err=' | sed 's/^ */  /'
-expect_eq "fio jobs with a non-zero err=" "" "$(echo "$output" | grep -o 'err= *[0-9]*' | grep -v 'err= *0$')"
+expect_eq "no fio job reports a non-zero err=" "" "$(echo "$output" | grep -o 'err= *[0-9]*' | grep -v 'err= *0$')"
 expect_eq "target error counter" 0 "$(dmsetup status "$NAME" | awk '{ print $NF }')"
 tap_done

@@ -41,7 +41,7 @@ for flags in "" "--showkeys"; do
 	for ((i = 0; i < 128; i += 16)); do
 		[[ ${table,,} != *"${key_hex:i:16}"* ]] || leaked="${key_hex:i:16}"
 	done
-	expect_eq "dmsetup table $flags shows no key bytes" "" "$leaked"
+	expect_eq "dmsetup table${flags:+ $flags} shows no key bytes" "" "$leaked"
 done
 
 keyctl unlink "$key_id" @s >/dev/null

@@ -20,6 +20,11 @@ power_off() {
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+# What udev would create: bash process substitution needs /dev/fd.
+ln -sfn /proc/self/fd /dev/fd
+ln -sfn /proc/self/fd/0 /dev/stdin
+ln -sfn /proc/self/fd/1 /dev/stdout
+ln -sfn /proc/self/fd/2 /dev/stderr
 hostname envcrypt-guest
 # The host reads the stream as plain lines: no CR before each LF.
 stty -F "$STREAM" -onlcr 2>/dev/null
