@@ -11,12 +11,19 @@
  *
  * I/O path: reads are decrypted in place in the caller's pages when the
  * lower device completes them; writes are encrypted into bounce pages from
- * a mempool.  Small I/O is processed where it is (the submitting task for
- * writes, the completing context for reads, unless that is a hard
- * interrupt) so a QD1 request pays no thread hand-off; large I/O goes to an
- * unbound workqueue so several CPUs share the crypto.  Every request is
- * async-capable: when the cipher answers -EINPROGRESS/-EBUSY the I/O
- * continues from the crypto completion callback.
+ * a mempool.  A small I/O that finds no other I/O of the device in flight
+ * is processed where it is (the submitting task for writes, the completing
+ * context for reads, or a softirq right after a hard interrupt), so a QD1
+ * request pays no thread hand-off.  Large I/O, and any I/O while others
+ * are in flight, goes to an unbound workqueue so that every CPU shares the
+ * crypto.  One I/O in ENVCRYPT_PROBE_EVERY is handed off even when alone:
+ * on devices that complete synchronously (brd), that is the only way to
+ * discover that the submitter had more I/O queued behind it.
+ *
+ * When the FPU is usable the cipher is called through its internal
+ * synchronous implementation ("__xts(aes)"), skipping the SIMD wrapper;
+ * otherwise through "xts(aes)", which may be asynchronous: a request
+ * answered with -EINPROGRESS/-EBUSY continues from its completion callback.
  */
 
 #include <linux/module.h>
@@ -33,6 +40,8 @@
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/workqueue.h>
+#include <asm/simd.h>
+#include <crypto/internal/simd.h>
 #include <crypto/skcipher.h>
 #include <keys/user-type.h>
 
@@ -43,9 +52,12 @@
 #define ENVCRYPT_KEY_SIZE	64	/* AES-256-XTS: K1 || K2 */
 #define ENVCRYPT_KEY_PREFIX	"logon:"
 #define ENVCRYPT_CIPHER		"xts(aes)"
+#define ENVCRYPT_SYNC_CIPHER	"__xts(aes)"
 #define ENVCRYPT_IV_SIZE	16
-/* Bios up to this size are encrypted/decrypted where they are. */
+/* Bios up to this size may be encrypted/decrypted where they are. */
 #define ENVCRYPT_INLINE_BYTES	(16 * 1024)
+/* A lone small I/O is still handed off once in this many (power of 2). */
+#define ENVCRYPT_PROBE_EVERY	8
 /* Writes are cut to this size: one bio's bounce pages fit the mempool. */
 #define ENVCRYPT_MAX_WRITE_SECTORS	((BIO_MAX_VECS << PAGE_SHIFT) >> SECTOR_SHIFT)
 
@@ -66,8 +78,11 @@ struct envcrypt_ctx {
 	bool key_valid;			/* false after "key wipe" */
 	char *key_desc;			/* description of the logon key */
 
-	struct crypto_skcipher *tfm;
+	struct crypto_skcipher *tfm;		/* may be asynchronous */
+	struct crypto_skcipher *sync_tfm;	/* FPU-only fast path, or NULL */
 	unsigned int req_offset;	/* skcipher request in per-bio data */
+	atomic_t inflight;		/* data bios between map and completion */
+	atomic_t probe;			/* counts lone small I/O */
 
 	struct bio_set bs;		/* write clones */
 	mempool_t page_pool;		/* write bounce pages */
@@ -111,10 +126,26 @@ static bool envcrypt_context_allows_crypto(void)
 	return !in_hardirq() && !irqs_disabled();
 }
 
+/*
+ * Should this I/O be processed in the current context?  Yes for a small
+ * I/O with no other I/O of the device in flight (the latency case), except
+ * for the periodic probe; no otherwise (the throughput case).
+ */
+static bool envcrypt_process_here(struct envcrypt_io *io)
+{
+	struct envcrypt_ctx *ec = io->ec;
+
+	if (io->bytes > ENVCRYPT_INLINE_BYTES || atomic_read(&ec->inflight) > 1)
+		return false;
+	return atomic_inc_return(&ec->probe) & (ENVCRYPT_PROBE_EVERY - 1);
+}
+
+/* Accounts a finished I/O; every data bio passes here exactly once. */
 static void envcrypt_count(struct envcrypt_io *io)
 {
 	struct envcrypt_stats *stats = &io->ec->stats;
 
+	atomic_dec(&io->ec->inflight);
 	if (io->status) {
 		atomic64_inc(&stats->errors);
 	} else if (envcrypt_is_write(io)) {
@@ -170,6 +201,7 @@ static int envcrypt_crypt_one_unit(struct envcrypt_io *io, struct bio *in,
 {
 	struct envcrypt_ctx *ec = io->ec;
 	struct skcipher_request *req = envcrypt_req(io);
+	struct crypto_skcipher *tfm = ec->tfm;
 	struct bio_vec bv_in = bio_iter_iovec(in, io->iter_in);
 	struct bio_vec bv_out = bio_iter_iovec(out, io->iter_out);
 
@@ -185,7 +217,9 @@ static int envcrypt_crypt_one_unit(struct envcrypt_io *io, struct bio *in,
 	memset(io->iv, 0, sizeof(io->iv));
 	io->iv[0] = cpu_to_le64(io->unit_sector);
 
-	skcipher_request_set_tfm(req, ec->tfm);
+	if (ec->sync_tfm && crypto_simd_usable())
+		tfm = ec->sync_tfm;
+	skcipher_request_set_tfm(req, tfm);
 	skcipher_request_set_callback(req, CRYPTO_TFM_REQ_MAY_BACKLOG,
 				      envcrypt_crypto_done, io);
 	skcipher_request_set_crypt(req, &io->sg_in, &io->sg_out,
@@ -250,7 +284,7 @@ static void envcrypt_read_endio(struct bio *bio)
 		envcrypt_read_done(io);
 		return;
 	}
-	if (io->bytes > ENVCRYPT_INLINE_BYTES) {
+	if (!envcrypt_process_here(io)) {
 		INIT_WORK(&io->work, envcrypt_read_work);
 		queue_work(ec->crypt_wq, &io->work);
 	} else if (!envcrypt_context_allows_crypto()) {
@@ -393,7 +427,7 @@ static int envcrypt_map_write(struct envcrypt_io *io)
 	 * Inline only without sleeping: map runs with bios of this device
 	 * possibly queued, unsubmitted, on current->bio_list.
 	 */
-	if (io->bytes <= ENVCRYPT_INLINE_BYTES && envcrypt_context_allows_crypto())
+	if (envcrypt_context_allows_crypto() && envcrypt_process_here(io))
 		clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN);
 	if (clone) {
 		envcrypt_start_write(io, clone);
@@ -447,12 +481,23 @@ static int envcrypt_map(struct dm_target *ti, struct bio *bio)
 	io->unit_sector = target_sector;
 	io->bytes = bio->bi_iter.bi_size;
 	io->status = BLK_STS_OK;
+	atomic_inc(&ec->inflight);
 
 	return bio_data_dir(bio) == WRITE ? envcrypt_map_write(io) :
 					    envcrypt_map_read(io);
 }
 
 /* ---- key handling ----------------------------------------------------- */
+
+/* Sets the key of both transforms; it is copied into their contexts. */
+static int envcrypt_setkey(struct envcrypt_ctx *ec, const u8 *key)
+{
+	int r = crypto_skcipher_setkey(ec->tfm, key, ENVCRYPT_KEY_SIZE);
+
+	if (!r && ec->sync_tfm)
+		r = crypto_skcipher_setkey(ec->sync_tfm, key, ENVCRYPT_KEY_SIZE);
+	return r;
+}
 
 /*
  * Loads the 64-byte payload of logon key @desc into the cipher.  The key is
@@ -482,8 +527,7 @@ static int envcrypt_load_key(struct envcrypt_ctx *ec, const char *desc,
 		*error = "Key must be 64 bytes";
 		r = -EINVAL;
 	} else {
-		r = crypto_skcipher_setkey(ec->tfm, payload->data,
-					   ENVCRYPT_KEY_SIZE);
+		r = envcrypt_setkey(ec, payload->data);
 		if (r)
 			*error = "Cipher rejected the key";
 	}
@@ -505,7 +549,7 @@ static int envcrypt_wipe_key(struct envcrypt_ctx *ec)
 		return -ENOMEM;
 	ec->key_valid = false;
 	get_random_bytes(junk, ENVCRYPT_KEY_SIZE);
-	r = crypto_skcipher_setkey(ec->tfm, junk, ENVCRYPT_KEY_SIZE);
+	r = envcrypt_setkey(ec, junk);
 	kfree_sensitive(junk);
 	return r;
 }
@@ -650,6 +694,8 @@ static void envcrypt_dtr(struct dm_target *ti)
 		destroy_workqueue(ec->bh_wq);
 	mempool_exit(&ec->page_pool);
 	bioset_exit(&ec->bs);
+	if (ec->sync_tfm)
+		crypto_free_skcipher(ec->sync_tfm);
 	if (ec->tfm)
 		crypto_free_skcipher(ec->tfm);
 	if (ec->dev)
@@ -717,9 +763,32 @@ static int envcrypt_check_geometry(struct dm_target *ti, char **error)
 	return 0;
 }
 
+/*
+ * The internal synchronous cipher exists where the architecture has a SIMD
+ * implementation behind a wrapper (x86 AES-NI/VAES); it is optional.  It
+ * must be the same implementation as the wrapper's, or the two could
+ * disagree on nothing but speed: check by driver name.
+ */
+static void envcrypt_alloc_sync_cipher(struct envcrypt_ctx *ec)
+{
+	struct crypto_skcipher *tfm;
+
+	tfm = crypto_alloc_skcipher(ENVCRYPT_SYNC_CIPHER, CRYPTO_ALG_INTERNAL,
+				    CRYPTO_ALG_INTERNAL | CRYPTO_ALG_ASYNC);
+	if (IS_ERR(tfm))
+		return;
+	if (strcmp(crypto_skcipher_driver_name(tfm) + 2,
+		   crypto_skcipher_driver_name(ec->tfm))) {
+		crypto_free_skcipher(tfm);
+		return;
+	}
+	ec->sync_tfm = tfm;
+}
+
 static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
 {
 	struct envcrypt_ctx *ec = ti->private;
+	unsigned int reqsize;
 
 	ec->tfm = crypto_alloc_skcipher(ENVCRYPT_CIPHER, 0, 0);
 	if (IS_ERR(ec->tfm)) {
@@ -729,10 +798,14 @@ static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
 		*error = "Cannot allocate xts(aes) cipher";
 		return r;
 	}
+	envcrypt_alloc_sync_cipher(ec);
+	reqsize = crypto_skcipher_reqsize(ec->tfm);
+	if (ec->sync_tfm)
+		reqsize = max(reqsize, crypto_skcipher_reqsize(ec->sync_tfm));
 	ec->req_offset = ALIGN(sizeof(struct envcrypt_io),
 			       crypto_tfm_ctx_alignment());
 	ti->per_io_data_size = ec->req_offset + sizeof(struct skcipher_request) +
-			       crypto_skcipher_reqsize(ec->tfm);
+			       reqsize;
 	return 0;
 }
 

@@ -1,0 +1,49 @@
+#!/bin/bash
+# make bench: one guest boot per kernel runs raw, dm-crypt (default and
+# no-workqueue) and envcrypt side by side on a brd and a virtio-blk disk,
+# then bench/report.py writes build/bench/results.{csv,md,png}.
+#
+#   bench/run.sh [--quick] KVER...
+#
+# --quick: one short run of every configuration (a smoke test for CI: it
+# proves every configuration runs; the numbers mean nothing).
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+OUT=$TOP/build/bench
+RUNS=${BENCH_RUNS:-3}
+RUNTIME=${BENCH_RUNTIME:-5}
+if [ "${1:-}" = --quick ]; then
+	RUNS=1
+	RUNTIME=1
+	shift
+fi
+[ $# -gt 0 ] || set -- $("$TOP/scripts/kernels.sh")
+
+build_probe() { # the crypto speed module for each kernel
+	local k=$1
+	make -s -C "/lib/modules/$k/build" M="$TOP/bench/xtsbench" W=1 clean >/dev/null &&
+		make -s -C "/lib/modules/$k/build" M="$TOP/bench/xtsbench" W=1 modules &&
+		mkdir -p "$OUT/mod/$k" && cp "$TOP/bench/xtsbench/xtsbench.ko" "$OUT/mod/$k/"
+}
+
+status=0
+for k in "$@"; do
+	build_probe "$k" || { echo "bench: cannot build xtsbench for $k" >&2; exit 1; }
+	rm -rf "$OUT/$k"
+	mkdir -p "$OUT/$k"
+	disk=$OUT/$k/virtio.img
+	rm -f "$disk"
+	fallocate -l 640M "$disk" || truncate -s 640M "$disk"
+	echo "bench: $k: $RUNS run(s) of ${RUNTIME}s per job" >&2
+	started=$SECONDS
+	if ! "$TOP/selftests/vm-run.sh" --kernel "$k" --out "$OUT/$k" --disk "$disk" \
+		--mem 2048 --cpus 2 --timeout 7200 -- \
+		env BENCH_RUNS="$RUNS" BENCH_RUNTIME="$RUNTIME" "$TOP/bench/guest-bench.sh"; then
+		echo "bench: $k: the guest run failed (see $OUT/$k/output.txt)" >&2
+		status=1
+	fi
+	rm -f "$disk"
+	echo "bench: $k: $((SECONDS - started)) s" >&2
+done
+[ "$status" = 0 ] || exit 1
+"$TOP/bench/report.py" "$OUT" "$@"
