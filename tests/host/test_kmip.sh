@@ -105,12 +105,61 @@ gtest "trusting the wrong CA is a TLS certificate verification failure" \
 gtest "a client certificate from another CA is refused by the server" \
 	'KmipLiveTest.ClientCertificateFromAnotherCaIsRefusedByTheServer'
 
-# End to end through the CLI: waits for envcryptctl's kms and format commands.
-if "$CTL" kms create-key --help >/dev/null 2>&1; then
-	not_ok "envcryptctl kms create-key / format / verify against KMIP: CLI exists, test not written"
+# cli_expect DESCRIPTION EXIT_CODE PATTERN CONFIG ARGS...: envcryptctl exits
+# with EXIT_CODE and its output matches the extended regex PATTERN.
+cli_expect() {
+	local description=$1 expected=$2 pattern=$3 config=$4 output status
+	shift 4
+	output=$("$CTL" --config "$config" "$@" 2>&1)
+	status=$?
+	if [ "$status" -eq "$expected" ] && grep -qE "$pattern" <<<"$output"; then
+		ok "$description"
+		diag <<<"$output"
+	else
+		not_ok "$description"
+		echo "#   envcryptctl $*: exit $status (expected $expected), output:"
+		diag <<<"$output"
+		echo "#   expected output matching: $pattern"
+	fi
+}
+
+# End to end through envcryptctl, once it has the kms and format commands.
+HAVE_CLI=false
+if "$CTL" kms create-key --help >/dev/null 2>&1 && "$CTL" verify --help >/dev/null 2>&1; then
+	HAVE_CLI=true
+	kmip_write_endpoint_config "$WORK/pki" "$WORK/host-a.conf" ca client-a
+	kmip_write_endpoint_config "$WORK/pki" "$WORK/host-b.conf" ca client-b
+	kmip_write_endpoint_config "$WORK/pki" "$WORK/wrong-ca.conf" rogue-ca client-a
+	IMAGE=$WORK/disk.img
+	truncate -s 64M "$IMAGE"
+	output=$("$CTL" --config "$WORK/host-a.conf" kms create-key --kms kmip://main \
+		--alias envcrypt-cli --description "test_kmip.sh" 2>&1)
+	CMK=$(tail -n1 <<<"$output")
+	if [[ $CMK =~ ^kmip://127\.0\.0\.1:$KMIP_PORT/[^/]+$ ]]; then
+		ok "envcryptctl kms create-key --kms kmip://main prints the CMK URI $CMK"
+	else
+		not_ok "envcryptctl kms create-key --kms kmip://main prints a kmip:// CMK URI"
+		diag <<<"$output"
+	fi
+	cli_expect "envcryptctl format an image under the KMIP CMK" 0 "CMK $CMK" \
+		"$WORK/host-a.conf" format "$IMAGE" --cmk "$CMK"
+	cli_expect "envcryptctl verify unwraps through KMIP and checks the key check value" 0 \
+		"matches the key check value" "$WORK/host-a.conf" verify "$IMAGE"
+	cli_expect "verify as another client identity is refused (exit 4, denied)" 4 \
+		"KMIP Decrypt failed: Permission Denied" "$WORK/host-b.conf" verify "$IMAGE"
+	cli_expect "verify trusting the wrong CA is a TLS failure (exit 7, KMS unreachable)" 7 \
+		"TLS handshake: server certificate verify failed" "$WORK/wrong-ca.conf" verify "$IMAGE"
+	cli_expect "envcryptctl kms disable-key revokes the KMIP key" 0 "" \
+		"$WORK/host-a.conf" kms disable-key --kms kmip://main "$CMK"
+	cli_expect "verify after revoke is refused with the server's message (exit 4)" 4 \
+		"$CMK: KMIP Decrypt failed: Permission Denied: .*Active state" \
+		"$WORK/host-a.conf" verify "$IMAGE"
+	cli_expect "enable-key after revoke: not supported by the KMIP server (exit 2)" 2 \
+		"not supported by KMIP server kmip://127\.0\.0\.1:$KMIP_PORT" \
+		"$WORK/host-a.conf" kms enable-key --kms kmip://main "$CMK"
 else
 	skip "envcryptctl kms create-key / format / verify against KMIP" \
-		"$CTL has no kms create-key yet"
+		"$CTL has no kms create-key / verify yet"
 fi
 
 kmip_server_stop
@@ -122,6 +171,22 @@ if grep -q '^\[  PASSED  \] 1 test\.$' <<<"$output"; then
 else
 	not_ok "server stopped: clear error within timeout_ms"
 	diag <<<"$output"
+fi
+
+if $HAVE_CLI; then
+	started=$(date +%s%N)
+	output=$("$CTL" --config "$WORK/host-a.conf" verify "$IMAGE" 2>&1)
+	status=$?
+	elapsed_ms=$((($(date +%s%N) - started) / 1000000))
+	if [ "$status" -eq 7 ] && grep -q "connect: Connection refused" <<<"$output" &&
+		[ "$elapsed_ms" -le $((KMIP_TIMEOUT_MS + 500)) ]; then
+		ok "server stopped: envcryptctl verify exits 7 after $elapsed_ms ms (timeout_ms $KMIP_TIMEOUT_MS)"
+		diag <<<"$output"
+	else
+		not_ok "server stopped: envcryptctl verify exits 7 within timeout_ms"
+		echo "#   exit $status after $elapsed_ms ms (timeout_ms $KMIP_TIMEOUT_MS), output:"
+		diag <<<"$output"
+	fi
 fi
 
 echo "1..$TESTS"

@@ -10,6 +10,8 @@
 #   kmip_server_start DIR        starts the server on a free port; sets
 #                                KMIP_PORT and KMIP_SERVER_PID
 #   kmip_server_stop             stops it (by its pid)
+#   kmip_write_endpoint_config DIR FILE CA CLIENT
+#                                envcrypt TOML with the one endpoint "main"
 #   kmip_write_config DIR FILE   envcrypt TOML with endpoints main (client a),
 #                                other (client b), wrongca (client a trusting
 #                                the rogue CA) and untrusted (rogue client cert)
@@ -130,4 +132,9 @@ kmip_write_config() {
 		kmip_endpoint_toml "$dir" wrongca rogue-ca client-a
 		kmip_endpoint_toml "$dir" untrusted ca client-rogue
 	} >"$file"
+}
+
+kmip_write_endpoint_config() {
+	local dir=$1 file=$2 ca=$3 client=$4
+	kmip_endpoint_toml "$dir" main "$ca" "$client" >"$file"
 }
