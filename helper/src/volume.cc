@@ -167,8 +167,9 @@ Status refuse_existing_data(const Device& device) {
   }
   ENVCRYPT_ASSIGN_OR_RETURN(auto signature, find_signature(device.path));
   if (signature) {
-    return Error(ErrorCode::kConflict, device.path.string() + ": holds a " + *signature +
-                                           "; refusing to format (use --force to destroy it)");
+    return Error(ErrorCode::kConflict,
+                 device.path.string() + ": blkid finds a " + *signature +
+                     " on it; refusing to format (use --force to destroy it)");
   }
   return OkStatus();
 }
