@@ -239,7 +239,8 @@ Result<AuditVerification> AuditLog::verify() const {
     return report;
   };
 
-  const std::vector<std::string_view> lines = split_lines(contents.value_or(""));
+  const std::string text = contents.value_or("");
+  const std::vector<std::string_view> lines = split_lines(text);
   report.lines = lines.size();
   std::string expected_prev = kGenesisHash;
   for (std::size_t index = 0; index < lines.size(); ++index) {
@@ -270,7 +271,7 @@ Result<AuditVerification> AuditLog::verify() const {
     }
     expected_prev = sha256_hex(lines[index]);
   }
-  if (contents && !contents->empty() && contents->back() != '\n') {
+  if (!text.empty() && text.back() != '\n') {
     return fail(lines.size(), "line " + std::to_string(lines.size()) + " is torn (no newline)");
   }
   report.head_hash = expected_prev;
