@@ -20,7 +20,8 @@
 # network (stock kernels hang under KVM on these machines).  A cached busybox
 # initramfs (build/initramfs/KVER.cpio.gz, rebuilt when its inputs change)
 # loads the virtio and 9p modules, mounts the host root read-only over 9p,
-# tmpfs on /tmp and /run, DIR on /run/out, and switch_roots.  COMMAND then runs
+# tmpfs on /tmp and /run, DIR on /run/out, the repository read-only at its
+# own path (so a checkout under /tmp works too), and switch_roots.  COMMAND then runs
 # as root with cwd = the host's cwd (which must exist in the guest: not under
 # /tmp or /run, which are the guest's own tmpfs), stdin from /dev/null, inside
 # a fresh session keyring, with only this environment:
@@ -94,6 +95,7 @@ command -v qemu-system-x86_64 >/dev/null || fail 125 "qemu-system-x86_64 not ins
 for disk in "${DISKS[@]}"; do
 	[ -f "$disk" ] && [ -w "$disk" ] || fail 125 "--disk '$disk' is not a writable image file"
 done
+[[ $TOP != *[[:space:]]* ]] || fail 125 "the repository path '$TOP' contains white space (it goes on the kernel command line)"
 mkdir -p "$OUT" || fail 125 "cannot create --out directory '$OUT'"
 OUT=$(cd "$OUT" && pwd)
 
@@ -194,12 +196,14 @@ qemu_args=(
 	-accel tcg -cpu max -smp "$CPUS" -m "$MEM"
 	-nographic -nodefaults -no-reboot -nic none
 	-kernel "/boot/vmlinuz-$KVER" -initrd "$INITRAMFS"
-	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh"
+	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh"
 	-serial "file:$(qemu_escape "$OUT/console.txt")" -serial stdio
 	-fsdev local,path=/,readonly=on,security_model=none,multidevs=remap,id=root
 	-device virtio-9p-pci,fsdev=root,mount_tag=root
 	-fsdev "local,path=$(qemu_escape "$OUT"),security_model=none,multidevs=remap,id=out"
 	-device virtio-9p-pci,fsdev=out,mount_tag=out
+	-fsdev "local,path=$(qemu_escape "$TOP"),readonly=on,security_model=none,multidevs=remap,id=top"
+	-device virtio-9p-pci,fsdev=top,mount_tag=top
 )
 for disk in "${DISKS[@]}"; do
 	qemu_args+=(-drive "file=$(qemu_escape "$disk"),format=raw,if=virtio,cache=writethrough")
