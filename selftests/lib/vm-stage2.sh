@@ -26,6 +26,8 @@ ln -sfn /proc/self/fd/0 /dev/stdin
 ln -sfn /proc/self/fd/1 /dev/stdout
 ln -sfn /proc/self/fd/2 /dev/stderr
 hostname envcrypt-guest
+# No network, but services a test starts (the KMIP server) need loopback.
+ip link set lo up 2>/dev/null || /bin/busybox ip link set lo up
 # The host reads the stream as plain lines: no CR before each LF.
 stty -F "$STREAM" -onlcr 2>/dev/null
 
