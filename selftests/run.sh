@@ -108,9 +108,13 @@ else
 		"no dmesg.txt: the guest did not finish; console log: $(kernel_trouble "$OUT/console.txt" || tail -n 5 "$OUT/console.txt" 2>/dev/null)"
 fi
 
+kat_ran=0
+for test in "${TESTS[@]}"; do
+	[ "$test" != test_known_answer.sh ] || kat_ran=1
+done
 for region in "${KAT_REGIONS[@]}"; do
 	params=$OUT/known_answer/$region.params
-	if ! [[ " ${TESTS[*]} " =~ " test_known_answer.sh " ]]; then
+	if [ "$kat_ran" = 0 ]; then
 		number=$((number + 1))
 		echo "ok $number - host: known answer $region # SKIP test_known_answer.sh not run"
 	elif ! [ -f "$params" ]; then

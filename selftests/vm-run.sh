@@ -54,7 +54,7 @@ CPUS=2
 TIMEOUT=1200
 
 usage() {
-	sed -n '5,6p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+	sed -n '6,7p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
 	exit 125
 }
 
@@ -192,6 +192,7 @@ report_trouble() {
 build_initramfs
 write_control_files "$@"
 
+# shellcheck disable=SC2054 # QEMU option values are comma-separated
 qemu_args=(
 	-accel tcg -cpu max -smp "$CPUS" -m "$MEM"
 	-nographic -nodefaults -no-reboot -nic none

@@ -209,6 +209,7 @@ dmcrypt_table() {
 
 DM_ERROR=
 
+# shellcheck disable=SC2034 # DM_ERROR is for the caller
 dm_create() {
 	local output
 	if ! output=$(dmsetup create "$1" --table "$2" 2>&1); then
