@@ -10,7 +10,8 @@
 # error; a client certificate from another CA is refused; and, with the
 # server stopped, the error is clear and arrives within timeout_ms.  When
 # build/envcryptctl has the kms and format commands, the same end to end
-# through the CLI.  Output is TAP 13; exit 0 only if nothing failed, 4 when
+# through the CLI.  ENVCRYPT_KMIP_BENCH=<unwraps> adds the unwrap benchmark
+# (Documentation/kms/kmip.rst).  Output is TAP 13; exit 0 only if nothing failed, 4 when
 # everything was skipped.
 set -u
 
@@ -104,6 +105,12 @@ gtest "trusting the wrong CA is a TLS certificate verification failure" \
 	'KmipLiveTest.WrongCaIsATlsVerificationFailure'
 gtest "a client certificate from another CA is refused by the server" \
 	'KmipLiveTest.ClientCertificateFromAnotherCaIsRefusedByTheServer'
+
+# Unwrap latency and rate, only on request: ENVCRYPT_KMIP_BENCH=<unwraps>.
+if [ -n "${ENVCRYPT_KMIP_BENCH:-}" ]; then
+	gtest "benchmark: $ENVCRYPT_KMIP_BENCH unwraps on one connection, 1/10 as many on new connections" \
+		'KmipLiveTest.Benchmark'
+fi
 
 # cli_expect DESCRIPTION EXIT_CODE PATTERN CONFIG ARGS...: envcryptctl exits
 # with EXIT_CODE and its output matches the extended regex PATTERN.

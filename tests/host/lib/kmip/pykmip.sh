@@ -18,6 +18,9 @@
 
 KMIP_PYTHON=${KMIP_PYTHON:-/usr/bin/python3}
 KMIP_TIMEOUT_MS=${KMIP_TIMEOUT_MS:-3000}
+# How long to wait for the server to listen: a few seconds on a host, much
+# longer in a TCG guest where Python starts slowly.
+KMIP_START_TIMEOUT_S=${KMIP_START_TIMEOUT_S:-30}
 
 kmip_have_pykmip() {
 	"$KMIP_PYTHON" -c 'import kmip.services.server' 2>/dev/null
@@ -67,7 +70,7 @@ kmip_free_port() {
 }
 
 kmip_server_start() {
-	local dir=$1 waited=0
+	local dir=$1 deadline=$((SECONDS + KMIP_START_TIMEOUT_S))
 	KMIP_PORT=$(kmip_free_port) || return 1
 	mkdir -p "$dir/policies"
 	cat >"$dir/server.conf" <<CONF
@@ -86,7 +89,7 @@ CONF
 	"$KMIP_PYTHON" -c 'import sys; from kmip.services.server import server; sys.exit(server.main())' \
 		-f "$dir/server.conf" -l "$dir/server.log" >"$dir/server.out" 2>&1 &
 	KMIP_SERVER_PID=$!
-	# Bounded wait for the listening socket (about 15 s).
+	# Bounded wait for the listening socket.
 	while ! "$KMIP_PYTHON" -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
 		"$KMIP_PORT" 2>/dev/null; do
 		if ! kill -0 "$KMIP_SERVER_PID" 2>/dev/null; then
@@ -94,9 +97,8 @@ CONF
 			sed 's/^/#   /' "$dir/server.out" >&2
 			return 1
 		fi
-		waited=$((waited + 1))
-		if [ "$waited" -ge 75 ]; then
-			echo "# PyKMIP server not listening on 127.0.0.1:$KMIP_PORT after 15 s" >&2
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "# PyKMIP server not listening on 127.0.0.1:$KMIP_PORT after $KMIP_START_TIMEOUT_S s" >&2
 			return 1
 		fi
 		sleep 0.2

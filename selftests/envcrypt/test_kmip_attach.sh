@@ -1,0 +1,71 @@
+#!/bin/bash
+# A disk whose data key is wrapped by a KMIP server attaches and reads back.
+# A PyKMIP server runs inside this guest on 127.0.0.1 (the guest has no
+# network to the host) with a throwaway CA and client certificate; under it:
+# envcryptctl kms create-key --kms kmip://main, format a block device with
+# --cmk kmip://..., attach (unwrap through KMIP Decrypt), write and read back
+# through the mapping, detach, attach again and find the data intact; the
+# backing device holds no plaintext; after disable-key (KMIP Revoke) attach is
+# refused with the server's message and no mapping is left behind.
+
+. "$ENVCRYPT_TOP/selftests/lib/guest.sh"
+. "$ENVCRYPT_TOP/tests/host/lib/kmip/pykmip.sh"
+
+CTL=$ENVCRYPT_TOP/build/envcryptctl
+NAME=kmipdisk
+WORK=/tmp/kmip-guest
+# Python under TCG starts slowly; the helper's own waits are bounded too.
+KMIP_START_TIMEOUT_S=300
+KMIP_TIMEOUT_MS=60000
+
+[ -x "$CTL" ] || tap_skip "$CTL not built"
+kmip_have_pykmip || tap_skip "PyKMIP not importable by $KMIP_PYTHON"
+guest_setup
+
+output=$(kmip_pki_make "$WORK" 2>&1) || tap_bail "throwaway PKI made" "openssl succeeds" "$output"
+kmip_server_start "$WORK" 2>"$WORK/start.err" ||
+	tap_bail "PyKMIP server starts in the guest" "listening on 127.0.0.1" "$(cat "$WORK/start.err")"
+on_exit kmip_server_stop
+tap_ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT inside the guest"
+kmip_write_endpoint_config "$WORK" "$WORK/envcrypt.conf" ca client-a
+export ENVCRYPT_CONFIG=$WORK/envcrypt.conf
+
+output=$("$CTL" kms create-key --kms kmip://main --alias guest-disks 2>&1)
+CMK=$(tail -n1 <<<"$output")
+expect_match "kms create-key prints a kmip:// CMK URI" "^kmip://127\.0\.0\.1:$KMIP_PORT/[^/]+$" "$CMK" ||
+	tap_bail "CMK created" "a kmip:// URI" "$output"
+
+dev=$(loop_device 64) || tap_bail "loop device" "losetup succeeds" "$dev"
+on_exit losetup -d "$dev"
+expect_succeeds "format $dev under the KMIP CMK" "$CTL" format "$dev" --cmk "$CMK" ||
+	tap_bail "format" "exit 0" "see above"
+expect_match "the header records the KMIP CMK" "cmk: +$CMK" "$("$CTL" inspect "$dev" 2>&1)"
+
+expect_succeeds "attach unwraps the data key through KMIP" "$CTL" attach "$dev" "$NAME" ||
+	tap_bail "attach" "exit 0" "see above"
+on_exit dm_remove "$NAME"
+head -c $((4 * 1024 * 1024)) /dev/urandom >/tmp/kmip.data
+# A marker that must never reach the backing device in the clear.
+printf 'envcrypt-kmip-plaintext-marker%.0s' $(seq 1 128) >>/tmp/kmip.data
+expect_succeeds "write through the mapping" \
+	dd if=/tmp/kmip.data of=/dev/mapper/$NAME bs=64K oflag=direct conv=fsync status=none
+size=$(stat -c %s /tmp/kmip.data)
+seen=$(head -c "$size" /dev/mapper/$NAME | cmp - /tmp/kmip.data 2>&1)
+expect_eq "read back through the mapping" "" "$seen"
+expect_succeeds "detach" "$CTL" detach "$NAME"
+
+expect_succeeds "attach again (a second KMIP unwrap)" "$CTL" attach "$dev" "$NAME"
+seen=$(head -c "$size" /dev/mapper/$NAME | cmp - /tmp/kmip.data 2>&1)
+expect_eq "data intact after detach and attach" "" "$seen"
+expect_succeeds "detach again" "$CTL" detach "$NAME"
+leaked=$(grep -c 'envcrypt-kmip-plaintext-marker' "$dev" 2>&1)
+expect_eq "the backing device holds no plaintext" "0" "$leaked"
+
+expect_succeeds "kms disable-key (KMIP Revoke)" "$CTL" kms disable-key --kms kmip://main "$CMK"
+output=$("$CTL" attach "$dev" "$NAME" 2>&1)
+status=$?
+expect_eq "attach after revoke exits 4 (denied)" 4 "$status"
+expect_match "attach after revoke names the server's reason" \
+	"KMIP Decrypt failed: Permission Denied" "$output"
+expect_fails "no mapping left behind by the refused attach" dmsetup info "$NAME"
+tap_done
