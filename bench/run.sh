@@ -9,7 +9,7 @@
 # proves every configuration runs; the numbers mean nothing).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-OUT=$TOP/build/bench
+OUT=${BENCH_OUT:-$TOP/build/bench}
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
 if [ "${1:-}" = --quick ]; then

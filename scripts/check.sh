@@ -4,7 +4,8 @@
 #
 # Suites: lint; helper unit tests (GoogleTest); host tests
 # (tests/host/test_*.sh, e.g. against a real PyKMIP server); the guest
-# kselftest suite on every kernel of the matrix (selftests/run.sh).
+# kselftest suite on every kernel of the matrix (selftests/run.sh); the
+# benchmark smoke run (scripts/bench-smoke.sh, no timing assertions).
 # A suite that dies without reporting counts as one failure.  Skips are
 # counted apart and never as passes.  The last line is "N passed, N failed".
 set -u
@@ -35,5 +36,6 @@ done
 for k in "$@"; do
 	run_suite "guest-$k" "$TOP/selftests/run.sh" --kernel "$k"
 done
+run_suite bench-smoke "$TOP/scripts/bench-smoke.sh" "$@"
 
 "$TOP/scripts/tap-summary.py" "$RESULTS" "${suites[@]}"

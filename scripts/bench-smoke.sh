@@ -1,0 +1,44 @@
+#!/bin/bash
+# The benchmark's CI smoke test, as TAP 13: bench/run.sh --quick on every
+# kernel given, into build/bench-smoke/ (make bench's results stay as they
+# are).  It checks that every configuration ran every job and that the CSV
+# has exactly the documented columns; it asserts no timing.
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+OUT=$TOP/build/bench-smoke
+EXPECTED_HEADER="kernel,device,config,job,mb_per_s,iops,lat_p50_us,lat_p99_us,runs"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+echo "TAP version 13"
+echo "1..$(($# + 1))"
+n=0
+failed=0
+BENCH_OUT=$OUT "$TOP/bench/run.sh" --quick "$@" >"$OUT/log.txt" 2>&1
+rc=$?
+n=$((n + 1))
+header=$(head -n1 "$OUT/results.csv" 2>/dev/null)
+if [ "$rc" = 0 ] && [ "$header" = "$EXPECTED_HEADER" ]; then
+	echo "ok $n - bench --quick ran and wrote results.csv with the documented columns"
+else
+	failed=1
+	echo "not ok $n - bench --quick ran and wrote results.csv with the documented columns"
+	echo "#   expected: exit 0 and header $EXPECTED_HEADER"
+	echo "#   seen:     exit $rc, header '${header}'"
+	tail -n 20 "$OUT/log.txt" | sed 's/^/#   /'
+fi
+for k in "$@"; do
+	n=$((n + 1))
+	# 2 devices x 4 configurations x 6 jobs measured, + 3 crypto-limit rows per device.
+	rows=$(grep -c "^$k," "$OUT/results.csv" 2>/dev/null)
+	missing=$(awk -F, -v k="$k" '$1 == k && $3 != "crypto-limit" && $9 != 1' "$OUT/results.csv" 2>/dev/null | wc -l)
+	if [ "${rows:-0}" = 54 ] && [ "$missing" = 0 ]; then
+		echo "ok $n - $k: every configuration and job measured (54 rows)"
+	else
+		failed=1
+		echo "not ok $n - $k: every configuration and job measured (54 rows)"
+		echo "#   expected: 54 rows, each with runs=1"
+		echo "#   seen:     ${rows:-0} rows, $missing with another run count"
+	fi
+done
+[ "$failed" = 0 ]
