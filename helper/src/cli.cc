@@ -13,6 +13,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "boot_cli.h"
 #include "config.h"
 #include "kms_registry.h"
 #include "volume.h"
@@ -157,6 +158,7 @@ class Cli {
  private:
   void add_volume_commands(CLI::App& app);
   void add_kms_commands(CLI::App& app);
+  void add_boot_commands(CLI::App& app);
 
   Result<KmsRegistry*> registry() {
     if (!registry_) {
@@ -674,6 +676,20 @@ void Cli::add_kms_commands(CLI::App& app) {
       false);
 }
 
+// attach-all, detach-all and the udev/systemd helpers: boot_cli.cc.
+void Cli::add_boot_commands(CLI::App& app) {
+  BootCommandHooks hooks;
+  hooks.registry = [this] { return registry(); };
+  hooks.json = &json_;
+  hooks.out = &out_;
+  hooks.err = &err_;
+  hooks.select = [this](std::string what, std::function<Status()> action) {
+    what_ = std::move(what);
+    action_ = std::move(action);
+  };
+  envcrypt::add_boot_commands(app, hooks);
+}
+
 int Cli::run(int argc, const char* const* argv) {
   CLI::App app{"envcryptctl: envelope-encrypted block devices", "envcryptctl"};
   app.fallthrough();
@@ -685,6 +701,7 @@ int Cli::run(int argc, const char* const* argv) {
   app.add_flag("--json", json_, "machine-readable output");
   add_volume_commands(app);
   add_kms_commands(app);
+  add_boot_commands(app);
 
   try {
     app.parse(argc, argv);

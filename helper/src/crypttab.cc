@@ -1,0 +1,290 @@
+#include "crypttab.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string_view>
+
+namespace envcrypt {
+namespace {
+
+constexpr std::size_t kMaxNameLength = 127;  // DM_NAME_LEN - 1
+
+// crypttab(5) options that make no sense for an envcrypt disk: the header
+// holds the cipher and geometry, the KMS holds the key.
+constexpr std::array kCryptsetupOnlyOptions = {
+    "luks",           "plain",        "bitlk",        "tcrypt",     "cipher",
+    "hash",           "size",         "sector-size",  "offset",     "skip",
+    "keyfile-offset", "keyfile-size", "tries",        "keyslot",    "key-slot",
+    "password-echo",  "tpm2-device",  "fido2-device", "pkcs11-uri", "veracrypt",
+    "swap",           "tmp"};
+
+bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+std::vector<std::string_view> split_fields(std::string_view line) {
+  std::vector<std::string_view> fields;
+  std::size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && is_blank(line[i])) {
+      ++i;
+    }
+    const std::size_t start = i;
+    while (i < line.size() && !is_blank(line[i])) {
+      ++i;
+    }
+    if (i > start) {
+      fields.push_back(line.substr(start, i - start));
+    }
+  }
+  return fields;
+}
+
+Status check_name(std::string_view name) {
+  if (name.size() > kMaxNameLength) {
+    return Error(ErrorCode::kUsage, "name '" + std::string(name) + "' is longer than " +
+                                        std::to_string(kMaxNameLength) + " characters");
+  }
+  if (name == "." || name == ".." || name.front() == '-') {
+    return Error(ErrorCode::kUsage, "name '" + std::string(name) + "' is not allowed");
+  }
+  for (const char c : name) {
+    if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '_' && c != '-' && c != '.' &&
+        c != '+') {
+      return Error(ErrorCode::kUsage, "name '" + std::string(name) + "' contains '" +
+                                          std::string(1, c) +
+                                          "' (use letters, digits and . _ + -)");
+    }
+  }
+  return OkStatus();
+}
+
+Result<std::string> canonical_uuid(std::string_view text) {
+  std::string uuid;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash_position ? c != '-' : std::isxdigit(static_cast<unsigned char>(c)) == 0) {
+      uuid.clear();
+      break;
+    }
+    uuid += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  if (uuid.size() != 36) {
+    return Error(ErrorCode::kUsage,
+                 "'" + std::string(text) + "' is not a uuid (8-4-4-4-12 hexadecimal digits)");
+  }
+  return uuid;
+}
+
+Status parse_device(std::string_view spec, TabEntry& entry) {
+  const auto eq = spec.find('=');
+  if (eq != std::string_view::npos) {
+    std::string tag(spec.substr(0, eq));
+    std::transform(tag.begin(), tag.end(), tag.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    if (tag != "UUID") {
+      return Error(ErrorCode::kUsage, "device '" + std::string(spec) +
+                                          "': only UUID=<envcrypt header uuid> or a path "
+                                          "(/dev/..., /dev/disk/by-id/...) name a disk");
+    }
+    ENVCRYPT_ASSIGN_OR_RETURN(entry.uuid, canonical_uuid(spec.substr(eq + 1)));
+    return OkStatus();
+  }
+  if (spec.front() != '/') {
+    return Error(ErrorCode::kUsage,
+                 "device '" + std::string(spec) + "' is not an absolute path or UUID=<uuid>");
+  }
+  entry.device_path = std::filesystem::path(spec).lexically_normal();
+  return OkStatus();
+}
+
+// "90", "90s", "2min": seconds.
+Result<std::chrono::seconds> parse_duration(std::string_view text) {
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
+  std::uint64_t multiplier = 0;
+  if (unit.empty() || unit == "s" || unit == "sec") {
+    multiplier = 1;
+  } else if (unit == "min" || unit == "m") {
+    multiplier = 60;
+  }
+  if (ec != std::errc() || multiplier == 0 || value > 86400) {
+    return Error(ErrorCode::kUsage, "'" + std::string(text) +
+                                        "' is not a duration (seconds, or N s / N min, "
+                                        "at most a day)");
+  }
+  return std::chrono::seconds(static_cast<std::int64_t>(value * multiplier));
+}
+
+Status parse_option(std::string_view option, TabEntry& entry) {
+  const auto eq = option.find('=');
+  const std::string_view key = option.substr(0, eq);
+  const std::string_view value = eq == std::string_view::npos ? "" : option.substr(eq + 1);
+  const bool has_value = eq != std::string_view::npos;
+  auto flag = [&](bool& target) -> Status {
+    if (has_value) {
+      return Error(ErrorCode::kUsage, "option '" + std::string(key) + "' takes no value");
+    }
+    target = true;
+    return OkStatus();
+  };
+
+  if (key == "readonly" || key == "read-only") {
+    return flag(entry.read_only);
+  }
+  if (key == "discard") {
+    return flag(entry.discard);
+  }
+  if (key == "nofail") {
+    return flag(entry.nofail);
+  }
+  if (key == "noauto") {
+    return flag(entry.noauto);
+  }
+  if (key == "netdev" || key == "_netdev") {
+    return flag(entry.netdev);
+  }
+  if (key == "auto" || key == "fail") {  // the defaults, accepted as in crypttab(5)
+    bool ignored = false;
+    return flag(ignored);
+  }
+  if (key == "header") {
+    if (value.empty() || value.front() != '/') {
+      return Error(ErrorCode::kUsage, "option header= needs an absolute file path");
+    }
+    entry.header_file = std::filesystem::path(value).lexically_normal();
+    return OkStatus();
+  }
+  if (key == "x-systemd.device-timeout" || key == "device-timeout") {
+    if (!has_value) {
+      return Error(ErrorCode::kUsage, "option " + std::string(key) + "= needs a duration");
+    }
+    ENVCRYPT_ASSIGN_OR_RETURN(entry.device_timeout, parse_duration(value));
+    return OkStatus();
+  }
+  if (std::find(kCryptsetupOnlyOptions.begin(), kCryptsetupOnlyOptions.end(), key) !=
+      kCryptsetupOnlyOptions.end()) {
+    return Error(ErrorCode::kUsage,
+                 "option '" + std::string(key) +
+                     "' is a cryptsetup option that does not apply: the envcrypt header holds "
+                     "the cipher and geometry, the KMS the key");
+  }
+  return Error(ErrorCode::kUsage, "unknown option '" + std::string(option) + "'");
+}
+
+Status parse_options(std::string_view text, TabEntry& entry) {
+  if (text == "-" || text == "none" || text == "defaults") {
+    return OkStatus();
+  }
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string_view option = text.substr(start, comma - start);
+    if (option.empty()) {
+      return Error(ErrorCode::kUsage, "empty option in '" + std::string(text) + "'");
+    }
+    ENVCRYPT_TRY(parse_option(option, entry));
+    start = comma + 1;
+  }
+  return OkStatus();
+}
+
+Result<TabEntry> parse_line(std::string_view line) {
+  const std::vector<std::string_view> fields = split_fields(line);
+  if (fields.size() < 2) {
+    return Error(ErrorCode::kUsage, "expected 'name device [options]', found " +
+                                        std::to_string(fields.size()) + " field");
+  }
+  if (fields.size() > 4) {
+    return Error(ErrorCode::kUsage, "expected 'name device [options]', found " +
+                                        std::to_string(fields.size()) + " fields");
+  }
+  TabEntry entry;
+  ENVCRYPT_TRY(check_name(fields[0]));
+  entry.name = fields[0];
+  ENVCRYPT_TRY(parse_device(fields[1], entry));
+  const std::string_view options = fields.size() >= 3 ? fields.back() : "-";
+  if (fields.size() == 4 && fields[2] != "none" && fields[2] != "-") {
+    return Error(ErrorCode::kUsage,
+                 "key file '" + std::string(fields[2]) +
+                     "': envcrypt disks take their key from the KMS; write 'none' or omit it");
+  }
+  ENVCRYPT_TRY(parse_options(options, entry));
+  return entry;
+}
+
+}  // namespace
+
+std::string TabEntry::device_spec() const {
+  return uuid.empty() ? device_path.string() : "UUID=" + uuid;
+}
+
+Result<std::vector<TabEntry>> parse_envcrypttab(const std::string& text,
+                                                const std::filesystem::path& file) {
+  std::vector<TabEntry> entries;
+  std::map<std::string, unsigned> name_lines;
+  std::istringstream in(text);
+  std::string line;
+  unsigned number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#') {
+      continue;
+    }
+    const std::string where = file.string() + ":" + std::to_string(number);
+    auto entry = parse_line(line);
+    if (!entry.ok()) {
+      return entry.error().with_context(where);
+    }
+    if (auto [it, inserted] = name_lines.emplace(entry->name, number); !inserted) {
+      return Error(ErrorCode::kUsage, where + ": name '" + entry->name +
+                                          "' is already used on line " +
+                                          std::to_string(it->second));
+    }
+    entry->source = where;
+    entry->line = number;
+    entries.push_back(std::move(entry).value());
+  }
+  return entries;
+}
+
+std::filesystem::path envcrypttab_path(const std::optional<std::filesystem::path>& explicit_path) {
+  if (explicit_path) {
+    return *explicit_path;
+  }
+  if (const char* env = std::getenv("ENVCRYPT_TAB"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  return kDefaultTabPath;
+}
+
+Result<std::vector<TabEntry>> load_envcrypttab(const std::filesystem::path& path, bool missing_ok) {
+  std::ifstream in(path);
+  if (!in) {
+    const int err = errno;
+    if (err == ENOENT) {
+      if (missing_ok) {
+        return std::vector<TabEntry>{};
+      }
+      return Error(ErrorCode::kNotFound, path.string() + ": no such file");
+    }
+    return Error(ErrorCode::kIo, path.string() + ": " + std::strerror(err));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    return Error(ErrorCode::kIo, path.string() + ": read failed");
+  }
+  return parse_envcrypttab(text.str(), path);
+}
+
+}  // namespace envcrypt
