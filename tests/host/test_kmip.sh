@@ -105,6 +105,10 @@ gtest "trusting the wrong CA is a TLS certificate verification failure" \
 	'KmipLiveTest.WrongCaIsATlsVerificationFailure'
 gtest "a client certificate from another CA is refused by the server" \
 	'KmipLiveTest.ClientCertificateFromAnotherCaIsRefusedByTheServer'
+gtest "reaching the server as 'localhost' verifies its DNS subjectAltName" \
+	'KmipLiveTest.HostNameIsVerifiedAgainstDnsSubjectAltName'
+gtest "a peer that accepts TCP but never answers times out at timeout_ms" \
+	'KmipLiveTest.SilentServerTimesOutAtTimeoutMs'
 
 # Unwrap latency and rate, only on request: ENVCRYPT_KMIP_BENCH=<unwraps>.
 if [ -n "${ENVCRYPT_KMIP_BENCH:-}" ]; then
@@ -152,6 +156,20 @@ if "$CTL" kms create-key --help >/dev/null 2>&1 && "$CTL" verify --help >/dev/nu
 		"$WORK/host-a.conf" format "$IMAGE" --cmk "$CMK"
 	cli_expect "envcryptctl verify unwraps through KMIP and checks the key check value" 0 \
 		"matches the key check value" "$WORK/host-a.conf" verify "$IMAGE"
+	if [ -n "${ENVCRYPT_KMIP_BENCH:-}" ]; then
+		runs=20 failures=0 started=$(date +%s%N)
+		for ((i = 0; i < runs; i++)); do
+			"$CTL" --config "$WORK/host-a.conf" verify "$IMAGE" >/dev/null 2>&1 ||
+				failures=$((failures + 1))
+		done
+		mean_ms=$((($(date +%s%N) - started) / 1000000 / runs))
+		if [ "$failures" -eq 0 ]; then
+			ok "benchmark: envcryptctl verify (new process, TLS handshake, DiscoverVersions, Decrypt)"
+			echo "#   bench envcryptctl verify: n=$runs mean_ms=$mean_ms"
+		else
+			not_ok "benchmark: envcryptctl verify: $failures of $runs runs failed"
+		fi
+	fi
 	cli_expect "verify as another client identity is refused (exit 4, denied)" 4 \
 		"KMIP Decrypt failed: Permission Denied" "$WORK/host-b.conf" verify "$IMAGE"
 	cli_expect "verify trusting the wrong CA is a TLS failure (exit 7, KMS unreachable)" 7 \

@@ -5,10 +5,15 @@
 //   other      client certificate B (another CN, so another owner)
 //   wrongca    client A, but trusting an unrelated CA
 //   untrusted  a client certificate the server's CA did not sign
+//   byname     client A, reaching the server as "localhost"
 // Without it they skip, saying why.  The server-stopped test runs only with
 // ENVCRYPT_KMIP_TEST_SERVER_STOPPED=1 (the script stops the server first),
 // the benchmark only with ENVCRYPT_KMIP_BENCH=<unwraps>.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -251,7 +256,44 @@ TEST_F(KmipLiveTest, ClientCertificateFromAnotherCaIsRefusedByTheServer) {
   auto kms = open("untrusted");
   expect_error(as_status(kms->describe_key(endpoint_uri("untrusted") + "/1")),
                ErrorCode::kKmsUnreachable,
-               {endpoint_uri("untrusted"), "TLS handshake: alert from the server"});
+               {endpoint_uri("untrusted"), "TLS alert from the server"});
+}
+
+TEST_F(KmipLiveTest, HostNameIsVerifiedAgainstDnsSubjectAltName) {
+  auto kms = open("byname");
+  ASSERT_NE(kms, nullptr);
+  const KeyInfo key = create_key(*kms, unique_alias());
+  EXPECT_EQ(key.uri, endpoint_uri("byname") + "/" + key.key_id);
+  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  ASSERT_TRUE(data_key.ok()) << data_key.error().message();
+  EXPECT_TRUE(kms->decrypt(data_key->wrapped, context_).ok());
+}
+
+// A peer that accepts TCP connections but never speaks: the handshake must
+// give up at timeout_ms, not hang.
+TEST_F(KmipLiveTest, SilentServerTimesOutAtTimeoutMs) {
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), length), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+
+  KmipEndpoint silent = config_.kmip_endpoints.at("main");
+  silent.port = ntohs(address.sin_port);
+  silent.timeout_ms = 700;
+  auto kms = open_kmip_kms(silent);
+  ASSERT_TRUE(kms.ok());
+  const auto started = steady_clock::now();
+  expect_error(as_status((*kms)->describe_key("1")), ErrorCode::kKmsUnreachable,
+               {"TLS handshake: timed out"});
+  const auto elapsed = steady_clock::now() - started;
+  EXPECT_GE(elapsed, std::chrono::milliseconds(650));
+  EXPECT_LE(elapsed, std::chrono::milliseconds(700 + 250));
+  close(listener);
 }
 
 class KmipServerStoppedTest : public KmipLiveTest {

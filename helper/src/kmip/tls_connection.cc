@@ -235,6 +235,7 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::open(
     SSL_set_tlsext_host_name(ssl, options.host.c_str());
   }
   for (;;) {
+    errno = 0;
     const int result = SSL_connect(ssl);
     if (result == 1) {
       break;
@@ -283,9 +284,13 @@ Error TlsConnection::failure(std::string_view step, int ssl_result) const {
     return {ErrorCode::kKmsUnreachable, prefix + std::strerror(errno)};
   }
   const std::string reason = openssl_reason();
-  // The server refusing the client's certificate arrives as an alert.
+  // The server refusing the client's certificate arrives as an alert (with
+  // TLS 1.3 only on the first read after the handshake).
   if (reason.find(" alert ") != std::string::npos) {
-    return {ErrorCode::kKmsUnreachable, prefix + "alert from the server: " + reason};
+    return {ErrorCode::kKmsUnreachable, prefix + "TLS alert from the server: " + reason};
+  }
+  if (reason.find("unexpected eof") != std::string::npos) {
+    return {ErrorCode::kKmsUnreachable, prefix + "connection closed by the server"};
   }
   return {ErrorCode::kKmsUnreachable, prefix + "TLS error: " + reason};
 }
@@ -329,12 +334,22 @@ Status TlsConnection::read_exact(std::span<std::uint8_t> bytes, Clock::time_poin
   return OkStatus();
 }
 
-bool TlsConnection::stale() const {
-  if (SSL_pending(ssl_) > 0) {
+bool TlsConnection::stale() {
+  pollfd entry{fd_, POLLIN, 0};
+  if (SSL_pending(ssl_) == 0 && poll(&entry, 1, 0) == 0) {
+    return false;
+  }
+  // Something arrived while no request was outstanding.  A TLS 1.3 session
+  // ticket is harmless (the peek consumes it and wants more); application
+  // data, a close_notify, an EOF or an error all mean the connection is done.
+  std::uint8_t byte = 0;
+  const int result = SSL_peek(ssl_, &byte, 1);
+  if (result > 0) {
     return true;
   }
-  pollfd entry{fd_, POLLIN, 0};
-  return poll(&entry, 1, 0) != 0;
+  const int error = SSL_get_error(ssl_, result);
+  ERR_clear_error();
+  return error != SSL_ERROR_WANT_READ;
 }
 
 }  // namespace envcrypt::kmip

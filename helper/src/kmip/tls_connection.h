@@ -67,7 +67,7 @@ class TlsConnection {
 
   // True when the server has closed the connection (or sent something
   // unasked), so it must not be reused for the next request.
-  [[nodiscard]] bool stale() const;
+  [[nodiscard]] bool stale();
 
  private:
   TlsConnection(std::shared_ptr<TlsClientContext> context, int fd, SSL* ssl)

@@ -14,7 +14,8 @@
 #                                envcrypt TOML with the one endpoint "main"
 #   kmip_write_config DIR FILE   envcrypt TOML with endpoints main (client a),
 #                                other (client b), wrongca (client a trusting
-#                                the rogue CA) and untrusted (rogue client cert)
+#                                the rogue CA), untrusted (rogue client cert)
+#                                and byname (client a, host "localhost")
 
 KMIP_PYTHON=${KMIP_PYTHON:-/usr/bin/python3}
 KMIP_TIMEOUT_MS=${KMIP_TIMEOUT_MS:-3000}
@@ -113,10 +114,10 @@ kmip_server_stop() {
 }
 
 kmip_endpoint_toml() {
-	local dir=$1 name=$2 ca=$3 client=$4
+	local dir=$1 name=$2 ca=$3 client=$4 host=${5:-127.0.0.1}
 	cat <<TOML
 [kms.kmip.$name]
-host = "127.0.0.1"
+host = "$host"
 port = $KMIP_PORT
 ca = "$dir/$ca.pem"
 cert = "$dir/$client.pem"
@@ -133,6 +134,7 @@ kmip_write_config() {
 		kmip_endpoint_toml "$dir" other ca client-b
 		kmip_endpoint_toml "$dir" wrongca rogue-ca client-a
 		kmip_endpoint_toml "$dir" untrusted ca client-rogue
+		kmip_endpoint_toml "$dir" byname ca client-a localhost
 	} >"$file"
 }
 
