@@ -82,14 +82,14 @@ start=$SECONDS
 # The guest's own header and plan are replaced by the ones above.
 "$TOP/selftests/vm-run.sh" --kernel "$KVER" --out "$OUT" --disk "$WORK/kat.img" \
 	--timeout "$VM_TIMEOUT" -- "$TOP/selftests/lib/tap-runner.sh" "$SUITE" "${TESTS[@]}" \
-	2>"$WORK/vm-run.err" | grep --line-buffered -avE '^(TAP version 13|1\.\.[0-9]+)$'
+	2>"$WORK/vm-run.err" | grep --line-buffered -avE '^(TAP version 13|1\.\.[0-9]+)$' | tee "$WORK/guest.tap"
 vm_status=${PIPESTATUS[0]}
 sed 's/^/# /' "$WORK/vm-run.err"
 echo "# guest finished with status $vm_status after $((SECONDS - start)) s"
 
 for test in "${TESTS[@]}"; do
 	number=$((number + 1))
-	if line=$(grep -aE "^(ok|not ok) [0-9]+ - $test( |$)" "$OUT/output.txt" 2>/dev/null); then
+	if line=$(grep -aE "^(ok|not ok) [0-9]+ - $test( |$)" "$WORK/guest.tap"); then
 		[[ $line != not* ]] || failed=$((failed + 1))
 	else
 		failed=$((failed + 1))

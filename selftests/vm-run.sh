@@ -101,11 +101,12 @@ OUT=$(cd "$OUT" && pwd)
 
 # The modules stage 1 needs, in load order, each with its dependencies.
 initramfs_modules() {
-	local module
+	local module steps=
 	for module in virtio_pci virtio_blk 9pnet_virtio 9p; do
-		modprobe -S "$KVER" --show-depends "$module" ||
+		steps+=$(modprobe -S "$KVER" --show-depends "$module")$'\n' ||
 			fail 125 "modprobe cannot resolve $module in /lib/modules/$KVER"
-	done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }'
+	done
+	awk '$1 == "insmod" && !seen[$2]++ { print $2 }' <<<"$steps"
 }
 
 # Writes the initramfs for KVER into build/initramfs/, unless the cached one
