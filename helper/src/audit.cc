@@ -95,6 +95,18 @@ std::vector<std::string_view> split_lines(const std::string& contents) {
   return lines;
 }
 
+// Whether a line from `from` on carries sequence number `seq`.
+bool appears_later(const std::vector<std::string_view>& lines, std::size_t from,
+                   std::uint64_t seq) {
+  for (std::size_t index = from; index < lines.size(); ++index) {
+    const ordered_json parsed = ordered_json::parse(lines[index], nullptr, false);
+    if (parsed.is_object() && parsed.contains("seq") && parsed["seq"] == seq) {
+      return true;
+    }
+  }
+  return false;
+}
+
 Result<AuditRecord> parse_record(std::string_view line) {
   const ordered_json parsed = ordered_json::parse(line, nullptr, false);
   if (!parsed.is_object()) {
@@ -253,9 +265,16 @@ Result<AuditVerification> AuditLog::verify() const {
     }
     const auto seq = parsed["seq"].get<std::uint64_t>();
     if (seq > number) {
-      return fail(number, "line " + std::to_string(number) + " has sequence number " +
-                              std::to_string(seq) + ": lines " + std::to_string(number) + ".." +
-                              std::to_string(seq - 1) + " were removed");
+      const std::string prefix =
+          "line " + std::to_string(number) + " has sequence number " + std::to_string(seq) + ": ";
+      if (appears_later(lines, index + 1, number)) {
+        return fail(number, prefix + "lines were reordered");
+      }
+      return fail(number,
+                  prefix + (seq == number + 1
+                                ? "the line numbered " + std::to_string(number) + " was removed"
+                                : "the lines numbered " + std::to_string(number) + ".." +
+                                      std::to_string(seq - 1) + " were removed"));
     }
     if (seq < number) {
       return fail(number, "line " + std::to_string(number) + " has sequence number " +
