@@ -1,17 +1,199 @@
 #include "boot_cli.h"
 
+#include <iomanip>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <sstream>
+
+#include "boot.h"
+#include "crypttab.h"
+
 namespace envcrypt {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// Arguments of the boot commands, shared by the callbacks that parse them
+// and the action that runs later.
+struct BootArgs {
+  std::string tab;
+  std::vector<std::string> names;
+  std::string device;
+  std::string out_dir;
+  std::string unit_dir = "/lib/systemd/system";
+};
+
+Result<std::vector<TabEntry>> read_table(const BootArgs& args) {
+  const std::filesystem::path path = envcrypttab_path(
+      args.tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(args.tab));
+  // Without an envcrypttab there is simply nothing to attach at boot.
+  return load_envcrypttab(path, path == kDefaultTabPath);
+}
+
+std::string seconds_text(std::chrono::milliseconds elapsed) {
+  std::ostringstream text;
+  text << std::fixed << std::setprecision(2) << static_cast<double>(elapsed.count()) / 1000.0
+       << " s";
+  return text.str();
+}
+
+void print_disk(std::ostream& out, const DiskResult& disk) {
+  out << disk.name << ": " << to_string(disk.outcome);
+  if (!disk.device.empty()) {
+    out << " " << disk.device.string();
+  } else {
+    out << " " << disk.device_spec;
+  }
+  if (!disk.detail.empty()) {
+    out << (disk.outcome == DiskOutcome::kAttached ? " as " : " (") << disk.detail
+        << (disk.outcome == DiskOutcome::kAttached ? "" : ")");
+  }
+  if (disk.error) {
+    out << ": " << disk.error->message();
+  }
+  if (disk.nofail &&
+      (disk.outcome == DiskOutcome::kMissing || disk.outcome == DiskOutcome::kFailed)) {
+    out << " (nofail: ignored)";
+  }
+  out << " [" << seconds_text(disk.elapsed) << "]\n";
+}
+
+json disk_json(const DiskResult& disk) {
+  json j = {{"name", disk.name},
+            {"device_spec", disk.device_spec},
+            {"device", disk.device.string()},
+            {"outcome", to_string(disk.outcome)},
+            {"nofail", disk.nofail},
+            {"seconds", static_cast<double>(disk.elapsed.count()) / 1000.0}};
+  if (!disk.detail.empty()) {
+    j["path"] = disk.detail;
+  }
+  if (disk.error) {
+    j["error"] = disk.error->message();
+    j["exit_code"] = disk.error->exit_code();
+  }
+  return j;
+}
+
+// Prints every disk's result; the run fails, with the first failure's exit
+// code, if a disk without nofail failed or is missing.
+Status report(const BootReport& report, const std::string& verb, const BootCommandHooks& hooks) {
+  std::ostream& out = *hooks.out;
+  if (*hooks.json) {
+    json disks = json::array();
+    for (const DiskResult& disk : report.disks) {
+      disks.push_back(disk_json(disk));
+    }
+    out << json{{"disks", disks}, {"summary", report.summary()}}.dump(2) << '\n';
+  } else {
+    for (const DiskResult& disk : report.disks) {
+      print_disk(out, disk);
+    }
+    out << verb << ": " << report.summary() << '\n';
+  }
+  const DiskResult* failure = report.first_failure();
+  if (failure == nullptr) {
+    return OkStatus();
+  }
+  const auto failures =
+      std::count_if(report.disks.begin(), report.disks.end(),
+                    [](const DiskResult& disk) { return disk.counts_as_failure(); });
+  return Error(failure->error->code(),
+               std::to_string(failures) + " of " + std::to_string(report.disks.size()) +
+                   " disks failed, first " + failure->name + ": " + failure->error->message());
+}
+
+BootSelection selection_of(const BootArgs& args) {
+  BootSelection selection;
+  selection.names = args.names;
+  if (!args.device.empty()) {
+    selection.device = args.device;
+  }
+  return selection;
+}
+
+// udev IMPORT{program} output for the entry naming DEVICE.
+Status tab_match(const BootArgs& args, const BootCommandHooks& hooks) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args));
+  auto actions = system_boot_actions(hooks.registry);
+  ENVCRYPT_ASSIGN_OR_RETURN(const TabEntry* entry, entry_for_device(table, args.device, *actions));
+  if (entry == nullptr) {
+    return Error(ErrorCode::kNotFound, "no envcrypttab entry names it");
+  }
+  *hooks.out << "ENVCRYPT_NAME=" << entry->name << '\n'
+             << "ENVCRYPT_UNIT=" << attach_unit_name(entry->name) << '\n'
+             << "ENVCRYPT_NETDEV=" << (entry->netdev ? 1 : 0) << '\n'
+             << "ENVCRYPT_NOAUTO=" << (entry->noauto ? 1 : 0) << '\n';
+  return OkStatus();
+}
+
+}  // namespace
 
 void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
-  auto* attach_all = app.add_subcommand("attach-all", "attach the disks listed in envcrypttab");
-  attach_all->callback([hooks] {
-    hooks.select("attach-all",
-                 []() -> Status { return Error(ErrorCode::kInternal, "not implemented yet"); });
+  auto args = std::make_shared<BootArgs>();
+  auto add_tab = [args](CLI::App* command) {
+    command->add_option("--tab", args->tab,
+                        "table file (default: $ENVCRYPT_TAB, else /etc/envcrypttab)");
+  };
+
+  auto* attach_command = app.add_subcommand(
+      "attach-all", "attach every envcrypttab disk that is present and not attached");
+  add_tab(attach_command);
+  attach_command->add_option("--name", args->names, "only this entry (repeatable; noauto too)");
+  attach_command->add_option("--device", args->device,
+                             "only the entries naming this device, attached from it (udev)");
+  attach_command->callback([args, hooks] {
+    hooks.select("attach-all", [args, hooks]() -> Status {
+      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(*args));
+      auto actions = system_boot_actions(hooks.registry);
+      ENVCRYPT_ASSIGN_OR_RETURN(BootReport result,
+                                attach_all(table, selection_of(*args), *actions));
+      return report(result, "attach-all", hooks);
+    });
   });
-  auto* detach_all = app.add_subcommand("detach-all", "detach the disks listed in envcrypttab");
-  detach_all->callback([hooks] {
-    hooks.select("detach-all",
-                 []() -> Status { return Error(ErrorCode::kInternal, "not implemented yet"); });
+
+  auto* detach_command =
+      app.add_subcommand("detach-all", "detach the envcrypttab disks, last first");
+  add_tab(detach_command);
+  detach_command->add_option("--name", args->names, "only this entry (repeatable)");
+  detach_command->callback([args, hooks] {
+    hooks.select("detach-all", [args, hooks]() -> Status {
+      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(*args));
+      auto actions = system_boot_actions(hooks.registry);
+      BootSelection selection;
+      selection.names = args->names;
+      if (selection.names.empty()) {  // reverses attach-all, and any noauto disk attached by hand
+        for (const TabEntry& entry : table) {
+          selection.names.push_back(entry.name);
+        }
+      }
+      ENVCRYPT_ASSIGN_OR_RETURN(BootReport result, detach_all(table, selection, *actions));
+      return report(result, "detach-all", hooks);
+    });
+  });
+
+  auto* match = app.add_subcommand("tab-match",
+                                   "print the envcrypttab entry naming DEVICE as udev properties");
+  add_tab(match);
+  match->add_option("DEVICE", args->device)->required();
+  match->callback([args, hooks] {
+    hooks.select("tab-match " + args->device,
+                 [args, hooks]() -> Status { return tab_match(*args, hooks); });
+  });
+
+  auto* generate = app.add_subcommand(
+      "generate-units", "write systemd units for envcrypttab (the envcrypt-generator)");
+  add_tab(generate);
+  generate->add_option("DIR", args->out_dir, "the generator's output directory")->required();
+  generate->add_option("--unit-dir", args->unit_dir, "where envcrypt-attach@.service is installed");
+  generate->callback([args, hooks] {
+    hooks.select("generate-units", [args]() -> Status {
+      const std::filesystem::path path = envcrypttab_path(
+          args->tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(args->tab));
+      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(*args));
+      return write_generated(generate_units(table, path, args->unit_dir), args->out_dir);
+    });
   });
 }
 

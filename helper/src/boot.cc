@@ -1,0 +1,508 @@
+#include "boot.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "blockdev.h"
+#include "header.h"
+#include "volume.h"
+
+namespace envcrypt {
+namespace {
+
+using std::chrono::milliseconds;
+namespace fs = std::filesystem;
+
+constexpr milliseconds kPollInterval{250};
+constexpr const char* kUuidLinkDir = "/dev/disk/by-envcrypt-uuid";
+
+std::string read_sysfs(const fs::path& path) {
+  std::ifstream in(path);
+  std::string value;
+  std::getline(in, value);
+  return value;
+}
+
+// A device another device is built on (a loop device under a dm-linear, the
+// origin under dm-snapshot) is not the one to map: its holder is.
+bool has_holders(const fs::path& sys_block) {
+  std::error_code ec;
+  return fs::exists(sys_block / "holders", ec) && !fs::is_empty(sys_block / "holders", ec);
+}
+
+// /sys/class/block/<kernel name> of a /dev node.
+fs::path sys_block_of(const fs::path& device) {
+  std::error_code ec;
+  return fs::path("/sys/class/block") / fs::canonical(device, ec).filename();
+}
+
+bool usable_block_device(const fs::path& sys_block) {
+  // Suspended device-mapper devices would block a read; empty loop devices
+  // have nothing to read.
+  if (read_sysfs(sys_block / "dm" / "suspended") == "1") {
+    return false;
+  }
+  return read_sysfs(sys_block / "size") != "0" && !has_holders(sys_block);
+}
+
+class SystemBootActions : public BootActions {
+ public:
+  explicit SystemBootActions(std::function<Result<KmsRegistry*>()> kms) : kms_(std::move(kms)) {}
+
+  Result<fs::path> resolve(const TabEntry& entry) override {
+    std::error_code ec;
+    if (entry.uuid.empty()) {
+      if (!fs::exists(entry.device_path, ec)) {
+        return Error(ErrorCode::kNotFound, entry.device_path.string() + " does not exist");
+      }
+      return entry.device_path;
+    }
+    // udev's link, unless it points at a device that others are built on.
+    const fs::path link = fs::path(kUuidLinkDir) / entry.uuid;
+    if (fs::exists(link, ec) && usable_block_device(sys_block_of(link))) {
+      return fs::canonical(link, ec);
+    }
+    return scan_for_uuid(entry.uuid);
+  }
+
+  Result<DeviceIdentity> identify(const fs::path& device) override {
+    DeviceIdentity identity;
+    std::error_code ec;
+    identity.canonical = fs::weakly_canonical(device, ec);
+    // udev passes the links it is creating for the device in DEVLINKS.
+    if (const char* links = std::getenv("DEVLINKS"); links != nullptr) {
+      std::istringstream in(links);
+      for (std::string link; in >> link;) {
+        identity.links.emplace_back(link);
+      }
+    }
+    auto header = read_volume_header(device, std::nullopt);
+    if (header.ok()) {
+      identity.uuid = uuid_to_string(header->header.uuid);
+    }
+    return identity;
+  }
+
+  Result<std::string> mapping_uuid(const std::string& name) override {
+    ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(name));
+    return mappings.front().disk_uuid;
+  }
+
+  Result<std::optional<std::string>> mapping_of(const fs::path& device) override {
+    std::error_code ec;
+    if (!fs::is_block_file(device, ec)) {
+      return std::optional<std::string>();  // an image: attach maps a new loop device
+    }
+    ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(device));
+    ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
+    for (const auto& mapping : mappings) {
+      if (mapping.table.substr(0, mapping.table.find(' ')) == devnum) {
+        return std::optional<std::string>(mapping.name);
+      }
+    }
+    return std::optional<std::string>();
+  }
+
+  Status attach(const TabEntry& entry, const fs::path& device) override {
+    AttachOptions options;
+    options.device = device;
+    options.name = entry.name;
+    options.header_file = entry.header_file;
+    options.read_only = entry.read_only;
+    options.allow_discards = entry.discard;
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * kms, kms_());
+    ENVCRYPT_TRY(attach_volume(*kms, options));
+    return OkStatus();
+  }
+
+  Status detach(const std::string& name) override { return detach_volume(name); }
+
+  std::chrono::steady_clock::time_point now() override { return std::chrono::steady_clock::now(); }
+
+  void sleep(milliseconds duration) override { std::this_thread::sleep_for(duration); }
+
+ private:
+  Result<fs::path> scan_for_uuid(const std::string& uuid) {
+    std::vector<fs::path> found;
+    std::error_code ec;
+    for (const auto& sys : fs::directory_iterator("/sys/class/block", ec)) {
+      if (!usable_block_device(sys.path())) {
+        continue;
+      }
+      const fs::path node = fs::path("/dev") / sys.path().filename();
+      auto header = read_volume_header(node, std::nullopt);
+      if (header.ok() && uuid_to_string(header->header.uuid) == uuid) {
+        found.push_back(node);
+      }
+    }
+    if (found.empty()) {
+      return Error(ErrorCode::kNotFound, "no device carries envcrypt uuid " + uuid);
+    }
+    if (found.size() > 1) {
+      std::string names;
+      for (const auto& node : found) {
+        names += (names.empty() ? "" : ", ") + node.string();
+      }
+      return Error(ErrorCode::kConflict, "envcrypt uuid " + uuid + " is on " + names +
+                                             " (a snapshot or copy?): name the device by path");
+    }
+    return found.front();
+  }
+
+  std::function<Result<KmsRegistry*>()> kms_;
+};
+
+Result<std::vector<const TabEntry*>> select_entries(const std::vector<TabEntry>& table,
+                                                    const BootSelection& selection,
+                                                    BootActions& actions) {
+  std::vector<const TabEntry*> chosen;
+  for (const std::string& name : selection.names) {
+    auto it = std::find_if(table.begin(), table.end(),
+                           [&](const TabEntry& entry) { return entry.name == name; });
+    if (it == table.end()) {
+      return Error(ErrorCode::kNotFound, "no entry named '" + name + "' in the table");
+    }
+    chosen.push_back(&*it);
+  }
+  if (selection.names.empty()) {
+    for (const TabEntry& entry : table) {
+      if (!entry.noauto) {
+        chosen.push_back(&entry);
+      }
+    }
+  }
+  if (selection.device) {
+    ENVCRYPT_ASSIGN_OR_RETURN(DeviceIdentity identity, actions.identify(*selection.device));
+    std::erase_if(chosen, [&](const TabEntry* entry) {
+      return !entry_names_device(*entry, *selection.device, identity);
+    });
+  }
+  return chosen;
+}
+
+DiskResult start_result(const TabEntry& entry) {
+  DiskResult result;
+  result.name = entry.name;
+  result.device_spec = entry.device_spec();
+  result.nofail = entry.nofail;
+  return result;
+}
+
+// Waits for the entry's device at most its device timeout.
+Result<fs::path> wait_for_device(const TabEntry& entry, BootActions& actions) {
+  const auto deadline = actions.now() + entry.device_timeout;
+  while (true) {
+    auto device = actions.resolve(entry);
+    if (device.ok() || device.error().code() != ErrorCode::kNotFound || actions.now() >= deadline) {
+      return device;
+    }
+    actions.sleep(kPollInterval);
+  }
+}
+
+void attach_one(const TabEntry& entry, const BootSelection& selection, BootActions& actions,
+                DiskResult& result) {
+  auto fail = [&](DiskOutcome outcome, const Error& error) {
+    result.outcome = outcome;
+    result.error = error;
+  };
+  if (auto existing = actions.mapping_uuid(entry.name); existing.ok()) {
+    if (!entry.uuid.empty() && *existing != entry.uuid) {
+      fail(DiskOutcome::kFailed,
+           Error(ErrorCode::kConflict, "a mapping named " + entry.name +
+                                           " exists for another disk (uuid " + *existing + ")"));
+      return;
+    }
+    result.outcome = DiskOutcome::kAlreadyAttached;
+    result.detail = "/dev/mapper/" + entry.name;
+    return;
+  } else if (existing.error().code() != ErrorCode::kNotFound) {
+    fail(DiskOutcome::kFailed, existing.error());
+    return;
+  }
+
+  auto device =
+      selection.device ? Result<fs::path>(*selection.device) : wait_for_device(entry, actions);
+  if (!device.ok()) {
+    fail(device.error().code() == ErrorCode::kNotFound ? DiskOutcome::kMissing
+                                                       : DiskOutcome::kFailed,
+         device.error());
+    return;
+  }
+  result.device = *device;
+  auto mapped_as = actions.mapping_of(*device);
+  if (!mapped_as.ok()) {
+    fail(DiskOutcome::kFailed, mapped_as.error());
+    return;
+  }
+  if (*mapped_as) {
+    result.outcome = DiskOutcome::kAlreadyAttached;
+    result.detail = "/dev/mapper/" + **mapped_as;
+    return;
+  }
+  if (Status attached = actions.attach(entry, *device); !attached.ok()) {
+    fail(DiskOutcome::kFailed, attached.error());
+    return;
+  }
+  result.outcome = DiskOutcome::kAttached;
+  result.detail = "/dev/mapper/" + entry.name;
+}
+
+}  // namespace
+
+std::string_view to_string(DiskOutcome outcome) {
+  switch (outcome) {
+    case DiskOutcome::kAttached:
+      return "attached";
+    case DiskOutcome::kAlreadyAttached:
+      return "already attached";
+    case DiskOutcome::kDetached:
+      return "detached";
+    case DiskOutcome::kNotAttached:
+      return "not attached";
+    case DiskOutcome::kMissing:
+      return "missing";
+    case DiskOutcome::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+bool DiskResult::counts_as_failure() const {
+  return (outcome == DiskOutcome::kFailed || outcome == DiskOutcome::kMissing) && !nofail;
+}
+
+std::size_t BootReport::count(DiskOutcome outcome) const {
+  return static_cast<std::size_t>(std::count_if(
+      disks.begin(), disks.end(), [&](const DiskResult& disk) { return disk.outcome == outcome; }));
+}
+
+const DiskResult* BootReport::first_failure() const {
+  auto it = std::find_if(disks.begin(), disks.end(),
+                         [](const DiskResult& disk) { return disk.counts_as_failure(); });
+  return it == disks.end() ? nullptr : &*it;
+}
+
+std::string BootReport::summary() const {
+  std::string text;
+  for (DiskOutcome outcome :
+       {DiskOutcome::kAttached, DiskOutcome::kAlreadyAttached, DiskOutcome::kDetached,
+        DiskOutcome::kNotAttached, DiskOutcome::kMissing, DiskOutcome::kFailed}) {
+    const std::size_t total = count(outcome);
+    if (total == 0) {
+      continue;
+    }
+    const auto excused =
+        static_cast<std::size_t>(std::count_if(disks.begin(), disks.end(), [&](const auto& disk) {
+          return disk.outcome == outcome && disk.nofail;
+        }));
+    text +=
+        (text.empty() ? "" : ", ") + std::to_string(total) + " " + std::string(to_string(outcome));
+    if ((outcome == DiskOutcome::kMissing || outcome == DiskOutcome::kFailed) && excused != 0) {
+      text += " (" + std::to_string(excused) + " nofail)";
+    }
+  }
+  return text.empty() ? "no disks" : text;
+}
+
+bool entry_names_device(const TabEntry& entry, const fs::path& device,
+                        const DeviceIdentity& identity) {
+  if (!entry.uuid.empty()) {
+    return entry.uuid == identity.uuid;
+  }
+  if (entry.device_path == device || entry.device_path == identity.canonical) {
+    return true;
+  }
+  if (std::find(identity.links.begin(), identity.links.end(), entry.device_path) !=
+      identity.links.end()) {
+    return true;
+  }
+  std::error_code ec;
+  const fs::path resolved = fs::canonical(entry.device_path, ec);
+  return !ec && resolved == identity.canonical;
+}
+
+std::unique_ptr<BootActions> system_boot_actions(std::function<Result<KmsRegistry*>()> kms) {
+  return std::make_unique<SystemBootActions>(std::move(kms));
+}
+
+Result<BootReport> attach_all(const std::vector<TabEntry>& table, const BootSelection& selection,
+                              BootActions& actions) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto entries, select_entries(table, selection, actions));
+  BootReport report;
+  for (const TabEntry* entry : entries) {
+    DiskResult result = start_result(*entry);
+    const auto start = actions.now();
+    attach_one(*entry, selection, actions, result);
+    result.elapsed = std::chrono::duration_cast<milliseconds>(actions.now() - start);
+    report.disks.push_back(std::move(result));
+  }
+  return report;
+}
+
+Result<BootReport> detach_all(const std::vector<TabEntry>& table, const BootSelection& selection,
+                              BootActions& actions) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto entries, select_entries(table, selection, actions));
+  BootReport report;
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    DiskResult result = start_result(**it);
+    const auto start = actions.now();
+    auto existing = actions.mapping_uuid(result.name);
+    if (!existing.ok()) {
+      result.outcome = existing.error().code() == ErrorCode::kNotFound ? DiskOutcome::kNotAttached
+                                                                       : DiskOutcome::kFailed;
+      if (result.outcome == DiskOutcome::kFailed) {
+        result.error = existing.error();
+      }
+    } else if (Status detached = actions.detach(result.name); !detached.ok()) {
+      result.outcome = DiskOutcome::kFailed;
+      result.error = detached.error();
+    } else {
+      result.outcome = DiskOutcome::kDetached;
+    }
+    result.elapsed = std::chrono::duration_cast<milliseconds>(actions.now() - start);
+    report.disks.push_back(std::move(result));
+  }
+  return report;
+}
+
+Result<const TabEntry*> entry_for_device(const std::vector<TabEntry>& table, const fs::path& device,
+                                         BootActions& actions) {
+  ENVCRYPT_ASSIGN_OR_RETURN(DeviceIdentity identity, actions.identify(device));
+  for (const TabEntry& entry : table) {
+    if (entry_names_device(entry, device, identity)) {
+      return &entry;
+    }
+  }
+  return static_cast<const TabEntry*>(nullptr);
+}
+
+std::string systemd_escape(std::string_view text, bool path) {
+  std::string input(text);
+  if (path) {
+    input = fs::path(input).lexically_normal().string();
+    while (input.size() > 1 && input.back() == '/') {
+      input.pop_back();
+    }
+    if (input == "/") {
+      return "-";
+    }
+    input.erase(0, input.find_first_not_of('/'));
+  }
+  std::string out;
+  for (std::size_t i = 0; i < input.size(); ++i) {
+    const auto c = static_cast<unsigned char>(input[i]);
+    if (c == '/') {
+      out += '-';
+    } else if ((std::isalnum(c) != 0 || c == ':' || c == '_' || c == '.') &&
+               !(i == 0 && c == '.')) {
+      out += static_cast<char>(c);
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    }
+  }
+  return out;
+}
+
+std::string attach_unit_name(const std::string& name) {
+  return "envcrypt-attach@" + systemd_escape(name, false) + ".service";
+}
+
+std::map<fs::path, GeneratedFile> generate_units(const std::vector<TabEntry>& table,
+                                                 const fs::path& tab_path,
+                                                 const fs::path& unit_dir) {
+  std::map<fs::path, GeneratedFile> files;
+  const fs::path template_unit = unit_dir / "envcrypt-attach@.service";
+  bool any_local = false;
+  bool any_remote = false;
+  for (const TabEntry& entry : table) {
+    const std::string unit = attach_unit_name(entry.name);
+    const fs::path device =
+        entry.uuid.empty() ? entry.device_path : fs::path(kUuidLinkDir) / entry.uuid;
+    const bool block_device = device.string().starts_with("/dev/");
+    const std::string device_unit = systemd_escape(device.string(), true) + ".device";
+    const std::string target = entry.netdev ? "envcrypt-remote.target" : "envcrypt.target";
+
+    std::ostringstream conf;
+    conf << "# Generated by envcrypt-generator from " << entry.source << "\n"
+         << "[Unit]\n"
+         << "SourcePath=" << tab_path.string() << "\n"
+         << "Before=" << target << "\n";
+    if (block_device) {
+      // The disk goes away with its device: the unit stops and detaches.
+      conf << "BindsTo=" << device_unit << "\n"
+           << "After=" << device_unit << "\n";
+    }
+    if (entry.netdev) {
+      conf << "After=network-online.target\n"
+           << "Wants=network-online.target\n"
+           << "Before=remote-fs-pre.target\n";
+    } else {
+      conf << "Before=local-fs-pre.target\n";
+    }
+    files[unit + ".d/50-envcrypttab.conf"] = {conf.str(), std::nullopt};
+
+    if (block_device && entry.device_timeout.count() > 0) {
+      files[device_unit + ".d/50-envcrypt-timeout.conf"] = {
+          "# Generated by envcrypt-generator from " + entry.source +
+              "\n[Unit]\nJobRunningTimeoutSec=" + std::to_string(entry.device_timeout.count()) +
+              "\n",
+          std::nullopt};
+    }
+    // Using /dev/mapper/<name> (a mount, a swap) pulls the attach in, noauto or not.
+    files[systemd_escape("/dev/mapper/" + entry.name, true) + ".device.requires/" + unit] = {
+        "", template_unit};
+    if (!entry.noauto) {
+      files[target + (entry.nofail ? ".wants/" : ".requires/") + unit] = {"", template_unit};
+      (entry.netdev ? any_remote : any_local) = true;
+    }
+  }
+  if (any_local) {
+    files["sysinit.target.wants/envcrypt.target"] = {"", unit_dir / "envcrypt.target"};
+  }
+  if (any_remote) {
+    files["remote-fs.target.wants/envcrypt-remote.target"] = {"",
+                                                              unit_dir / "envcrypt-remote.target"};
+  }
+  return files;
+}
+
+Status write_generated(const std::map<fs::path, GeneratedFile>& files, const fs::path& out_dir) {
+  for (const auto& [relative, file] : files) {
+    const fs::path path = out_dir / relative;
+    std::error_code ec;
+    fs::create_directories(path.parent_path(), ec);
+    if (ec) {
+      return Error(ErrorCode::kIo, path.parent_path().string() + ": " + ec.message());
+    }
+    if (file.symlink_to) {
+      fs::remove(path, ec);
+      fs::create_symlink(*file.symlink_to, path, ec);
+      if (ec) {
+        return Error(ErrorCode::kIo, path.string() + ": " + ec.message());
+      }
+      continue;
+    }
+    std::ofstream out(path, std::ios::trunc);
+    out << file.contents;
+    out.close();
+    if (!out) {
+      return Error(ErrorCode::kIo, path.string() + ": write failed");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace envcrypt

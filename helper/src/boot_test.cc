@@ -1,0 +1,365 @@
+#include "boot.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+namespace envcrypt {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+namespace fs = std::filesystem;
+
+// A system of devices and mappings in memory, with a clock that moves only
+// when attach-all sleeps.
+class FakeActions : public BootActions {
+ public:
+  // Devices present now, and the envcrypt uuid each carries.
+  std::map<fs::path, std::string> devices;
+  // Devices that appear once the clock passes the given time.
+  std::map<fs::path, std::pair<milliseconds, std::string>> late_devices;
+  // Devices whose attach fails, and how.
+  std::map<fs::path, Error> attach_errors;
+  // name -> (device, uuid)
+  std::map<std::string, std::pair<fs::path, std::string>> mappings;
+  std::set<std::string> busy;   // mappings that refuse to detach
+  std::vector<fs::path> links;  // udev's DEVLINKS of the device identified
+  std::vector<std::string> calls;
+  milliseconds clock{0};
+  milliseconds attach_cost{100};
+
+  Result<fs::path> resolve(const TabEntry& entry) override {
+    for (auto it = late_devices.begin(); it != late_devices.end();) {
+      if (clock >= it->second.first) {
+        devices[it->first] = it->second.second;
+        it = late_devices.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (entry.uuid.empty()) {
+      if (devices.contains(entry.device_path)) {
+        return entry.device_path;
+      }
+      return Error(ErrorCode::kNotFound, entry.device_path.string() + " does not exist");
+    }
+    for (const auto& [device, uuid] : devices) {
+      if (uuid == entry.uuid) {
+        return device;
+      }
+    }
+    return Error(ErrorCode::kNotFound, "no device carries envcrypt uuid " + entry.uuid);
+  }
+
+  Result<DeviceIdentity> identify(const fs::path& device) override {
+    DeviceIdentity identity;
+    identity.canonical = device;
+    if (auto it = devices.find(device); it != devices.end()) {
+      identity.uuid = it->second;
+    }
+    identity.links = links;
+    return identity;
+  }
+
+  Result<std::string> mapping_uuid(const std::string& name) override {
+    auto it = mappings.find(name);
+    if (it == mappings.end()) {
+      return Error(ErrorCode::kNotFound, name + ": no such mapping");
+    }
+    return it->second.second;
+  }
+
+  Result<std::optional<std::string>> mapping_of(const fs::path& device) override {
+    for (const auto& [name, mapping] : mappings) {
+      if (mapping.first == device) {
+        return std::optional<std::string>(name);
+      }
+    }
+    return std::optional<std::string>();
+  }
+
+  Status attach(const TabEntry& entry, const fs::path& device) override {
+    calls.push_back("attach " + entry.name + " " + device.string());
+    clock += attach_cost;
+    if (auto it = attach_errors.find(device); it != attach_errors.end()) {
+      return it->second;
+    }
+    mappings[entry.name] = {device, devices[device]};
+    return OkStatus();
+  }
+
+  Status detach(const std::string& name) override {
+    calls.push_back("detach " + name);
+    if (busy.contains(name)) {
+      return Error(ErrorCode::kConflict, name + " is in use");
+    }
+    mappings.erase(name);
+    return OkStatus();
+  }
+
+  std::chrono::steady_clock::time_point now() override {
+    return std::chrono::steady_clock::time_point(clock);
+  }
+  void sleep(milliseconds duration) override { clock += duration; }
+};
+
+constexpr const char* kUuidA = "aaaaaaaa-0000-4000-8000-000000000001";
+constexpr const char* kUuidB = "bbbbbbbb-0000-4000-8000-000000000002";
+constexpr const char* kUuidC = "cccccccc-0000-4000-8000-000000000003";
+constexpr const char* kUuidD = "dddddddd-0000-4000-8000-000000000004";
+
+std::vector<TabEntry> table(const std::string& text) {
+  auto parsed = parse_envcrypttab(text, "/etc/envcrypttab");
+  EXPECT_TRUE(parsed.ok()) << parsed.error().message();
+  return parsed.ok() ? *parsed : std::vector<TabEntry>{};
+}
+
+const DiskResult& disk(const BootReport& report, const std::string& name) {
+  for (const DiskResult& d : report.disks) {
+    if (d.name == name) {
+      return d;
+    }
+  }
+  ADD_FAILURE() << "no result for " << name;
+  static const DiskResult none;
+  return none;
+}
+
+TEST(AttachAll, AttachesThreeAndReportsTheOneWhoseKeyIsDisabled) {
+  FakeActions fake;
+  fake.devices = {
+      {"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}, {"/dev/vdd", kUuidC}, {"/dev/vde", kUuidD}};
+  fake.attach_errors.emplace("/dev/vdd", Error(ErrorCode::kDenied, "CMK key-1 is Disabled"));
+  auto tab = table(std::string("one UUID=") + kUuidA +
+                   "\ntwo /dev/vdc\nthree /dev/vdd\nfour /dev/vde discard\n");
+
+  auto report = attach_all(tab, {}, fake);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(disk(*report, "one").outcome, DiskOutcome::kAttached);
+  EXPECT_EQ(disk(*report, "one").device, "/dev/vdb");
+  EXPECT_EQ(disk(*report, "two").outcome, DiskOutcome::kAttached);
+  EXPECT_EQ(disk(*report, "three").outcome, DiskOutcome::kFailed);
+  EXPECT_EQ(disk(*report, "three").error->message(), "CMK key-1 is Disabled");
+  // The failure does not stop the disk after it.
+  EXPECT_EQ(disk(*report, "four").outcome, DiskOutcome::kAttached);
+  ASSERT_NE(report->first_failure(), nullptr);
+  EXPECT_EQ(report->first_failure()->name, "three");
+  EXPECT_EQ(report->first_failure()->error->code(), ErrorCode::kDenied);
+  EXPECT_EQ(report->summary(), "3 attached, 1 failed");
+  EXPECT_EQ(fake.mappings.size(), 3U);
+}
+
+TEST(AttachAll, MissingNofailDiskDoesNotFailTheRun) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}};
+  auto tab =
+      table("here /dev/vdb\ngone /dev/vdz nofail\nlost UUID=" + std::string(kUuidB) + " nofail\n");
+  auto report = attach_all(tab, {}, fake);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(disk(*report, "gone").outcome, DiskOutcome::kMissing);
+  EXPECT_EQ(disk(*report, "lost").outcome, DiskOutcome::kMissing);
+  EXPECT_EQ(report->first_failure(), nullptr);
+  EXPECT_EQ(report->summary(), "1 attached, 2 missing (2 nofail)");
+}
+
+TEST(AttachAll, MissingDiskWithoutNofailFailsTheRun) {
+  FakeActions fake;
+  auto report = attach_all(table("gone /dev/vdz\n"), {}, fake);
+  ASSERT_TRUE(report.ok());
+  ASSERT_NE(report->first_failure(), nullptr);
+  EXPECT_EQ(report->first_failure()->error->code(), ErrorCode::kNotFound);
+}
+
+TEST(AttachAll, LeavesAttachedDisksAlone) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
+  fake.mappings["one"] = {"/dev/vdb", kUuidA};
+  fake.mappings["by-hand"] = {"/dev/vdc", kUuidB};
+  auto report = attach_all(table("one /dev/vdb\ntwo /dev/vdc\n"), {}, fake);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(disk(*report, "one").outcome, DiskOutcome::kAlreadyAttached);
+  EXPECT_EQ(disk(*report, "two").outcome, DiskOutcome::kAlreadyAttached);
+  EXPECT_EQ(disk(*report, "two").detail, "/dev/mapper/by-hand");
+  EXPECT_TRUE(fake.calls.empty());
+  EXPECT_EQ(report->first_failure(), nullptr);
+}
+
+TEST(AttachAll, NameTakenByAnotherDiskIsAConflict) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}};
+  fake.mappings["one"] = {"/dev/vdx", kUuidB};
+  auto report = attach_all(table("one UUID=" + std::string(kUuidA) + "\n"), {}, fake);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(disk(*report, "one").outcome, DiskOutcome::kFailed);
+  EXPECT_EQ(disk(*report, "one").error->code(), ErrorCode::kConflict);
+}
+
+TEST(AttachAll, WaitsForALateDeviceWithinItsTimeout) {
+  FakeActions fake;
+  fake.late_devices.emplace("/dev/vdb", std::pair{milliseconds(1500), std::string(kUuidA)});
+  auto report = attach_all(table("late /dev/vdb x-systemd.device-timeout=3\n"), {}, fake);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(disk(*report, "late").outcome, DiskOutcome::kAttached);
+  EXPECT_GE(fake.clock, milliseconds(1500));
+  EXPECT_LT(fake.clock, milliseconds(3000));
+}
+
+TEST(AttachAll, GivesUpOnADeviceAfterItsTimeout) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdc", kUuidB}};
+  fake.late_devices.emplace("/dev/vdb", std::pair{milliseconds(60000), std::string(kUuidA)});
+  auto report =
+      attach_all(table("late /dev/vdb x-systemd.device-timeout=2\nnext /dev/vdc\n"), {}, fake);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(disk(*report, "late").outcome, DiskOutcome::kMissing);
+  EXPECT_GE(disk(*report, "late").elapsed, milliseconds(2000));
+  EXPECT_LT(disk(*report, "late").elapsed, milliseconds(2500));
+  EXPECT_EQ(disk(*report, "next").outcome, DiskOutcome::kAttached);
+}
+
+TEST(AttachAll, DoesNotWaitWithoutATimeout) {
+  FakeActions fake;
+  auto report = attach_all(table("gone /dev/vdz nofail\n"), {}, fake);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(fake.clock, milliseconds(0));
+}
+
+TEST(AttachAll, NoautoOnlyWhenNamed) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
+  auto tab = table("auto /dev/vdb\nmanual /dev/vdc noauto\n");
+  auto all = attach_all(tab, {}, fake);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->disks.size(), 1U);
+  EXPECT_EQ(all->disks[0].name, "auto");
+
+  BootSelection named;
+  named.names = {"manual"};
+  auto one = attach_all(tab, named, fake);
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->disks.size(), 1U);
+  EXPECT_EQ(one->disks[0].outcome, DiskOutcome::kAttached);
+
+  named.names = {"nonesuch"};
+  auto bad = attach_all(tab, named, fake);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(bad.error().message(), "no entry named 'nonesuch' in the table");
+}
+
+TEST(AttachAll, DeviceSelectionUsesTheDeviceUdevGave) {
+  FakeActions fake;
+  fake.devices = {{"/dev/loop3", kUuidA}, {"/dev/dm-7", kUuidA}};
+  fake.links = {"/dev/disk/by-id/wwn-1"};
+  auto tab = table("byuuid UUID=" + std::string(kUuidA) +
+                   "\nbylink /dev/disk/by-id/wwn-1\nother /dev/vdq\n");
+  BootSelection selection;
+  selection.device = "/dev/dm-7";
+  auto report = attach_all(tab, selection, fake);
+  ASSERT_TRUE(report.ok());
+  ASSERT_EQ(report->disks.size(), 2U);
+  EXPECT_EQ(fake.calls, std::vector<std::string>{"attach byuuid /dev/dm-7"});
+  // The second entry names the same device, which is mapped by now.
+  EXPECT_EQ(disk(*report, "bylink").outcome, DiskOutcome::kAlreadyAttached);
+  EXPECT_EQ(disk(*report, "bylink").detail, "/dev/mapper/byuuid");
+}
+
+TEST(EntryNamesDevice, ByUuidPathOrLink) {
+  auto tab = table("u UUID=" + std::string(kUuidA) + "\np /dev/vdb\nl /dev/disk/by-id/x\n");
+  DeviceIdentity identity{"/dev/vdb", {"/dev/disk/by-id/x"}, kUuidA};
+  EXPECT_TRUE(entry_names_device(tab[0], "/dev/vdb", identity));
+  EXPECT_TRUE(entry_names_device(tab[1], "/dev/vdb", identity));
+  EXPECT_TRUE(entry_names_device(tab[2], "/dev/vdb", identity));
+  DeviceIdentity other{"/dev/vdc", {}, kUuidB};
+  for (const TabEntry& entry : tab) {
+    EXPECT_FALSE(entry_names_device(entry, "/dev/vdc", other)) << entry.name;
+  }
+}
+
+TEST(DetachAll, ReversesOrderAndReportsBusyDisks) {
+  FakeActions fake;
+  fake.mappings = {
+      {"a", {"/dev/vdb", kUuidA}}, {"b", {"/dev/vdc", kUuidB}}, {"c", {"/dev/vdd", kUuidC}}};
+  fake.busy = {"b"};
+  BootSelection all;
+  all.names = {"a", "b", "c", "d"};
+  auto report = detach_all(table("a /dev/vdb\nb /dev/vdc\nc /dev/vdd\nd /dev/vde\n"), all, fake);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(fake.calls, (std::vector<std::string>{"detach c", "detach b", "detach a"}));
+  EXPECT_EQ(disk(*report, "d").outcome, DiskOutcome::kNotAttached);
+  EXPECT_EQ(disk(*report, "b").outcome, DiskOutcome::kFailed);
+  ASSERT_NE(report->first_failure(), nullptr);
+  EXPECT_EQ(report->first_failure()->error->code(), ErrorCode::kConflict);
+  EXPECT_EQ(report->summary(), "2 detached, 1 not attached, 1 failed");
+}
+
+TEST(EntryForDevice, FirstMatchOrNone) {
+  FakeActions fake;
+  fake.devices = {{"/dev/loop0", kUuidA}};
+  auto tab = table("x /dev/vdb\ny UUID=" + std::string(kUuidA) + "\n");
+  auto found = entry_for_device(tab, "/dev/loop0", fake);
+  ASSERT_TRUE(found.ok());
+  ASSERT_NE(*found, nullptr);
+  EXPECT_EQ((*found)->name, "y");
+  auto none = entry_for_device(tab, "/dev/loop9", fake);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, nullptr);
+}
+
+TEST(SystemdEscape, MatchesSystemdEscape) {
+  // Expected values from systemd-escape(1).
+  EXPECT_EQ(systemd_escape("a-b+c.d", false), "a\\x2db\\x2bc.d");
+  EXPECT_EQ(systemd_escape(".hidden", false), "\\x2ehidden");
+  EXPECT_EQ(systemd_escape("/dev/mapper/data-1", true), "dev-mapper-data\\x2d1");
+  EXPECT_EQ(systemd_escape("/dev//vdb/", true), "dev-vdb");
+  EXPECT_EQ(systemd_escape("/", true), "-");
+  EXPECT_EQ(attach_unit_name("data-1"), "envcrypt-attach@data\\x2d1.service");
+}
+
+TEST(GenerateUnits, OneInstancePerLineWithOrdering) {
+  auto tab = table(
+      "data /dev/vdb\n"
+      "kmip /dev/vdc netdev,x-systemd.device-timeout=30\n"
+      "spare /dev/vdd nofail\n"
+      "manual /srv/manual.img noauto\n");
+  auto files = generate_units(tab, "/etc/envcrypttab", "/lib/systemd/system");
+
+  const auto& data = files.at("envcrypt-attach@data.service.d/50-envcrypttab.conf").contents;
+  EXPECT_NE(data.find("BindsTo=dev-vdb.device\n"), std::string::npos) << data;
+  EXPECT_NE(data.find("Before=local-fs-pre.target\n"), std::string::npos) << data;
+  EXPECT_EQ(data.find("network-online"), std::string::npos) << data;
+
+  const auto& kmip = files.at("envcrypt-attach@kmip.service.d/50-envcrypttab.conf").contents;
+  EXPECT_NE(kmip.find("After=network-online.target\n"), std::string::npos) << kmip;
+  EXPECT_NE(kmip.find("Wants=network-online.target\n"), std::string::npos) << kmip;
+  EXPECT_EQ(kmip.find("local-fs-pre"), std::string::npos) << kmip;
+  EXPECT_NE(files.at("dev-vdc.device.d/50-envcrypt-timeout.conf")
+                .contents.find("JobRunningTimeoutSec=30\n"),
+            std::string::npos);
+
+  const fs::path template_unit = "/lib/systemd/system/envcrypt-attach@.service";
+  EXPECT_EQ(files.at("envcrypt.target.requires/envcrypt-attach@data.service").symlink_to,
+            template_unit);
+  EXPECT_EQ(files.at("envcrypt-remote.target.requires/envcrypt-attach@kmip.service").symlink_to,
+            template_unit);
+  EXPECT_EQ(files.at("envcrypt.target.wants/envcrypt-attach@spare.service").symlink_to,
+            template_unit);
+  EXPECT_TRUE(files.contains("dev-mapper-manual.device.requires/envcrypt-attach@manual.service"));
+  EXPECT_FALSE(files.contains("envcrypt.target.requires/envcrypt-attach@manual.service"));
+  EXPECT_FALSE(files.contains("envcrypt.target.wants/envcrypt-attach@manual.service"));
+  // An image file has no device unit to bind to.
+  EXPECT_EQ(
+      files.at("envcrypt-attach@manual.service.d/50-envcrypttab.conf").contents.find("BindsTo="),
+      std::string::npos);
+  EXPECT_TRUE(files.contains("sysinit.target.wants/envcrypt.target"));
+  EXPECT_TRUE(files.contains("remote-fs.target.wants/envcrypt-remote.target"));
+}
+
+TEST(GenerateUnits, EmptyTableWritesNothing) {
+  EXPECT_TRUE(generate_units({}, "/etc/envcrypttab", "/lib/systemd/system").empty());
+}
+
+}  // namespace
+}  // namespace envcrypt
