@@ -27,7 +27,7 @@ output=$(kmip_pki_make "$WORK" 2>&1) || tap_bail "throwaway PKI made" "openssl s
 kmip_server_start "$WORK" 2>"$WORK/start.err" ||
 	tap_bail "PyKMIP server starts in the guest" "listening on 127.0.0.1" "$(cat "$WORK/start.err")"
 on_exit kmip_server_stop
-tap_ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT inside the guest"
+tap_ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT inside the guest after $KMIP_START_SECONDS s"
 kmip_write_endpoint_config "$WORK" "$WORK/envcrypt.conf" ca client-a
 export ENVCRYPT_CONFIG=$WORK/envcrypt.conf
 

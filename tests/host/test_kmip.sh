@@ -81,7 +81,7 @@ else
 	exit 1
 fi
 if kmip_server_start "$WORK/pki"; then
-	ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT (pid $KMIP_SERVER_PID)"
+	ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT (pid $KMIP_SERVER_PID) after $KMIP_START_SECONDS s"
 else
 	not_ok "start the PyKMIP server"
 	echo "1..$TESTS"
