@@ -167,9 +167,9 @@ Status refuse_existing_data(const Device& device) {
   }
   ENVCRYPT_ASSIGN_OR_RETURN(auto signature, find_signature(device.path));
   if (signature) {
-    return Error(ErrorCode::kConflict,
-                 device.path.string() + ": blkid finds a " + *signature +
-                     " on it; refusing to format (use --force to destroy it)");
+    return Error(ErrorCode::kConflict, device.path.string() +
+                                           ": holds data (blkid finds: " + *signature +
+                                           "); refusing to format (use --force to destroy it)");
   }
   return OkStatus();
 }
@@ -216,6 +216,8 @@ Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
   }
 
   if (options.wipe) {
+    // The table must claim the device, which our O_EXCL open would refuse.
+    device.fd = UniqueFd();
     if (auto wiped = wipe_data_area(header, data_key.plaintext, device, progress); !wiped.ok()) {
       return wiped.error().with_context("formatted (uuid " + uuid_to_string(header.uuid) +
                                         ") but the wipe failed");

@@ -35,6 +35,7 @@ EOF
 
 helper_loop() {
 	local file
+	modprobe loop 2>/dev/null
 	file=$(mktemp "$HELPER_DIR/disk.XXXXXX") || return 1
 	truncate -s "${1}M" "$file" || return 1
 	losetup --find --show "$file"
