@@ -43,8 +43,8 @@ class Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
-  Result(Error error) : state_(std::move(error)) {}    // NOLINT(google-explicit-constructor)
+  Result(T value) : state_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
+  Result(Error error) : state_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   [[nodiscard]] bool ok() const { return std::holds_alternative<T>(state_); }
   explicit operator bool() const { return ok(); }
@@ -71,12 +71,12 @@ inline Status OkStatus() { return Ok{}; }
 }  // namespace envcrypt
 
 // Propagates an error from an expression returning Result<...>.
-#define ENVCRYPT_TRY(expr)                           \
-  do {                                               \
-    auto envcrypt_try_result_ = (expr);              \
-    if (!envcrypt_try_result_.ok()) {                \
-      return envcrypt_try_result_.error();           \
-    }                                                \
+#define ENVCRYPT_TRY(expr)                 \
+  do {                                     \
+    auto envcrypt_try_result_ = (expr);    \
+    if (!envcrypt_try_result_.ok()) {      \
+      return envcrypt_try_result_.error(); \
+    }                                      \
   } while (0)
 
 #define ENVCRYPT_CONCAT_INNER_(a, b) a##b
