@@ -30,7 +30,7 @@ struct Config {
   std::filesystem::path local_dir = "/var/lib/envcrypt/kms";
   std::filesystem::path local_root_key = "/etc/envcrypt/root.key";
   std::map<std::string, KmipEndpoint> kmip_endpoints;  // by name
-  std::filesystem::path source;  // the file read, empty when defaults only
+  std::filesystem::path source;                        // the file read, empty when defaults only
 };
 
 // Reads the configuration: `explicit_path` (from --config) first, else

@@ -25,7 +25,7 @@ std::vector<std::uint8_t> canonical_context(const EncryptionContext& context);
 
 // A DK wrapped under one version of a CMK with AES-256-GCM.
 struct WrappedKey {
-  std::string cmk_uri;       // canonical URI: local://<region>/<key-id> or kmip://host:port/uid
+  std::string cmk_uri;  // canonical URI: local://<region>/<key-id> or kmip://host:port/uid
   std::uint32_t cmk_version = 0;
   std::vector<std::uint8_t> nonce;       // 12 bytes
   std::vector<std::uint8_t> tag;         // 16 bytes
@@ -46,7 +46,7 @@ struct KeyInfo {
   std::string description;
   std::uint32_t primary_version = 1;
   std::uint32_t version_count = 1;
-  std::int64_t created_at = 0;           // unix seconds
+  std::int64_t created_at = 0;                // unix seconds
   std::optional<std::int64_t> deletion_date;  // PendingDeletion only
   bool service_key = false;
 };
