@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -201,6 +202,60 @@ TEST(KmipMessagesTest, ParsesEncryptDecryptAndAttributes) {
   EXPECT_EQ(static_cast<State>(parsed->first("State")->number()), State::kActive);
   EXPECT_EQ(parsed->all("Name").size(), 1U);
   EXPECT_EQ(parsed->first("Initial Date"), nullptr);
+}
+
+// Whatever the server sends, parsing ends in a value or an Error: random
+// mutations of valid responses, decoded and then read by every parser.
+TEST(KmipMessagesTest, MutatedResponsesNeverCrashTheParsers) {
+  const std::vector<Bytes> seeds = {
+      encode(response(
+          Operation::kEncrypt,
+          {Ttlv::enumeration(tag::kResultStatus, 0),
+           Ttlv::structure(
+               tag::kResponsePayload,
+               {Ttlv::text(tag::kUniqueIdentifier, "1"), Ttlv::bytes(tag::kData, Bytes(64, 1)),
+                Ttlv::bytes(tag::kAuthenticatedEncryptionTag, Bytes(16, 2))})})),
+      encode(failure(Operation::kDecrypt, 0x0C, "denied")),
+      encode(response(
+          Operation::kGetAttributes,
+          {Ttlv::enumeration(tag::kResultStatus, 0),
+           Ttlv::structure(
+               tag::kResponsePayload,
+               {Ttlv::text(tag::kUniqueIdentifier, "1"),
+                Ttlv::structure(tag::kAttribute, {Ttlv::text(tag::kAttributeName, "State"),
+                                                  Ttlv::enumeration(tag::kAttributeValue, 2)}),
+                Ttlv::structure(tag::kProtocolVersion,
+                                {Ttlv::integer(tag::kProtocolVersionMajor, 1),
+                                 Ttlv::integer(tag::kProtocolVersionMinor, 4)})})})),
+  };
+  const std::vector<Operation> operations = {Operation::kEncrypt, Operation::kDecrypt,
+                                             Operation::kGetAttributes};
+  std::mt19937 random(4);
+  int parsed = 0;
+  for (int round = 0; round < 30000; ++round) {
+    const std::size_t which = random() % seeds.size();
+    Bytes mutated = seeds[which];
+    for (int edit = 0; edit < 1 + static_cast<int>(random() % 3); ++edit) {
+      mutated[random() % mutated.size()] = static_cast<std::uint8_t>(random());
+    }
+    auto decoded = decode(mutated);
+    if (!decoded.ok()) {
+      continue;
+    }
+    auto payload = response_payload(*decoded, operations[which]);
+    if (!payload.ok()) {
+      EXPECT_FALSE(payload.error().message().empty());
+      continue;
+    }
+    ++parsed;
+    (void)parse_encrypt(*payload);
+    (void)parse_decrypt(*payload);
+    (void)parse_get_attributes(*payload);
+    (void)parse_locate(*payload);
+    (void)parse_unique_identifier(*payload);
+    (void)parse_discover_versions(*payload);
+  }
+  EXPECT_GT(parsed, 0);
 }
 
 }  // namespace
