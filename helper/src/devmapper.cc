@@ -21,6 +21,7 @@ void capture_dm_log(int level, const char* /*file*/, int /*line*/, int /*dm_errn
   char buffer[512];
   va_list args;
   va_start(args, format);
+  // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is right above
   std::vsnprintf(buffer, sizeof(buffer), format, args);
   va_end(args);
   last_dm_error = buffer;
