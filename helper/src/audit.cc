@@ -45,7 +45,9 @@ struct ChainTail {
 };
 
 // The chain continues from the last line (even a torn or unparsable one, so
-// verify() reports it instead of the chain skipping it silently).
+// verify() reports it instead of the chain skipping it silently).  `contents`
+// is the end of the log holding at least its whole last line.  seq stays 0
+// when the last line carries no sequence number.
 ChainTail tail_of(const std::string& contents) {
   ChainTail tail;
   if (contents.empty()) {
@@ -60,9 +62,6 @@ ChainTail tail_of(const std::string& contents) {
   const ordered_json parsed = ordered_json::parse(last, nullptr, false);
   if (parsed.is_object() && parsed.contains("seq") && parsed["seq"].is_number_unsigned()) {
     tail.seq = parsed["seq"].get<std::uint64_t>();
-  } else {
-    tail.seq = static_cast<std::uint64_t>(std::count(contents.begin(), contents.end(), '\n')) +
-               (tail.torn ? 1 : 0);
   }
   return tail;
 }
@@ -79,6 +78,39 @@ Status write_all(int fd, std::string_view data, const std::filesystem::path& pat
     data.remove_prefix(static_cast<std::size_t>(written));
   }
   return OkStatus();
+}
+
+// The end of the log, from the start of its last line on: read backwards
+// in growing chunks, so appending costs the same however long the log is.
+Result<std::string> read_tail(int fd, const std::filesystem::path& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return io_error("stat", path, errno);
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  for (std::size_t chunk = 4096;; chunk *= 4) {
+    const std::size_t start = size > chunk ? size - chunk : 0;
+    std::string tail(size - start, '\0');
+    std::size_t done = 0;
+    while (done < tail.size()) {
+      const ssize_t got =
+          ::pread(fd, tail.data() + done, tail.size() - done, static_cast<off_t>(start + done));
+      if (got < 0 && errno == EINTR) {
+        continue;
+      }
+      if (got <= 0) {
+        return got < 0 ? io_error("read", path, errno)
+                       : Error(ErrorCode::kIo, path.string() + " shrank while being read");
+      }
+      done += static_cast<std::size_t>(got);
+    }
+    // Whole when it starts the file or holds the newline before the last line.
+    const std::size_t last_end =
+        !tail.empty() && tail.back() == '\n' ? tail.size() - 1 : tail.size();
+    if (start == 0 || (last_end > 0 && tail.rfind('\n', last_end - 1) != std::string::npos)) {
+      return tail;
+    }
+  }
 }
 
 std::vector<std::string_view> split_lines(const std::string& contents) {
@@ -175,10 +207,25 @@ Result<AuditLog> AuditLog::open(const std::filesystem::path& path, std::string p
 
 Status AuditLog::append(const AuditEvent& event) {
   ENVCRYPT_ASSIGN_OR_RETURN(const FileLock lock, FileLock::acquire(lock_path_for(path_)));
-  // The whole log is read to find its last line; logs of a host's KMS are
-  // small, and this keeps one code path with verify().
-  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> contents, read_private_file(path_));
-  const ChainTail tail = tail_of(contents.value_or(""));
+  const int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return io_error("open", path_, errno);
+  }
+  Status written = append_line(fd, event);
+  ::close(fd);
+  return written;
+}
+
+Status AuditLog::append_line(int fd, const AuditEvent& event) {
+  ENVCRYPT_TRY(check_private_fd(fd, path_));
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::string end, read_tail(fd, path_));
+  ChainTail tail = tail_of(end);
+  if (tail.seq == 0 && !end.empty()) {
+    // The last line has no sequence number: number on from the line count.
+    ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> whole, read_private_file(path_));
+    tail.seq = static_cast<std::uint64_t>(std::count(whole->begin(), whole->end(), '\n')) +
+               (tail.torn ? 1 : 0);
+  }
 
   ordered_json line;
   line["seq"] = tail.seq + 1;
@@ -199,17 +246,10 @@ Status AuditLog::append(const AuditEvent& event) {
   // which verify() then reports.
   const std::string record = (tail.torn ? "\n" : "") + text + "\n";
 
-  const int fd =
-      ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return io_error("open", path_, errno);
+  ENVCRYPT_TRY(write_all(fd, record, path_));
+  if (::fsync(fd) != 0) {
+    return io_error("fsync", path_, errno);
   }
-  Status written = write_all(fd, record, path_);
-  if (written.ok() && ::fsync(fd) != 0) {
-    written = io_error("fsync", path_, errno);
-  }
-  ::close(fd);
-  ENVCRYPT_TRY(written);
 
   ordered_json head;
   head["seq"] = tail.seq + 1;

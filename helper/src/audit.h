@@ -82,6 +82,9 @@ class AuditLog {
   AuditLog(std::filesystem::path path, std::string principal, std::function<std::int64_t()> clock)
       : path_(std::move(path)), principal_(std::move(principal)), clock_(std::move(clock)) {}
 
+  // Appends under the lock, to the log open as `fd`.
+  Status append_line(int fd, const AuditEvent& event);
+
   std::filesystem::path path_;
   std::string principal_;
   std::function<std::int64_t()> clock_;

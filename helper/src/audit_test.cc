@@ -192,6 +192,25 @@ TEST_F(AuditTest, ATornLastLineIsReportedAndTheChainContinues) {
   EXPECT_EQ(report.first_bad_line, 6U);
 }
 
+TEST_F(AuditTest, LinesLongerThanAReadChunkChainCorrectly) {
+  const EncryptionContext big = {{"disk_uuid", "disk-3"}, {"note", std::string(20000, 'x')}};
+  ASSERT_TRUE(log_->append({"Decrypt", "key-c", 1, big, "ok", {}}).ok());
+  ASSERT_TRUE(log_->append({"Decrypt", "key-c", 1, big, "ok", {}}).ok());
+  const AuditVerification report = verify();
+  EXPECT_TRUE(report.intact) << report.problem;
+  EXPECT_EQ(report.lines, 7U);
+}
+
+TEST_F(AuditTest, AnUnnumberedLastLineIsCountedAndReported) {
+  std::vector<std::string> lines = read_lines(path());
+  lines[4] = "{}";
+  write_lines(path(), lines);
+  ASSERT_TRUE(log_->append({"Decrypt", "key-b", 1, {}, "ok", {}}).ok());
+  const std::vector<AuditRecord> records = log_->query({}).value();
+  EXPECT_EQ(records.back().seq, 6U);
+  EXPECT_EQ(verify().first_bad_line, 5U);
+}
+
 TEST(AuditTime, Rfc3339RoundTripAndRefusals) {
   EXPECT_EQ(format_rfc3339(kStart), "2027-01-15T08:00:00Z");
   EXPECT_EQ(parse_rfc3339("2027-01-15T08:00:00Z").value(), kStart);

@@ -102,6 +102,14 @@ Status check_private(const std::filesystem::path& path) {
   return check_private_stat(path, st);
 }
 
+Status check_private_fd(int fd, const std::filesystem::path& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return io_error("stat", path, errno);
+  }
+  return check_private_stat(path, st);
+}
+
 Status ensure_private_directory(const std::filesystem::path& dir) {
   if (dir.empty()) {
     return Error(ErrorCode::kUsage, "keystore directory is not set");

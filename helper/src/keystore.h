@@ -20,6 +20,9 @@ namespace envcrypt {
 // Refuses a path that is group/world accessible or not owned by this user:
 // ErrorCode::kDenied, "<path> has mode 0644; refusing ...".
 Status check_private(const std::filesystem::path& path);
+// The same check on an open descriptor (fstat), so the file checked is the
+// file read; `path` only names it in the message.
+Status check_private_fd(int fd, const std::filesystem::path& path);
 
 // Creates `dir` and any missing parents with mode 0700, or checks that an
 // existing `dir` is private.

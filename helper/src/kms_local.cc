@@ -337,7 +337,7 @@ Result<SecretBytes> read_root_key(const std::filesystem::path& path, int fd) {
   if (!S_ISREG(st.st_mode)) {
     return Error(ErrorCode::kIo, "root key " + path.string() + " is not a regular file");
   }
-  ENVCRYPT_TRY(check_private(path));
+  ENVCRYPT_TRY(check_private_fd(fd, path));
   if (st.st_size != static_cast<off_t>(kAes256KeySize)) {
     return Error(ErrorCode::kCorruptHeader, "root key " + path.string() + " must be exactly 32 " +
                                                 "bytes, it has " + std::to_string(st.st_size));
