@@ -10,7 +10,7 @@
 #   ok 1 - test_x.sh                        exit 0
 #   not ok 2 - test_y.sh                    exit 1 (or anything else)
 #   ok 3 - test_z.sh # SKIP <reason>        exit 4; reason = its "SKIP: " line
-#   not ok 4 - test_w.sh # TIMEOUT 300 seconds
+#   not ok 4 - test_w.sh # TIMEOUT 600 seconds     killed at the time limit
 #
 # Each test's full output is also kept in $ENVCRYPT_OUT/logs/<test>.log.
 # Exit status: 0 if no test failed, else 1.
