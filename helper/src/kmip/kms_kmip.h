@@ -16,7 +16,9 @@ namespace envcrypt {
 // Opens a KMIP backend for one configured endpoint.  No connection is made
 // until the first operation.  The server identifies the client by its
 // certificate, so there is no principal argument.  supports(uri) answers true
-// for kmip://<host>:<port>/<uid> URIs naming this endpoint's host and port.
+// for kmip://<host>:<port>/<uid> URIs naming this endpoint's host and port
+// (and for kmip://<endpoint name>/<uid>); the URIs it returns are always the
+// host:port form.  Key references may also be a bare uid or alias/<Name>.
 Result<std::unique_ptr<KmsBackend>> open_kmip_kms(const KmipEndpoint& endpoint);
 
 }  // namespace envcrypt
