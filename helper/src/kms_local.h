@@ -79,6 +79,8 @@ struct ImportMaterialRequest {
   std::optional<std::int64_t> material_expires_at;  // unix seconds
 };
 
+// One LocalKms per thread: processes and threads share a keystore through
+// its file locks, but one object is not to be used from two threads at once.
 class LocalKms final : public KmsBackend {
  public:
   // Prefer open_local_kms(); this is for callers that need the local-only
