@@ -3,7 +3,8 @@
 # from bash:  . "$ENVCRYPT_TOP/selftests/lib/guest.sh"
 #
 # Set-up
-#   start_udevd                 start systemd-udevd once and settle (bounded),
+#   start_udevd                 start systemd-udevd once (in its own session
+#                               keyring) and settle (bounded),
 #                               so dmsetup/cryptsetup get /dev/mapper nodes
 #   load_envcrypt               insmod build/kmod/$ENVCRYPT_KVER/dm-envcrypt.ko
 #                               (after dm-mod) unless the target is registered
@@ -137,11 +138,20 @@ on_exit() {
 
 start_udevd() {
 	if ! [ -S /run/udev/control ]; then
-		/lib/systemd/systemd-udevd --daemon || return 1
+		# udevd outlives the test that starts it: give it an empty session
+		# keyring of its own, or it keeps that test's keys alive.
+		# (Its stdio goes to a file: the daemon may keep it open.)
+		if ! keyctl session - /lib/systemd/systemd-udevd --daemon >/tmp/udevd.start 2>&1; then
+			cat /tmp/udevd.start >&2
+			return 1
+		fi
 		local tries=0
 		until [ -S /run/udev/control ]; do
 			tries=$((tries + 1))
-			[ "$tries" -lt 100 ] || return 1
+			[ "$tries" -lt 100 ] || {
+				echo "start_udevd: no /run/udev/control after 10 s" >&2
+				return 1
+			}
 			sleep 0.1
 		done
 		udevadm trigger --action=add --subsystem-match=block
