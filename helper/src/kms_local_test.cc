@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -502,7 +503,15 @@ TEST_F(LocalKmsTest, SigkillDuringKeyCreationLeavesAUsableKeystore) {
   const DataKey data_key = generate_data_key(*kms, "alias/acs/ecs", kContext, 64).value();
   std::mt19937 random(4242);
   std::size_t last_count = 1;
-  for (int round = 0; round < 15; ++round) {
+  // Kill delays scale with how long one creation takes on this machine;
+  // rounds go on until the writers have made progress.
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(kms->create_key({}).ok());
+  const auto one_create = std::chrono::duration_cast<std::chrono::microseconds>(
+                              std::chrono::steady_clock::now() - started)
+                              .count();
+  last_count = 2;
+  for (int round = 0; round < 200 && (round < 15 || last_count <= 6); ++round) {
     const pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
@@ -513,7 +522,8 @@ TEST_F(LocalKmsTest, SigkillDuringKeyCreationLeavesAUsableKeystore) {
         }
       }
     }
-    ::usleep(std::uniform_int_distribution<useconds_t>(0, 80000)(random));
+    ::usleep(std::uniform_int_distribution<useconds_t>(
+        0, static_cast<useconds_t>(20000 + 6 * one_create))(random));
     ASSERT_EQ(::kill(child, SIGKILL), 0);
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
@@ -524,7 +534,7 @@ TEST_F(LocalKmsTest, SigkillDuringKeyCreationLeavesAUsableKeystore) {
     last_count = keys->size();
     EXPECT_TRUE(kms->decrypt(data_key.wrapped, kContext).ok());
   }
-  EXPECT_GT(last_count, 5U) << "the writers made too little progress to test anything";
+  EXPECT_GT(last_count, 6U) << "the writers made too little progress to test anything";
 }
 
 // ----- rotation (issue 5) -----
