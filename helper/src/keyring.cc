@@ -28,12 +28,13 @@ void ThreadLogonKey::remove() {
   if (serial_ <= 0) {
     return;
   }
-  // Revoke first: from then on nobody can use the payload, even if the
-  // garbage collector has not run yet.  Invalidate frees it; unlink drops
-  // the thread keyring's link in case invalidation is refused.
-  (void)keyctl_revoke(serial_);
-  (void)keyctl_invalidate(serial_);
-  (void)keyctl_unlink(serial_, KEY_SPEC_THREAD_KEYRING);
+  // Invalidate unlinks the key from every keyring and has the garbage
+  // collector free it at once.  Should it be refused, revoking still makes
+  // the payload unusable, and unlinking drops the thread keyring's link.
+  if (keyctl_invalidate(serial_) != 0) {
+    (void)keyctl_revoke(serial_);
+    (void)keyctl_unlink(serial_, KEY_SPEC_THREAD_KEYRING);
+  }
   serial_ = 0;
 }
 

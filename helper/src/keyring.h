@@ -1,7 +1,7 @@
 // The data key's only way into the kernel: a `logon` key (unreadable from
 // user space) in this thread's keyring, where request_key() finds it while
 // this thread loads the device-mapper table, and where no other process can
-// reach it.  It is revoked, invalidated and unlinked as soon as the load
+// reach it.  It is invalidated (freed and unlinked) as soon as the load
 // returns, whatever the outcome.
 #pragma once
 
