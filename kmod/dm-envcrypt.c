@@ -915,6 +915,12 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 
 	ti->num_flush_bios = 1;
 	ti->num_discard_bios = ec->allow_discards ? 1 : 0;
+	/*
+	 * Writes are submitted with dm_submit_bio_remap(), which starts the
+	 * accounting; dm core must not touch a bio we own after map returns,
+	 * as a write that fails before submission is already completed.
+	 */
+	ti->accounts_remapped_io = true;
 	return 0;
 
 bad:
