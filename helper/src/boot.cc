@@ -64,6 +64,11 @@ class SystemBootActions : public BootActions {
       if (!fs::exists(entry.device_path, ec)) {
         return Error(ErrorCode::kNotFound, entry.device_path.string() + " does not exist");
       }
+      // An unbound loop device or an empty drive has a node but no disk yet.
+      if (fs::is_block_file(entry.device_path, ec) &&
+          read_sysfs(sys_block_of(entry.device_path) / "size") == "0") {
+        return Error(ErrorCode::kNotFound, entry.device_path.string() + " has no medium (size 0)");
+      }
       return entry.device_path;
     }
     // udev's link, unless it points at a device that others are built on.
