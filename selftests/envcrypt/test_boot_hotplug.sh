@@ -49,11 +49,11 @@ now_ms() {
 	echo $(($(date +%s%N) / 1000000))
 }
 
-# Waits until "test $1 $2" holds, at most BOUND_MS; prints the ms it took.
+# Waits until "test ARGS..." holds, at most BOUND_MS; prints the ms it took.
 wait_for() {
 	local start elapsed
 	start=$(now_ms)
-	while ! test "$1" "$2"; do
+	while ! test "$@"; do
 		elapsed=$(($(now_ms) - start))
 		[ "$elapsed" -lt "$BOUND_MS" ] || { echo "$elapsed"; return 1; }
 		sleep 0.02
@@ -157,9 +157,11 @@ scsi_disk=$(scsi_add)
 [ -b "$scsi_disk" ] || tap_bail "scsi_debug disk appears" "a /dev/sdX" "'$scsi_disk'"
 "$ENVCTL" format "$scsi_disk" >/dev/null || tap_bail "format the SCSI disk" "exit 0" "failed"
 scsi_uuid=$(uuid_of "$scsi_disk")
-echo "scsi     UUID=$scsi_uuid" >>"$TAB"
 echo 1 >"/sys/block/${scsi_disk#/dev/}/device/delete"
 udevadm settle --timeout=60
+# Listed only now, so that the first appearance (to format it) attached nothing.
+echo "scsi     UUID=$scsi_uuid" >>"$TAB"
+expect_eq "nothing attached before the SCSI disk is listed" "" "$(mappings)"
 start=$(now_ms)
 scsi_disk=$(scsi_add)
 if waited=$(wait_for -b /dev/mapper/scsi); then
@@ -177,7 +179,7 @@ if waited=$(wait_for ! -e /dev/mapper/scsi); then
 	tap_ok "the SCSI disk deleted while attached leaves no mapping ($waited ms)"
 else
 	tap_fail "the SCSI disk deleted while attached leaves no mapping within ${BOUND_MS} ms" \
-		"no /dev/mapper/scsi" "$(dmsetup info scsi 2>&1 | head -n 3)"
+		"no /dev/mapper/scsi" "$(ls -l /dev/mapper; dmsetup info scsi 2>&1 | head -n 3)"
 fi
 udevadm settle --timeout=60
 expect_eq "no stale dm device after the removal" "" "$(mappings)"
@@ -200,6 +202,7 @@ expect_succeeds "detach-all detaches it" "$ENVCTL" detach-all --tab "$TAB"
 losetup -d "$path_loop"
 udevadm settle --timeout=60
 expect_eq "no mapping left" "" "$(mappings)"
+sed -i '/^bypath /d' "$TAB"  # its loop device number is free for the next disk
 
 # Identified but not attached: unlisted, and netdev (waits for the network).
 other_img=$(new_image other 32)
