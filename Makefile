@@ -43,13 +43,21 @@ helper:
 	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null
 	cmake --build $(BUILD)/helper -j$$(nproc)
 
-check: kmod-matrix helper
+check: deps
+	$(MAKE) kmod-matrix helper
+	$(TOP)/scripts/check.sh $(KERNELS)
+
+check-only: kmod-matrix helper
 	$(TOP)/scripts/check.sh $(KERNELS)
 
 lint:
 	$(TOP)/scripts/lint.sh
 
-demo: kmod-matrix helper
+demo: deps
+	$(MAKE) kmod-matrix helper
+	$(TOP)/scripts/demo.sh
+
+demo-only: kmod-matrix helper
 	$(TOP)/scripts/demo.sh
 
 bench: kmod-matrix helper
@@ -62,26 +70,72 @@ DKMS_NAME := dm-envcrypt
 DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(TOP)/kmod/dkms.conf)
 DKMS_SRC := /usr/src/$(DKMS_NAME)-$(DKMS_VERSION)
 
-# Installs the helper and registers the module source with DKMS, which
-# builds it for the installed kernels and again on every kernel upgrade.
-# With DESTDIR (packaging), files are only staged; DKMS is left to the
-# package's postinst.
+# Where install puts things.  udev and systemd read only their own
+# directories, so rules, units and the generator do not follow PREFIX.
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/envcrypt
+SYSCONFDIR ?= /etc
+UDEVRULESDIR ?= /lib/udev/rules.d
+SYSTEMDUNITDIR ?= /lib/systemd/system
+SYSTEMDGENERATORDIR ?= /lib/systemd/system-generators
+SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@UNITDIR@|$(SYSTEMDUNITDIR)|g'
+UNITS := envcrypt-attach@.service envcrypt.target envcrypt-remote.target
+
+# Installs the helper, its man page, udev rules, systemd units and
+# generator, documentation and examples (an existing /etc/envcrypttab or
+# envcrypt.conf is never overwritten), and registers the module source with
+# DKMS, which builds it for the installed kernels and again on every kernel
+# upgrade.  With DESTDIR (packaging), files are only staged; DKMS and the
+# udev/systemd reloads are left to the package's postinst.
 install: helper
-	install -D -m 0755 $(BUILD)/envcryptctl $(DESTDIR)$(PREFIX)/sbin/envcryptctl
+	install -D -m 0755 $(BUILD)/envcryptctl $(DESTDIR)$(SBINDIR)/envcryptctl
+	if [ -f $(TOP)/Documentation/admin-guide/envcryptctl.8 ]; then \
+		install -D -m 0644 $(TOP)/Documentation/admin-guide/envcryptctl.8 $(DESTDIR)$(MANDIR)/man8/envcryptctl.8; \
+	fi
+	install -d $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSTEMDGENERATORDIR)
+	$(SUBST) $(TOP)/helper/udev/61-envcrypt.rules >$(DESTDIR)$(UDEVRULESDIR)/61-envcrypt.rules
+	chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/61-envcrypt.rules
+	for unit in $(UNITS); do \
+		$(SUBST) $(TOP)/helper/systemd/$$unit >$(DESTDIR)$(SYSTEMDUNITDIR)/$$unit && \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit || exit 1; \
+	done
+	$(SUBST) $(TOP)/helper/systemd/envcrypt-generator >$(DESTDIR)$(SYSTEMDGENERATORDIR)/envcrypt-generator
+	chmod 0755 $(DESTDIR)$(SYSTEMDGENERATORDIR)/envcrypt-generator
+	install -D -m 0644 $(TOP)/helper/examples/envcrypt.conf $(DESTDIR)$(DOCDIR)/examples/envcrypt.conf
+	install -D -m 0644 $(TOP)/helper/examples/envcrypttab $(DESTDIR)$(DOCDIR)/examples/envcrypttab
+	install -m 0644 $(wildcard $(TOP)/Documentation/admin-guide/*.rst) $(DESTDIR)$(DOCDIR)/
+	[ -e $(DESTDIR)$(SYSCONFDIR)/envcrypttab ] || \
+		install -D -m 0644 $(TOP)/helper/examples/envcrypttab $(DESTDIR)$(SYSCONFDIR)/envcrypttab
+	[ -e $(DESTDIR)$(SYSCONFDIR)/envcrypt/envcrypt.conf ] || \
+		install -D -m 0644 $(TOP)/helper/examples/envcrypt.conf $(DESTDIR)$(SYSCONFDIR)/envcrypt/envcrypt.conf
 	install -d $(DESTDIR)$(DKMS_SRC)
 	install -m 0644 $(TOP)/kmod/dm-envcrypt.c $(TOP)/kmod/compat.h $(TOP)/kmod/Kbuild \
 		$(TOP)/kmod/Makefile $(TOP)/kmod/dkms.conf $(DESTDIR)$(DKMS_SRC)/
+	if [ -z "$(DESTDIR)" ]; then \
+		udevadm control --reload 2>/dev/null || true; \
+		systemctl daemon-reload 2>/dev/null || true; \
+	fi
 	if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null; then \
 		dkms add $(DKMS_NAME)/$(DKMS_VERSION) 2>/dev/null || true; \
 		dkms build $(DKMS_NAME)/$(DKMS_VERSION) && dkms install $(DKMS_NAME)/$(DKMS_VERSION); \
 	fi
 
+# Removes what install put there, except /etc/envcrypttab and
+# /etc/envcrypt/ (the administrator's, like dpkg's conffiles, and the local
+# KMS root key lives there), and unregisters the module from DKMS.
 uninstall:
 	if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null; then \
 		dkms remove $(DKMS_NAME)/$(DKMS_VERSION) --all 2>/dev/null || true; \
 	fi
-	rm -f $(DESTDIR)$(PREFIX)/sbin/envcryptctl
-	rm -rf $(DESTDIR)$(DKMS_SRC)
+	rm -f $(DESTDIR)$(SBINDIR)/envcryptctl $(DESTDIR)$(MANDIR)/man8/envcryptctl.8
+	rm -f $(DESTDIR)$(UDEVRULESDIR)/61-envcrypt.rules $(DESTDIR)$(SYSTEMDGENERATORDIR)/envcrypt-generator
+	rm -f $(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(UNITS))
+	rm -rf $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DKMS_SRC)
+	if [ -z "$(DESTDIR)" ]; then \
+		udevadm control --reload 2>/dev/null || true; \
+		systemctl daemon-reload 2>/dev/null || true; \
+	fi
 
 clean:
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean
