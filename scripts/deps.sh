@@ -57,7 +57,7 @@ if [ -z "$img61" ] || [ -z "$img612" ]; then
 	img61=$(flavour_of 'bookworm-security|bookworm/main')
 	img612=$(flavour_of 'bookworm-backports')
 fi
-KERNELS="$img61 ${img61%-amd64}-amd64 $img612"
+KERNELS="$img61 $img612"
 for img in $img61 $img612; do
 	KERNELS="$KERNELS linux-headers-${img#linux-image-}"
 done
