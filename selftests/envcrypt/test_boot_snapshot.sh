@@ -87,12 +87,12 @@ for name in copy snap disk; do
 done
 expect_succeeds "kms disable-key alias/snap-test" "$ENVCTL" kms disable-key alias/snap-test
 for what in "disk /dev/mapper/vol" "snap /dev/mapper/vol-snap" "copy $copy"; do
-	set -- $what
-	out=$("$ENVCTL" attach "$2" "$1" 2>&1)
+	read -r name device <<<"$what"
+	out=$("$ENVCTL" attach "$device" "$name" 2>&1)
 	status=$?
-	expect_eq "after disable-key, $1 does not attach: exit 4 ($out)" 4 "$status"
+	expect_eq "after disable-key, $name does not attach: exit 4 ($out)" 4 "$status"
 	expect_match "and the reason is the disabled CMK" "[Dd]isabled" "$out"
-	expect_fails "verify refuses $1" "$ENVCTL" verify "$2"
+	expect_fails "verify refuses $name" "$ENVCTL" verify "$device"
 done
 expect_eq "no mapping of any of them" "" "$(dmsetup ls --target envcrypt | awk '$1 != "No"')"
 tap_done
