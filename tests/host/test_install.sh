@@ -7,10 +7,12 @@
 #  - the staged generator's units match what envcryptctl generate-units makes;
 #  - uninstall removes everything but the administrator's /etc files;
 #  - "dkms add" + "dkms build" of the staged module source for each kernel of
-#    the matrix, in a private DKMS tree (the host's /var/lib/dkms and
-#    /lib/modules are not touched; "dkms install" is not run because these
-#    build machines' kernel has no module support), gives a dm-envcrypt.ko
-#    whose vermagic names that kernel.
+#    the matrix, in a private DKMS tree (the host's /lib/modules is not
+#    touched; "dkms install" is not run because these build machines' kernel
+#    has no module support), gives a dm-envcrypt.ko whose vermagic names that
+#    kernel.  dkms signs what it builds: on its first build on a host it
+#    creates its signing key /var/lib/dkms/mok.{key,pub}, as any DKMS
+#    install would (its signing settings come only from /etc/dkms).
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/envcrypt-install.XXXXXX")
