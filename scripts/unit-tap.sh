@@ -28,13 +28,24 @@ except (OSError, ValueError) as err:
     print("".join("# " + l for l in open(log, errors="replace").readlines()[-40:]))
     sys.exit(1)
 tests = [(s["name"], t) for s in report["testsuites"] for t in s["testsuite"]]
+
+# GoogleTest's JSON has no skip message; its text log has it on the line
+# after "<file>:<line>: Skipped", between the test's RUN and SKIPPED lines.
+skip_reasons = {}
+current = None
+lines = open(log, errors="replace").read().splitlines()
+for i, line in enumerate(lines):
+    if line.startswith("[ RUN      ] "):
+        current = line[13:].strip()
+    elif current and line.endswith(": Skipped") and i + 1 < len(lines):
+        skip_reasons[current] = lines[i + 1].strip()
 print(f"1..{len(tests)}")
 failed = 0
 for n, (suite, t) in enumerate(tests, 1):
     name = f"{suite}.{t['name']}"
     if t.get("result") == "SKIPPED" or t.get("status") == "NOTRUN":
-        why = "; ".join(f.get("failure", "").splitlines()[0] for f in t.get("skipped", []) or [])
-        print(f"ok {n} - {name} # SKIP {why or 'skipped by the test'}")
+        why = skip_reasons.get(name, "the test gave no reason")
+        print(f"ok {n} - {name} # SKIP {why}")
     elif t.get("failures"):
         failed += 1
         print(f"not ok {n} - {name}")
