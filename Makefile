@@ -23,7 +23,7 @@ KERNELS ?= $(shell $(TOP)/scripts/kernels.sh)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all kmod kmod-matrix helper check demo bench deps lint install uninstall clean
+.PHONY: all kmod kmod-matrix helper check check-only demo demo-only bench deps lint install uninstall clean
 
 all: kmod helper
 
@@ -43,9 +43,10 @@ helper:
 	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null
 	cmake --build $(BUILD)/helper -j$$(nproc)
 
+# deps first, then a sub-make: KERNELS must be read after the kernels of
+# the matrix are installed.
 check: deps
-	$(MAKE) kmod-matrix helper
-	$(TOP)/scripts/check.sh $(KERNELS)
+	$(MAKE) check-only
 
 check-only: kmod-matrix helper
 	$(TOP)/scripts/check.sh $(KERNELS)
@@ -54,8 +55,7 @@ lint:
 	$(TOP)/scripts/lint.sh
 
 demo: deps
-	$(MAKE) kmod-matrix helper
-	$(TOP)/scripts/demo.sh
+	$(MAKE) demo-only
 
 demo-only: kmod-matrix helper
 	$(TOP)/scripts/demo.sh
