@@ -8,7 +8,8 @@
 #
 # Environment: BENCH_RUNS (default 3), BENCH_RUNTIME seconds per job
 # (default 5), BENCH_DEVICES (default "brd virtio"), BENCH_DISK (the virtio
-# disk, default /dev/vda), BENCH_CONFIGS (default all four).
+# disk, default /dev/vda), BENCH_CONFIGS (default all four), BENCH_PROBE_DIR
+# (where <kver>/xtsbench.ko is, default build/bench/mod).
 set -u
 . "$ENVCRYPT_TOP/selftests/lib/guest.sh"
 
@@ -81,7 +82,7 @@ run_fio() { # run_fio <device> <job> <output>
 }
 
 measure_crypto() {
-	local ko=$ENVCRYPT_TOP/build/bench/mod/$ENVCRYPT_KVER/xtsbench.ko
+	local ko=${BENCH_PROBE_DIR:-$ENVCRYPT_TOP/build/bench/mod}/$ENVCRYPT_KVER/xtsbench.ko
 	grep -q '^xtsbench ' /proc/modules && rmmod xtsbench
 	insmod "$ko" unit=4096 millis=3000 || die "cannot load $ko"
 	dmesg | grep 'xtsbench:' | tail -n 1 >"$OUT/xtsbench.txt"

@@ -212,7 +212,7 @@ def main():
         rows += krows
         md += markdown(kver, krows, samples, crypto)
     with open(f"{bench_dir}/results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     with open(f"{bench_dir}/results.md", "w") as f:

@@ -10,6 +10,9 @@
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${BENCH_OUT:-$TOP/build/bench}
+# The probe modules live in one place whatever BENCH_OUT says: the guest
+# script finds them through BENCH_PROBE_DIR.
+PROBE_DIR=$TOP/build/bench/mod
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
 if [ "${1:-}" = --quick ]; then
@@ -23,7 +26,7 @@ build_probe() { # the crypto speed module for each kernel
 	local k=$1
 	make -s -C "/lib/modules/$k/build" M="$TOP/bench/xtsbench" W=1 clean >/dev/null &&
 		make -s -C "/lib/modules/$k/build" M="$TOP/bench/xtsbench" W=1 modules &&
-		mkdir -p "$OUT/mod/$k" && cp "$TOP/bench/xtsbench/xtsbench.ko" "$OUT/mod/$k/"
+		mkdir -p "$PROBE_DIR/$k" && cp "$TOP/bench/xtsbench/xtsbench.ko" "$PROBE_DIR/$k/"
 }
 
 status=0
@@ -38,7 +41,8 @@ for k in "$@"; do
 	started=$SECONDS
 	if ! "$TOP/selftests/vm-run.sh" --kernel "$k" --out "$OUT/$k" --disk "$disk" \
 		--mem 2048 --cpus 2 --timeout 7200 -- \
-		env BENCH_RUNS="$RUNS" BENCH_RUNTIME="$RUNTIME" "$TOP/bench/guest-bench.sh"; then
+		env BENCH_RUNS="$RUNS" BENCH_RUNTIME="$RUNTIME" BENCH_PROBE_DIR="$PROBE_DIR" \
+		"$TOP/bench/guest-bench.sh"; then
 		echo "bench: $k: the guest run failed (see $OUT/$k/output.txt)" >&2
 		status=1
 	fi
