@@ -93,6 +93,7 @@ class SystemBootActions : public BootActions {
     auto header = read_volume_header(device, std::nullopt);
     if (header.ok()) {
       identity.uuid = uuid_to_string(header->header.uuid);
+      identity.cmk_uri = header->header.wrapped.cmk_uri;
     }
     return identity;
   }

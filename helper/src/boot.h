@@ -60,6 +60,7 @@ struct DeviceIdentity {
   std::filesystem::path canonical;           // symlinks resolved
   std::vector<std::filesystem::path> links;  // other names (udev's DEVLINKS)
   std::string uuid;                          // envcrypt header uuid, empty if none
+  std::string cmk_uri;                       // the CMK that wraps its data key, if any
 };
 
 // Whether `entry` names the device: by UUID=, by its path, or by one of its links.

@@ -6,6 +6,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "auto_attach.h"
 #include "boot.h"
 #include "crypttab.h"
 
@@ -29,6 +30,23 @@ Result<std::vector<TabEntry>> read_table(const BootArgs& args) {
       args.tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(args.tab));
   // Without an envcrypttab there is simply nothing to attach at boot.
   return load_envcrypttab(path, path == kDefaultTabPath);
+}
+
+Result<bool> auto_attach_enabled(const BootCommandHooks& hooks) {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, hooks.registry());
+  return registry->config().boot.auto_attach;
+}
+
+// The table, plus the implicit entries of auto-attached disks that --name
+// asks for (auto_attach.h).
+Result<std::vector<TabEntry>> read_table_for_names(const BootArgs& args,
+                                                   const BootCommandHooks& hooks) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args));
+  ENVCRYPT_ASSIGN_OR_RETURN(bool auto_attach, auto_attach_enabled(hooks));
+  if (auto_attach) {
+    add_auto_entries(table, args.names);
+  }
+  return table;
 }
 
 std::string seconds_text(std::chrono::milliseconds elapsed) {
@@ -118,8 +136,15 @@ Status tab_match(const BootArgs& args, const BootCommandHooks& hooks) {
   ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args));
   auto actions = system_boot_actions(hooks.registry);
   ENVCRYPT_ASSIGN_OR_RETURN(const TabEntry* entry, entry_for_device(table, args.device, *actions));
+  std::optional<TabEntry> implicit;
   if (entry == nullptr) {
-    return Error(ErrorCode::kNotFound, "no envcrypttab entry names it");
+    ENVCRYPT_ASSIGN_OR_RETURN(bool auto_attach, auto_attach_enabled(hooks));
+    ENVCRYPT_ASSIGN_OR_RETURN(DeviceIdentity identity, actions->identify(args.device));
+    if (!auto_attach || identity.uuid.empty()) {
+      return Error(ErrorCode::kNotFound, "no envcrypttab entry names it");
+    }
+    implicit = auto_entry(identity.uuid, identity.cmk_uri);
+    entry = &*implicit;
   }
   *hooks.out << "ENVCRYPT_NAME=" << entry->name << '\n'
              << "ENVCRYPT_UNIT=" << attach_unit_name(entry->name) << '\n'
@@ -145,7 +170,7 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
                              "only the entries naming this device, attached from it (udev)");
   attach_command->callback([args, hooks] {
     hooks.select("attach-all", [args, hooks]() -> Status {
-      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(*args));
+      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table_for_names(*args, hooks));
       auto actions = system_boot_actions(hooks.registry);
       ENVCRYPT_ASSIGN_OR_RETURN(BootReport result,
                                 attach_all(table, selection_of(*args), *actions));
@@ -159,7 +184,7 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
   detach_command->add_option("--name", args->names, "only this entry (repeatable)");
   detach_command->callback([args, hooks] {
     hooks.select("detach-all", [args, hooks]() -> Status {
-      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(*args));
+      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table_for_names(*args, hooks));
       auto actions = system_boot_actions(hooks.registry);
       BootSelection selection;
       selection.names = args->names;

@@ -175,8 +175,8 @@ TEST(AttachAll, MissingDiskWithoutNofailFailsTheRun) {
 TEST(AttachAll, LeavesAttachedDisksAlone) {
   FakeActions fake;
   fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
-  fake.mappings["one"] = {"/dev/vdb", kUuidA};
-  fake.mappings["by-hand"] = {"/dev/vdc", kUuidB};
+  fake.mappings["one"] = {"/dev/vdb", kUuidA, ""};
+  fake.mappings["by-hand"] = {"/dev/vdc", kUuidB, ""};
   auto report = attach_all(table("one /dev/vdb\ntwo /dev/vdc\n"), {}, fake);
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(disk(*report, "one").outcome, DiskOutcome::kAlreadyAttached);

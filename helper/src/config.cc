@@ -82,6 +82,13 @@ class TableReader {
     return value->get();
   }
 
+  Result<bool> boolean(std::string_view key, const toml::node& node) const {
+    if (const auto* value = node.as_boolean()) {
+      return value->get();
+    }
+    return error(key, "expected true or false, got " + std::string(type_name(node)));
+  }
+
   Result<const toml::table*> table(std::string_view key, const toml::node& node) const {
     if (const auto* value = node.as_table()) {
       return value;
@@ -161,6 +168,19 @@ Status parse_kms(const toml::table& kms, const std::filesystem::path& source, Co
   return OkStatus();
 }
 
+Status parse_boot(const toml::table& boot, const std::filesystem::path& source, Config& config) {
+  TableReader reader(source, "boot");
+  for (const auto& [key, node] : boot) {
+    const std::string_view k = key.str();
+    if (k == "auto_attach") {
+      ENVCRYPT_ASSIGN_OR_RETURN(config.boot.auto_attach, reader.boolean(k, node));
+    } else {
+      return reader.unknown_key(k);
+    }
+  }
+  return OkStatus();
+}
+
 std::string default_principal() {
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
@@ -199,6 +219,9 @@ Result<Config> parse_config(const std::string& toml_text, const std::filesystem:
     } else if (k == "kms") {
       ENVCRYPT_ASSIGN_OR_RETURN(const toml::table* kms, reader.table(k, node));
       ENVCRYPT_TRY(parse_kms(*kms, source, config));
+    } else if (k == "boot") {
+      ENVCRYPT_ASSIGN_OR_RETURN(const toml::table* boot, reader.table(k, node));
+      ENVCRYPT_TRY(parse_boot(*boot, source, config));
     } else {
       return reader.unknown_key(k);
     }

@@ -23,6 +23,13 @@ struct KmipEndpoint {
   std::uint32_t timeout_ms = 5000;
 };
 
+// [boot]: how disks are attached at boot and on hot-plug.
+struct BootConfig {
+  // Attach every envcrypt disk that appears, not only those envcrypttab
+  // lists, as "envcrypt-<uuid>" (Documentation/admin-guide/boot.rst).
+  bool auto_attach = false;
+};
+
 struct Config {
   std::string region = "local-1";
   std::string principal;  // default: "host/<hostname>"
@@ -30,6 +37,7 @@ struct Config {
   std::filesystem::path local_dir = "/var/lib/envcrypt/kms";
   std::filesystem::path local_root_key = "/etc/envcrypt/root.key";
   std::map<std::string, KmipEndpoint> kmip_endpoints;  // by name
+  BootConfig boot;
   std::filesystem::path source;                        // the file read, empty when defaults only
 };
 

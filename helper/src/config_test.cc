@@ -28,6 +28,17 @@ TEST(Config, EmptyTextGivesDefaults) {
   EXPECT_EQ(config->local_root_key, "/etc/envcrypt/root.key");
   EXPECT_EQ(config->principal.rfind("host/", 0), 0u);
   EXPECT_TRUE(config->kmip_endpoints.empty());
+  EXPECT_FALSE(config->boot.auto_attach);
+}
+
+TEST(Config, BootAutoAttach) {
+  auto config = parse("[boot]\nauto_attach = true\n");
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  EXPECT_TRUE(config->boot.auto_attach);
+  expect_usage_error("[boot]\nauto_attach = 1\n",
+                     "boot.auto_attach: expected true or false, got an integer");
+  expect_usage_error("[boot]\nautoattach = true\n", "unknown key 'boot.autoattach'");
+  expect_usage_error("boot = 3\n", "boot: expected a table, got an integer");
 }
 
 TEST(Config, FullSchema) {

@@ -15,7 +15,8 @@
 # frees the loop device.  A disk listed by path attaches too; an unlisted
 # envcrypt disk, a netdev disk and an image attached by hand (the helper's
 # own auto-clear loop device) are identified but never attached or detached
-# by udev.
+# by udev -- until [boot] auto_attach = true, when the unlisted disk
+# attaches as envcrypt-<uuid> on its next event (not the netdev one).
 #
 # The guest runs no systemd, so this exercises the rules' documented RUN
 # fallback (TEST!="/run/systemd/system"); the SYSTEMD_WANTS path needs
@@ -221,4 +222,41 @@ expect_eq "an unlisted envcrypt disk is identified" "envcrypt" \
 expect_eq "a netdev disk is matched to its entry" "1" \
 	"$(udevadm info --query=property "$net_loop" | sed -n 's/^ENVCRYPT_NETDEV=//p')"
 expect_eq "neither is attached by udev" "" "$(mappings)"
+
+# [boot] auto_attach = true: the unlisted disk attaches as envcrypt-<uuid>
+# on its next event; the listed netdev disk still waits for the network.
+other_uuid=$(uuid_of "$other_img")
+printf '\n[boot]\nauto_attach = true\n' >>"$ENVCRYPT_CONFIG"
+expect_eq "tab-match gives the unlisted disk its implicit entry" \
+	"ENVCRYPT_NAME=envcrypt-$other_uuid ENVCRYPT_UNIT=envcrypt-attach@envcrypt\\x2d$other_uuid.service ENVCRYPT_NETDEV=0 ENVCRYPT_NOAUTO=0" \
+	"$("$ENVCTL" tab-match --tab "$TAB" "$other_loop" | tr '\n' ' ' | sed 's/ $//')"
+udevadm trigger --action=change "$other_loop" "$net_loop"
+if waited=$(wait_for -b "/dev/mapper/envcrypt-$other_uuid"); then
+	tap_ok "auto_attach: the unlisted disk attaches as envcrypt-<uuid> ($waited ms after the event)"
+else
+	tap_fail "auto_attach: the unlisted disk attaches" "/dev/mapper/envcrypt-$other_uuid" \
+		"mappings: $(mappings)"
+fi
+udevadm settle --timeout=60
+expect_eq "auto_attach: only that disk is attached (netdev still waits)" \
+	"envcrypt-$other_uuid " "$(mappings)"
+head -c 1M /dev/urandom >"$HELPER_DIR/auto-payload"
+dd if="$HELPER_DIR/auto-payload" of="/dev/mapper/envcrypt-$other_uuid" bs=1M oflag=direct \
+	status=none
+expect_eq "auto_attach: the mapping reads back what was written" \
+	"$(sha256sum <"$HELPER_DIR/auto-payload")" \
+	"$(head -c 1M "/dev/mapper/envcrypt-$other_uuid" | sha256sum)"
+expect_succeeds "auto_attach: detach-all --name envcrypt-<uuid> detaches it" \
+	"$ENVCTL" detach-all --tab "$TAB" --name "envcrypt-$other_uuid"
+udevadm settle --timeout=60
+expect_eq "auto_attach: no mapping left" "" "$(mappings)"
+expect_succeeds "auto_attach: attach-all --name envcrypt-<uuid> finds it by uuid" \
+	"$ENVCTL" attach-all --tab "$TAB" --name "envcrypt-$other_uuid"
+expect_eq "auto_attach: and it reads the same data" \
+	"$(sha256sum <"$HELPER_DIR/auto-payload")" \
+	"$(head -c 1M "/dev/mapper/envcrypt-$other_uuid" | sha256sum)"
+"$ENVCTL" detach-all --tab "$TAB" --name "envcrypt-$other_uuid" >/dev/null
+sed -i '/^\[boot\]$/,$d' "$ENVCRYPT_CONFIG"
+expect_eq "without auto_attach, an unlisted name is refused" "3" \
+	"$("$ENVCTL" attach-all --tab "$TAB" --name "envcrypt-$other_uuid" >/dev/null 2>&1; echo $?)"
 tap_done
