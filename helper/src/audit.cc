@@ -66,20 +66,6 @@ ChainTail tail_of(const std::string& contents) {
   return tail;
 }
 
-Status write_all(int fd, std::string_view data, const std::filesystem::path& path) {
-  while (!data.empty()) {
-    const ssize_t written = ::write(fd, data.data(), data.size());
-    if (written < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return io_error("append to", path, errno);
-    }
-    data.remove_prefix(static_cast<std::size_t>(written));
-  }
-  return OkStatus();
-}
-
 // The end of the log, from the start of its last line on: read backwards
 // in growing chunks, so appending costs the same however long the log is.
 Result<std::string> read_tail(int fd, const std::filesystem::path& path) {
@@ -246,7 +232,7 @@ Status AuditLog::append_line(int fd, const AuditEvent& event) {
   // which verify() then reports.
   const std::string record = (tail.torn ? "\n" : "") + text + "\n";
 
-  ENVCRYPT_TRY(write_all(fd, record, path_));
+  ENVCRYPT_TRY(write_all(fd, record, path_, "append to"));
   if (::fsync(fd) != 0) {
     return io_error("fsync", path_, errno);
   }

@@ -56,20 +56,6 @@ class Fd {
   int fd_;
 };
 
-Status write_all(int fd, std::string_view data, const std::filesystem::path& path) {
-  while (!data.empty()) {
-    const ssize_t written = ::write(fd, data.data(), data.size());
-    if (written < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return io_error("write", path, errno);
-    }
-    data.remove_prefix(static_cast<std::size_t>(written));
-  }
-  return OkStatus();
-}
-
 Status fsync_directory(const std::filesystem::path& dir) {
   const Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) {
@@ -93,6 +79,21 @@ Status check_name(std::string_view name) {
 }
 
 }  // namespace
+
+Status write_all(int fd, std::string_view data, const std::filesystem::path& path,
+                 std::string_view verb) {
+  while (!data.empty()) {
+    const ssize_t written = ::write(fd, data.data(), data.size());
+    if (written < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return io_error(std::string(verb), path, errno);
+    }
+    data.remove_prefix(static_cast<std::size_t>(written));
+  }
+  return OkStatus();
+}
 
 Status check_private(const std::filesystem::path& path) {
   struct stat st {};

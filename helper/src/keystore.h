@@ -32,6 +32,11 @@ Status ensure_private_directory(const std::filesystem::path& dir);
 // mode 0600.  The caller holds whatever lock serialises writers of `path`.
 Status write_file_atomically(const std::filesystem::path& path, std::string_view contents);
 
+// Writes all of `data` to `fd`, resuming after short writes and EINTR;
+// errors read "<verb> <path>: <strerror>".
+Status write_all(int fd, std::string_view data, const std::filesystem::path& path,
+                 std::string_view verb = "write");
+
 // Reads a private file; std::nullopt when it does not exist.
 Result<std::optional<std::string>> read_private_file(const std::filesystem::path& path);
 
