@@ -227,8 +227,9 @@ expect_eq "neither is attached by udev" "" "$(mappings)"
 # on its next event; the listed netdev disk still waits for the network.
 other_uuid=$(uuid_of "$other_img")
 printf '\n[boot]\nauto_attach = true\n' >>"$ENVCRYPT_CONFIG"
+auto_name=envcrypt-$other_uuid
 expect_eq "tab-match gives the unlisted disk its implicit entry" \
-	"ENVCRYPT_NAME=envcrypt-$other_uuid ENVCRYPT_UNIT=envcrypt-attach@envcrypt\\x2d$other_uuid.service ENVCRYPT_NETDEV=0 ENVCRYPT_NOAUTO=0" \
+	"ENVCRYPT_NAME=$auto_name ENVCRYPT_UNIT=envcrypt-attach@${auto_name//-/\\x2d}.service ENVCRYPT_NETDEV=0 ENVCRYPT_NOAUTO=0" \
 	"$("$ENVCTL" tab-match --tab "$TAB" "$other_loop" | tr '\n' ' ' | sed 's/ $//')"
 udevadm trigger --action=change "$other_loop" "$net_loop"
 if waited=$(wait_for -b "/dev/mapper/envcrypt-$other_uuid"); then
