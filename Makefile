@@ -80,7 +80,8 @@ UDEVRULESDIR ?= /lib/udev/rules.d
 SYSTEMDUNITDIR ?= /lib/systemd/system
 SYSTEMDGENERATORDIR ?= /lib/systemd/system-generators
 SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@UNITDIR@|$(SYSTEMDUNITDIR)|g'
-UNITS := envcrypt-attach@.service envcrypt.target envcrypt-remote.target
+UNITS := envcrypt-attach@.service envcrypt.target envcrypt-remote.target \
+	envcrypt-preflight.service envcrypt-preflight.timer
 
 # Installs the helper, its man page, udev rules, systemd units and
 # generator, documentation and examples (an existing /etc/envcrypttab or

@@ -9,10 +9,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <thread>
 
 #include "blockdev.h"
+#include "diagnostics.h"
 #include "header.h"
 #include "volume.h"
 
@@ -126,7 +128,8 @@ class SystemBootActions : public BootActions {
     options.read_only = entry.read_only;
     options.allow_discards = entry.discard;
     ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * kms, kms_());
-    ENVCRYPT_TRY(attach_volume(*kms, options));
+    // attach-all's report goes to stdout; the diagnostics line to stderr.
+    ENVCRYPT_TRY(attach_with_diagnostics(*kms, options, std::cerr));
     return OkStatus();
   }
 

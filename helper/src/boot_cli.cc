@@ -9,6 +9,7 @@
 #include "auto_attach.h"
 #include "boot.h"
 #include "crypttab.h"
+#include "diagnostics.h"
 
 namespace envcrypt {
 namespace {
@@ -98,6 +99,14 @@ json disk_json(const DiskResult& disk) {
 // code, if a disk without nofail failed or is missing.
 Status report(const BootReport& report, const std::string& verb, const BootCommandHooks& hooks) {
   std::ostream& out = *hooks.out;
+  for (const DiskResult& disk : report.disks) {
+    // Failures of the attach itself were reported by attach_with_diagnostics().
+    if (disk.outcome == DiskOutcome::kMissing && disk.error) {
+      report_attach_failure({disk.name, disk.device_spec, "", "", "device", disk.error->code(),
+                             disk.error->message(), 0},
+                            *hooks.err);
+    }
+  }
   if (*hooks.json) {
     json disks = json::array();
     for (const DiskResult& disk : report.disks) {

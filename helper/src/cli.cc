@@ -15,7 +15,9 @@
 
 #include "boot_cli.h"
 #include "config.h"
+#include "diagnostics.h"
 #include "kms_registry.h"
+#include "ops_cli.h"
 #include "volume.h"
 
 namespace envcrypt {
@@ -159,6 +161,8 @@ class Cli {
   void add_volume_commands(CLI::App& app);
   void add_kms_commands(CLI::App& app);
   void add_boot_commands(CLI::App& app);
+  BootCommandHooks command_hooks();
+  Result<json> status_json(const std::vector<MappingStatus>& mappings);
 
   Result<KmsRegistry*> registry() {
     if (!registry_) {
@@ -229,6 +233,8 @@ class Cli {
   bool wipe_ = false;
   bool read_only_ = false;
   bool allow_discards_ = false;
+  bool keys_ = false;
+  std::string tab_;
   std::string kms_selector_;
   std::string keyref_;
   std::string alias_;
@@ -269,8 +275,10 @@ Status Cli::format() {
 
 Status Cli::attach() {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * reg, registry());
-  ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection, read_volume_header(device_, header_file()));
-  warn_if_degraded(header_file_.empty() ? device_ : header_file_, selection);
+  // An unreadable header fails the attach below, which reports it.
+  if (auto selection = read_volume_header(device_, header_file()); selection.ok()) {
+    warn_if_degraded(header_file_.empty() ? device_ : header_file_, *selection);
+  }
   AttachOptions options;
   options.device = device_;
   if (!name_.empty()) {
@@ -279,7 +287,7 @@ Status Cli::attach() {
   options.header_file = header_file();
   options.read_only = read_only_;
   options.allow_discards = allow_discards_;
-  ENVCRYPT_ASSIGN_OR_RETURN(Attached attached, attach_volume(*reg, options));
+  ENVCRYPT_ASSIGN_OR_RETURN(Attached attached, attach_with_diagnostics(*reg, options, err_));
   if (json_) {
     print_json({{"name", attached.name},
                 {"path", attached.mapper_path.string()},
@@ -305,31 +313,48 @@ Status Cli::detach() {
   return OkStatus();
 }
 
+Result<json> Cli::status_json(const std::vector<MappingStatus>& mappings) {
+  json list = json::array();
+  for (const auto& m : mappings) {
+    list.push_back({{"name", m.name},
+                    {"path", "/dev/mapper/" + m.name},
+                    {"uuid", m.disk_uuid},
+                    {"size", m.size_bytes},
+                    {"read_only", m.read_only},
+                    {"suspended", m.suspended},
+                    {"open_count", m.open_count},
+                    {"table", m.table},
+                    {"driver", m.driver},
+                    {"sector_size", m.sector_size},
+                    {"key", m.key_state},
+                    {"reads", m.reads},
+                    {"writes", m.writes},
+                    {"read_bytes", m.read_bytes},
+                    {"write_bytes", m.write_bytes},
+                    {"errors", m.errors}});
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(json all_errors, attach_errors_json(tab_));
+  json errors = json::array();
+  for (const json& error : all_errors) {
+    if (name_.empty() || error["disk"] == name_) {
+      errors.push_back(error);
+    }
+  }
+  return json{{"mappings", list}, {"attach_errors", errors}};
+}
+
+// The mappings, then the last attach error of each envcrypttab disk that
+// has one (diagnostics.h); with --keys, the CMK versions instead.
 Status Cli::status() {
+  if (keys_) {
+    return print_key_versions(tab_, command_hooks());
+  }
   ENVCRYPT_ASSIGN_OR_RETURN(
       auto mappings,
       volume_status(name_.empty() ? std::nullopt : std::optional<std::string>(name_)));
   if (json_) {
-    json list = json::array();
-    for (const auto& m : mappings) {
-      list.push_back({{"name", m.name},
-                      {"path", "/dev/mapper/" + m.name},
-                      {"uuid", m.disk_uuid},
-                      {"size", m.size_bytes},
-                      {"read_only", m.read_only},
-                      {"suspended", m.suspended},
-                      {"open_count", m.open_count},
-                      {"table", m.table},
-                      {"driver", m.driver},
-                      {"sector_size", m.sector_size},
-                      {"key", m.key_state},
-                      {"reads", m.reads},
-                      {"writes", m.writes},
-                      {"read_bytes", m.read_bytes},
-                      {"write_bytes", m.write_bytes},
-                      {"errors", m.errors}});
-    }
-    print_json(list);
+    ENVCRYPT_ASSIGN_OR_RETURN(json j, status_json(mappings));
+    print_json(j);
     return OkStatus();
   }
   if (mappings.empty()) {
@@ -346,6 +371,14 @@ Status Cli::status() {
          << "  io:         " << m.reads << " reads (" << human_bytes(m.read_bytes) << "), "
          << m.writes << " writes (" << human_bytes(m.write_bytes) << "), " << m.errors
          << " errors\n";
+  }
+  std::ostringstream errors;
+  ENVCRYPT_TRY(print_attach_errors(tab_, errors));
+  std::istringstream lines(errors.str());
+  for (std::string line; std::getline(lines, line);) {
+    if (name_.empty() || line.starts_with(name_ + ": ")) {
+      out_ << line << '\n';
+    }
   }
   return OkStatus();
 }
@@ -554,8 +587,12 @@ void Cli::add_volume_commands(CLI::App& app) {
   bind(
       detach, [this] { return "detach " + name_; }, &Cli::detach);
 
-  auto* status = app.add_subcommand("status", "show envcrypt mappings");
+  auto* status = app.add_subcommand(
+      "status", "show envcrypt mappings and the last attach error of each envcrypttab disk");
   status->add_option("NAME", name_);
+  status->add_flag("--keys", keys_,
+                   "per known disk: the CMK version wrapping its data key, current or stale");
+  status->add_option("--tab", tab_, "table file (default: $ENVCRYPT_TAB, else /etc/envcrypttab)");
   bind(
       status, [this] { return name_.empty() ? std::string("status") : "status " + name_; },
       &Cli::status);
@@ -676,8 +713,7 @@ void Cli::add_kms_commands(CLI::App& app) {
       false);
 }
 
-// attach-all, detach-all and the udev/systemd helpers: boot_cli.cc.
-void Cli::add_boot_commands(CLI::App& app) {
+BootCommandHooks Cli::command_hooks() {
   BootCommandHooks hooks;
   hooks.registry = [this] { return registry(); };
   hooks.json = &json_;
@@ -687,7 +723,15 @@ void Cli::add_boot_commands(CLI::App& app) {
     what_ = std::move(what);
     action_ = std::move(action);
   };
+  return hooks;
+}
+
+// attach-all, detach-all and the udev/systemd helpers: boot_cli.cc;
+// preflight and the header backup commands: ops_cli.cc.
+void Cli::add_boot_commands(CLI::App& app) {
+  const BootCommandHooks hooks = command_hooks();
   envcrypt::add_boot_commands(app, hooks);
+  add_ops_commands(app, hooks);
 }
 
 int Cli::run(int argc, const char* const* argv) {

@@ -242,12 +242,18 @@ Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header) {
 }
 
 Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
+  AttachTrace unused;
+  AttachTrace& trace = options.trace != nullptr ? *options.trace : unused;
+  trace.step = "header";
   ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection,
                             read_volume_header(options.device, options.header_file));
   Attached attached;
   attached.header = std::move(selection.header);
   attached.name = options.name.value_or(default_mapping_name(attached.header));
   attached.mapper_path = "/dev/mapper/" + attached.name;
+  trace.name = attached.name;
+  trace.cmk_uri = attached.header.wrapped.cmk_uri;
+  trace.step = "device";
   ENVCRYPT_TRY(require_absent(attached.name));
 
   ENVCRYPT_ASSIGN_OR_RETURN(
@@ -258,7 +264,9 @@ Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
   if (device.is_block) {
     ENVCRYPT_TRY(require_not_attached(device.path));
   }
+  trace.step = "unwrap";
   ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key, unlock(kms, attached.header));
+  trace.step = "map";
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, options.read_only));
   attached.backing = backing.path;
   ENVCRYPT_TRY(map_with_key(attached.header, data_key, backing.path, bytes, attached.name,

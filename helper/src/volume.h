@@ -48,12 +48,22 @@ Result<HeaderSelection> read_volume_header(const std::filesystem::path& device,
 // Unwraps the DK through the header's KMS and checks it against the KCV.
 Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header);
 
+// How far an attach got, so a failure can name its step (diagnostics.h):
+// header (reading it), device (opening and sizing it, name and device not
+// in use), unwrap (KMS Decrypt and key check value), map (loading the table).
+struct AttachTrace {
+  std::string step = "header";
+  std::string name;  // the mapping, once the header is read
+  std::string cmk_uri;
+};
+
 struct AttachOptions {
   std::filesystem::path device;
   std::optional<std::string> name;  // default: envcrypt-<first 8 hex of the uuid>
   std::optional<std::filesystem::path> header_file;
   bool read_only = false;
   bool allow_discards = false;
+  AttachTrace* trace = nullptr;  // when set, kept up to date
 };
 
 struct Attached {

@@ -47,6 +47,8 @@ expected=$(
 0644 /etc/envcrypt/envcrypt.conf
 0644 /etc/envcrypttab
 0644 /lib/systemd/system/envcrypt-attach@.service
+0644 /lib/systemd/system/envcrypt-preflight.service
+0644 /lib/systemd/system/envcrypt-preflight.timer
 0644 /lib/systemd/system/envcrypt-remote.target
 0644 /lib/systemd/system/envcrypt.target
 0755 /lib/systemd/system-generators/envcrypt-generator
@@ -105,12 +107,14 @@ fi
 # systemd's own checker on the staged units (the template's ExecStart must
 # exist, so point it at the build's binary).
 mkdir -p "$WORK/units"
-for unit in envcrypt-attach@.service envcrypt.target envcrypt-remote.target; do
+for unit in envcrypt-attach@.service envcrypt.target envcrypt-remote.target \
+	envcrypt-preflight.service envcrypt-preflight.timer; do
 	sed "s|/usr/sbin/envcryptctl|$TOP/build/envcryptctl|" "$STAGE/lib/systemd/system/$unit" >"$WORK/units/$unit"
 done
 if out=$(SYSTEMD_UNIT_PATH="$WORK/units:" systemd-analyze verify --man=no \
 	"$WORK/units/envcrypt-attach@data.service" "$WORK/units/envcrypt.target" \
-	"$WORK/units/envcrypt-remote.target" 2>&1) && [ -z "$out" ]; then
+	"$WORK/units/envcrypt-remote.target" "$WORK/units/envcrypt-preflight.service" \
+	"$WORK/units/envcrypt-preflight.timer" 2>&1) && [ -z "$out" ]; then
 	ok "systemd-analyze verify accepts the units"
 else
 	not_ok "systemd-analyze verify accepts the units" "no complaint" "$out"

@@ -1,0 +1,624 @@
+// The operations commands on image files, in process: every preflight
+// failure reason that needs no kernel (run_preflight with the module check
+// and the list of attached disks replaced), the preflight command itself,
+// header-backup/header-restore and their refusals, the attach-failure line
+// and record, and status --keys.  The guest test
+// selftests/envcrypt/test_helper_ops.sh covers what needs device-mapper.
+#include "ops_cli.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli.h"
+#include "config.h"
+#include "crypto.h"
+#include "diagnostics.h"
+#include "header.h"
+#include "header_io.h"
+#include "kms_local.h"
+#include "kms_registry.h"
+#include "preflight.h"
+
+namespace envcrypt {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+// The header area (all these commands may touch) of a file.
+std::vector<char> read_bytes(const fs::path& path) {
+  std::vector<char> bytes(kHeaderAreaSize);
+  std::ifstream in(path, std::ios::binary);
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  bytes.resize(static_cast<std::size_t>(in.gcount()));
+  return bytes;
+}
+
+class OpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ("envcrypt-ops-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    kms_dir_ = dir_ / "kms";
+    config_ = write_config("host/ops-test", kms_dir_);
+    image_ = make_image("disk.img");
+    tab_ = dir_ / "envcrypttab";
+    ::setenv("ENVCRYPT_RUN_DIR", (dir_ / "run").c_str(), 1);
+  }
+  void TearDown() override {
+    ::unsetenv("ENVCRYPT_RUN_DIR");
+    fs::remove_all(dir_);
+  }
+
+  fs::path write_config(const std::string& principal, const fs::path& kms_dir,
+                        const std::string& extra = "") {
+    const fs::path path = dir_ / (principal.substr(principal.find('/') + 1) + ".conf");
+    std::ofstream(path) << "principal = \"" << principal << "\"\n"
+                        << extra << "[kms.local]\ndir = \"" << kms_dir.string()
+                        << "\"\nroot_key = \"" << (dir_ / "root.key").string() << "\"\n";
+    return path;
+  }
+
+  fs::path make_image(const std::string& name) {
+    const fs::path path = dir_ / name;
+    std::ofstream(path).close();
+    fs::resize_file(path, 17 << 20);  // 1 MiB of data after the 16 MiB offset
+    return path;
+  }
+
+  CliRun run(std::vector<std::string> args, const fs::path& config = {}) {
+    args.insert(args.begin(), {"envcryptctl", "--config", (config.empty() ? config_ : config)});
+    std::vector<const char*> argv;
+    for (const auto& a : args) {
+      argv.push_back(a.c_str());
+    }
+    std::ostringstream out;
+    std::ostringstream err;
+    const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
+    return {code, out.str(), err.str()};
+  }
+
+  // Formats `image` under `cmk` (default: the service key); its CMK URI.
+  std::string format(const fs::path& image, const std::string& cmk = "") {
+    std::vector<std::string> args = {"--json", "format", image.string()};
+    if (!cmk.empty()) {
+      args.insert(args.end(), {"--cmk", cmk});
+    }
+    CliRun r = run(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return nlohmann::json::parse(r.out).value("cmk", "");
+  }
+
+  std::string create_key(const std::string& alias) {
+    CliRun r = run({"--json", "kms", "create-key", "--alias", alias});
+    EXPECT_EQ(r.code, 0) << r.err;
+    return nlohmann::json::parse(r.out).value("uri", "");
+  }
+
+  std::string uuid_of(const fs::path& image) {
+    CliRun r = run({"--json", "inspect", image.string()});
+    EXPECT_EQ(r.code, 0) << r.err;
+    return nlohmann::json::parse(r.out).value("uuid", "");
+  }
+
+  void corrupt(const fs::path& path, std::uint64_t offset) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(offset));
+    f.put('\x5a');
+  }
+
+  std::unique_ptr<LocalKms> local_kms(const std::string& principal) {
+    LocalKmsOptions options;
+    options.dir = kms_dir_;
+    options.root_key = dir_ / "root.key";
+    options.region = "local-1";
+    options.principal = principal;
+    return LocalKms::open(options).value();
+  }
+
+  // preflight over `table_text` with dm-envcrypt available (unless
+  // `module` fails) and `attached` as the attached disks.
+  PreflightReport preflight(const std::string& table_text, const fs::path& config = {},
+                            Status module = OkStatus(), std::vector<AttachedDisk> attached = {}) {
+    std::ofstream(tab_) << table_text;
+    auto table = load_envcrypttab(tab_, false);
+    EXPECT_TRUE(table.ok()) << table.error().message();
+    KmsRegistry registry(load_config(config.empty() ? config_ : config).value());
+    PreflightEnvironment env = system_preflight_environment();
+    env.module_available = [module] { return module; };
+    env.attached = [attached]() -> Result<std::vector<AttachedDisk>> { return attached; };
+    auto report = run_preflight(*table, registry, env);
+    EXPECT_TRUE(report.ok()) << report.error().message();
+    return std::move(report).value();
+  }
+
+  std::string endpoint() const { return "local keystore " + kms_dir_.string(); }
+
+  // The row of a disk that passed the device and header checks.
+  std::string row_tail(const fs::path& image, const std::string& cmk) const {
+    return " (device " + image.string() + ", CMK " + cmk + ", endpoint " + endpoint() + ")";
+  }
+
+  fs::path dir_;
+  fs::path kms_dir_;
+  fs::path config_;
+  fs::path image_;
+  fs::path tab_;
+};
+
+void expect_failure(const DiskCheck& check, const std::string& step, ErrorCode code) {
+  const CheckStep* failure = check.first_failure();
+  ASSERT_NE(failure, nullptr) << preflight_row(check);
+  EXPECT_EQ(failure->step, step) << preflight_row(check);
+  EXPECT_EQ(failure->code, code) << preflight_row(check);
+}
+
+// ----- preflight -----
+
+TEST_F(OpsTest, PreflightPassesEveryStep) {
+  const std::string cmk = format(image_);
+  PreflightReport report = preflight("data " + image_.string() + "\n");
+  ASSERT_EQ(report.disks.size(), 1U);
+  EXPECT_EQ(preflight_row(report.disks[0]), "data: OK" + row_tail(image_, cmk));
+  std::string steps;
+  for (const CheckStep& step : report.disks[0].steps) {
+    steps += step.step + (step.ok ? "+ " : "- ");
+  }
+  EXPECT_EQ(steps, "device+ header+ module+ kms+ state+ grant+ unwrap+ ");
+  EXPECT_EQ(report.summary(), "1 ok, 0 failed");
+  EXPECT_EQ(report.first_counted_failure(), nullptr);
+}
+
+TEST_F(OpsTest, PreflightMissingDeviceAndNofail) {
+  const fs::path gone = dir_ / "gone.img";
+  PreflightReport report =
+      preflight("gone " + gone.string() + "\nopt " + gone.string() + " nofail\n");
+  ASSERT_EQ(report.disks.size(), 2U);
+  EXPECT_EQ(preflight_row(report.disks[0]), "gone: FAIL at device: " + gone.string() +
+                                                " does not exist (device " + gone.string() + ")");
+  EXPECT_EQ(preflight_row(report.disks[1]), "opt: FAIL at device: " + gone.string() +
+                                                " does not exist (device " + gone.string() +
+                                                ") (nofail: not counted)");
+  expect_failure(report.disks[0], "device", ErrorCode::kNotFound);
+  EXPECT_EQ(report.summary(), "0 ok, 2 failed (1 nofail)");
+  EXPECT_EQ(report.first_counted_failure(), &report.disks[0]);
+
+  PreflightReport only_nofail = preflight("opt " + gone.string() + " nofail\n");
+  EXPECT_EQ(only_nofail.first_counted_failure(), nullptr);
+}
+
+TEST_F(OpsTest, PreflightCorruptHeaderCopies) {
+  const std::string cmk = format(image_);
+  corrupt(image_, 200);
+  DiskCheck primary = preflight("data " + image_.string() + "\n").disks.at(0);
+  EXPECT_EQ(preflight_row(primary),
+            "data: FAIL at header: primary copy bad checksum: checksum mismatch (attach still "
+            "works from the other copy; rewrite it with header-restore from a backup)" +
+                row_tail(image_, cmk));
+  expect_failure(primary, "header", ErrorCode::kCorruptHeader);
+  EXPECT_TRUE(primary.steps.back().ok) << "the KMS steps still ran: " << primary.steps.back().step;
+
+  const fs::path other = make_image("other.img");
+  const std::string other_cmk = format(other);
+  corrupt(other, kSecondaryOffset + 200);
+  DiskCheck secondary = preflight("data " + other.string() + "\n").disks.at(0);
+  EXPECT_EQ(preflight_row(secondary),
+            "data: FAIL at header: secondary copy bad checksum: checksum mismatch (attach still "
+            "works from the other copy; rewrite it with header-restore from a backup)" +
+                row_tail(other, other_cmk));
+
+  corrupt(image_, kSecondaryOffset + 200);
+  DiskCheck both = preflight("data " + image_.string() + "\n").disks.at(0);
+  EXPECT_EQ(preflight_row(both), "data: FAIL at header: " + image_.string() +
+                                     ": no valid header copy (primary: checksum mismatch; "
+                                     "secondary: checksum mismatch) (device " +
+                                     image_.string() + ")");
+  expect_failure(both, "header", ErrorCode::kCorruptHeader);
+}
+
+TEST_F(OpsTest, PreflightDisabledAndPendingDeletion) {
+  const std::string cmk = create_key("alias/ops/a");
+  format(image_, "alias/ops/a");
+  ASSERT_EQ(run({"kms", "disable-key", "alias/ops/a"}).code, 0);
+  DiskCheck disabled = preflight("data " + image_.string() + "\n").disks.at(0);
+  EXPECT_EQ(preflight_row(disabled),
+            "data: FAIL at state: CMK " + cmk + " is Disabled" + row_tail(image_, cmk));
+  expect_failure(disabled, "state", ErrorCode::kDenied);
+
+  ASSERT_EQ(run({"kms", "enable-key", "alias/ops/a"}).code, 0);
+  ASSERT_EQ(run({"kms", "schedule-key-deletion", "alias/ops/a", "--pending-window-days", "7"}).code,
+            0);
+  DiskCheck pending = preflight("data " + image_.string() + "\n").disks.at(0);
+  EXPECT_EQ(preflight_row(pending),
+            "data: FAIL at state: CMK " + cmk + " is PendingDeletion" + row_tail(image_, cmk));
+}
+
+TEST_F(OpsTest, PreflightPendingImport) {
+  auto kms = local_kms("host/ops-test");
+  CreateKeyRequest request;
+  request.origin = KeyOrigin::kExternal;
+  const KeyInfo key = kms->create_key(request).value();
+  const SecretBytes material = random_secret(32).value();
+  const ImportParameters parameters = kms->get_parameters_for_import(key.uri).value();
+  const Bytes wrapped = rsa_oaep_sha256_encrypt(parameters.public_key_pem, material.span()).value();
+  ASSERT_TRUE(kms->import_key_material(key.uri, {wrapped, parameters.import_token, {}}).ok());
+  format(image_, key.uri);
+  ASSERT_TRUE(kms->delete_key_material(key.uri).ok());
+  DiskCheck check = preflight("data " + image_.string() + "\n").disks.at(0);
+  EXPECT_EQ(preflight_row(check), "data: FAIL at state: CMK " + key.uri + " is PendingImport" +
+                                      row_tail(image_, key.uri));
+}
+
+TEST_F(OpsTest, PreflightNotGranted) {
+  const std::string cmk = create_key("alias/ops/g");
+  format(image_, "alias/ops/g");
+  const fs::path other = write_config("host/other", kms_dir_);
+  // No grant at all: the KMS refuses the describe and then the unwrap.
+  DiskCheck none = preflight("data " + image_.string() + "\n", other).disks.at(0);
+  EXPECT_EQ(preflight_row(none),
+            "data: FAIL at grant: principal host/other holds no decrypt "
+            "grant on key " +
+                cmk + row_tail(image_, cmk));
+  expect_failure(none, "grant", ErrorCode::kDenied);
+
+  // Allowed to look, not to decrypt: the grants say so before any unwrap.
+  ASSERT_TRUE(local_kms("host/ops-test")
+                  ->create_grant(cmk, "host/other", {GrantOperation::kDescribe})
+                  .ok());
+  DiskCheck describe_only = preflight("data " + image_.string() + "\n", other).disks.at(0);
+  EXPECT_EQ(preflight_row(describe_only),
+            "data: FAIL at grant: principal host/other holds no decrypt grant on " + cmk +
+                row_tail(image_, cmk));
+  EXPECT_EQ(describe_only.steps.back().step, "grant");
+
+  ASSERT_TRUE(
+      local_kms("host/ops-test")->create_grant(cmk, "host/other", {GrantOperation::kDecrypt}).ok());
+  DiskCheck granted = preflight("data " + image_.string() + "\n", other).disks.at(0);
+  EXPECT_EQ(preflight_row(granted), "data: OK" + row_tail(image_, cmk));
+}
+
+TEST_F(OpsTest, PreflightUnknownKey) {
+  const std::string cmk = create_key("alias/ops/u");
+  format(image_, "alias/ops/u");
+  const fs::path elsewhere = write_config("host/elsewhere", dir_ / "kms-elsewhere");
+  DiskCheck check = preflight("data " + image_.string() + "\n", elsewhere).disks.at(0);
+  EXPECT_EQ(preflight_row(check),
+            "data: FAIL at kms: key " + cmk + " not found (device " + image_.string() + ", CMK " +
+                cmk + ", endpoint local keystore " + (dir_ / "kms-elsewhere").string() + ")");
+  expect_failure(check, "kms", ErrorCode::kNotFound);
+}
+
+TEST_F(OpsTest, PreflightKmsUnreachable) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "openssl not installed";
+  }
+  const fs::path cert = dir_ / "cert.pem";
+  const fs::path key = dir_ / "key.pem";
+  ASSERT_EQ(std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                         "-nodes -subj /CN=envcrypt-test -days 1 -keyout " +
+                         key.string() + " -out " + cert.string() + " >/dev/null 2>&1")
+                            .c_str()),
+            0);
+  const fs::path config = write_config(
+      "host/kmip", kms_dir_,
+      "[kms.kmip.dead]\nhost = \"127.0.0.1\"\nport = 1\ntimeout_ms = 300\nca = \"" + cert.string() +
+          "\"\ncert = \"" + cert.string() + "\"\nkey = \"" + key.string() + "\"\n");
+  format(image_);
+  {
+    auto device = open_device(image_, OpenMode::kReadWrite).value();
+    DiskHeader header = read_header(device).value().header;
+    header.wrapped.cmk_uri = "kmip://127.0.0.1:1/envcrypt-test-uid";
+    ASSERT_TRUE(write_header(device, header).ok());
+  }
+  DiskCheck check = preflight("data " + image_.string() + "\n", config).disks.at(0);
+  expect_failure(check, "kms", ErrorCode::kKmsUnreachable);
+  EXPECT_NE(check.first_failure()->detail.find("127.0.0.1"), std::string::npos)
+      << check.first_failure()->detail;
+  EXPECT_EQ(check.endpoint, "kmip 127.0.0.1:1");
+}
+
+TEST_F(OpsTest, PreflightUnwrapFailure) {
+  const std::string cmk = format(image_);
+  {
+    auto device = open_device(image_, OpenMode::kReadWrite).value();
+    DiskHeader header = read_header(device).value().header;
+    header.geometry.data_offset += kDataAlign;  // the encryption context no longer matches
+    ASSERT_TRUE(write_header(device, header).ok());
+  }
+  DiskCheck check = preflight("data " + image_.string() + "\n").disks.at(0);
+  EXPECT_EQ(preflight_row(check),
+            "data: FAIL at unwrap: unwrap failed: encryption context or blob does not match" +
+                row_tail(image_, cmk));
+  expect_failure(check, "unwrap", ErrorCode::kCorruptHeader);
+}
+
+TEST_F(OpsTest, PreflightModuleMissingStillChecksTheKey) {
+  const std::string cmk = format(image_);
+  DiskCheck check = preflight("data " + image_.string() + "\n", {},
+                              Error(ErrorCode::kNotFound, "dm-envcrypt is not loaded"))
+                        .disks.at(0);
+  EXPECT_EQ(preflight_row(check),
+            "data: FAIL at module: dm-envcrypt is not loaded" + row_tail(image_, cmk));
+  EXPECT_EQ(check.steps.back().step, "unwrap");
+  EXPECT_TRUE(check.steps.back().ok);
+}
+
+TEST_F(OpsTest, PreflightIncludesAttachedDisks) {
+  const std::string cmk = format(image_);
+  const fs::path adhoc = make_image("adhoc.img");
+  const std::string adhoc_cmk = format(adhoc);
+  PreflightReport report = preflight("data " + image_.string() + "\n", {}, OkStatus(),
+                                     {{"data", uuid_of(image_), image_}, {"adhoc", "", adhoc}});
+  ASSERT_EQ(report.disks.size(), 2U);
+  EXPECT_EQ(preflight_row(report.disks[0]), "data: OK (device " + image_.string() +
+                                                ", attached as data, CMK " + cmk + ", endpoint " +
+                                                endpoint() + ")");
+  EXPECT_EQ(preflight_row(report.disks[1]), "adhoc: OK (device " + adhoc.string() +
+                                                ", attached as adhoc, CMK " + adhoc_cmk +
+                                                ", endpoint " + endpoint() + ")");
+  EXPECT_FALSE(report.disks[1].disk.in_table);
+}
+
+TEST_F(OpsTest, PreflightCommandOnThisHost) {
+  if (fs::exists("/sys/module/dm_envcrypt") ||
+      PreflightEnvironment(system_preflight_environment()).module_available().ok()) {
+    GTEST_SKIP() << "dm-envcrypt is available on this host";
+  }
+  const std::string cmk = format(image_);
+  std::ofstream(tab_) << "data " << image_.string() << "\n";
+  CliRun r = run({"preflight", "--tab", tab_.string()});
+  EXPECT_EQ(r.code, static_cast<int>(ErrorCode::kNotFound)) << r.err;
+  const std::string reason =
+      PreflightEnvironment(system_preflight_environment()).module_available().error().message();
+  EXPECT_EQ(r.out, "data: FAIL at module: " + reason + row_tail(image_, cmk) +
+                       "\npreflight: 0 ok, 1 failed\n");
+  EXPECT_EQ(r.err, "envcryptctl: preflight: 1 of 1 disks would not attach, first data at module: " +
+                       reason + "\n");
+
+  CliRun json = run({"--json", "preflight", "--tab", tab_.string()});
+  EXPECT_EQ(json.code, static_cast<int>(ErrorCode::kNotFound));
+  const auto j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["ok"], false);
+  EXPECT_EQ(j["summary"], "0 ok, 1 failed");
+  EXPECT_EQ(j["disks"][0]["result"], "FAIL");
+  EXPECT_EQ(j["disks"][0]["step"], "module");
+  EXPECT_EQ(j["disks"][0]["cmk"], cmk);
+  EXPECT_EQ(j["disks"][0]["exit_code"], 3);
+  EXPECT_EQ(j["disks"][0]["checks"].size(), 7U);
+
+  std::ofstream(tab_) << "opt " << image_.string() << " nofail\n";
+  EXPECT_EQ(run({"preflight", "--tab", tab_.string()}).code, 0);
+}
+
+TEST_F(OpsTest, PreflightUsageErrors) {
+  CliRun missing = run({"preflight", "--tab", (dir_ / "absent.tab").string()});
+  EXPECT_EQ(missing.code, static_cast<int>(ErrorCode::kNotFound)) << missing.err;
+  std::ofstream(tab_) << "bad /dev/vdb discard,bogus\n";
+  CliRun bad = run({"preflight", "--tab", tab_.string()});
+  EXPECT_EQ(bad.code, static_cast<int>(ErrorCode::kUsage));
+  EXPECT_EQ(bad.err, "envcryptctl: preflight: " + tab_.string() + ":1: unknown option 'bogus'\n");
+  EXPECT_EQ(run({"preflight", "extra"}).code, static_cast<int>(ErrorCode::kUsage));
+}
+
+// ----- header-backup / header-restore -----
+
+TEST_F(OpsTest, HeaderBackupAndRestoreRoundTrip) {
+  const std::string cmk = format(image_);
+  const std::string uuid = uuid_of(image_);
+  const fs::path backup = dir_ / "disk.hdr";
+  CliRun saved = run({"header-backup", image_.string(), backup.string()});
+  ASSERT_EQ(saved.code, 0) << saved.err;
+  EXPECT_EQ(saved.out, "backed up the header of " + image_.string() + " (uuid " + uuid +
+                           ", sequence 1) to " + backup.string() + "\n");
+  struct stat st {};
+  ASSERT_EQ(::stat(backup.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600U);
+  EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), kHeaderAreaSize);
+  const auto device_bytes = read_bytes(image_);
+  const auto backup_bytes = read_bytes(backup);
+  EXPECT_EQ(backup_bytes, device_bytes);
+  EXPECT_EQ(run({"inspect", image_.string(), "--header", backup.string()}).code, 0);
+
+  corrupt(image_, 200);
+  corrupt(image_, kSecondaryOffset + 200);
+  ASSERT_EQ(run({"verify", image_.string()}).code, static_cast<int>(ErrorCode::kCorruptHeader));
+  CliRun restored = run({"header-restore", image_.string(), backup.string()});
+  ASSERT_EQ(restored.code, 0) << restored.err;
+  EXPECT_EQ(restored.out, "restored the header of disk " + uuid + " (sequence 1, CMK " + cmk +
+                              ") from " + backup.string() + " to " + image_.string() + "\n");
+  EXPECT_EQ(read_bytes(image_), device_bytes);
+  CliRun verify = run({"verify", image_.string()});
+  EXPECT_EQ(verify.code, 0) << verify.err;
+  EXPECT_EQ(verify.err, "");
+}
+
+TEST_F(OpsTest, HeaderBackupRefusesToOverwrite) {
+  format(image_);
+  const fs::path backup = dir_ / "disk.hdr";
+  std::ofstream(backup) << "keep me";
+  CliRun r = run({"header-backup", image_.string(), backup.string()});
+  EXPECT_EQ(r.code, static_cast<int>(ErrorCode::kConflict));
+  EXPECT_EQ(r.err, "envcryptctl: header-backup " + image_.string() + ": " + backup.string() +
+                       " exists: refusing to overwrite it\n");
+  EXPECT_EQ(std::string(read_bytes(backup).data(), 7), "keep me");
+  std::size_t temps = 0;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    temps += entry.path().filename().string().starts_with(".disk.hdr.") ? 1 : 0;
+  }
+  EXPECT_EQ(temps, 0U);
+}
+
+TEST_F(OpsTest, HeaderBackupOfWhatIsNoDisk) {
+  CliRun plain = run({"header-backup", image_.string(), (dir_ / "x.hdr").string()});
+  EXPECT_EQ(plain.code, static_cast<int>(ErrorCode::kNotFound));
+  EXPECT_EQ(plain.err, "envcryptctl: header-backup " + image_.string() +
+                           ": not an envcrypt disk (no header magic in either copy)\n");
+  EXPECT_FALSE(fs::exists(dir_ / "x.hdr"));
+  CliRun absent = run({"header-backup", (dir_ / "absent.img").string(), (dir_ / "y.hdr").string()});
+  EXPECT_EQ(absent.code, static_cast<int>(ErrorCode::kNotFound));
+}
+
+TEST_F(OpsTest, HeaderRestoreRefusesAnotherDisksHeaderUnlessForced) {
+  format(image_);
+  const fs::path second = make_image("second.img");
+  format(second);
+  const std::string first_uuid = uuid_of(image_);
+  const std::string second_uuid = uuid_of(second);
+  const fs::path backup = dir_ / "first.hdr";
+  ASSERT_EQ(run({"header-backup", image_.string(), backup.string()}).code, 0);
+  const auto before = read_bytes(second);
+  CliRun refused = run({"header-restore", second.string(), backup.string()});
+  EXPECT_EQ(refused.code, static_cast<int>(ErrorCode::kConflict));
+  EXPECT_EQ(refused.err, "envcryptctl: header-restore " + second.string() + ": " + backup.string() +
+                             " is the header of disk " + first_uuid + ", " + second.string() +
+                             " is disk " + second_uuid + " (use --force to restore it anyway)\n");
+  EXPECT_EQ(read_bytes(second), before);
+  ASSERT_EQ(run({"header-restore", second.string(), backup.string(), "--force"}).code, 0);
+  EXPECT_EQ(uuid_of(second), first_uuid);
+}
+
+TEST_F(OpsTest, HeaderRestoreComparesTheUuidOfACorruptHeader) {
+  format(image_);
+  const std::string uuid = uuid_of(image_);
+  const fs::path other = make_image("other.img");
+  format(other);
+  const fs::path backup = dir_ / "other.hdr";
+  ASSERT_EQ(run({"header-backup", other.string(), backup.string()}).code, 0);
+  corrupt(image_, 200);
+  corrupt(image_, kSecondaryOffset + 200);
+  CliRun refused = run({"header-restore", image_.string(), backup.string()});
+  EXPECT_EQ(refused.code, static_cast<int>(ErrorCode::kConflict));
+  EXPECT_NE(refused.err.find(image_.string() + " is disk " + uuid + " "), std::string::npos)
+      << refused.err;
+
+  const fs::path blank = make_image("blank.img");
+  CliRun unknown = run({"header-restore", blank.string(), backup.string()});
+  EXPECT_EQ(unknown.code, static_cast<int>(ErrorCode::kConflict));
+  EXPECT_EQ(unknown.err, "envcryptctl: header-restore " + blank.string() + ": " + blank.string() +
+                             " carries no envcrypt uuid to compare with the backup's; use --force "
+                             "if " +
+                             backup.string() + " is this disk's header\n");
+  EXPECT_EQ(run({"header-restore", blank.string(), backup.string(), "--force"}).code, 0);
+}
+
+TEST_F(OpsTest, HeaderRestoreValidatesTheFileFirst) {
+  format(image_);
+  const fs::path backup = dir_ / "disk.hdr";
+  ASSERT_EQ(run({"header-backup", image_.string(), backup.string()}).code, 0);
+  corrupt(backup, 200);
+  corrupt(backup, kSecondaryOffset + 200);
+  const auto before = read_bytes(image_);
+  CliRun bad = run({"header-restore", image_.string(), backup.string()});
+  EXPECT_EQ(bad.code, static_cast<int>(ErrorCode::kCorruptHeader));
+  EXPECT_EQ(bad.err, "envcryptctl: header-restore " + image_.string() + ": " + backup.string() +
+                         ": no valid header copy (primary: checksum mismatch; secondary: "
+                         "checksum mismatch)\n");
+  EXPECT_EQ(read_bytes(image_), before);
+
+  CliRun absent = run({"header-restore", image_.string(), (dir_ / "absent.hdr").string()});
+  EXPECT_EQ(absent.code, static_cast<int>(ErrorCode::kNotFound));
+
+  const fs::path detached = dir_ / "detached.hdr";
+  ASSERT_EQ(run({"format", make_image("d.img").string(), "--header", detached.string()}).code, 0);
+  CliRun wrong = run({"header-restore", image_.string(), detached.string(), "--force"});
+  EXPECT_EQ(wrong.code, static_cast<int>(ErrorCode::kUsage));
+  EXPECT_EQ(wrong.err, "envcryptctl: header-restore " + image_.string() + ": " + detached.string() +
+                           " is a detached header (data offset 0): use it with --header, it does "
+                           "not belong on a device\n");
+  EXPECT_EQ(read_bytes(image_), before);
+}
+
+TEST_F(OpsTest, HeaderCommandUsage) {
+  EXPECT_EQ(run({"header-backup", image_.string()}).code, static_cast<int>(ErrorCode::kUsage));
+  EXPECT_EQ(run({"header-restore"}).code, static_cast<int>(ErrorCode::kUsage));
+  EXPECT_EQ(run({"header-restore", "a", "b", "--bogus"}).code, static_cast<int>(ErrorCode::kUsage));
+}
+
+// ----- diagnostics -----
+
+TEST_F(OpsTest, FailureLineAndRecord) {
+  AttachFailure failure{
+      "data",   "/dev/vdb",         "local://local-1/k",     "local keystore /x y",
+      "unwrap", ErrorCode::kDenied, "key \"k\" is Disabled", 1700000000};
+  EXPECT_EQ(failure_fields(failure),
+            "disk=data device=/dev/vdb cmk=local://local-1/k endpoint=\"local keystore /x y\" "
+            "step=unwrap code=4 reason=\"key \\\"k\\\" is Disabled\"");
+  std::ostringstream err;
+  report_attach_failure(failure, err);
+  EXPECT_EQ(err.str(), "envcryptctl: attach failed: " + failure_fields(failure) + "\n");
+  const fs::path record = dir_ / "run" / "attach-errors" / "data";
+  struct stat st {};
+  ASSERT_EQ(::stat(record.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600U);
+  auto last = last_attach_error("data");
+  ASSERT_TRUE(last.ok() && *last);
+  EXPECT_EQ(failure_fields(**last), failure_fields(failure));
+  EXPECT_EQ((*last)->time, 1700000000);
+  EXPECT_FALSE(*last_attach_error("other"));
+
+  std::ofstream(tab_) << "data /dev/vdb\nother /dev/vdc\n";
+  std::ostringstream status;
+  ASSERT_TRUE(print_attach_errors(tab_.string(), status).ok());
+  EXPECT_EQ(status.str(),
+            "data: last attach failed 2023-11-14T22:13:20Z: " + failure_fields(failure) + "\n");
+}
+
+TEST_F(OpsTest, KmsEndpointNames) {
+  Config config;
+  config.local_dir = "/var/lib/envcrypt/kms";
+  KmipEndpoint corp;
+  corp.name = "corp";
+  corp.host = "kms.example";
+  config.kmip_endpoints["corp"] = corp;
+  EXPECT_EQ(kms_endpoint(config, "local://local-1/k"), "local keystore /var/lib/envcrypt/kms");
+  EXPECT_EQ(kms_endpoint(config, "kmip://corp/uid"), "kmip kms.example:5696");
+  EXPECT_EQ(kms_endpoint(config, "kmip://10.0.0.1:5696/uid"), "kmip 10.0.0.1:5696");
+  EXPECT_EQ(kms_endpoint(config, ""), "");
+}
+
+// ----- status --keys -----
+
+TEST_F(OpsTest, StatusKeysReportsStaleWraps) {
+  const std::string cmk = create_key("alias/ops/r");
+  format(image_, "alias/ops/r");
+  ASSERT_TRUE(local_kms("host/ops-test")->rotate_key(cmk).ok());
+  const fs::path fresh = make_image("fresh.img");
+  format(fresh, "alias/ops/r");
+  const fs::path gone = dir_ / "gone.img";
+  std::ofstream(tab_) << "old " << image_.string() << "\nnew " << fresh.string() << "\ngone "
+                      << gone.string() << " nofail\n";
+  CliRun r = run({"status", "--keys", "--tab", tab_.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "old: CMK " + cmk + ", wrapped by version 1, primary version 2: stale\n" +
+                       "new: CMK " + cmk + ", wrapped by version 2, primary version 2: current\n" +
+                       "gone: CMK -, wrapped by version -, primary version -: unknown (" +
+                       gone.string() + " does not exist)\n");
+  CliRun json = run({"--json", "status", "--keys", "--tab", tab_.string()});
+  ASSERT_EQ(json.code, 0) << json.err;
+  const auto j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j[0]["wrap"], "stale");
+  EXPECT_EQ(j[0]["wrapped_version"], 1);
+  EXPECT_EQ(j[0]["primary_version"], 2);
+  EXPECT_EQ(j[1]["wrap"], "current");
+  EXPECT_EQ(j[2]["wrap"], "unknown");
+  EXPECT_TRUE(j[2]["wrapped_version"].is_null());
+}
+
+}  // namespace
+}  // namespace envcrypt
