@@ -21,7 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
-constexpr std::string_view kLocalScheme = "local://";
 constexpr std::string_view kKmipScheme = "kmip://";
 
 std::int64_t now_seconds() {
