@@ -218,8 +218,40 @@ Result<fs::path> wait_for_device(const TabEntry& entry, BootActions& actions) {
   }
 }
 
-void attach_one(const TabEntry& entry, const BootSelection& selection, BootActions& actions,
-                DiskResult& result) {
+// BootActions' clock, for retry.h.
+class ActionsClock final : public RetryClock {
+ public:
+  explicit ActionsClock(BootActions& actions) : actions_(actions) {}
+  SteadyTime now() override { return actions_.now(); }
+  void sleep_for(milliseconds duration) override { actions_.sleep(duration); }
+
+ private:
+  BootActions& actions_;
+};
+
+// One attach attempt; KMS calls inside it end by `deadline` (retry.h).
+Status attach_by(const TabEntry& entry, const fs::path& device, BootActions& actions,
+                 std::optional<SteadyTime> deadline) {
+  if (!deadline.has_value()) {
+    return actions.attach(entry, device);
+  }
+  const DeadlineScope scope(*deadline);
+  return actions.attach(entry, device);
+}
+
+// A disk whose KMS could not be reached, to be tried again.
+struct PendingAttach {
+  std::size_t disk;  // in BootReport::disks
+  const TabEntry* entry;
+  SteadyTime started;   // of the disk's whole run, for its elapsed time
+  SteadyTime deadline;  // first attempt + the attach timeout
+};
+
+// Attaches, reporting on the way; returns the attach deadline when the
+// attach itself was attempted.
+std::optional<SteadyTime> attach_one(const TabEntry& entry, const BootSelection& selection,
+                                     BootActions& actions, const AttachPolicy& policy,
+                                     DiskResult& result) {
   auto fail = [&](DiskOutcome outcome, const Error& error) {
     result.outcome = outcome;
     result.error = error;
@@ -229,14 +261,14 @@ void attach_one(const TabEntry& entry, const BootSelection& selection, BootActio
       fail(DiskOutcome::kFailed,
            Error(ErrorCode::kConflict, "a mapping named " + entry.name +
                                            " exists for another disk (uuid " + *existing + ")"));
-      return;
+      return std::nullopt;
     }
     result.outcome = DiskOutcome::kAlreadyAttached;
     result.detail = "/dev/mapper/" + entry.name;
-    return;
+    return std::nullopt;
   } else if (existing.error().code() != ErrorCode::kNotFound) {
     fail(DiskOutcome::kFailed, existing.error());
-    return;
+    return std::nullopt;
   }
 
   auto device =
@@ -245,25 +277,76 @@ void attach_one(const TabEntry& entry, const BootSelection& selection, BootActio
     fail(device.error().code() == ErrorCode::kNotFound ? DiskOutcome::kMissing
                                                        : DiskOutcome::kFailed,
          device.error());
-    return;
+    return std::nullopt;
   }
   result.device = *device;
   auto mapped_as = actions.mapping_of(*device);
   if (!mapped_as.ok()) {
     fail(DiskOutcome::kFailed, mapped_as.error());
-    return;
+    return std::nullopt;
   }
   if (*mapped_as) {
     result.outcome = DiskOutcome::kAlreadyAttached;
     result.detail = "/dev/mapper/" + **mapped_as;
-    return;
+    return std::nullopt;
   }
-  if (Status attached = actions.attach(entry, *device); !attached.ok()) {
+  const std::optional<SteadyTime> deadline =
+      policy.timeout.count() > 0 ? std::optional(actions.now() + policy.timeout) : std::nullopt;
+  result.attempts = 1;
+  if (Status attached = attach_by(entry, *device, actions, deadline); !attached.ok()) {
     fail(DiskOutcome::kFailed, attached.error());
-    return;
+    return deadline;
   }
   result.outcome = DiskOutcome::kAttached;
   result.detail = "/dev/mapper/" + entry.name;
+  return deadline;
+}
+
+// Tries a pending disk once more if its deadline allows; true when the
+// disk is settled: attached, failed for another reason, or out of time.
+bool retry_attach(const PendingAttach& pending, BootActions& actions, const AttachPolicy& policy,
+                  DiskResult& result) {
+  if (actions.now() < pending.deadline) {
+    ++result.attempts;
+    const Status attached = attach_by(*pending.entry, result.device, actions, pending.deadline);
+    result.elapsed = std::chrono::duration_cast<milliseconds>(actions.now() - pending.started);
+    if (attached.ok()) {
+      result.outcome = DiskOutcome::kAttached;
+      result.error.reset();
+      result.detail = "/dev/mapper/" + pending.entry->name;
+      return true;
+    }
+    result.error = attached.error();
+    if (attached.error().code() != ErrorCode::kKmsUnreachable) {
+      return true;
+    }
+    if (actions.now() < pending.deadline) {
+      return false;
+    }
+  }
+  result.elapsed = std::chrono::duration_cast<milliseconds>(actions.now() - pending.started);
+  result.error = Error(
+      ErrorCode::kKmsUnreachable,
+      result.error->message() + " (gave up at the attach deadline after " +
+          std::to_string(result.attempts) + " attempts in " + duration_text(result.elapsed) +
+          "; [boot] attach_timeout_seconds = " + std::to_string(policy.timeout.count()) + ")");
+  return true;
+}
+
+// Retries the disks whose KMS was unreachable, all in one round after
+// another with backoff between rounds, each until its own deadline.
+void retry_unreachable(std::vector<PendingAttach> pending, BootActions& actions,
+                       const AttachPolicy& policy, BootReport& report) {
+  ActionsClock clock(actions);
+  for (unsigned round = 1; !pending.empty(); ++round) {
+    const auto earliest = std::min_element(
+        pending.begin(), pending.end(),
+        [](const PendingAttach& a, const PendingAttach& b) { return a.deadline < b.deadline; });
+    pause_before_next_round(clock, earliest->deadline, policy.backoff.after_round(round));
+    std::erase_if(pending, [&](const PendingAttach& disk) {
+      return retry_attach(disk, actions, policy, report.disks[disk.disk]);
+    });
+  }
 }
 
 }  // namespace
@@ -345,16 +428,24 @@ std::unique_ptr<BootActions> system_boot_actions(std::function<Result<KmsRegistr
 }
 
 Result<BootReport> attach_all(const std::vector<TabEntry>& table, const BootSelection& selection,
-                              BootActions& actions) {
+                              BootActions& actions, const AttachPolicy& policy) {
   ENVCRYPT_ASSIGN_OR_RETURN(auto entries, select_entries(table, selection, actions));
   BootReport report;
+  std::vector<PendingAttach> pending;
   for (const TabEntry* entry : entries) {
     DiskResult result = start_result(*entry);
     const auto start = actions.now();
-    attach_one(*entry, selection, actions, result);
+    const auto deadline = attach_one(*entry, selection, actions, policy, result);
     result.elapsed = std::chrono::duration_cast<milliseconds>(actions.now() - start);
+    // Only an unreachable KMS is worth waiting for; a disabled key or a
+    // bad header will not change by waiting.
+    if (deadline.has_value() && result.outcome == DiskOutcome::kFailed &&
+        result.error->code() == ErrorCode::kKmsUnreachable) {
+      pending.push_back({report.disks.size(), entry, start, *deadline});
+    }
     report.disks.push_back(std::move(result));
   }
+  retry_unreachable(std::move(pending), actions, policy, report);
   return report;
 }
 

@@ -18,6 +18,7 @@
 #include "crypttab.h"
 #include "kms_registry.h"
 #include "result.h"
+#include "retry.h"
 
 namespace envcrypt {
 
@@ -40,6 +41,7 @@ struct DiskResult {
   std::optional<Error> error;  // why, for kMissing and kFailed
   std::string detail;          // e.g. the mapping a device is already attached as
   std::chrono::milliseconds elapsed{0};
+  unsigned attempts = 0;  // attach attempts (more than one when the KMS was unreachable)
 
   // Failed or missing, and not excused by nofail.
   [[nodiscard]] bool counts_as_failure() const;
@@ -97,11 +99,23 @@ struct BootSelection {
   std::optional<std::filesystem::path> device;
 };
 
+// How attach-all waits for a KMS it cannot reach (the network or the key
+// server still coming up at boot).
+struct AttachPolicy {
+  // Each disk's deadline, counted from its first attach attempt ([boot]
+  // attach_timeout_seconds); 0: one attempt, no retries.
+  std::chrono::seconds timeout = kDefaultAttachTimeout;
+  Backoff backoff{std::chrono::milliseconds(500), std::chrono::milliseconds(5000)};
+};
+
 // Attaches each selected entry that is present and not attached, one after
 // the other; a failing disk never stops the others.  Each entry waits for
-// its device at most its device timeout.  Errors only for a bad selection.
+// its device at most its device timeout.  A disk whose KMS is unreachable
+// is retried, after every other disk has had its first attempt, with
+// backoff until its deadline; no attempt outlasts it.  Any other failure
+// is final at once.  Errors only for a bad selection.
 Result<BootReport> attach_all(const std::vector<TabEntry>& table, const BootSelection& selection,
-                              BootActions& actions);
+                              BootActions& actions, const AttachPolicy& policy = {});
 // Detaches the selected entries' mappings, last line first.
 Result<BootReport> detach_all(const std::vector<TabEntry>& table, const BootSelection& selection,
                               BootActions& actions);

@@ -50,6 +50,13 @@ Result<std::vector<TabEntry>> read_table_for_names(const BootArgs& args,
   return table;
 }
 
+Result<AttachPolicy> attach_policy(const BootCommandHooks& hooks) {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, hooks.registry());
+  AttachPolicy policy;
+  policy.timeout = registry->config().boot.attach_timeout;
+  return policy;
+}
+
 std::string seconds_text(std::chrono::milliseconds elapsed) {
   std::ostringstream text;
   text << std::fixed << std::setprecision(2) << static_cast<double>(elapsed.count()) / 1000.0
@@ -181,8 +188,9 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
     hooks.select("attach-all", [args, hooks]() -> Status {
       ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table_for_names(*args, hooks));
       auto actions = system_boot_actions(hooks.registry);
+      ENVCRYPT_ASSIGN_OR_RETURN(AttachPolicy policy, attach_policy(hooks));
       ENVCRYPT_ASSIGN_OR_RETURN(BootReport result,
-                                attach_all(table, selection_of(*args), *actions));
+                                attach_all(table, selection_of(*args), *actions, policy));
       return report(result, "attach-all", hooks);
     });
   });

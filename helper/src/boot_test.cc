@@ -22,6 +22,10 @@ class FakeActions : public BootActions {
   std::map<fs::path, std::pair<milliseconds, std::string>> late_devices;
   // Devices whose attach fails, and how.
   std::map<fs::path, Error> attach_errors;
+  // Devices whose KMS is unreachable for attaches started before the given time.
+  std::map<fs::path, milliseconds> kms_down_until;
+  // The KMS deadline (retry.h) each attach ran under.
+  std::vector<std::optional<std::chrono::steady_clock::time_point>> attach_deadlines;
   // name -> (device, uuid)
   std::map<std::string, std::pair<fs::path, std::string>> mappings;
   std::set<std::string> busy;   // mappings that refuse to detach
@@ -82,7 +86,14 @@ class FakeActions : public BootActions {
 
   Status attach(const TabEntry& entry, const fs::path& device) override {
     calls.push_back("attach " + entry.name + " " + device.string());
+    attach_deadlines.push_back(DeadlineScope::current());
+    const milliseconds started = clock;
     clock += attach_cost;
+    if (auto down = kms_down_until.find(device);
+        down != kms_down_until.end() && started < down->second) {
+      return Error(ErrorCode::kKmsUnreachable,
+                   "kmip://kms.example:5696: connect: Connection refused");
+    }
     if (auto it = attach_errors.find(device); it != attach_errors.end()) {
       return it->second;
     }
@@ -175,8 +186,8 @@ TEST(AttachAll, MissingDiskWithoutNofailFailsTheRun) {
 TEST(AttachAll, LeavesAttachedDisksAlone) {
   FakeActions fake;
   fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
-  fake.mappings["one"] = {"/dev/vdb", kUuidA, ""};
-  fake.mappings["by-hand"] = {"/dev/vdc", kUuidB, ""};
+  fake.mappings["one"] = {"/dev/vdb", kUuidA};
+  fake.mappings["by-hand"] = {"/dev/vdc", kUuidB};
   auto report = attach_all(table("one /dev/vdb\ntwo /dev/vdc\n"), {}, fake);
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(disk(*report, "one").outcome, DiskOutcome::kAlreadyAttached);
@@ -226,6 +237,106 @@ TEST(AttachAll, DoesNotWaitWithoutATimeout) {
   EXPECT_EQ(fake.clock, milliseconds(0));
 }
 
+AttachPolicy attach_policy(std::chrono::seconds timeout) {
+  AttachPolicy policy;
+  policy.timeout = timeout;
+  policy.backoff = {milliseconds(500), milliseconds(5000)};
+  return policy;
+}
+
+std::chrono::steady_clock::time_point at(milliseconds time) {
+  return std::chrono::steady_clock::time_point(time);
+}
+
+TEST(AttachAll, RetriesAnUnreachableKmsAfterTheOtherDisksUntilItAnswers) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
+  fake.kms_down_until.emplace("/dev/vdb", milliseconds(3000));
+  auto report = attach_all(table("remote /dev/vdb netdev\nlocal /dev/vdc\n"), {}, fake,
+                           attach_policy(seconds(90)));
+  ASSERT_TRUE(report.ok());
+  // remote fails at 0, local attaches at once; remote again after pauses of
+  // 500, 1000 and 2000 ms: at 700, 1800 and 3900, when the KMS is back.
+  EXPECT_EQ(fake.calls,
+            (std::vector<std::string>{"attach remote /dev/vdb", "attach local /dev/vdc",
+                                      "attach remote /dev/vdb", "attach remote /dev/vdb",
+                                      "attach remote /dev/vdb"}));
+  EXPECT_EQ(disk(*report, "remote").outcome, DiskOutcome::kAttached);
+  EXPECT_FALSE(disk(*report, "remote").error.has_value());
+  EXPECT_EQ(disk(*report, "remote").attempts, 4U);
+  EXPECT_EQ(disk(*report, "remote").elapsed, milliseconds(4000));
+  EXPECT_EQ(disk(*report, "local").elapsed, milliseconds(100));
+  EXPECT_EQ(fake.clock, milliseconds(4000));
+  // Every attempt of remote ran under its deadline, 90 s after its first.
+  for (std::size_t i : {0U, 2U, 3U, 4U}) {
+    EXPECT_EQ(fake.attach_deadlines.at(i), at(milliseconds(90000))) << "attempt " << i;
+  }
+  EXPECT_EQ(report->first_failure(), nullptr);
+}
+
+TEST(AttachAll, GivesUpOnAnUnreachableKmsExactlyAtTheDeadline) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
+  fake.kms_down_until.emplace("/dev/vdb", milliseconds(3600000));
+  auto report = attach_all(table("remote /dev/vdb netdev,nofail\nlocal /dev/vdc\n"), {}, fake,
+                           attach_policy(seconds(10)));
+  ASSERT_TRUE(report.ok());
+  const DiskResult& remote = disk(*report, "remote");
+  EXPECT_EQ(remote.outcome, DiskOutcome::kFailed);
+  EXPECT_EQ(remote.error->code(), ErrorCode::kKmsUnreachable);
+  // Attempts at 0, 700, 1800, 3900 and 8000; the last pause is cut to the
+  // deadline at 10 s, where it gives up without starting another.
+  EXPECT_EQ(remote.attempts, 5U);
+  EXPECT_EQ(remote.elapsed, milliseconds(10000));
+  EXPECT_EQ(fake.clock, milliseconds(10000));
+  EXPECT_EQ(remote.error->message(),
+            "kmip://kms.example:5696: connect: Connection refused (gave up at the attach deadline "
+            "after 5 attempts in 10.00 s; [boot] attach_timeout_seconds = 10)");
+  EXPECT_EQ(disk(*report, "local").outcome, DiskOutcome::kAttached);
+  // nofail: the run does not fail.
+  EXPECT_EQ(report->first_failure(), nullptr);
+  EXPECT_EQ(report->summary(), "1 attached, 1 failed (1 nofail)");
+}
+
+TEST(AttachAll, UnreachableKmsWithoutNofailFailsTheRunWithExitCode7) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}};
+  fake.kms_down_until.emplace("/dev/vdb", milliseconds(3600000));
+  auto report = attach_all(table("remote /dev/vdb netdev\n"), {}, fake, attach_policy(seconds(2)));
+  ASSERT_TRUE(report.ok());
+  ASSERT_NE(report->first_failure(), nullptr);
+  EXPECT_EQ(report->first_failure()->error->exit_code(), 7);
+  EXPECT_EQ(fake.clock, milliseconds(2000));
+}
+
+TEST(AttachAll, ADisabledKeyOrABadHeaderFailsAtOnceWithoutRetrying) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
+  fake.attach_errors.emplace("/dev/vdb", Error(ErrorCode::kDenied, "CMK key-1 is Disabled"));
+  fake.attach_errors.emplace("/dev/vdc", Error(ErrorCode::kCorruptHeader, "no valid header"));
+  auto report =
+      attach_all(table("off /dev/vdb\nbad /dev/vdc\n"), {}, fake, attach_policy(seconds(90)));
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(fake.calls.size(), 2U);
+  EXPECT_EQ(fake.clock, milliseconds(200));
+  EXPECT_EQ(disk(*report, "off").attempts, 1U);
+  EXPECT_EQ(disk(*report, "off").error->message(), "CMK key-1 is Disabled");
+  EXPECT_EQ(disk(*report, "bad").error->code(), ErrorCode::kCorruptHeader);
+}
+
+TEST(AttachAll, ZeroAttachTimeoutMeansOneAttemptWithoutADeadline) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}};
+  fake.kms_down_until.emplace("/dev/vdb", milliseconds(3600000));
+  auto report = attach_all(table("remote /dev/vdb\n"), {}, fake, attach_policy(seconds(0)));
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(disk(*report, "remote").attempts, 1U);
+  EXPECT_EQ(disk(*report, "remote").error->message(),
+            "kmip://kms.example:5696: connect: Connection refused");
+  EXPECT_EQ(fake.attach_deadlines,
+            (std::vector<std::optional<std::chrono::steady_clock::time_point>>{std::nullopt}));
+}
+
 TEST(AttachAll, NoautoOnlyWhenNamed) {
   FakeActions fake;
   fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
@@ -268,11 +379,11 @@ TEST(AttachAll, DeviceSelectionUsesTheDeviceUdevGave) {
 
 TEST(EntryNamesDevice, ByUuidPathOrLink) {
   auto tab = table("u UUID=" + std::string(kUuidA) + "\np /dev/vdb\nl /dev/disk/by-id/x\n");
-  DeviceIdentity identity{"/dev/vdb", {"/dev/disk/by-id/x"}, kUuidA};
+  DeviceIdentity identity{"/dev/vdb", {"/dev/disk/by-id/x"}, kUuidA, ""};
   EXPECT_TRUE(entry_names_device(tab[0], "/dev/vdb", identity));
   EXPECT_TRUE(entry_names_device(tab[1], "/dev/vdb", identity));
   EXPECT_TRUE(entry_names_device(tab[2], "/dev/vdb", identity));
-  DeviceIdentity other{"/dev/vdc", {}, kUuidB};
+  DeviceIdentity other{"/dev/vdc", {}, kUuidB, ""};
   for (const TabEntry& entry : tab) {
     EXPECT_FALSE(entry_names_device(entry, "/dev/vdc", other)) << entry.name;
   }

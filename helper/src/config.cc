@@ -89,6 +89,19 @@ class TableReader {
     return error(key, "expected true or false, got " + std::string(type_name(node)));
   }
 
+  Result<std::vector<std::string>> strings(std::string_view key, const toml::node& node) const {
+    const auto* array = node.as_array();
+    if (array == nullptr) {
+      return error(key, "expected an array of strings, got " + std::string(type_name(node)));
+    }
+    std::vector<std::string> values;
+    for (const toml::node& element : *array) {
+      ENVCRYPT_ASSIGN_OR_RETURN(std::string value, string(key, element));
+      values.push_back(std::move(value));
+    }
+    return values;
+  }
+
   Result<const toml::table*> table(std::string_view key, const toml::node& node) const {
     if (const auto* value = node.as_table()) {
       return value;
@@ -101,13 +114,79 @@ class TableReader {
   std::string prefix_;
 };
 
+// "host", "host:port", "[v6 address]" or "[v6 address]:port"; a bare IPv6
+// address has no port.  `port` when none is given.
+Result<KmipServer> parse_server(const TableReader& reader, const std::string& text,
+                                std::uint16_t port) {
+  auto invalid = [&](const std::string& why) {
+    return reader.error("servers", "'" + text + "': " + why);
+  };
+  std::string host = text;
+  std::string port_text;
+  bool has_port = false;
+  if (text.starts_with('[')) {
+    const auto close = text.find(']');
+    if (close == std::string::npos || (close + 1 < text.size() && text[close + 1] != ':')) {
+      return invalid("expected [address] or [address]:port");
+    }
+    host = text.substr(1, close - 1);
+    has_port = close + 1 < text.size();
+    port_text = has_port ? text.substr(close + 2) : "";
+  } else if (const auto colon = text.find(':');
+             colon != std::string::npos && text.find(':', colon + 1) == std::string::npos) {
+    host = text.substr(0, colon);
+    has_port = true;
+    port_text = text.substr(colon + 1);
+  }
+  if (host.empty()) {
+    return invalid("no host");
+  }
+  if (has_port) {
+    char* end = nullptr;
+    const unsigned long value = std::strtoul(port_text.c_str(), &end, 10);
+    if (port_text.empty() || *end != '\0' || value < 1 || value > 65535) {
+      return invalid("port must be between 1 and 65535");
+    }
+    port = static_cast<std::uint16_t>(value);
+  }
+  return KmipServer{host, port};
+}
+
+// `servers` replaces host: the first is the server CMK URIs name, the
+// others are its failover.
+Status apply_server_list(const TableReader& reader, const std::vector<std::string>& list,
+                         KmipEndpoint& endpoint) {
+  if (!endpoint.host.empty()) {
+    return reader.error("servers", "give either host (one server) or servers, not both");
+  }
+  if (list.empty()) {
+    return reader.error("servers", "must list at least one server");
+  }
+  for (const std::string& text : list) {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmipServer server, parse_server(reader, text, endpoint.port));
+    endpoint.failover.push_back(std::move(server));
+  }
+  endpoint.host = endpoint.failover.front().host;
+  endpoint.port = endpoint.failover.front().port;
+  endpoint.failover.erase(endpoint.failover.begin());
+  return OkStatus();
+}
+
 Status parse_kmip_endpoint(const toml::table& table, const std::filesystem::path& source,
                            const std::string& name, KmipEndpoint& endpoint) {
   TableReader reader(source, "kms.kmip." + name);
   endpoint.name = name;
+  std::optional<std::vector<std::string>> server_list;
   for (const auto& [key, node] : table) {
     const std::string_view k = key.str();
-    if (k == "host") {
+    if (k == "servers") {
+      ENVCRYPT_ASSIGN_OR_RETURN(server_list, reader.strings(k, node));
+    } else if (k == "deadline_ms") {
+      ENVCRYPT_ASSIGN_OR_RETURN(
+          std::int64_t deadline,
+          reader.integer(k, node, 1, std::numeric_limits<std::uint32_t>::max()));
+      endpoint.deadline_ms = static_cast<std::uint32_t>(deadline);
+    } else if (k == "host") {
       ENVCRYPT_ASSIGN_OR_RETURN(endpoint.host, reader.string(k, node));
     } else if (k == "port") {
       ENVCRYPT_ASSIGN_OR_RETURN(std::int64_t port, reader.integer(k, node, 1, 65535));
@@ -127,8 +206,12 @@ Status parse_kmip_endpoint(const toml::table& table, const std::filesystem::path
       return reader.unknown_key(k);
     }
   }
+  // After the loop, so that port, wherever it stands, is the servers' default.
+  if (server_list.has_value()) {
+    ENVCRYPT_TRY(apply_server_list(reader, *server_list, endpoint));
+  }
   if (endpoint.host.empty()) {
-    return reader.error("host", "missing (every KMIP endpoint needs a host)");
+    return reader.error("host", "missing (every KMIP endpoint needs a host or servers)");
   }
   return OkStatus();
 }
@@ -174,6 +257,10 @@ Status parse_boot(const toml::table& boot, const std::filesystem::path& source, 
     const std::string_view k = key.str();
     if (k == "auto_attach") {
       ENVCRYPT_ASSIGN_OR_RETURN(config.boot.auto_attach, reader.boolean(k, node));
+    } else if (k == "attach_timeout_seconds") {
+      // At most an hour: a boot is better failed than waiting longer.
+      ENVCRYPT_ASSIGN_OR_RETURN(std::int64_t seconds, reader.integer(k, node, 0, 3600));
+      config.boot.attach_timeout = std::chrono::seconds(seconds);
     } else {
       return reader.unknown_key(k);
     }
@@ -190,6 +277,19 @@ std::string default_principal() {
 }
 
 }  // namespace
+
+std::vector<KmipServer> KmipEndpoint::servers() const {
+  std::vector<KmipServer> all{{host, port}};
+  all.insert(all.end(), failover.begin(), failover.end());
+  return all;
+}
+
+std::chrono::milliseconds KmipEndpoint::call_deadline() const {
+  if (deadline_ms != 0) {
+    return std::chrono::milliseconds(deadline_ms);
+  }
+  return std::chrono::milliseconds(timeout_ms) * static_cast<long>(1 + failover.size());
+}
 
 Result<Config> parse_config(const std::string& toml_text, const std::filesystem::path& source) {
   toml::table root;

@@ -3,31 +3,51 @@
 // A missing file means all defaults; unknown keys are errors naming the key.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "result.h"
 
 namespace envcrypt {
 
-struct KmipEndpoint {
-  std::string name;  // the [kms.kmip.<name>] table name
+struct KmipServer {
   std::string host;
   std::uint16_t port = 5696;
+};
+
+// One key manager, possibly a cluster of servers that hold the same keys
+// (same uids and material) and trust the same client certificate.
+struct KmipEndpoint {
+  std::string name;  // the [kms.kmip.<name>] table name
+  std::string host;  // the first server: the one CMK URIs name
+  std::uint16_t port = 5696;
+  std::vector<KmipServer> failover;  // the others, tried after it in this order
   std::filesystem::path ca;
   std::filesystem::path cert;
   std::filesystem::path key;
-  std::uint32_t timeout_ms = 5000;
+  std::uint32_t timeout_ms = 5000;  // each server: connect, TLS, request and response
+  std::uint32_t deadline_ms = 0;    // each call over all servers; 0: timeout_ms per server
+
+  // host:port, then the failover servers.
+  [[nodiscard]] std::vector<KmipServer> servers() const;
+  [[nodiscard]] std::chrono::milliseconds call_deadline() const;
 };
+
+inline constexpr std::chrono::seconds kDefaultAttachTimeout{90};
 
 // [boot]: how disks are attached at boot and on hot-plug.
 struct BootConfig {
   // Attach every envcrypt disk that appears, not only those envcrypttab
   // lists, as "envcrypt-<uuid>" (Documentation/admin-guide/boot.rst).
   bool auto_attach = false;
+  // attach_timeout_seconds: how long attach at boot retries a disk whose
+  // KMS is unreachable before giving up on it.
+  std::chrono::seconds attach_timeout = kDefaultAttachTimeout;
 };
 
 struct Config {
@@ -38,7 +58,7 @@ struct Config {
   std::filesystem::path local_root_key = "/etc/envcrypt/root.key";
   std::map<std::string, KmipEndpoint> kmip_endpoints;  // by name
   BootConfig boot;
-  std::filesystem::path source;                        // the file read, empty when defaults only
+  std::filesystem::path source;  // the file read, empty when defaults only
 };
 
 // Reads the configuration: `explicit_path` (from --config) first, else

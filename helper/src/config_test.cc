@@ -96,6 +96,71 @@ TEST(Config, KmipEndpointNeedsHost) {
   expect_usage_error("[kms.kmip.a]\nport = 5696\n", "kms.kmip.a.host: missing");
 }
 
+TEST(Config, KmipServersListTheFailoverOrder) {
+  auto config = parse(R"(
+[kms.kmip.cluster]
+servers = ["kms1.example", "10.0.0.2:15696", "[fd00::3]", "[fd00::4]:7000", "fd00::5"]
+port = 5697
+timeout_ms = 1000
+)");
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  const KmipEndpoint& cluster = config->kmip_endpoints.at("cluster");
+  EXPECT_EQ(cluster.host, "kms1.example");
+  EXPECT_EQ(cluster.port, 5697);
+  const auto servers = cluster.servers();
+  ASSERT_EQ(servers.size(), 5U);
+  EXPECT_EQ(servers[1].host, "10.0.0.2");
+  EXPECT_EQ(servers[1].port, 15696);
+  EXPECT_EQ(servers[2].host, "fd00::3");
+  EXPECT_EQ(servers[2].port, 5697);
+  EXPECT_EQ(servers[3].host, "fd00::4");
+  EXPECT_EQ(servers[3].port, 7000);
+  EXPECT_EQ(servers[4].host, "fd00::5");
+  // Without deadline_ms, each server gets its whole timeout_ms.
+  EXPECT_EQ(cluster.call_deadline(), std::chrono::milliseconds(5000));
+}
+
+TEST(Config, KmipSingleHostKeepsItsMeaning) {
+  auto config = parse("[kms.kmip.a]\nhost = \"kms\"\ndeadline_ms = 1234\n");
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  const KmipEndpoint& a = config->kmip_endpoints.at("a");
+  EXPECT_EQ(a.servers().size(), 1U);
+  EXPECT_EQ(a.call_deadline(), std::chrono::milliseconds(1234));
+  KmipEndpoint defaults;
+  defaults.host = "kms";
+  EXPECT_EQ(defaults.call_deadline(), std::chrono::milliseconds(5000));
+}
+
+TEST(Config, KmipServerListErrorsAreNamed) {
+  expect_usage_error("[kms.kmip.a]\nhost = \"x\"\nservers = [\"y\"]\n",
+                     "kms.kmip.a.servers: give either host (one server) or servers, not both");
+  expect_usage_error("[kms.kmip.a]\nservers = []\n",
+                     "kms.kmip.a.servers: must list at least one server");
+  expect_usage_error("[kms.kmip.a]\nservers = [\"x:0\"]\n",
+                     "kms.kmip.a.servers: 'x:0': port must be between 1 and 65535");
+  expect_usage_error("[kms.kmip.a]\nservers = [\"x:\"]\n", "'x:': port must be between");
+  expect_usage_error("[kms.kmip.a]\nservers = [\"[::1\"]\n",
+                     "'[::1': expected [address] or [address]:port");
+  expect_usage_error("[kms.kmip.a]\nservers = [\":80\"]\n", "':80': no host");
+  expect_usage_error("[kms.kmip.a]\nservers = \"x\"\n",
+                     "kms.kmip.a.servers: expected an array of strings, got a string");
+  expect_usage_error("[kms.kmip.a]\nservers = [1]\n",
+                     "kms.kmip.a.servers: expected a string, got an integer");
+  expect_usage_error("[kms.kmip.a]\nhost = \"x\"\ndeadline_ms = 0\n",
+                     "kms.kmip.a.deadline_ms: must be between 1 and");
+}
+
+TEST(Config, BootAttachTimeout) {
+  auto defaults = parse("");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->boot.attach_timeout, std::chrono::seconds(90));
+  auto config = parse("[boot]\nattach_timeout_seconds = 30\n");
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  EXPECT_EQ(config->boot.attach_timeout, std::chrono::seconds(30));
+  expect_usage_error("[boot]\nattach_timeout_seconds = 3601\n",
+                     "boot.attach_timeout_seconds: must be between 0 and 3600, got 3601");
+}
+
 TEST(Config, SyntaxErrorsGiveLine) { expect_usage_error("region = \n", "/test.conf:1:"); }
 
 TEST(Config, MissingExplicitFileIsAnError) {

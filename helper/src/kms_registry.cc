@@ -1,5 +1,7 @@
 #include "kms_registry.h"
 
+#include <algorithm>
+
 #include "kmip/kms_kmip.h"
 #include "kms_local.h"
 
@@ -58,8 +60,15 @@ Result<KmsBackend*> KmsRegistry::local(const std::string& region) {
 // `authority` is a configured endpoint's name or "<host>:<port>" of one.
 Result<KmsBackend*> KmsRegistry::kmip(std::string_view authority) {
   const KmipEndpoint* endpoint = nullptr;
+  auto serves = [&](const KmipEndpoint& candidate) {
+    const auto servers = candidate.servers();
+    return std::any_of(servers.begin(), servers.end(), [&](const KmipServer& server) {
+      return server.host + ":" + std::to_string(server.port) == authority;
+    });
+  };
+  // A CMK URI names one server; any endpoint listing it serves the key.
   for (const auto& [name, candidate] : config_.kmip_endpoints) {
-    if (name == authority || candidate.host + ":" + std::to_string(candidate.port) == authority) {
+    if (name == authority || serves(candidate)) {
       endpoint = &candidate;
       break;
     }

@@ -46,6 +46,19 @@ TEST(KmsRegistry, KmipUrisFindTheirEndpoint) {
   EXPECT_TRUE((*by_name)->supports("kmip://127.0.0.1:5696/abc"));
 }
 
+TEST(KmsRegistry, AUriNamingAnyServerOfAClusterFindsItsEndpoint) {
+  Config config = test_config();
+  config.kmip_endpoints.at("hsm").failover = {{"127.0.0.2", 5697}};
+  KmsRegistry registry(config);
+  auto first = registry.for_key("kmip://127.0.0.1:5696/abc");
+  auto second = registry.for_key("kmip://127.0.0.2:5697/abc");
+  ASSERT_TRUE(first.ok()) << first.error().message();
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  EXPECT_EQ(*first, *second);
+  EXPECT_TRUE((*first)->supports("kmip://127.0.0.2:5697/abc"));
+  EXPECT_FALSE((*first)->supports("kmip://127.0.0.2:5696/abc"));
+}
+
 TEST(KmsRegistry, UnknownEndpointsAndSchemesAreUsageErrors) {
   KmsRegistry registry(test_config());
   auto unknown = registry.for_key("kmip://10.9.9.9:5696/abc");

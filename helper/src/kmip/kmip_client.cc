@@ -4,102 +4,163 @@
 
 namespace envcrypt::kmip {
 
-KmipClient::KmipClient(const KmipEndpoint& endpoint)
-    : options_{endpoint.host, endpoint.port, endpoint.ca, endpoint.cert, endpoint.key},
-      endpoint_(endpoint_name(options_)),
-      timeout_(endpoint.timeout_ms) {}
+namespace {
 
-Status KmipClient::connect(Clock::time_point deadline) {
-  if (connection_ != nullptr && connection_->stale()) {
-    connection_.reset();
+FailoverPolicy failover_policy(const KmipEndpoint& endpoint) {
+  FailoverPolicy policy;
+  policy.server_timeout = std::chrono::milliseconds(endpoint.timeout_ms);
+  policy.deadline = endpoint.call_deadline();
+  return policy;
+}
+
+std::vector<std::string> server_names(const KmipEndpoint& endpoint) {
+  std::vector<std::string> names;
+  for (const KmipServer& server : endpoint.servers()) {
+    names.push_back(endpoint_name({server.host, server.port, {}, {}, {}}));
   }
-  if (connection_ != nullptr) {
+  return names;
+}
+
+}  // namespace
+
+KmipClient::KmipClient(const KmipEndpoint& endpoint, RetryClock& clock)
+    : failover_(failover_policy(endpoint), server_names(endpoint), clock) {
+  for (const KmipServer& server : endpoint.servers()) {
+    TlsOptions options{server.host, server.port, endpoint.ca, endpoint.cert, endpoint.key};
+    std::string name = endpoint_name(options);
+    servers_.push_back(Server{std::move(options), std::move(name), nullptr, nullptr});
+  }
+}
+
+Status KmipClient::connect(Server& server, Clock::time_point deadline) {
+  if (server.connection != nullptr && server.connection->stale()) {
+    server.connection.reset();
+  }
+  if (server.connection != nullptr) {
     return OkStatus();
   }
-  if (context_ == nullptr) {
-    ENVCRYPT_ASSIGN_OR_RETURN(context_, TlsClientContext::load(options_));
+  if (server.context == nullptr) {
+    ENVCRYPT_ASSIGN_OR_RETURN(server.context, TlsClientContext::load(server.options));
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(connection_, TlsConnection::open(context_, deadline));
+  ENVCRYPT_ASSIGN_OR_RETURN(server.connection, TlsConnection::open(server.context, deadline));
   return OkStatus();
 }
 
-Result<Ttlv> KmipClient::round_trip(const Ttlv& request, Clock::time_point deadline) {
-  ENVCRYPT_TRY(connect(deadline));
+Result<Ttlv> KmipClient::round_trip(Server& server, const Ttlv& request,
+                                    Clock::time_point deadline) {
+  server.request_sent = false;
+  ENVCRYPT_TRY(connect(server, deadline));
   // The request and the response may hold a data key: both buffers are
   // wiped whatever happens.
   std::vector<std::uint8_t> sent = encode(request);
-  const Status written = connection_->write_all(sent, deadline);
+  server.request_sent = true;
+  const Status written = server.connection->write_all(sent, deadline);
   wipe(sent);
   std::vector<std::uint8_t> received(kHeaderSize);
   auto fail = [&](const Error& error) -> Result<Ttlv> {
-    connection_.reset();
+    server.connection.reset();
     wipe(received);
     return error;
+  };
+  auto malformed = [&](const Error& error) {
+    return fail(Error(ErrorCode::kKmsUnreachable,
+                      server.name + ": malformed KMIP response: " + error.message()));
   };
   if (!written.ok()) {
     return fail(written.error());
   }
-  if (Status header = connection_->read_exact(received, deadline); !header.ok()) {
+  if (Status header = server.connection->read_exact(received, deadline); !header.ok()) {
     return fail(header.error());
   }
   auto length = encoded_length(received);
   if (!length.ok()) {
-    return fail(Error(ErrorCode::kKmsUnreachable,
-                      endpoint_ + ": malformed KMIP response: " + length.error().message()));
+    return malformed(length.error());
   }
   received.resize(*length);
-  if (Status body = connection_->read_exact(std::span(received).subspan(kHeaderSize), deadline);
+  if (Status body =
+          server.connection->read_exact(std::span(received).subspan(kHeaderSize), deadline);
       !body.ok()) {
     return fail(body.error());
   }
   auto response = decode(received);
   wipe(received);
   if (!response.ok()) {
-    return fail(Error(ErrorCode::kKmsUnreachable,
-                      endpoint_ + ": malformed KMIP response: " + response.error().message()));
+    return malformed(response.error());
   }
   return std::move(response).value();
 }
 
-Result<Ttlv> KmipClient::call(Operation operation, Ttlv request_payload, std::string_view uid) {
-  const auto deadline = Clock::now() + timeout_;
-  if (!version_checked_ && operation != Operation::kDiscoverVersions) {
-    ENVCRYPT_TRY(check_version(deadline));
+Result<Ttlv> KmipClient::call(Operation operation, const Ttlv& request_payload,
+                              std::string_view uid) {
+  std::optional<Ttlv> answer;
+  bool may_have_acted = false;
+  const Status status = failover_.run(
+      [&](std::size_t index, SteadyTime deadline) -> Status {
+        Server& server = servers_[index];
+        auto result = call_server(server, operation, request_payload, uid, deadline);
+        // A Create whose request went out may have made a key that the
+        // lost answer would have named; making another on the next server
+        // would leave an orphan, so that failure is final.  Every other
+        // operation is safe to repeat.
+        may_have_acted = operation == Operation::kCreate && server.request_sent;
+        ENVCRYPT_ASSIGN_OR_RETURN(answer, std::move(result));
+        return OkStatus();
+      },
+      [&](const Error& error) {
+        if (error.code() != ErrorCode::kKmsUnreachable || may_have_acted) {
+          return AttemptFailure::kFinal;
+        }
+        return is_certificate_failure(error) ? AttemptFailure::kServerRefused
+                                             : AttemptFailure::kTransient;
+      });
+  if (!status.ok()) {
+    return may_have_acted ? status.error().with_context(
+                                "KMIP Create sent but not answered, not repeated elsewhere")
+                          : status.error();
   }
-  return call_until(operation, std::move(request_payload), uid, deadline);
+  return std::move(*answer);
 }
 
-Result<Ttlv> KmipClient::call_until(Operation operation, Ttlv request_payload, std::string_view uid,
-                                    Clock::time_point deadline) {
-  ENVCRYPT_ASSIGN_OR_RETURN(
-      Ttlv response, round_trip(make_request(operation, std::move(request_payload)), deadline));
+Result<Ttlv> KmipClient::call_server(Server& server, Operation operation,
+                                     const Ttlv& request_payload, std::string_view uid,
+                                     Clock::time_point deadline) {
+  if (!server.version_checked && operation != Operation::kDiscoverVersions) {
+    ENVCRYPT_TRY(check_version(server, deadline));
+  }
+  return exchange(server, operation, request_payload, uid, deadline);
+}
+
+Result<Ttlv> KmipClient::exchange(Server& server, Operation operation, const Ttlv& request_payload,
+                                  std::string_view uid, Clock::time_point deadline) {
+  ENVCRYPT_ASSIGN_OR_RETURN(Ttlv response,
+                            round_trip(server, make_request(operation, request_payload), deadline));
   auto payload = response_payload(response, operation);
   if (!payload.ok()) {
-    const std::string subject = uid.empty() ? endpoint_ : endpoint_ + "/" + std::string(uid);
+    const std::string subject = uid.empty() ? server.name : server.name + "/" + std::string(uid);
     return payload.error().with_context(subject);
   }
   return payload;
 }
 
-// Asks once per client whether the server speaks KMIP 1.4, so a server that
-// does not is reported as such instead of through a confusing parse error
-// on the first real operation.
-Status KmipClient::check_version(Clock::time_point deadline) {
+// Asks once per server whether it speaks KMIP 1.4, so a server that does
+// not is reported as such instead of through a confusing parse error on
+// the first real operation.
+Status KmipClient::check_version(Server& server, Clock::time_point deadline) {
   ENVCRYPT_ASSIGN_OR_RETURN(
       const Ttlv payload,
-      call_until(Operation::kDiscoverVersions, discover_versions_request(), {}, deadline));
+      exchange(server, Operation::kDiscoverVersions, discover_versions_request(), {}, deadline));
   ENVCRYPT_ASSIGN_OR_RETURN(const auto versions, parse_discover_versions(payload));
   std::string offered;
   for (const ProtocolVersion& version : versions) {
     if (version == kProtocolVersion) {
-      version_checked_ = true;
+      server.version_checked = true;
       return OkStatus();
     }
     offered += (offered.empty() ? "" : ", ") + std::to_string(version.major) + "." +
                std::to_string(version.minor);
   }
   return Error(ErrorCode::kKmsUnreachable,
-               endpoint_ + ": server does not speak KMIP 1.4 (it offers " +
+               server.name + ": server does not speak KMIP 1.4 (it offers " +
                    (offered.empty() ? "no version in common" : offered) + ")");
 }
 

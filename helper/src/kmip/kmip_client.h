@@ -1,8 +1,10 @@
-// A KMIP 1.4 client for one endpoint: one request per round trip over a
-// TLS connection that is opened on first use and reused while the server
-// keeps it open.  Each call is bounded by the endpoint's timeout_ms, which
-// covers connecting (with retries), the handshake, the request and the
-// response.
+// A KMIP 1.4 client for one endpoint, which may be several servers holding
+// the same keys: one request per round trip over a TLS connection per
+// server, opened on first use and reused while the server keeps it open.
+// Each call tries the servers in turn (retry.h: the one that answered last
+// first), each bounded by timeout_ms (connect, handshake, request,
+// response), all within the endpoint's call deadline; only transport
+// failures move on to the next server, never the server's own answer.
 #pragma once
 
 #include <chrono>
@@ -18,21 +20,23 @@
 #include "kmip/tls_connection.h"
 #include "kmip/ttlv.h"
 #include "result.h"
+#include "retry.h"
 #include "secret.h"
 
 namespace envcrypt::kmip {
 
 class KmipClient {
  public:
-  explicit KmipClient(const KmipEndpoint& endpoint);
+  explicit KmipClient(const KmipEndpoint& endpoint, RetryClock& clock = steady_retry_clock());
 
-  // "kmip://host:port".
-  [[nodiscard]] const std::string& endpoint() const { return endpoint_; }
+  // "kmip://host:port" of the endpoint's first server, the one CMK URIs name.
+  [[nodiscard]] const std::string& endpoint() const { return servers_.front().name; }
 
   // One operation: its Response Payload, or an Error.  Errors of the
-  // transport name the endpoint; errors the server reports name the object
-  // (`uid`, when the operation has one) and quote the server's message.
-  Result<Ttlv> call(Operation operation, Ttlv request_payload, std::string_view uid = {});
+  // transport name each server tried; errors the server reports name the
+  // server and the object (`uid`, when the operation has one) and quote
+  // the server's message.
+  Result<Ttlv> call(Operation operation, const Ttlv& request_payload, std::string_view uid = {});
 
   Result<std::vector<ProtocolVersion>> discover_versions();
   Result<std::string> create_aes256(const std::optional<std::string>& name);
@@ -47,18 +51,26 @@ class KmipClient {
                               const GcmParameters& gcm, std::span<const std::uint8_t> tag);
 
  private:
-  Status connect(Clock::time_point deadline);
-  Status check_version(Clock::time_point deadline);
-  Result<Ttlv> call_until(Operation operation, Ttlv request_payload, std::string_view uid,
-                          Clock::time_point deadline);
-  Result<Ttlv> round_trip(const Ttlv& request, Clock::time_point deadline);
+  // One server of the endpoint and what this client keeps for it.
+  struct Server {
+    TlsOptions options;
+    std::string name;  // kmip://host:port
+    std::shared_ptr<TlsClientContext> context;
+    std::unique_ptr<TlsConnection> connection;
+    bool version_checked = false;
+    bool request_sent = false;  // the last request reached the wire
+  };
 
-  TlsOptions options_;
-  std::string endpoint_;
-  std::chrono::milliseconds timeout_;
-  std::shared_ptr<TlsClientContext> context_;
-  std::unique_ptr<TlsConnection> connection_;
-  bool version_checked_ = false;
+  static Status connect(Server& server, Clock::time_point deadline);
+  static Status check_version(Server& server, Clock::time_point deadline);
+  static Result<Ttlv> call_server(Server& server, Operation operation, const Ttlv& request_payload,
+                                  std::string_view uid, Clock::time_point deadline);
+  static Result<Ttlv> exchange(Server& server, Operation operation, const Ttlv& request_payload,
+                               std::string_view uid, Clock::time_point deadline);
+  static Result<Ttlv> round_trip(Server& server, const Ttlv& request, Clock::time_point deadline);
+
+  std::vector<Server> servers_;
+  Failover failover_;
 };
 
 }  // namespace envcrypt::kmip

@@ -1,5 +1,6 @@
 #include "kmip/kms_kmip.h"
 
+#include <algorithm>
 #include <ctime>
 #include <string>
 #include <utility>
@@ -35,10 +36,12 @@ KeyState key_state(State state) {
 
 class KmipKms final : public KmsBackend {
  public:
-  explicit KmipKms(const KmipEndpoint& endpoint)
-      : endpoint_(endpoint),
-        client_(endpoint),
-        authority_(client_.endpoint().substr(kScheme.size())) {}
+  explicit KmipKms(const KmipEndpoint& endpoint) : endpoint_(endpoint), client_(endpoint) {
+    for (const KmipServer& server : endpoint.servers()) {
+      authorities_.push_back(
+          kmip::endpoint_name({server.host, server.port, {}, {}, {}}).substr(kScheme.size()));
+    }
+  }
 
   [[nodiscard]] bool supports(std::string_view uri) const override {
     return uid_from_uri(uri).has_value();
@@ -208,7 +211,9 @@ class KmipKms final : public KmsBackend {
       return std::nullopt;
     }
     const std::string_view authority = uri.substr(0, slash);
-    if (authority != authority_ && authority != endpoint_.name) {
+    // Any server of the endpoint: they hold the same keys.
+    if (authority != endpoint_.name &&
+        std::find(authorities_.begin(), authorities_.end(), authority) == authorities_.end()) {
       return std::nullopt;
     }
     const std::string_view uid = uri.substr(slash + 1);
@@ -293,7 +298,7 @@ class KmipKms final : public KmsBackend {
 
   KmipEndpoint endpoint_;
   kmip::KmipClient client_;
-  std::string authority_;  // host:port
+  std::vector<std::string> authorities_;  // host:port of each server
 };
 
 }  // namespace

@@ -13,14 +13,14 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <thread>
 
 namespace envcrypt::kmip {
 namespace {
 
-constexpr int kMaxConnectAttempts = 5;
-constexpr std::chrono::milliseconds kFirstBackoff{100};
-constexpr std::chrono::milliseconds kMaxBackoff{1000};
+// The phrases that start the two certificate failures' reasons; also what
+// is_certificate_failure() looks for.
+constexpr std::string_view kVerifyFailed = "server certificate verify failed: ";
+constexpr std::string_view kServerAlert = "TLS alert from the server: ";
 
 std::string openssl_reason() {
   const unsigned long code = ERR_peek_last_error();
@@ -92,13 +92,6 @@ ConnectAttempt connect_once(const addrinfo& address, Clock::time_point deadline)
   return {-1, error};
 }
 
-// Connection failures worth retrying: the server may be starting or
-// restarting.  Anything else (no route to a name, bad address) is final.
-bool transient(int error) {
-  return error == ECONNREFUSED || error == ECONNRESET || error == EHOSTUNREACH ||
-         error == ENETUNREACH || error == EAGAIN;
-}
-
 // Blocks SIGPIPE in this thread while writing to a socket the server may
 // have closed, and discards a SIGPIPE raised meanwhile, so a vanished server
 // is an error return rather than the death of the process.
@@ -130,6 +123,13 @@ class SigpipeGuard {
 };
 
 }  // namespace
+
+bool is_certificate_failure(const Error& error) {
+  const std::string& message = error.message();
+  return error.code() == ErrorCode::kKmsUnreachable &&
+         (message.find(": " + std::string(kVerifyFailed)) != std::string::npos ||
+          message.find(": " + std::string(kServerAlert)) != std::string::npos);
+}
 
 std::string endpoint_name(const TlsOptions& options) {
   const bool ipv6 = options.host.find(':') != std::string::npos;
@@ -174,7 +174,6 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::open(
     std::shared_ptr<TlsClientContext> context, Clock::time_point deadline) {
   const TlsOptions& options = context->options();
   const std::string endpoint = endpoint_name(options);
-  const auto started = Clock::now();
 
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -189,33 +188,19 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::open(
   }
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> address_list(addresses, freeaddrinfo);
 
+  // One attempt per address: retrying a server that refused is the
+  // caller's decision (retry.h), after it has tried the other servers.
   ConnectAttempt attempt;
-  int attempts = 0;
-  auto backoff = kFirstBackoff;
-  for (;;) {
-    ++attempts;
-    for (const addrinfo* address = addresses; address != nullptr; address = address->ai_next) {
-      attempt = connect_once(*address, deadline);
-      if (attempt.fd >= 0) {
-        break;
-      }
-    }
-    if (attempt.fd >= 0 || !transient(attempt.error) || attempts >= kMaxConnectAttempts ||
-        Clock::now() + backoff >= deadline) {
+  for (const addrinfo* address = addresses; address != nullptr; address = address->ai_next) {
+    attempt = connect_once(*address, deadline);
+    if (attempt.fd >= 0) {
       break;
     }
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, kMaxBackoff);
   }
   if (attempt.fd < 0) {
-    const auto elapsed =
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
     const std::string reason =
         attempt.error == ETIMEDOUT ? "timed out" : std::string(std::strerror(attempt.error));
-    return Error(ErrorCode::kKmsUnreachable,
-                 endpoint + ": connect: " + reason + " (" + std::to_string(attempts) +
-                     (attempts == 1 ? " attempt in " : " attempts in ") + std::to_string(elapsed) +
-                     " ms)");
+    return Error(ErrorCode::kKmsUnreachable, endpoint + ": connect: " + reason);
   }
 
   SSL* ssl = SSL_new(context->native());
@@ -274,7 +259,7 @@ Error TlsConnection::failure(std::string_view step, int ssl_result) const {
   if (verify != X509_V_OK) {
     ERR_clear_error();
     return {ErrorCode::kKmsUnreachable,
-            prefix + "server certificate verify failed: " + X509_verify_cert_error_string(verify)};
+            prefix + std::string(kVerifyFailed) + X509_verify_cert_error_string(verify)};
   }
   if (error == SSL_ERROR_ZERO_RETURN ||
       (error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
@@ -287,7 +272,7 @@ Error TlsConnection::failure(std::string_view step, int ssl_result) const {
   // The server refusing the client's certificate arrives as an alert (with
   // TLS 1.3 only on the first read after the handshake).
   if (reason.find(" alert ") != std::string::npos) {
-    return {ErrorCode::kKmsUnreachable, prefix + "TLS alert from the server: " + reason};
+    return {ErrorCode::kKmsUnreachable, prefix + std::string(kServerAlert) + reason};
   }
   if (reason.find("unexpected eof") != std::string::npos) {
     return {ErrorCode::kKmsUnreachable, prefix + "connection closed by the server"};

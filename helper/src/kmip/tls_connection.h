@@ -2,7 +2,8 @@
 // authentication: the client presents its certificate and key, and the
 // server's certificate must chain to the configured CA and name the
 // configured host (DNS name or IP address).  Every step is bounded by a
-// deadline; TCP connection failures are retried with backoff until it.
+// deadline.  A failed connection is not retried here: the caller decides
+// whether to try another server or wait (retry.h).
 #pragma once
 
 #include <chrono>
@@ -55,7 +56,7 @@ class TlsConnection {
  public:
   // Connects and completes the handshake by `deadline`.  Errors are
   // ErrorCode::kKmsUnreachable and say what failed: "connect: Connection
-  // refused (4 attempts)", "TLS handshake: certificate verify failed: ...".
+  // refused", "TLS handshake: certificate verify failed: ...".
   static Result<std::unique_ptr<TlsConnection>> open(std::shared_ptr<TlsClientContext> context,
                                                      Clock::time_point deadline);
   ~TlsConnection();
@@ -82,6 +83,11 @@ class TlsConnection {
   int fd_;
   SSL* ssl_;
 };
+
+// True for a handshake that failed on a certificate (the server's is not
+// trusted, or the server refused ours): the same server will fail the same
+// way until someone changes a certificate, so it is not worth retrying.
+bool is_certificate_failure(const Error& error);
 
 // "kmip://host:port", the prefix of every error about the endpoint.
 std::string endpoint_name(const TlsOptions& options);
