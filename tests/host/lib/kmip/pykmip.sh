@@ -7,10 +7,19 @@
 #   kmip_pki_make DIR            CA, server cert (IP:127.0.0.1, DNS:localhost),
 #                                client certs "a" and "b" (clientAuth), an
 #                                unrelated "rogue" CA and a client cert it signed
-#   kmip_server_start DIR        starts the server on a free port; sets
-#                                KMIP_PORT, KMIP_SERVER_PID and
+#   kmip_server_start DIR [STATE]
+#                                starts the server on a free port, with its
+#                                config, database and logs in STATE (default
+#                                DIR); sets KMIP_PORT, KMIP_SERVER_PID and
 #                                KMIP_START_SECONDS (time until it listened)
 #   kmip_server_stop             stops it (by its pid)
+#   kmip_stop_pid PID            stops one of several servers (by its pid)
+#   kmip_copy_database FROM TO   copies a server's database (consistently,
+#                                while it runs): a second server started on
+#                                the copy holds the same keys, uids and owners
+#   kmip_silent_start DIR        a listener that accepts TCP connections and
+#                                never answers (a hung server); sets
+#                                KMIP_SILENT_PORT and KMIP_SILENT_PID
 #   kmip_write_endpoint_config DIR FILE CA CLIENT
 #                                envcrypt TOML with the one endpoint "main"
 #   kmip_write_config DIR FILE   envcrypt TOML with endpoints main (client a),
@@ -91,11 +100,11 @@ kmip_free_port() {
 }
 
 kmip_server_start() {
-	local dir=$1 started=$SECONDS
+	local dir=$1 state=${2:-$1} started=$SECONDS
 	local deadline=$((started + KMIP_START_TIMEOUT_S))
 	KMIP_PORT=$(kmip_free_port) || return 1
-	mkdir -p "$dir/policies"
-	cat >"$dir/server.conf" <<CONF
+	mkdir -p "$state/policies"
+	cat >"$state/server.conf" <<CONF
 [server]
 hostname=127.0.0.1
 port=$KMIP_PORT
@@ -103,19 +112,19 @@ certificate_path=$dir/server.pem
 key_path=$dir/server.key
 ca_path=$dir/ca.pem
 auth_suite=TLS1.2
-policy_path=$dir/policies
+policy_path=$state/policies
 enable_tls_client_auth=True
 logging_level=INFO
-database_path=$dir/pykmip.db
+database_path=$state/pykmip.db
 CONF
 	"$KMIP_PYTHON" -c 'import sys; from kmip.services.server import server; sys.exit(server.main())' \
-		-f "$dir/server.conf" -l "$dir/server.log" >"$dir/server.out" 2>&1 &
+		-f "$state/server.conf" -l "$state/server.log" >"$state/server.out" 2>&1 &
 	KMIP_SERVER_PID=$!
 	# Bounded wait for the listening socket.
 	while ! kmip_port_open "$KMIP_PORT"; do
 		if ! kill -0 "$KMIP_SERVER_PID" 2>/dev/null; then
 			echo "# PyKMIP server exited; its output:" >&2
-			sed 's/^/#   /' "$dir/server.out" >&2
+			sed 's/^/#   /' "$state/server.out" >&2
 			return 1
 		fi
 		if [ "$SECONDS" -ge "$deadline" ]; then
@@ -127,11 +136,51 @@ CONF
 	KMIP_START_SECONDS=$((SECONDS - started))
 }
 
+kmip_stop_pid() {
+	[ -n "${1:-}" ] || return 0
+	kill "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	return 0
+}
+
 kmip_server_stop() {
-	[ -n "${KMIP_SERVER_PID:-}" ] || return 0
-	kill "$KMIP_SERVER_PID" 2>/dev/null
-	wait "$KMIP_SERVER_PID" 2>/dev/null
+	kmip_stop_pid "${KMIP_SERVER_PID:-}"
 	KMIP_SERVER_PID=
+}
+
+# SQLite's online backup: a consistent copy even while the server writes.
+kmip_copy_database() {
+	"$KMIP_PYTHON" -c 'import sqlite3, sys
+source = sqlite3.connect(sys.argv[1])
+target = sqlite3.connect(sys.argv[2])
+source.backup(target)
+target.close()' "$1" "$2"
+}
+
+# Listens with a backlog but never accepts: the kernel completes the TCP
+# handshake, and the TLS handshake then waits for an answer that never
+# comes.  The port is chosen by the kernel and written to DIR/silent.port.
+kmip_silent_start() {
+	local dir=$1 tries
+	rm -f "$dir/silent.port"
+	"$KMIP_PYTHON" -c 'import socket, sys, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+with open(sys.argv[1] + ".tmp", "w") as out:
+    out.write(str(listener.getsockname()[1]))
+import os
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(3600)' "$dir/silent.port" &
+	KMIP_SILENT_PID=$!
+	for ((tries = 0; tries < 100; tries++)); do
+		if [ -s "$dir/silent.port" ]; then
+			KMIP_SILENT_PORT=$(cat "$dir/silent.port")
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
 }
 
 kmip_endpoint_toml() {
