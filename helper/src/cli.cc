@@ -17,6 +17,7 @@
 #include "config.h"
 #include "diagnostics.h"
 #include "kms_registry.h"
+#include "lifecycle_cli.h"
 #include "ops_cli.h"
 #include "volume.h"
 
@@ -628,8 +629,9 @@ void Cli::add_kms_commands(CLI::App& app) {
   create->add_option("--description", description_);
   create->add_option("--alias", alias_, "alias/<name> for the new key");
   create->add_option("--origin", origin_, "KMS or EXTERNAL (import your own material)")
-      ->check(CLI::IsMember({"KMS", "EXTERNAL"}));
-  create->add_option("--rotation-interval-days", rotation_days_);
+      ->transform(CLI::IsMember({"KMS", "EXTERNAL"}, CLI::ignore_case));
+  create->add_option("--rotation-interval,--rotation-interval-days", rotation_days_,
+                     "rotate by itself every DAYS days (1-3650)");
   on(
       create, "create-key", [this] { return create_key(); }, false);
 
@@ -656,10 +658,14 @@ void Cli::add_kms_commands(CLI::App& app) {
         return OkStatus();
       },
       true);
+  // Safe disable (lifecycle_cli.h): refused while the key wraps a known disk.
+  auto* disable = keyed("disable-key", "refuse every use of a key");
+  disable->add_flag("--force", force_, "even if it still wraps a disk of this host");
   on(
-      keyed("disable-key", "refuse every use of a key"), "disable-key",
+      disable, "disable-key",
       [this]() -> Status {
         ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(keyref_));
+        ENVCRYPT_TRY(refuse_if_key_in_use(*backend, keyref_, force_));
         ENVCRYPT_TRY(backend->disable_key(keyref_));
         out_ << "disabled " << keyref_ << '\n';
         return OkStatus();
@@ -668,10 +674,12 @@ void Cli::add_kms_commands(CLI::App& app) {
   auto* schedule = keyed("schedule-key-deletion", "delete a key after a waiting period");
   schedule->add_option("--pending-window-days", pending_window_days_, "7 to 366 (default 30)")
       ->check(CLI::Range(7, 366));
+  schedule->add_flag("--force", force_, "even if it still wraps a disk of this host");
   on(
       schedule, "schedule-key-deletion",
       [this]() -> Status {
         ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(keyref_));
+        ENVCRYPT_TRY(refuse_if_key_in_use(*backend, keyref_, force_));
         ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key,
                                   backend->schedule_key_deletion(keyref_, pending_window_days_));
         return print_key(key);
@@ -711,6 +719,13 @@ void Cli::add_kms_commands(CLI::App& app) {
         return OkStatus();
       },
       false);
+
+  // Rotation, BYOK, grants, audit, and rewrap at the top level: lifecycle_cli.cc.
+  const BootCommandHooks common = command_hooks();
+  const LifecycleCommandHooks hooks{common.registry, &kms_selector_, common.json,
+                                    common.out,      common.err,     common.select};
+  add_lifecycle_kms_commands(*kms, hooks);
+  add_rewrap_command(app, hooks);
 }
 
 BootCommandHooks Cli::command_hooks() {

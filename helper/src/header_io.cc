@@ -17,6 +17,23 @@ Result<std::vector<std::uint8_t>> read_copy(const Device& device, std::uint64_t 
   return bytes;
 }
 
+// Whether the copy a report describes holds the header `selection` chose.
+bool holds_selected(const CopyReport& copy, const HeaderSelection& selection) {
+  return copy.state == CopyState::kValid && copy.sequence == selection.header.sequence;
+}
+
+Status write_copy(const Device& device, std::uint64_t offset, const DiskHeader& header) {
+  ENVCRYPT_ASSIGN_OR_RETURN(HeaderBytes bytes, encode_header(header, offset));
+  return write_at(device, offset, bytes);
+}
+
+bool same_header(const DiskHeader& a, const DiskHeader& b) {
+  auto as_bytes = [](const DiskHeader& header) { return encode_header(header, kPrimaryOffset); };
+  auto left = as_bytes(a);
+  auto right = as_bytes(b);
+  return left.ok() && right.ok() && *left == *right;
+}
+
 }  // namespace
 
 Result<HeaderSelection> read_header(const Device& device) {
@@ -40,6 +57,35 @@ Status write_header(const Device& device, const DiskHeader& header) {
   ENVCRYPT_TRY(flush(device));
   ENVCRYPT_TRY(write_at(device, kPrimaryOffset, primary));
   return flush(device);
+}
+
+Status update_header(const Device& device, const HeaderSelection& current, DiskHeader next,
+                     const UpdateStepHook& on_step) {
+  ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection now, read_header(device));
+  if (!same_header(now.header, current.header)) {
+    return Error(ErrorCode::kConflict, device.path.string() +
+                                           ": the header changed meanwhile (sequence " +
+                                           std::to_string(current.header.sequence) + " -> " +
+                                           std::to_string(now.header.sequence) + "); run again");
+  }
+  next.sequence = current.header.sequence + 1;
+  const bool primary_last = holds_selected(now.primary, now);
+  const std::uint64_t first = primary_last ? kSecondaryOffset : kPrimaryOffset;
+  const std::uint64_t second = primary_last ? kPrimaryOffset : kSecondaryOffset;
+  auto step = [&on_step](std::string_view name) {
+    if (on_step) {
+      on_step(name);
+    }
+  };
+  ENVCRYPT_TRY(write_copy(device, first, next));
+  step("first-copy-written");
+  ENVCRYPT_TRY(flush(device));
+  step("first-copy-flushed");
+  ENVCRYPT_TRY(write_copy(device, second, next));
+  step("second-copy-written");
+  ENVCRYPT_TRY(flush(device));
+  step("second-copy-flushed");
+  return OkStatus();
 }
 
 Status erase_header_area(const Device& device, std::uint64_t bytes) {

@@ -68,6 +68,51 @@ Result<std::map<std::string, std::string>> KmsBackend::list_aliases() {
   return unsupported("list-aliases");
 }
 
+Result<WrappedKey> KmsBackend::reencrypt(const WrappedKey& wrapped,
+                                         const EncryptionContext& source_context,
+                                         std::string_view destination_keyref,
+                                         const EncryptionContext& destination_context) {
+  ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes plaintext, decrypt(wrapped, source_context));
+  return encrypt(destination_keyref, plaintext, destination_context);
+}
+
+Result<KeyInfo> KmsBackend::rotate_key(std::string_view /*keyref*/) {
+  return unsupported("rotate-key");
+}
+
+Result<std::vector<KeyInfo>> KmsBackend::rotate_due() { return unsupported("rotate-due"); }
+
+Result<ImportParameters> KmsBackend::get_parameters_for_import(std::string_view /*keyref*/) {
+  return unsupported("get-parameters-for-import");
+}
+
+Result<KeyInfo> KmsBackend::import_key_material(std::string_view /*keyref*/,
+                                                const ImportMaterialRequest& /*request*/) {
+  return unsupported("import-key-material");
+}
+
+Result<KeyInfo> KmsBackend::delete_key_material(std::string_view /*keyref*/) {
+  return unsupported("delete-key-material");
+}
+
+Result<Grant> KmsBackend::create_grant(std::string_view /*keyref*/,
+                                       std::string_view /*principal*/,
+                                       const std::vector<GrantOperation>& /*operations*/) {
+  return unsupported("create-grant");
+}
+
+Status KmsBackend::revoke_grant(std::string_view /*keyref*/, std::string_view /*grant_id*/) {
+  return unsupported("revoke-grant");
+}
+
+Result<std::vector<Grant>> KmsBackend::list_grants(std::string_view /*keyref*/) {
+  return unsupported("list-grants");
+}
+
+Result<std::vector<std::string>> KmsBackend::purge_due() { return unsupported("purge-due"); }
+
+Result<AuditLog*> KmsBackend::audit() { return unsupported("audit"); }
+
 Error KmsBackend::unsupported(std::string_view operation) const {
   return {ErrorCode::kUsage, std::string(operation) + " is not supported by this KMS backend"};
 }

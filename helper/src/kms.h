@@ -58,6 +58,40 @@ struct CreateKeyRequest {
   std::optional<std::uint32_t> rotation_interval_days;
 };
 
+// Operations a grant hands to a principal.  kAdmin covers every key
+// administration operation (enable, disable, rotate, deletion, aliases,
+// grants, import).
+enum class GrantOperation { kGenerate, kDecrypt, kReencrypt, kDescribe, kAdmin };
+std::string_view to_string(GrantOperation operation);
+// Accepts the names to_string() prints: generate, decrypt, reencrypt, describe, admin.
+Result<GrantOperation> parse_grant_operation(std::string_view name);
+
+struct Grant {
+  std::string grant_id;
+  std::string key_id;
+  std::string principal;
+  std::vector<GrantOperation> operations;
+  std::string created_by;
+  std::int64_t created_at = 0;
+};
+
+// GetParametersForImport's answer (BYOK).
+struct ImportParameters {
+  std::string key_id;
+  std::string public_key_pem;  // RSA-2048 SubjectPublicKeyInfo PEM
+  std::string import_token;    // opaque, hex
+  std::string wrapping_algorithm = "RSAES_OAEP_SHA_256";
+  std::int64_t expires_at = 0;  // unix seconds, 24 h after issue
+};
+
+struct ImportMaterialRequest {
+  std::vector<std::uint8_t> encrypted_material;  // RSAES-OAEP-SHA-256 of 32 bytes
+  std::string import_token;
+  std::optional<std::int64_t> material_expires_at;  // unix seconds
+};
+
+class AuditLog;
+
 class KmsBackend {
  public:
   virtual ~KmsBackend() = default;
@@ -86,6 +120,37 @@ class KmsBackend {
   virtual Status create_alias(std::string_view alias, std::string_view keyref);
   virtual Status delete_alias(std::string_view alias);
   virtual Result<std::map<std::string, std::string>> list_aliases();  // alias -> key id
+
+  // Key lifecycle (Documentation/kms/lifecycle.rst).  Every one but
+  // reencrypt answers unsupported() unless the backend overrides it: the
+  // local KMS offers them all; a KMIP server (PyKMIP 0.10) serves none of
+  // ReKey, import with a wrapping key, grants or an audit trail.
+  //
+  // KMS ReEncrypt: the same DK under the primary version of
+  // `destination_keyref`.  The default decrypts and encrypts through this
+  // backend, so the DK passes through the helper's memory as at attach;
+  // a backend that can do it in one step overrides it.
+  virtual Result<WrappedKey> reencrypt(const WrappedKey& wrapped,
+                                       const EncryptionContext& source_context,
+                                       std::string_view destination_keyref,
+                                       const EncryptionContext& destination_context);
+  // Adds a version and makes it primary; older versions still decrypt.
+  virtual Result<KeyInfo> rotate_key(std::string_view keyref);
+  // Rotates every Enabled key whose rotation interval has elapsed; returns them.
+  virtual Result<std::vector<KeyInfo>> rotate_due();
+  virtual Result<ImportParameters> get_parameters_for_import(std::string_view keyref);
+  virtual Result<KeyInfo> import_key_material(std::string_view keyref,
+                                              const ImportMaterialRequest& request);
+  // Destroys imported material: the key returns to PendingImport.
+  virtual Result<KeyInfo> delete_key_material(std::string_view keyref);
+  virtual Result<Grant> create_grant(std::string_view keyref, std::string_view principal,
+                                     const std::vector<GrantOperation>& operations);
+  virtual Status revoke_grant(std::string_view keyref, std::string_view grant_id);
+  virtual Result<std::vector<Grant>> list_grants(std::string_view keyref);
+  // Destroys every key whose deletion date has passed; returns their ids.
+  virtual Result<std::vector<std::string>> purge_due();
+  // The hash-chained audit trail of the operations of this KMS.
+  virtual Result<AuditLog*> audit();
 
  protected:
   // The error a backend returns for an operation its server cannot offer.

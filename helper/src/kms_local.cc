@@ -885,6 +885,7 @@ LocalKms::~LocalKms() = default;
 const std::string& LocalKms::region() const { return impl_->options.region; }
 const std::string& LocalKms::principal() const { return impl_->options.principal; }
 AuditLog& LocalKms::audit_log() { return impl_->audit; }
+Result<AuditLog*> LocalKms::audit() { return &impl_->audit; }
 
 bool LocalKms::supports(std::string_view uri) const {
   if (uri.starts_with(kUriScheme)) {

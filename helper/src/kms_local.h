@@ -32,23 +32,6 @@ struct LocalKmsOptions {
   std::function<std::int64_t()> clock;
 };
 
-// Operations a grant hands to a principal.  kAdmin covers every key
-// administration operation (enable, disable, rotate, deletion, aliases,
-// grants, import).
-enum class GrantOperation { kGenerate, kDecrypt, kReencrypt, kDescribe, kAdmin };
-std::string_view to_string(GrantOperation operation);
-// Accepts the names to_string() prints: generate, decrypt, reencrypt, describe, admin.
-Result<GrantOperation> parse_grant_operation(std::string_view name);
-
-struct Grant {
-  std::string grant_id;
-  std::string key_id;
-  std::string principal;
-  std::vector<GrantOperation> operations;
-  std::string created_by;
-  std::int64_t created_at = 0;
-};
-
 struct KeyVersionInfo {
   std::uint32_t version = 0;
   std::int64_t created_at = 0;
@@ -62,21 +45,6 @@ struct LocalKeyDetails {
   std::int64_t last_rotated_at = 0;  // creation or last rotation
   std::vector<KeyVersionInfo> versions;
   std::optional<std::int64_t> material_expires_at;  // EXTERNAL keys only
-};
-
-// GetParametersForImport's answer (BYOK).
-struct ImportParameters {
-  std::string key_id;
-  std::string public_key_pem;  // RSA-2048 SubjectPublicKeyInfo PEM
-  std::string import_token;    // opaque, hex
-  std::string wrapping_algorithm = "RSAES_OAEP_SHA_256";
-  std::int64_t expires_at = 0;  // unix seconds, 24 h after issue
-};
-
-struct ImportMaterialRequest {
-  std::vector<std::uint8_t> encrypted_material;  // RSAES-OAEP-SHA-256 of 32 bytes
-  std::string import_token;
-  std::optional<std::int64_t> material_expires_at;  // unix seconds
 };
 
 // One LocalKms per thread: processes and threads share a keystore through
@@ -106,32 +74,29 @@ class LocalKms final : public KmsBackend {
   Status delete_alias(std::string_view alias) override;
   Result<std::map<std::string, std::string>> list_aliases() override;
 
-  // --- Key lifecycle (issue 5) ---
+  // --- Key lifecycle (issue 5); kms.h says what each does ---
   Result<LocalKeyDetails> describe_key_details(std::string_view keyref);
-  // Adds a version and makes it primary; older versions still decrypt.
-  Result<KeyInfo> rotate_key(std::string_view keyref);
-  // Rotates every Enabled key whose rotation interval has elapsed; returns them.
-  Result<std::vector<KeyInfo>> rotate_due();
-  // KMS ReEncrypt: unwraps `wrapped` and wraps the same DK under the primary
-  // version of `destination_keyref`, the DK never leaving this call.
+  Result<KeyInfo> rotate_key(std::string_view keyref) override;
+  Result<std::vector<KeyInfo>> rotate_due() override;
+  // The DK never leaves this call: unwrap and wrap happen in one locked step.
   Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
                                std::string_view destination_keyref,
-                               const EncryptionContext& destination_context);
+                               const EncryptionContext& destination_context) override;
   // BYOK.  The key must have origin EXTERNAL.
-  Result<ImportParameters> get_parameters_for_import(std::string_view keyref);
+  Result<ImportParameters> get_parameters_for_import(std::string_view keyref) override;
   Result<KeyInfo> import_key_material(std::string_view keyref,
-                                      const ImportMaterialRequest& request);
-  Result<KeyInfo> delete_key_material(std::string_view keyref);
+                                      const ImportMaterialRequest& request) override;
+  Result<KeyInfo> delete_key_material(std::string_view keyref) override;
   // Grants.  `principal` is host/<name>, user/<name> or service/<name>.
   Result<Grant> create_grant(std::string_view keyref, std::string_view principal,
-                             const std::vector<GrantOperation>& operations);
-  Status revoke_grant(std::string_view keyref, std::string_view grant_id);
-  Result<std::vector<Grant>> list_grants(std::string_view keyref);
-  // Destroys every key whose deletion date has passed; returns their ids.
-  Result<std::vector<std::string>> purge_due();
+                             const std::vector<GrantOperation>& operations) override;
+  Status revoke_grant(std::string_view keyref, std::string_view grant_id) override;
+  Result<std::vector<Grant>> list_grants(std::string_view keyref) override;
+  Result<std::vector<std::string>> purge_due() override;
 
   // The audit log of this keystore directory.
   AuditLog& audit_log();
+  Result<AuditLog*> audit() override;
 
   [[nodiscard]] const std::string& region() const;
   [[nodiscard]] const std::string& principal() const;

@@ -1,0 +1,648 @@
+#include "lifecycle_cli.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <ostream>
+#include <sstream>
+
+#include "audit.h"
+#include "blockdev.h"
+#include "crypttab.h"
+#include "kms_local.h"
+#include "preflight.h"
+#include "rewrap.h"
+
+namespace envcrypt {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+// Arguments of the lifecycle commands, shared by the callbacks that parse
+// them and the action that runs later.
+struct LifecycleArgs {
+  std::string keyref;
+  std::string principal;
+  std::vector<std::string> operations;
+  std::string grant_id;
+  std::string public_key_file;
+  std::string token_file;
+  std::string material_file;
+  std::string expires;
+  bool force = false;
+  // audit
+  std::string key;
+  std::string disk;
+  std::string since;
+  std::string until;
+  bool verify = false;
+  // rewrap
+  std::string device;
+  std::string header_file;
+  std::string cmk;
+  std::string tab;
+  bool all = false;
+};
+
+using Args = std::shared_ptr<LifecycleArgs>;
+
+class Commands {
+ public:
+  Commands(Args args, LifecycleCommandHooks hooks) : args_(std::move(args)), h_(std::move(hooks)) {}
+
+  Status rotate_key();
+  Status rotate_due();
+  Status purge_due();
+  Status get_parameters_for_import();
+  Status import_key_material();
+  Status delete_key_material();
+  Status create_grant();
+  Status revoke_grant();
+  Status list_grants();
+  Status audit();
+  Status rewrap();
+
+ private:
+  // The backend for a key reference: the one its URI names, or --kms's.
+  Result<KmsBackend*> kms_for(const std::string& keyref) {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, h_.registry());
+    return h_.kms_selector->empty() ? registry->for_key(keyref)
+                                    : registry->for_selector(*h_.kms_selector);
+  }
+  Result<KmsBackend*> kms_selected() {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, h_.registry());
+    return registry->for_selector(h_.kms_selector->empty()
+                                      ? std::nullopt
+                                      : std::optional<std::string>(*h_.kms_selector));
+  }
+  std::ostream& out() { return *h_.out; }
+  [[nodiscard]] bool json_output() const { return *h_.json; }
+  void print_json(const json& j) { out() << j.dump(2) << '\n'; }
+
+  Status audit_verify(AuditLog& log);
+  Status audit_query(KmsBackend& backend, AuditLog& log);
+  Status rewrap_one(KmsRegistry& registry);
+  Status rewrap_every(KmsRegistry& registry);
+
+  Args args_;
+  LifecycleCommandHooks h_;
+};
+
+json key_json(const KeyInfo& key) {
+  json j = {{"key_id", key.key_id},
+            {"uri", key.uri},
+            {"state", to_string(key.state)},
+            {"origin", to_string(key.origin)},
+            {"primary_version", key.primary_version},
+            {"version_count", key.version_count}};
+  return j;
+}
+
+std::string joined(const std::vector<std::string>& items, const char* separator) {
+  std::string text;
+  for (const std::string& item : items) {
+    text += (text.empty() ? "" : separator) + item;
+  }
+  return text;
+}
+
+std::vector<std::string> operation_names(const std::vector<GrantOperation>& operations) {
+  std::vector<std::string> names;
+  for (const GrantOperation operation : operations) {
+    names.emplace_back(to_string(operation));
+  }
+  return names;
+}
+
+// "decrypt,describe" and "decrypt describe" both name two operations.
+Result<std::vector<GrantOperation>> parse_operations(const std::vector<std::string>& words) {
+  std::vector<GrantOperation> operations;
+  for (const std::string& word : words) {
+    std::istringstream items(word);
+    for (std::string item; std::getline(items, item, ',');) {
+      if (item.empty()) {
+        continue;
+      }
+      ENVCRYPT_ASSIGN_OR_RETURN(GrantOperation operation, parse_grant_operation(item));
+      operations.push_back(operation);
+    }
+  }
+  return operations;
+}
+
+Status write_file(const std::string& path, const std::string& text, mode_t mode) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd.valid()) {
+    return Error(ErrorCode::kIo, path + ": " + std::strerror(errno));
+  }
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return Error(ErrorCode::kIo, path + ": " + std::strerror(n < 0 ? errno : ENOSPC));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0) {
+    return Error(ErrorCode::kIo, path + ": fsync: " + std::strerror(errno));
+  }
+  return OkStatus();
+}
+
+Result<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return Error(ErrorCode::kNotFound, path + ": " + std::strerror(errno));
+  }
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string trimmed(std::string text) {
+  const auto blank = [](unsigned char c) { return std::isspace(c) != 0; };
+  text.erase(std::find_if_not(text.rbegin(), text.rend(), blank).base(), text.end());
+  text.erase(text.begin(), std::find_if_not(text.begin(), text.end(), blank));
+  return text;
+}
+
+Result<std::optional<std::int64_t>> optional_time(const std::string& text) {
+  if (text.empty()) {
+    return std::optional<std::int64_t>();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(std::int64_t seconds, parse_rfc3339(text));
+  return std::optional<std::int64_t>(seconds);
+}
+
+Result<std::vector<TabEntry>> read_table(const std::string& tab) {
+  const std::filesystem::path path =
+      envcrypttab_path(tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(tab));
+  return load_envcrypttab(path, path == kDefaultTabPath);
+}
+
+Status Commands::rotate_key() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend->rotate_key(args_->keyref));
+  if (json_output()) {
+    print_json(key_json(key));
+  } else {
+    out() << "rotated " << key.uri << ": version " << key.primary_version << " is primary ("
+          << key.version_count << " versions)\n";
+  }
+  return OkStatus();
+}
+
+Status Commands::rotate_due() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_selected());
+  ENVCRYPT_ASSIGN_OR_RETURN(auto keys, backend->rotate_due());
+  if (json_output()) {
+    json rotated = json::array();
+    for (const KeyInfo& key : keys) {
+      rotated.push_back(key_json(key));
+    }
+    print_json({{"rotated", rotated}});
+    return OkStatus();
+  }
+  for (const KeyInfo& key : keys) {
+    out() << "rotated " << key.uri << ": version " << key.primary_version << " is primary\n";
+  }
+  out() << "rotate-due: " << keys.size() << " rotated\n";
+  return OkStatus();
+}
+
+Status Commands::purge_due() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_selected());
+  ENVCRYPT_ASSIGN_OR_RETURN(auto ids, backend->purge_due());
+  if (json_output()) {
+    print_json({{"purged", ids}});
+    return OkStatus();
+  }
+  for (const std::string& id : ids) {
+    out() << "purged key " << id << '\n';
+  }
+  out() << "purge-due: " << ids.size() << " purged\n";
+  return OkStatus();
+}
+
+Status Commands::get_parameters_for_import() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(ImportParameters parameters,
+                            backend->get_parameters_for_import(args_->keyref));
+  ENVCRYPT_TRY(write_file(args_->public_key_file, parameters.public_key_pem, 0644));
+  ENVCRYPT_TRY(write_file(args_->token_file, parameters.import_token + "\n", 0600));
+  if (json_output()) {
+    print_json({{"key_id", parameters.key_id},
+                {"public_key_file", args_->public_key_file},
+                {"token_file", args_->token_file},
+                {"wrapping_algorithm", parameters.wrapping_algorithm},
+                {"expires_at", format_rfc3339(parameters.expires_at)}});
+  } else {
+    out() << "public key:   " << args_->public_key_file << " (RSA-2048, "
+          << parameters.wrapping_algorithm << ")\n"
+          << "import token: " << args_->token_file << '\n'
+          << "expires:      " << format_rfc3339(parameters.expires_at) << '\n';
+  }
+  return OkStatus();
+}
+
+Status Commands::import_key_material() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ImportMaterialRequest request;
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::string material, read_file(args_->material_file));
+  request.encrypted_material.assign(material.begin(), material.end());
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::string token, read_file(args_->token_file));
+  request.import_token = trimmed(token);
+  ENVCRYPT_ASSIGN_OR_RETURN(request.material_expires_at, optional_time(args_->expires));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend->import_key_material(args_->keyref, request));
+  if (json_output()) {
+    json j = key_json(key);
+    if (request.material_expires_at) {
+      j["material_expires_at"] = format_rfc3339(*request.material_expires_at);
+    }
+    print_json(j);
+    return OkStatus();
+  }
+  out() << "imported key material into " << key.uri << ": " << to_string(key.state);
+  if (request.material_expires_at) {
+    out() << ", material expires " << format_rfc3339(*request.material_expires_at);
+  }
+  out() << '\n';
+  return OkStatus();
+}
+
+Status Commands::delete_key_material() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_TRY(refuse_if_key_in_use(*backend, args_->keyref, args_->force));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend->delete_key_material(args_->keyref));
+  if (json_output()) {
+    print_json(key_json(key));
+  } else {
+    out() << "deleted the key material of " << key.uri << ": " << to_string(key.state) << '\n';
+  }
+  return OkStatus();
+}
+
+Status Commands::create_grant() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto operations, parse_operations(args_->operations));
+  ENVCRYPT_ASSIGN_OR_RETURN(Grant grant,
+                            backend->create_grant(args_->keyref, args_->principal, operations));
+  const auto names = operation_names(grant.operations);
+  if (json_output()) {
+    print_json({{"grant_id", grant.grant_id},
+                {"key_id", grant.key_id},
+                {"principal", grant.principal},
+                {"operations", names}});
+  } else {
+    out() << "grant " << grant.grant_id << ": " << grant.principal << " may "
+          << joined(names, ", ") << " on key " << grant.key_id << '\n';
+  }
+  return OkStatus();
+}
+
+Status Commands::revoke_grant() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_TRY(backend->revoke_grant(args_->keyref, args_->grant_id));
+  if (json_output()) {
+    print_json({{"grant_id", args_->grant_id}, {"revoked", true}});
+  } else {
+    out() << "revoked grant " << args_->grant_id << '\n';
+  }
+  return OkStatus();
+}
+
+Status Commands::list_grants() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto grants, backend->list_grants(args_->keyref));
+  if (json_output()) {
+    json list = json::array();
+    for (const Grant& grant : grants) {
+      list.push_back({{"grant_id", grant.grant_id},
+                      {"key_id", grant.key_id},
+                      {"principal", grant.principal},
+                      {"operations", operation_names(grant.operations)},
+                      {"created_by", grant.created_by},
+                      {"created_at", format_rfc3339(grant.created_at)}});
+    }
+    print_json(list);
+    return OkStatus();
+  }
+  out() << std::left << std::setw(34) << "GRANT ID" << std::setw(20) << "PRINCIPAL"
+        << std::setw(28) << "OPERATIONS" << "CREATED\n";
+  for (const Grant& grant : grants) {
+    out() << std::left << std::setw(34) << grant.grant_id << std::setw(20) << grant.principal
+          << std::setw(28) << joined(operation_names(grant.operations), ",")
+          << format_rfc3339(grant.created_at) << '\n';
+  }
+  return OkStatus();
+}
+
+Status Commands::audit() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_selected());
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, backend->audit());
+  return args_->verify ? audit_verify(*log) : audit_query(*backend, *log);
+}
+
+// A tampered log is ErrorCode::kCorruptHeader: the stored record is corrupt.
+Status Commands::audit_verify(AuditLog& log) {
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditVerification check, log.verify());
+  if (json_output()) {
+    json j = {{"path", log.path().string()}, {"lines", check.lines}, {"intact", check.intact}};
+    if (check.intact) {
+      j["head_hash"] = check.head_hash;
+    } else {
+      j["first_bad_line"] = check.first_bad_line;
+      j["problem"] = check.problem;
+    }
+    print_json(j);
+  } else if (check.intact) {
+    out() << log.path().string() << ": " << check.lines
+          << " lines, hash chain intact; last line's SHA-256 " << check.head_hash << '\n';
+  }
+  if (!check.intact) {
+    return Error(ErrorCode::kCorruptHeader, log.path().string() + ": " + check.problem);
+  }
+  return OkStatus();
+}
+
+Status Commands::audit_query(KmsBackend& backend, AuditLog& log) {
+  AuditFilter filter;
+  if (!args_->key.empty()) {
+    // Ids are taken as they are, so lines of purged keys stay findable.
+    const bool is_reference =
+        args_->key.starts_with("alias/") || args_->key.find("://") != std::string::npos;
+    if (is_reference) {
+      ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend.describe_key(args_->key));
+      filter.key_id = key.key_id;
+    } else {
+      filter.key_id = args_->key;
+    }
+  }
+  if (!args_->disk.empty()) {
+    filter.disk = args_->disk;
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(filter.since, optional_time(args_->since));
+  ENVCRYPT_ASSIGN_OR_RETURN(filter.until, optional_time(args_->until));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto records, log.query(filter));
+  if (json_output()) {
+    json list = json::array();
+    for (const AuditRecord& record : records) {
+      list.push_back(json::parse(record.line));
+    }
+    print_json(list);
+    return OkStatus();
+  }
+  for (const AuditRecord& record : records) {
+    out() << record.time << ' ' << record.principal << ' ' << record.operation << ' '
+          << (record.key_id.empty() ? "-" : record.key_id);
+    if (record.key_version) {
+      out() << " v" << *record.key_version;
+    }
+    if (!record.disk.empty()) {
+      out() << " disk " << record.disk;
+    }
+    out() << ": " << record.result << '\n';
+  }
+  return OkStatus();
+}
+
+std::string version_text(const WrapVersion& wrap) {
+  return wrap.cmk_uri + " version " + std::to_string(wrap.cmk_version);
+}
+
+json rewrap_json(const RewrapResult& result) {
+  return {{"changed", result.changed},
+          {"before", {{"cmk", result.before.cmk_uri}, {"cmk_version", result.before.cmk_version}}},
+          {"after", {{"cmk", result.after.cmk_uri}, {"cmk_version", result.after.cmk_version}}},
+          {"sequence_before", result.sequence_before},
+          {"sequence_after", result.sequence_after}};
+}
+
+std::string rewrap_text(const RewrapResult& result) {
+  if (!result.changed) {
+    return "already under " + version_text(result.after) + ", the primary version";
+  }
+  return version_text(result.before) + " -> " + version_text(result.after) +
+         " (header sequence " + std::to_string(result.sequence_before) + " -> " +
+         std::to_string(result.sequence_after) + ", data untouched)";
+}
+
+Status Commands::rewrap() {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, h_.registry());
+  if (args_->all == !args_->device.empty()) {
+    return Error(ErrorCode::kUsage, "name a DEVICE or give --all, not both");
+  }
+  if (args_->all && !args_->header_file.empty()) {
+    return Error(ErrorCode::kUsage, "--header names one disk's header; --all reads envcrypttab's");
+  }
+  return args_->all ? rewrap_every(*registry) : rewrap_one(*registry);
+}
+
+Status Commands::rewrap_one(KmsRegistry& registry) {
+  RewrapRequest request;
+  request.device = args_->device;
+  if (!args_->header_file.empty()) {
+    request.header_file = args_->header_file;
+  }
+  if (!args_->cmk.empty()) {
+    request.cmk = args_->cmk;
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(RewrapResult result, rewrap_volume(registry, request));
+  if (json_output()) {
+    json j = {{"device", args_->device}};
+    j.update(rewrap_json(result));
+    print_json(j);
+  } else {
+    out() << (result.changed ? "rewrapped " : "") << args_->device << ": " << rewrap_text(result)
+          << '\n';
+  }
+  return OkStatus();
+}
+
+void print_disk_rewrap(std::ostream& out, const DiskRewrap& disk) {
+  const std::string where =
+      disk.disk.device.empty() ? disk.disk.device_spec : disk.disk.device.string();
+  out << disk.disk.name << ": " << to_string(disk.outcome) << ' ' << where << ": ";
+  if (disk.result) {
+    out << rewrap_text(*disk.result);
+  } else if (disk.error) {
+    out << disk.error->message();
+  }
+  if (disk.outcome == RewrapOutcome::kMissing && disk.disk.nofail) {
+    out << " (nofail: ignored)";
+  }
+  out << '\n';
+}
+
+json disk_rewrap_json(const DiskRewrap& disk) {
+  json j = {{"name", disk.disk.name},
+            {"device", disk.disk.device.empty() ? disk.disk.device_spec
+                                                : disk.disk.device.string()},
+            {"outcome", to_string(disk.outcome)},
+            {"nofail", disk.disk.nofail}};
+  if (disk.result) {
+    j.update(rewrap_json(*disk.result));
+  }
+  if (disk.error) {
+    j["error"] = disk.error->message();
+    j["exit_code"] = disk.error->exit_code();
+  }
+  return j;
+}
+
+Status Commands::rewrap_every(KmsRegistry& registry) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args_->tab));
+  PreflightEnvironment env = system_preflight_environment();
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      auto disks, rewrap_all(registry, table, env,
+                             args_->cmk.empty() ? std::nullopt
+                                                : std::optional<std::string>(args_->cmk)));
+  std::map<RewrapOutcome, int> counts;
+  for (const DiskRewrap& disk : disks) {
+    ++counts[disk.outcome];
+  }
+  const std::string summary = std::to_string(counts[RewrapOutcome::kRewrapped]) + " rewrapped, " +
+                              std::to_string(counts[RewrapOutcome::kCurrent]) + " current, " +
+                              std::to_string(counts[RewrapOutcome::kMissing]) + " missing, " +
+                              std::to_string(counts[RewrapOutcome::kFailed]) + " failed";
+  if (json_output()) {
+    json list = json::array();
+    for (const DiskRewrap& disk : disks) {
+      list.push_back(disk_rewrap_json(disk));
+    }
+    print_json({{"disks", list}, {"summary", summary}});
+  } else {
+    for (const DiskRewrap& disk : disks) {
+      print_disk_rewrap(out(), disk);
+    }
+    out() << "rewrap --all: " << summary << '\n';
+  }
+  const auto failures = std::count_if(disks.begin(), disks.end(), [](const DiskRewrap& disk) {
+    return disk.counts_as_failure();
+  });
+  const auto first = std::find_if(disks.begin(), disks.end(), [](const DiskRewrap& disk) {
+    return disk.counts_as_failure();
+  });
+  if (first == disks.end()) {
+    return OkStatus();
+  }
+  return Error(first->error->code(), std::to_string(failures) + " of " +
+                                         std::to_string(disks.size()) + " disks failed, first " +
+                                         first->disk.name + ": " + first->error->message());
+}
+
+}  // namespace
+
+Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force) {
+  if (force || dynamic_cast<LocalKms*>(&backend) == nullptr) {
+    return OkStatus();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend.describe_key(keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(""));
+  PreflightEnvironment env = system_preflight_environment();
+  ENVCRYPT_ASSIGN_OR_RETURN(auto disks, disks_wrapped_by(key.uri, table, env));
+  if (disks.empty()) {
+    return OkStatus();
+  }
+  return Error(ErrorCode::kConflict,
+               "key " + key.uri + " still wraps " + std::to_string(disks.size()) +
+                   (disks.size() == 1 ? " disk" : " disks") + " this host knows: " +
+                   joined(disks, ", ") + "; rewrap them under another key first, or use --force");
+}
+
+void add_lifecycle_kms_commands(CLI::App& kms, const LifecycleCommandHooks& hooks) {
+  auto args = std::make_shared<LifecycleArgs>();
+  auto commands = std::make_shared<Commands>(args, hooks);
+  auto on = [args, commands, hooks](CLI::App* command, std::string verb, bool names_key,
+                                    Status (Commands::*method)()) {
+    command->callback([args, commands, hooks, verb, names_key, method] {
+      hooks.select("kms " + verb + (names_key ? " " + args->keyref : ""),
+                   [commands, method] { return ((*commands).*method)(); });
+    });
+  };
+  auto keyed = [&](const char* name, const char* help) {
+    auto* command = kms.add_subcommand(name, help);
+    command->add_option("KEYREF", args->keyref, "key id, alias/<name> or CMK URI")->required();
+    return command;
+  };
+
+  on(keyed("rotate-key", "add a key version and make it primary"), "rotate-key", true,
+     &Commands::rotate_key);
+  on(kms.add_subcommand("rotate-due", "rotate every key whose rotation interval has elapsed"),
+     "rotate-due", false, &Commands::rotate_due);
+  on(kms.add_subcommand("purge-due", "destroy every key whose deletion date has passed"),
+     "purge-due", false, &Commands::purge_due);
+
+  auto* parameters = keyed("get-parameters-for-import",
+                           "write an RSA-2048 wrapping public key and an import token (BYOK)");
+  parameters->add_option("--public-key", args->public_key_file, "PEM file to write")->required();
+  parameters->add_option("--token", args->token_file, "import token file to write")->required();
+  on(parameters, "get-parameters-for-import", true, &Commands::get_parameters_for_import);
+
+  auto* import = keyed("import-key-material", "import 32 bytes of wrapped key material (BYOK)");
+  import
+      ->add_option("--material", args->material_file,
+                   "the material wrapped with RSAES_OAEP_SHA_256 under the public key")
+      ->required();
+  import->add_option("--token", args->token_file, "the import token file")->required();
+  import->add_option("--expires", args->expires, "material expiry, RFC 3339 UTC");
+  on(import, "import-key-material", true, &Commands::import_key_material);
+
+  auto* delete_material = keyed("delete-key-material",
+                                "destroy imported material; the key returns to PendingImport");
+  delete_material->add_flag("--force", args->force, "even if it still wraps a disk of this host");
+  on(delete_material, "delete-key-material", true, &Commands::delete_key_material);
+
+  auto* grant = keyed("create-grant", "allow a principal operations on a key");
+  grant->alias("grant");
+  grant->add_option("PRINCIPAL", args->principal, "host/<name>, user/<name> or service/<name>")
+      ->required();
+  grant
+      ->add_option("OPERATION", args->operations,
+                   "generate, decrypt, reencrypt, describe, admin (several, or comma-separated)")
+      ->required();
+  on(grant, "create-grant", true, &Commands::create_grant);
+
+  auto* revoke = keyed("revoke-grant", "remove a grant");
+  revoke->add_option("GRANT_ID", args->grant_id)->required();
+  on(revoke, "revoke-grant", true, &Commands::revoke_grant);
+  on(keyed("list-grants", "list a key's grants"), "list-grants", true, &Commands::list_grants);
+
+  auto* audit = kms.add_subcommand("audit", "print or verify the audit trail");
+  audit->add_option("--key", args->key, "only this key (id, alias/<name> or CMK URI)");
+  audit->add_option("--disk", args->disk, "only this disk uuid");
+  audit->add_option("--since", args->since, "from this time, RFC 3339 UTC, inclusive");
+  audit->add_option("--until", args->until, "up to this time, RFC 3339 UTC, inclusive");
+  audit->add_flag("--verify", args->verify,
+                  "check the hash chain; report the first altered, removed or reordered line");
+  on(audit, "audit", false, &Commands::audit);
+}
+
+void add_rewrap_command(CLI::App& app, const LifecycleCommandHooks& hooks) {
+  auto args = std::make_shared<LifecycleArgs>();
+  auto commands = std::make_shared<Commands>(args, hooks);
+  auto* rewrap = app.add_subcommand(
+      "rewrap", "wrap a disk's data key under its CMK's primary version or another CMK");
+  rewrap->add_option("DEVICE", args->device, "block device or image file");
+  rewrap->add_option("--cmk", args->cmk, "destination key (default: the disk's own CMK)");
+  rewrap->add_option("--header", args->header_file, "detached header file");
+  rewrap->add_flag("--all", args->all,
+                   "every disk this host knows still under an older version (all with --cmk)");
+  rewrap->add_option("--tab", args->tab, "envcrypttab for --all (default: $ENVCRYPT_TAB, "
+                                         "else /etc/envcrypttab)");
+  rewrap->callback([args, commands, hooks] {
+    hooks.select(args->all ? std::string("rewrap --all") : "rewrap " + args->device,
+                 [commands] { return commands->rewrap(); });
+  });
+}
+
+}  // namespace envcrypt
