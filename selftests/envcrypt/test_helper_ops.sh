@@ -147,27 +147,29 @@ out=$("$ENVCTL" header-backup "$one" "$backup" 2>&1)
 expect_eq "header-backup of an attached disk" \
 	"backed up the header of $one (uuid $uuid_one, sequence 1) to $backup" "$out"
 out=$("$ENVCTL" header-restore "$one" "$backup" 2>&1)
+status=$?
 expect_eq "header-restore refuses an attached disk (exit 8)" \
 	"8 envcryptctl: header-restore $one: $one is attached as one: detach it before restoring its header" \
-	"$? $out"
+	"$status $out"
 expect_succeeds "detach one" "$ENVCTL" detach one
 # One byte in each copy: both checksums fail, the uuids stay readable.
 printf Z | dd of="$one" bs=1 seek=200 conv=notrunc status=none
 printf Z | dd of="$one" bs=1 seek=$((512 * 1024 + 200)) conv=notrunc status=none
 out=$("$ENVCTL" attach "$one" one 2>&1)
 status=$?
-expect_eq "with both copies destroyed attach exits 5" 5 "$status"
+expect_eq "with both copies damaged attach exits 5" 5 "$status"
 expect_match "and its line names the header step" \
 	"^envcryptctl: attach failed: disk=one device=$one cmk=- endpoint=- step=header code=5 reason=" "$out"
-out=$("$ENVCTL" header-restore "$two" "$backup" 2>&1)
 expect_succeeds "detach two" "$ENVCTL" detach two
 out=$("$ENVCTL" header-restore "$two" "$backup" 2>&1)
+status=$?
 expect_eq "header-restore refuses another disk's header (exit 8)" \
 	"8 envcryptctl: header-restore $two: $backup is the header of disk $uuid_one, $two is disk $(uuid_of "$two") (use --force to restore it anyway)" \
-	"$? $out"
+	"$status $out"
 out=$("$ENVCTL" header-restore "$one" "$backup" 2>&1)
+status=$?
 expect_eq "header-restore onto the damaged header, uuid checked" \
-	"0 restored the header of disk $uuid_one (sequence 1, CMK $service) from $backup to $one" "$? $out"
+	"0 restored the header of disk $uuid_one (sequence 1, CMK $service) from $backup to $one" "$status $out"
 expect_succeeds "the restored disk attaches" "$ENVCTL" attach "$one" one
 expect_eq "and reads its data back" "$(sha256sum <"$HELPER_DIR/one.data")" \
 	"$(head -c 1M /dev/mapper/one | sha256sum)"
