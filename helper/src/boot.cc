@@ -325,11 +325,12 @@ bool retry_attach(const PendingAttach& pending, BootActions& actions, const Atta
     }
   }
   result.elapsed = std::chrono::duration_cast<milliseconds>(actions.now() - pending.started);
-  result.error = Error(
-      ErrorCode::kKmsUnreachable,
-      result.error->message() + " (gave up at the attach deadline after " +
-          std::to_string(result.attempts) + " attempts in " + duration_text(result.elapsed) +
-          "; [boot] attach_timeout_seconds = " + std::to_string(policy.timeout.count()) + ")");
+  result.error = Error(ErrorCode::kKmsUnreachable,
+                       result.error->message() + " (gave up at the attach deadline after " +
+                           std::to_string(result.attempts) +
+                           (result.attempts == 1 ? " attempt in " : " attempts in ") +
+                           duration_text(result.elapsed) + "; [boot] attach_timeout_seconds = " +
+                           std::to_string(policy.timeout.count()) + ")");
   return true;
 }
 

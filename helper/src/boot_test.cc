@@ -309,6 +309,19 @@ TEST(AttachAll, UnreachableKmsWithoutNofailFailsTheRunWithExitCode7) {
   EXPECT_EQ(fake.clock, milliseconds(2000));
 }
 
+TEST(AttachAll, AFirstAttemptThatOutlastsTheDeadlineIsTheOnlyOne) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}};
+  fake.kms_down_until.emplace("/dev/vdb", milliseconds(3600000));
+  fake.attach_cost = milliseconds(7000);
+  auto report = attach_all(table("remote /dev/vdb netdev\n"), {}, fake, attach_policy(seconds(5)));
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(fake.calls.size(), 1U);
+  EXPECT_EQ(disk(*report, "remote").error->message(),
+            "kmip://kms.example:5696: connect: Connection refused (gave up at the attach deadline "
+            "after 1 attempt in 7.00 s; [boot] attach_timeout_seconds = 5)");
+}
+
 TEST(AttachAll, ADisabledKeyOrABadHeaderFailsAtOnceWithoutRetrying) {
   FakeActions fake;
   fake.devices = {{"/dev/vdb", kUuidA}, {"/dev/vdc", kUuidB}};
