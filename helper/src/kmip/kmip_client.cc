@@ -102,7 +102,8 @@ Result<Ttlv> KmipClient::call(Operation operation, const Ttlv& request_payload,
         // lost answer would have named; making another on the next server
         // would leave an orphan, so that failure is final.  Every other
         // operation is safe to repeat.
-        may_have_acted = operation == Operation::kCreate && server.request_sent;
+        may_have_acted = operation == Operation::kCreate && !result.ok() &&
+                         result.error().code() == ErrorCode::kKmsUnreachable && server.request_sent;
         ENVCRYPT_ASSIGN_OR_RETURN(answer, std::move(result));
         return OkStatus();
       },
@@ -125,7 +126,10 @@ Result<Ttlv> KmipClient::call_server(Server& server, Operation operation,
                                      const Ttlv& request_payload, std::string_view uid,
                                      Clock::time_point deadline) {
   if (!server.version_checked && operation != Operation::kDiscoverVersions) {
-    ENVCRYPT_TRY(check_version(server, deadline));
+    if (Status checked = check_version(server, deadline); !checked.ok()) {
+      server.request_sent = false;  // what went out was DiscoverVersions, not this operation
+      return checked.error();
+    }
   }
   return exchange(server, operation, request_payload, uid, deadline);
 }
