@@ -4,7 +4,9 @@
 # boot; runs are interleaved (run 1 of every configuration, then run 2...)
 # so drift hits all of them alike.  fio writes JSON to
 # $ENVCRYPT_OUT/fio/<device>-<config>-<job>-<run>.json; the crypto probe
-# writes $ENVCRYPT_OUT/xtsbench.txt; bench/report.py turns them into tables.
+# writes $ENVCRYPT_OUT/xtsbench.txt; then bench/guest-helper-bench.sh times
+# envcryptctl attach and attach-all of 32 disks; bench/report.py turns them
+# into tables.
 #
 # Environment: BENCH_RUNS (default 3), BENCH_RUNTIME seconds per job
 # (default 5), BENCH_DEVICES (default "brd virtio"), BENCH_DISK (the virtio
@@ -113,4 +115,5 @@ for run in $(seq 1 "$RUNS"); do
 		done
 	done
 done
+BENCH_RUNS=$RUNS "$ENVCRYPT_TOP/bench/guest-helper-bench.sh" || die "helper timings failed"
 echo "bench: done" >&2

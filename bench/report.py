@@ -4,7 +4,8 @@ results.md and results.png.
 
 Usage: report.py BENCH_DIR KVER...
 Reads BENCH_DIR/<kver>/fio/<device>-<config>-<job>-<run>.json and
-BENCH_DIR/<kver>/xtsbench.txt.  Every value is the median of the runs; the
+BENCH_DIR/<kver>/xtsbench.txt and BENCH_DIR/<kver>/helper-timings.txt
+(envcryptctl attach and attach-all of 32 disks).  Every value is the median of the runs; the
 Markdown also shows the spread ((max - min) / median) and the ratios of
 envcrypt to both dm-crypt configurations, and checks the targets of
 DESIGN.md section 8.
@@ -135,6 +136,25 @@ def markdown(kver, rows, samples, crypto):
     return out
 
 
+def helper_timings(bench_dir, kver):
+    """Markdown lines for the helper's timings, median and range of the runs;
+    none when the file is missing (an older or --quick run)."""
+    path = f"{bench_dir}/{kver}/helper-timings.txt"
+    if not os.path.exists(path):
+        return []
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            what, ms = line.split()
+            runs.setdefault(what, []).append(int(ms))
+    out = ["### envcryptctl (local KMS, warm)", "",
+           "| operation | median ms | min ms | max ms | runs |", "|---|---|---|---|---|"]
+    for what, values in runs.items():
+        out.append(f"| {what} | {statistics.median(values):.0f} | {min(values)} | {max(values)} "
+                   f"| {len(values)} |")
+    return out + [""]
+
+
 def targets(rows, device):
     """The DESIGN.md section 8 targets, each with its verdict."""
     lines = []
@@ -211,6 +231,7 @@ def main():
         krows = build_rows(kver, samples, crypto)
         rows += krows
         md += markdown(kver, krows, samples, crypto)
+        md += helper_timings(bench_dir, kver)
     with open(f"{bench_dir}/results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
         w.writeheader()

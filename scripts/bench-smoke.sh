@@ -2,7 +2,8 @@
 # The benchmark's CI smoke test, as TAP 13: bench/run.sh --quick on every
 # kernel given, into build/bench-smoke/ (make bench's results stay as they
 # are).  It checks that every configuration ran every job and that the CSV
-# has exactly the documented columns; it asserts no timing.
+# has exactly the documented columns, and that the helper timings (attach,
+# attach-all/detach-all of 32 disks) ran once each; it asserts no timing.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$TOP/build/bench-smoke
@@ -11,7 +12,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 
 echo "TAP version 13"
-echo "1..$(($# + 1))"
+echo "1..$((2 * $# + 1))"
 n=0
 failed=0
 BENCH_OUT=$OUT "$TOP/bench/run.sh" --quick "$@" >"$OUT/log.txt" 2>&1
@@ -39,6 +40,16 @@ for k in "$@"; do
 		echo "not ok $n - $k: every configuration and job measured (54 rows)"
 		echo "#   expected: 54 rows, each with runs=1"
 		echo "#   seen:     ${rows:-0} rows, $missing with another run count"
+	fi
+	n=$((n + 1))
+	timings=$(awk '{ print $1 }' "$OUT/$k/helper-timings.txt" 2>/dev/null | tr '\n' ' ')
+	if [ "$timings" = "attach attach-all-32 detach-all-32 " ]; then
+		echo "ok $n - $k: helper timings: attach, attach-all and detach-all of 32 disks"
+	else
+		failed=1
+		echo "not ok $n - $k: helper timings: attach, attach-all and detach-all of 32 disks"
+		echo "#   expected: attach attach-all-32 detach-all-32"
+		echo "#   seen:     '$timings'"
 	fi
 done
 [ "$failed" = 0 ]
