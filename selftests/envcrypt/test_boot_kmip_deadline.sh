@@ -16,7 +16,10 @@ ATTACH_TIMEOUT_S=10
 # Process start and the last attempt's end under TCG emulation.
 MARGIN_S=15
 KMIP_START_TIMEOUT_S=300
-KMIP_TIMEOUT_MS=2000
+# Setting up waits as long as PyKMIP needs under TCG (seconds per request);
+# the attach-all runs use 2 s per server.
+SETUP_TIMEOUT_MS=60000
+BOOT_TIMEOUT_MS=2000
 
 kmip_have_pykmip || tap_skip "PyKMIP not importable by $KMIP_PYTHON"
 helper_setup
@@ -27,11 +30,17 @@ kmip_server_start "$HELPER_DIR/pki" 2>"$HELPER_DIR/start.err" ||
 	tap_bail "PyKMIP server starts in the guest" "listening" "$(cat "$HELPER_DIR/start.err")"
 on_exit kmip_server_stop
 tap_ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT after $KMIP_START_SECONDS s"
+BASE_CONFIG=$(cat "$ENVCRYPT_CONFIG")
 {
-	echo
-	kmip_endpoint_toml "$HELPER_DIR/pki" main ca client-a
+	echo "$BASE_CONFIG"
+	KMIP_TIMEOUT_MS=$SETUP_TIMEOUT_MS kmip_endpoint_toml "$HELPER_DIR/pki" main ca client-a
+} >"$HELPER_DIR/setup.conf"
+{
+	echo "$BASE_CONFIG"
+	KMIP_TIMEOUT_MS=$BOOT_TIMEOUT_MS kmip_endpoint_toml "$HELPER_DIR/pki" main ca client-a
 	printf '[boot]\nattach_timeout_seconds = %s\n' "$ATTACH_TIMEOUT_S"
-} >>"$ENVCRYPT_CONFIG"
+} >"$HELPER_DIR/boot.conf"
+export ENVCRYPT_CONFIG=$HELPER_DIR/setup.conf
 
 on_exit "$ENVCTL" detach-all --tab "$TAB"
 remote=$(helper_loop 24) && local=$(helper_loop 24) || tap_bail "loop devices" "two" "$(losetup -a)"
@@ -43,6 +52,7 @@ expect_match "kms create-key on the KMIP server" "^kmip://127\.0\.0\.1:$KMIP_POR
 expect_succeeds "format the remote disk under the KMIP CMK" "$ENVCTL" format "$remote" --cmk "$CMK"
 expect_succeeds "format the local disk under the service key" "$ENVCTL" format "$local"
 kmip_server_stop
+export ENVCRYPT_CONFIG=$HELPER_DIR/boot.conf
 
 # attach_all_timed TAB: runs attach-all --json; sets OUT, STATUS, SECONDS_TAKEN.
 attach_all_timed() {
