@@ -429,7 +429,11 @@ json rewrap_json(const RewrapResult& result) {
 
 std::string rewrap_text(const RewrapResult& result) {
   if (!result.changed) {
-    return "already under " + version_text(result.after) + ", the primary version";
+    return "already under " + version_text(result.after) + ", the primary version" +
+           (result.sequence_after != result.sequence_before
+                ? "; both header copies rewritten (sequence " +
+                      std::to_string(result.sequence_after) + ")"
+                : "");
   }
   return version_text(result.before) + " -> " + version_text(result.after) +
          " (header sequence " + std::to_string(result.sequence_before) + " -> " +
@@ -640,7 +644,10 @@ void add_rewrap_command(CLI::App& app, const LifecycleCommandHooks& hooks) {
   rewrap->add_option("--tab", args->tab, "envcrypttab for --all (default: $ENVCRYPT_TAB, "
                                          "else /etc/envcrypttab)");
   rewrap->callback([args, commands, hooks] {
-    hooks.select(args->all ? std::string("rewrap --all") : "rewrap " + args->device,
+    const std::string what = args->all              ? std::string("rewrap --all")
+                             : args->device.empty() ? std::string("rewrap")
+                                                    : "rewrap " + args->device;
+    hooks.select(what,
                  [commands] { return commands->rewrap(); });
   });
 }

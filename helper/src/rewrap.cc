@@ -114,16 +114,20 @@ Result<RewrapResult> rewrap_volume(KmsRegistry& kms, const RewrapRequest& reques
                             reencrypt_to(kms, header, request.cmk.value_or(header.wrapped.cmk_uri)));
   RewrapResult result{version_of(header.wrapped), version_of(wrapped), header.sequence,
                       header.sequence, false};
-  if (result.after.cmk_uri == result.before.cmk_uri &&
-      result.after.cmk_version == result.before.cmk_version) {
-    return result;  // a fresh nonce alone is not worth a header write
+  result.changed = result.after.cmk_uri != result.before.cmk_uri ||
+                   result.after.cmk_version != result.before.cmk_version;
+  // A fresh nonce alone is not worth a header write; a copy left stale by
+  // an interrupted rewrap is, so running rewrap again finishes its work.
+  if (!result.changed && !current.degraded()) {
+    return result;
   }
   fault_point("reencrypted");
   DiskHeader next = header;
-  next.wrapped = std::move(wrapped);
+  if (result.changed) {
+    next.wrapped = std::move(wrapped);
+  }
   ENVCRYPT_TRY(update_header(device, current, std::move(next), fault_point));
   result.sequence_after = header.sequence + 1;
-  result.changed = true;
   return result;
 }
 

@@ -52,7 +52,8 @@ struct RewrapResult {
   std::uint64_t sequence_before = 0;
   std::uint64_t sequence_after = 0;  // == sequence_before when nothing was written
   // False when the DK already was under the destination's primary version:
-  // the header is then left as it was.
+  // the header is then left as it was, unless a copy was not current (an
+  // interrupted rewrap), which is then rewritten.
   bool changed = false;
 };
 
