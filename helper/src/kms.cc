@@ -95,8 +95,7 @@ Result<KeyInfo> KmsBackend::delete_key_material(std::string_view /*keyref*/) {
   return unsupported("delete-key-material");
 }
 
-Result<Grant> KmsBackend::create_grant(std::string_view /*keyref*/,
-                                       std::string_view /*principal*/,
+Result<Grant> KmsBackend::create_grant(std::string_view /*keyref*/, std::string_view /*principal*/,
                                        const std::vector<GrantOperation>& /*operations*/) {
   return unsupported("create-grant");
 }

@@ -79,9 +79,8 @@ class Commands {
   }
   Result<KmsBackend*> kms_selected() {
     ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, h_.registry());
-    return registry->for_selector(h_.kms_selector->empty()
-                                      ? std::nullopt
-                                      : std::optional<std::string>(*h_.kms_selector));
+    return registry->for_selector(
+        h_.kms_selector->empty() ? std::nullopt : std::optional<std::string>(*h_.kms_selector));
   }
   std::ostream& out() { return *h_.out; }
   [[nodiscard]] bool json_output() const { return *h_.json; }
@@ -303,8 +302,8 @@ Status Commands::create_grant() {
                 {"principal", grant.principal},
                 {"operations", names}});
   } else {
-    out() << "grant " << grant.grant_id << ": " << grant.principal << " may "
-          << joined(names, ", ") << " on key " << grant.key_id << '\n';
+    out() << "grant " << grant.grant_id << ": " << grant.principal << " may " << joined(names, ", ")
+          << " on key " << grant.key_id << '\n';
   }
   return OkStatus();
 }
@@ -336,8 +335,9 @@ Status Commands::list_grants() {
     print_json(list);
     return OkStatus();
   }
-  out() << std::left << std::setw(34) << "GRANT ID" << std::setw(20) << "PRINCIPAL"
-        << std::setw(28) << "OPERATIONS" << "CREATED\n";
+  out() << std::left << std::setw(34) << "GRANT ID" << std::setw(20) << "PRINCIPAL" << std::setw(28)
+        << "OPERATIONS"
+        << "CREATED\n";
   for (const Grant& grant : grants) {
     out() << std::left << std::setw(34) << grant.grant_id << std::setw(20) << grant.principal
           << std::setw(28) << joined(operation_names(grant.operations), ",")
@@ -435,9 +435,9 @@ std::string rewrap_text(const RewrapResult& result) {
                       std::to_string(result.sequence_after) + ")"
                 : "");
   }
-  return version_text(result.before) + " -> " + version_text(result.after) +
-         " (header sequence " + std::to_string(result.sequence_before) + " -> " +
-         std::to_string(result.sequence_after) + ", data untouched)";
+  return version_text(result.before) + " -> " + version_text(result.after) + " (header sequence " +
+         std::to_string(result.sequence_before) + " -> " + std::to_string(result.sequence_after) +
+         ", data untouched)";
 }
 
 Status Commands::rewrap() {
@@ -488,11 +488,11 @@ void print_disk_rewrap(std::ostream& out, const DiskRewrap& disk) {
 }
 
 json disk_rewrap_json(const DiskRewrap& disk) {
-  json j = {{"name", disk.disk.name},
-            {"device", disk.disk.device.empty() ? disk.disk.device_spec
-                                                : disk.disk.device.string()},
-            {"outcome", to_string(disk.outcome)},
-            {"nofail", disk.disk.nofail}};
+  json j = {
+      {"name", disk.disk.name},
+      {"device", disk.disk.device.empty() ? disk.disk.device_spec : disk.disk.device.string()},
+      {"outcome", to_string(disk.outcome)},
+      {"nofail", disk.disk.nofail}};
   if (disk.result) {
     j.update(rewrap_json(*disk.result));
   }
@@ -507,9 +507,9 @@ Status Commands::rewrap_every(KmsRegistry& registry) {
   ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args_->tab));
   PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(
-      auto disks, rewrap_all(registry, table, env,
-                             args_->cmk.empty() ? std::nullopt
-                                                : std::optional<std::string>(args_->cmk)));
+      auto disks,
+      rewrap_all(registry, table, env,
+                 args_->cmk.empty() ? std::nullopt : std::optional<std::string>(args_->cmk)));
   std::map<RewrapOutcome, int> counts;
   for (const DiskRewrap& disk : disks) {
     ++counts[disk.outcome];
@@ -530,12 +530,10 @@ Status Commands::rewrap_every(KmsRegistry& registry) {
     }
     out() << "rewrap --all: " << summary << '\n';
   }
-  const auto failures = std::count_if(disks.begin(), disks.end(), [](const DiskRewrap& disk) {
-    return disk.counts_as_failure();
-  });
-  const auto first = std::find_if(disks.begin(), disks.end(), [](const DiskRewrap& disk) {
-    return disk.counts_as_failure();
-  });
+  const auto failures = std::count_if(
+      disks.begin(), disks.end(), [](const DiskRewrap& disk) { return disk.counts_as_failure(); });
+  const auto first = std::find_if(disks.begin(), disks.end(),
+                                  [](const DiskRewrap& disk) { return disk.counts_as_failure(); });
   if (first == disks.end()) {
     return OkStatus();
   }
@@ -601,8 +599,8 @@ void add_lifecycle_kms_commands(CLI::App& kms, const LifecycleCommandHooks& hook
   import->add_option("--expires", args->expires, "material expiry, RFC 3339 UTC");
   on(import, "import-key-material", true, &Commands::import_key_material);
 
-  auto* delete_material = keyed("delete-key-material",
-                                "destroy imported material; the key returns to PendingImport");
+  auto* delete_material =
+      keyed("delete-key-material", "destroy imported material; the key returns to PendingImport");
   delete_material->add_flag("--force", args->force, "even if it still wraps a disk of this host");
   on(delete_material, "delete-key-material", true, &Commands::delete_key_material);
 
@@ -641,14 +639,14 @@ void add_rewrap_command(CLI::App& app, const LifecycleCommandHooks& hooks) {
   rewrap->add_option("--header", args->header_file, "detached header file");
   rewrap->add_flag("--all", args->all,
                    "every disk this host knows still under an older version (all with --cmk)");
-  rewrap->add_option("--tab", args->tab, "envcrypttab for --all (default: $ENVCRYPT_TAB, "
-                                         "else /etc/envcrypttab)");
+  rewrap->add_option("--tab", args->tab,
+                     "envcrypttab for --all (default: $ENVCRYPT_TAB, "
+                     "else /etc/envcrypttab)");
   rewrap->callback([args, commands, hooks] {
     const std::string what = args->all              ? std::string("rewrap --all")
                              : args->device.empty() ? std::string("rewrap")
                                                     : "rewrap " + args->device;
-    hooks.select(what,
-                 [commands] { return commands->rewrap(); });
+    hooks.select(what, [commands] { return commands->rewrap(); });
   });
 }
 

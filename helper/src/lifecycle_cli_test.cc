@@ -122,8 +122,8 @@ class LifecycleCliTest : public ::testing::Test {
   }
 
   void openssl_wrap(const fs::path& pem, const fs::path& in, const fs::path& out) {
-    const std::string command = "openssl pkeyutl -encrypt -pubin -inkey " + pem.string() +
-                                " -in " + in.string() + " -out " + out.string() +
+    const std::string command = "openssl pkeyutl -encrypt -pubin -inkey " + pem.string() + " -in " +
+                                in.string() + " -out " + out.string() +
                                 " -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256";
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
   }
@@ -167,8 +167,8 @@ TEST_F(LifecycleCliTest, RewrapToAnotherCmkJson) {
   create_key({"--alias", "alias/web"});
   const std::string db = create_key({"--alias", "alias/db"});
   ok({"format", image_.string(), "--cmk", "alias/web"});
-  const auto j = nlohmann::json::parse(
-      ok({"--json", "rewrap", image_.string(), "--cmk", "alias/db"}));
+  const auto j =
+      nlohmann::json::parse(ok({"--json", "rewrap", image_.string(), "--cmk", "alias/db"}));
   EXPECT_EQ(j["changed"], true);
   EXPECT_EQ(j["after"]["cmk"], db);
   EXPECT_EQ(j["after"]["cmk_version"], 1);
@@ -217,15 +217,15 @@ TEST_F(LifecycleCliTest, ByokImportDeleteReimport) {
   const std::string parameters = ok({"kms", "get-parameters-for-import", "alias/byok",
                                      "--public-key", pem.string(), "--token", token.string()});
   EXPECT_EQ(parameters.substr(0, parameters.find("expires:")),
-            "public key:   " + pem.string() + " (RSA-2048, RSAES_OAEP_SHA_256)\nimport token: " +
-                token.string() + "\n");
+            "public key:   " + pem.string() +
+                " (RSA-2048, RSAES_OAEP_SHA_256)\nimport token: " + token.string() + "\n");
   EXPECT_EQ(slurp(pem).substr(0, 26), "-----BEGIN PUBLIC KEY-----");
   EXPECT_EQ(fs::status(token).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
   write_material(material, 32, 'k');
   openssl_wrap(pem, material, wrapped);
-  const std::vector<std::string> import = {"kms",      "import-key-material", "alias/byok",
-                                           "--material", wrapped.string(),    "--token",
+  const std::vector<std::string> import = {"kms",         "import-key-material", "alias/byok",
+                                           "--material",  wrapped.string(),      "--token",
                                            token.string()};
   EXPECT_EQ(ok(import), "imported key material into " + uri + ": Enabled\n");
 
@@ -233,8 +233,7 @@ TEST_F(LifecycleCliTest, ByokImportDeleteReimport) {
   EXPECT_EQ(ok({"kms", "delete-key-material", "alias/byok"}),
             "deleted the key material of " + uri + ": PendingImport\n");
   expect_failure({"verify", image_.string()}, 4,
-                 "envcryptctl: verify " + image_.string() + ": key " + uri +
-                     " is PendingImport\n");
+                 "envcryptctl: verify " + image_.string() + ": key " + uri + " is PendingImport\n");
 
   ok({"kms", "get-parameters-for-import", "alias/byok", "--public-key", pem.string(), "--token",
       token.string()});
@@ -249,31 +248,31 @@ TEST_F(LifecycleCliTest, ByokBadInputs) {
   const fs::path token = dir_ / "token";
   const fs::path old_token = dir_ / "token.old";
   const fs::path wrapped = dir_ / "material.wrapped";
-  const std::vector<std::string> parameters = {"kms",          "get-parameters-for-import",
-                                               "alias/byok",   "--public-key",
-                                               pem.string(),   "--token",
+  const std::vector<std::string> parameters = {"kms",         "get-parameters-for-import",
+                                               "alias/byok",  "--public-key",
+                                               pem.string(),  "--token",
                                                token.string()};
   auto import = [&](const fs::path& token_file) {
-    return std::vector<std::string>{"kms",      "import-key-material", "alias/byok",
-                                    "--material", wrapped.string(),    "--token",
-                                    token_file.string()};
+    return std::vector<std::string>{
+        "kms",     "import-key-material", "alias/byok", "--material", wrapped.string(),
+        "--token", token_file.string()};
   };
   const std::string prefix = "envcryptctl: kms import-key-material alias/byok: ";
   spit(wrapped, "not yet wrapped");
   spit(token, "no token yet");
 
-  expect_failure(import(token), 2,
-                 prefix + "no import parameters for key " + uri +
-                     ": run get-parameters-for-import first\n");
+  expect_failure(
+      import(token), 2,
+      prefix + "no import parameters for key " + uri + ": run get-parameters-for-import first\n");
   ok(parameters);
   fs::copy_file(token, old_token);
   ok(parameters);  // new parameters replace the old ones
 
   write_material(dir_ / "good.bin", 32, 'g');
   openssl_wrap(pem, dir_ / "good.bin", wrapped);
-  expect_failure(import(old_token), 4,
-                 prefix + "import token does not match the parameters last issued for key " +
-                     uri + "\n");
+  expect_failure(
+      import(old_token), 4,
+      prefix + "import token does not match the parameters last issued for key " + uri + "\n");
   expect_failure(import(dir_ / "missing"), 3,
                  prefix + (dir_ / "missing").string() + ": No such file or directory\n");
 
@@ -315,8 +314,8 @@ TEST_F(LifecycleCliTest, ByokBadInputs) {
   ok(parameters);
   openssl_wrap(pem, dir_ / "other.bin", wrapped);
   expect_failure(import(token), 8,
-                 prefix + "key material differs from the material imported before into key " +
-                     uri + ": only the same material can be re-imported\n");
+                 prefix + "key material differs from the material imported before into key " + uri +
+                     ": only the same material can be re-imported\n");
   const std::string kms_key = create_key({"--alias", "alias/plain"});
   expect_failure({"kms", "get-parameters-for-import", "alias/plain", "--public-key", pem.string(),
                   "--token", token.string()},
@@ -333,15 +332,15 @@ TEST_F(LifecycleCliTest, GrantsAllowDenyAndAudit) {
   const fs::path alice = write_config("user/alice");
   const std::string verify_err_prefix = "envcryptctl: verify " + image_.string() + ": ";
 
-  expect_failure({"verify", image_.string()}, 4,
-                 verify_err_prefix + "principal user/alice holds no decrypt grant on key " + uri +
-                     "\n",
-                 alice);
+  expect_failure(
+      {"verify", image_.string()}, 4,
+      verify_err_prefix + "principal user/alice holds no decrypt grant on key " + uri + "\n",
+      alice);
   const std::string granted =
       ok({"kms", "create-grant", "alias/web", "user/alice", "decrypt,describe"});
   const std::string grant_id = granted.substr(6, 32);
-  EXPECT_EQ(granted, "grant " + grant_id + ": user/alice may decrypt, describe on key " + id +
-                         "\n");
+  EXPECT_EQ(granted,
+            "grant " + grant_id + ": user/alice may decrypt, describe on key " + id + "\n");
   ok({"verify", image_.string()}, alice);
   const fs::path second = make_image("second.img");
   expect_failure({"format", second.string(), "--cmk", "alias/web"}, 4,
@@ -361,12 +360,11 @@ TEST_F(LifecycleCliTest, GrantsAllowDenyAndAudit) {
   EXPECT_EQ(unknown_operation.err.substr(0, 70),
             "envcryptctl: kms create-grant alias/web: unknown grant operation 'fly'");
 
-  EXPECT_EQ(ok({"kms", "revoke-grant", "alias/web", grant_id}),
-            "revoked grant " + grant_id + "\n");
-  expect_failure({"verify", image_.string()}, 4,
-                 verify_err_prefix + "principal user/alice holds no decrypt grant on key " + uri +
-                     "\n",
-                 alice);
+  EXPECT_EQ(ok({"kms", "revoke-grant", "alias/web", grant_id}), "revoked grant " + grant_id + "\n");
+  expect_failure(
+      {"verify", image_.string()}, 4,
+      verify_err_prefix + "principal user/alice holds no decrypt grant on key " + uri + "\n",
+      alice);
 
   // Every denial is an audit line naming the denied principal.
   const auto lines = nlohmann::json::parse(ok({"--json", "kms", "audit", "--key", "alias/web"}));
@@ -392,8 +390,7 @@ TEST_F(LifecycleCliTest, AuditVerifyFindsTampering) {
   ok({"kms", "list-keys"});
   const fs::path log = dir_ / "kms" / "audit.log";
   const std::string intact = ok({"kms", "audit", "--verify"});
-  EXPECT_EQ(intact.substr(0, intact.find(';')),
-            log.string() + ": 3 lines, hash chain intact");
+  EXPECT_EQ(intact.substr(0, intact.find(';')), log.string() + ": 3 lines, hash chain intact");
 
   std::string text = slurp(log);
   const std::size_t second_line = text.find('\n') + 1;
@@ -459,8 +456,7 @@ TEST_F(LifecycleCliTest, RewrapAllReportsEachDisk) {
   EXPECT_EQ(ok({"rewrap", "--all"}),
             "one: rewrapped " + image_.string() + ": " + web + " version 1 -> " + web +
                 " version 2 (header sequence 1 -> 2, data untouched)\n" + "two: current " +
-                second.string() + ": already under " + db +
-                " version 1, the primary version\n" +
+                second.string() + ": already under " + db + " version 1, the primary version\n" +
                 "ghost: missing /nonexistent/disk: /nonexistent/disk does not exist (nofail: "
                 "ignored)\n" +
                 "rewrap --all: 1 rewrapped, 1 current, 1 missing, 0 failed\n");

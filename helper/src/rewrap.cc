@@ -33,9 +33,7 @@ void fault_point(std::string_view step) {
   }
 }
 
-WrapVersion version_of(const WrappedKey& wrapped) {
-  return {wrapped.cmk_uri, wrapped.cmk_version};
-}
+WrapVersion version_of(const WrappedKey& wrapped) { return {wrapped.cmk_uri, wrapped.cmk_version}; }
 
 // ReEncrypt inside one backend when both keys live there; across backends
 // (local to KMIP, say) the DK is unwrapped, checked and wrapped again here.
@@ -106,12 +104,12 @@ DiskRewrap rewrap_known(KmsRegistry& kms, const KnownDisk& disk,
 }  // namespace
 
 Result<RewrapResult> rewrap_volume(KmsRegistry& kms, const RewrapRequest& request) {
-  ENVCRYPT_ASSIGN_OR_RETURN(
-      Device device, open_device(request.header_file.value_or(request.device), OpenMode::kReadWrite));
+  ENVCRYPT_ASSIGN_OR_RETURN(Device device, open_device(request.header_file.value_or(request.device),
+                                                       OpenMode::kReadWrite));
   ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection current, read_header(device));
   const DiskHeader& header = current.header;
-  ENVCRYPT_ASSIGN_OR_RETURN(WrappedKey wrapped,
-                            reencrypt_to(kms, header, request.cmk.value_or(header.wrapped.cmk_uri)));
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      WrappedKey wrapped, reencrypt_to(kms, header, request.cmk.value_or(header.wrapped.cmk_uri)));
   RewrapResult result{version_of(header.wrapped), version_of(wrapped), header.sequence,
                       header.sequence, false};
   result.changed = result.after.cmk_uri != result.before.cmk_uri ||

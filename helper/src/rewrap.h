@@ -30,9 +30,9 @@
 namespace envcrypt {
 
 // The steps ENVCRYPT_FAULT can name, in the order a rewrap reaches them.
-inline constexpr std::string_view kRewrapSteps[] = {
-    "reencrypted", "first-copy-written", "first-copy-flushed", "second-copy-written",
-    "second-copy-flushed"};
+inline constexpr std::string_view kRewrapSteps[] = {"reencrypted", "first-copy-written",
+                                                    "first-copy-flushed", "second-copy-written",
+                                                    "second-copy-flushed"};
 
 struct RewrapRequest {
   std::filesystem::path device;

@@ -219,9 +219,9 @@ TEST_F(RewrapCrashTest, DetachedHeaderIsRewrittenDeviceUntouched) {
   const fs::path header_file = dir_ / "disk.hdr";
   format_and_rotate({"--header", header_file.string()});
   const std::string device_before = slurp(image_);
-  ASSERT_EQ(WTERMSIG(rewrap_child("rewrap:second-copy-written", {"--header",
-                                                                 header_file.string()})),
-            SIGKILL);
+  ASSERT_EQ(
+      WTERMSIG(rewrap_child("rewrap:second-copy-written", {"--header", header_file.string()})),
+      SIGKILL);
   expect_attachable_with(2, header_file);
   EXPECT_TRUE(slurp(image_) == device_before);
 }
