@@ -81,7 +81,7 @@ report = json.load(sys.stdin)
 print(" ".join(d["name"] + ":" + d["result"] + ":module=" +
                str(any(c["step"] == "module" and c["ok"] for c in d["checks"])) for d in report["disks"]))' <<<"$json")"
 
-expect_succeeds "disable the third disk's CMK" "$ENVCTL" kms disable-key alias/ops-off
+expect_succeeds "disable the third disk's CMK (--force: it still wraps that disk)" "$ENVCTL" kms disable-key alias/ops-off --force
 out=$("$ENVCTL" preflight --tab "$TAB" 2>&1)
 status=$?
 expect_eq "preflight exits 4 when a disk's CMK is disabled" 4 "$status"
