@@ -81,11 +81,15 @@ expect_succeeds "the local disk did not wait for the remote one's deadline ($loc
 	python3 -c "import sys; sys.exit(float('$local_seconds') >= $ATTACH_TIMEOUT_S)"
 expect_eq "the remote disk failed" "failed" "$(disk_field remote outcome)"
 expect_match "its error names the server, the reason and the deadline" \
-	"kmip://127\.0\.0\.1:$KMIP_PORT: connect: Connection refused.*gave up at the attach deadline after [0-9]+ attempts.*attach_timeout_seconds = $ATTACH_TIMEOUT_S" \
+	"kmip://127\.0\.0\.1:$KMIP_PORT: connect: Connection refused.*gave up at the attach deadline after [0-9]+ attempts?.*attach_timeout_seconds = $ATTACH_TIMEOUT_S" \
 	"$(disk_field remote error)"
 remote_seconds=$(disk_field remote seconds)
-expect_succeeds "the remote disk gave up at its deadline ($remote_seconds s, deadline $ATTACH_TIMEOUT_S s)" \
-	python3 -c "import sys; sys.exit(not $ATTACH_TIMEOUT_S <= float('$remote_seconds') <= $ATTACH_TIMEOUT_S + 1)"
+# It gives up at its deadline, or, if the local disk's attach (seconds under
+# TCG) ran past it, as soon as that ends: the first pass is its first KMS
+# call (at most BOOT_TIMEOUT_MS) and the local attach.
+expect_succeeds "the remote disk gave up at its deadline ($remote_seconds s, deadline $ATTACH_TIMEOUT_S s, local attach $local_seconds s)" \
+	python3 -c "import sys; first_pass = $BOOT_TIMEOUT_MS / 1000 + float('$local_seconds')
+sys.exit(not $ATTACH_TIMEOUT_S <= float('$remote_seconds') <= max($ATTACH_TIMEOUT_S, first_pass) + 1)"
 expect_succeeds "the whole run took $SECONDS_TAKEN s (at most $ATTACH_TIMEOUT_S + $MARGIN_S)" \
 	test "$SECONDS_TAKEN" -le $((ATTACH_TIMEOUT_S + MARGIN_S))
 "$ENVCTL" detach-all --tab "$TAB" >/dev/null

@@ -18,6 +18,8 @@
 #   - both stopped: exit 7 at the deadline, within [deadline, deadline + 1 s],
 #     naming both servers and why.
 # Output is TAP 13; exit 0 only if nothing failed, 4 when skipped.
+# The conditions given to expect() are evaluated there, hence in single quotes.
+# shellcheck disable=SC2016
 set -u
 
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,7 +44,7 @@ command -v openssl >/dev/null || skip_all "openssl not installed (make deps)"
 kmip_have_pykmip || skip_all "PyKMIP not importable by $KMIP_PYTHON (apt-get install python3-pykmip)"
 
 WORK=$(mktemp -d /tmp/envcrypt-kmip-failover.XXXXXX)
-PID1= PID2= KMIP_SILENT_PID=
+PID1='' PID2='' KMIP_SILENT_PID=''
 cleanup() {
 	kmip_stop_pid "$PID1"
 	kmip_stop_pid "$PID2"
@@ -74,7 +76,7 @@ bail() {
 # endpoint_config FILE PORT...: one endpoint "cluster" listing the servers
 # in that order, with the test's short timeouts.
 endpoint_config() {
-	local file=$1 list= port
+	local file=$1 list='' port
 	shift
 	for port; do
 		list+="${list:+, }\"127.0.0.1:$port\""
