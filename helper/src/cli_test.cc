@@ -13,6 +13,7 @@
 #include <iterator>
 #include <sstream>
 
+#include "cli_test_support.h"
 #include "config.h"
 #include "crypto.h"
 #include "header.h"
@@ -25,11 +26,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int code;
-  std::string out;
-  std::string err;
-};
+using cli_testing::CliRun;
 
 std::vector<std::uint8_t> read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -44,37 +41,23 @@ bool contains(const std::vector<std::uint8_t>& haystack, std::span<const std::ui
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ("envcrypt-cli-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = cli_testing::fresh_test_dir("envcrypt-cli");
     config_ = dir_ / "envcrypt.conf";
-    std::ofstream(config_) << "[kms.local]\ndir = \"" << (dir_ / "kms").string()
-                           << "\"\nroot_key = \"" << (dir_ / "root.key").string() << "\"\n";
+    cli_testing::write_text(config_, cli_testing::local_kms_config(dir_));
     image_ = dir_ / "disk.img";
     make_image(image_, 32 << 20);
   }
   void TearDown() override { fs::remove_all(dir_); }
 
   static void make_image(const fs::path& path, std::uintmax_t size) {
-    std::ofstream(path).close();
-    fs::resize_file(path, size);
+    cli_testing::make_sparse_image(path, size);
   }
 
   CliRun run(std::vector<std::string> args) {
     if (std::find(args.begin(), args.end(), "--config") == args.end()) {
       args.insert(args.begin(), {"--config", config_.string()});
     }
-    args.insert(args.begin(), "envcryptctl");
-    std::vector<const char*> argv;
-    for (const auto& a : args) {
-      argv.push_back(a.c_str());
-    }
-    std::ostringstream out;
-    std::ostringstream err;
-    const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
-    return {code, out.str(), err.str()};
+    return cli_testing::run_envcryptctl(std::move(args));
   }
 
   // The header and DK as envcryptctl would see them at attach time.

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "cli.h"
+#include "cli_test_support.h"
 #include "header.h"
 
 namespace envcrypt {
@@ -22,32 +23,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int code;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void spit(const fs::path& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-}
+using cli_testing::CliRun;
+using cli_testing::read_text;
+using cli_testing::write_text;
 
 class LifecycleCliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ("envcrypt-lifecycle-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = cli_testing::fresh_test_dir("envcrypt-lifecycle");
     config_ = write_config("host/admin");
     tab_ = dir_ / "envcrypttab";
-    spit(tab_, "");
+    write_text(tab_, "");
     ::setenv("ENVCRYPT_TAB", tab_.c_str(), 1);
     image_ = make_image("disk.img");
   }
@@ -58,29 +44,19 @@ class LifecycleCliTest : public ::testing::Test {
 
   fs::path write_config(const std::string& principal) {
     const fs::path path = dir_ / (principal.substr(principal.find('/') + 1) + ".conf");
-    std::ofstream(path) << "principal = \"" << principal << "\"\n[kms.local]\ndir = \""
-                        << (dir_ / "kms").string() << "\"\nroot_key = \""
-                        << (dir_ / "root.key").string() << "\"\n";
+    write_text(path, cli_testing::local_kms_config(dir_, "principal = \"" + principal + "\"\n"));
     return path;
   }
 
   fs::path make_image(const std::string& name) {
     const fs::path path = dir_ / name;
-    std::ofstream(path).close();
-    fs::resize_file(path, 32 << 20);
+    cli_testing::make_sparse_image(path, 32 << 20);
     return path;
   }
 
   CliRun run(std::vector<std::string> args, const fs::path& config = {}) {
-    args.insert(args.begin(), {"envcryptctl", "--config", (config.empty() ? config_ : config)});
-    std::vector<const char*> argv;
-    for (const auto& arg : args) {
-      argv.push_back(arg.c_str());
-    }
-    std::ostringstream out;
-    std::ostringstream err;
-    const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
-    return {code, out.str(), err.str()};
+    args.insert(args.begin(), {"--config", (config.empty() ? config_ : config)});
+    return cli_testing::run_envcryptctl(std::move(args));
   }
 
   // Runs a command that must succeed; returns its stdout.
@@ -111,7 +87,9 @@ class LifecycleCliTest : public ::testing::Test {
   }
 
   // Everything after the header area: what rewrap must never change.
-  std::string data_area(const fs::path& image) { return slurp(image).substr(kDefaultDataOffset); }
+  std::string data_area(const fs::path& image) {
+    return read_text(image).substr(kDefaultDataOffset);
+  }
 
   void fill_data_area(const fs::path& image) {
     std::fstream file(image, std::ios::in | std::ios::out | std::ios::binary);
@@ -129,7 +107,7 @@ class LifecycleCliTest : public ::testing::Test {
   }
 
   void write_material(const fs::path& path, std::size_t bytes, char fill) {
-    spit(path, std::string(bytes, fill));
+    write_text(path, std::string(bytes, fill));
   }
 
   fs::path dir_;
@@ -157,10 +135,10 @@ TEST_F(LifecycleCliTest, RotateThenRewrapMovesOnlyTheEnvelope) {
   EXPECT_EQ(header["copies"]["secondary"]["state"], "valid");
   ok({"verify", image_.string()});
 
-  const std::string bytes_before = slurp(image_);
+  const std::string bytes_before = read_text(image_);
   EXPECT_EQ(ok({"rewrap", image_.string()}),
             image_.string() + ": already under " + uri + " version 2, the primary version\n");
-  EXPECT_TRUE(slurp(image_) == bytes_before);
+  EXPECT_TRUE(read_text(image_) == bytes_before);
 }
 
 TEST_F(LifecycleCliTest, RewrapToAnotherCmkJson) {
@@ -182,10 +160,10 @@ TEST_F(LifecycleCliTest, RewrapToDisabledCmkChangesNothing) {
   const std::string db = create_key({"--alias", "alias/db"});
   ok({"format", image_.string(), "--cmk", "alias/web"});
   ok({"kms", "disable-key", "alias/db"});
-  const std::string before = slurp(image_);
+  const std::string before = read_text(image_);
   expect_failure({"rewrap", image_.string(), "--cmk", "alias/db"}, 4,
                  "envcryptctl: rewrap " + image_.string() + ": key " + db + " is Disabled\n");
-  EXPECT_TRUE(slurp(image_) == before);
+  EXPECT_TRUE(read_text(image_) == before);
 }
 
 TEST_F(LifecycleCliTest, RotationRefusals) {
@@ -219,7 +197,7 @@ TEST_F(LifecycleCliTest, ByokImportDeleteReimport) {
   EXPECT_EQ(parameters.substr(0, parameters.find("expires:")),
             "public key:   " + pem.string() +
                 " (RSA-2048, RSAES_OAEP_SHA_256)\nimport token: " + token.string() + "\n");
-  EXPECT_EQ(slurp(pem).substr(0, 26), "-----BEGIN PUBLIC KEY-----");
+  EXPECT_EQ(read_text(pem).substr(0, 26), "-----BEGIN PUBLIC KEY-----");
   EXPECT_EQ(fs::status(token).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
   write_material(material, 32, 'k');
@@ -258,8 +236,8 @@ TEST_F(LifecycleCliTest, ByokBadInputs) {
         "--token", token_file.string()};
   };
   const std::string prefix = "envcryptctl: kms import-key-material alias/byok: ";
-  spit(wrapped, "not yet wrapped");
-  spit(token, "no token yet");
+  write_text(wrapped, "not yet wrapped");
+  write_text(token, "no token yet");
 
   expect_failure(
       import(token), 2,
@@ -294,10 +272,10 @@ TEST_F(LifecycleCliTest, ByokBadInputs) {
 
   // Expiry: the token's 24 hours, moved into the past in the keystore file.
   const fs::path store = dir_ / "kms" / "local-1.keystore.json";
-  auto keystore = nlohmann::json::parse(slurp(store));
+  auto keystore = nlohmann::json::parse(read_text(store));
   const std::string id = uri.substr(uri.rfind('/') + 1);
   keystore["keys"][id]["pending_import"]["expires_at"] = 1000000000;
-  spit(store, keystore.dump(2));
+  write_text(store, keystore.dump(2));
   openssl_wrap(pem, dir_ / "good.bin", wrapped);
   expect_failure(import(token), 4,
                  prefix + "import token for key " + uri +
@@ -392,12 +370,12 @@ TEST_F(LifecycleCliTest, AuditVerifyFindsTampering) {
   const std::string intact = ok({"kms", "audit", "--verify"});
   EXPECT_EQ(intact.substr(0, intact.find(';')), log.string() + ": 3 lines, hash chain intact");
 
-  std::string text = slurp(log);
+  std::string text = read_text(log);
   const std::size_t second_line = text.find('\n') + 1;
   const std::size_t at = text.find("\"ok\"", second_line);
   ASSERT_NE(at, std::string::npos);
   text.replace(at, 4, "\"OK\"");
-  spit(log, text);
+  write_text(log, text);
   CliRun tampered = run({"--json", "kms", "audit", "--verify"});
   EXPECT_EQ(tampered.code, 5);
   EXPECT_EQ(tampered.err, "envcryptctl: kms audit: " + log.string() +
@@ -410,7 +388,7 @@ TEST_F(LifecycleCliTest, AuditVerifyFindsTampering) {
 TEST_F(LifecycleCliTest, SafeDisableRefusesWhileAKnownDiskIsWrapped) {
   const std::string uri = create_key({"--alias", "alias/web"});
   ok({"format", image_.string(), "--cmk", "alias/web"});
-  spit(tab_, "data " + image_.string() + " none\nghost /nonexistent/disk none nofail\n");
+  write_text(tab_, "data " + image_.string() + " none\nghost /nonexistent/disk none nofail\n");
   const std::string why = "key " + uri + " still wraps 1 disk this host knows: data (" +
                           image_.string() + "); rewrap them under another key first, or use " +
                           "--force\n";
@@ -450,8 +428,8 @@ TEST_F(LifecycleCliTest, RewrapAllReportsEachDisk) {
   const fs::path second = make_image("second.img");
   ok({"format", image_.string(), "--cmk", "alias/web"});
   ok({"format", second.string(), "--cmk", "alias/db"});
-  spit(tab_, "one " + image_.string() + " none\ntwo " + second.string() +
-                 " none\nghost /nonexistent/disk none nofail\n");
+  write_text(tab_, "one " + image_.string() + " none\ntwo " + second.string() +
+                       " none\nghost /nonexistent/disk none nofail\n");
   ok({"kms", "rotate-key", "alias/web"});
   EXPECT_EQ(ok({"rewrap", "--all"}),
             "one: rewrapped " + image_.string() + ": " + web + " version 1 -> " + web +
@@ -465,7 +443,7 @@ TEST_F(LifecycleCliTest, RewrapAllReportsEachDisk) {
   EXPECT_EQ(moved["summary"], "1 rewrapped, 1 current, 1 missing, 0 failed");
   EXPECT_EQ(inspect(image_)["cmk"], db);
 
-  spit(tab_, "one " + image_.string() + " none\nlost /nonexistent/disk none\n");
+  write_text(tab_, "one " + image_.string() + " none\nlost /nonexistent/disk none\n");
   ok({"kms", "rotate-key", "alias/db"});
   CliRun failed = run({"rewrap", "--all"});
   EXPECT_EQ(failed.code, 3);

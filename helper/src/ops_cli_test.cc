@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "cli.h"
+#include "cli_test_support.h"
 #include "config.h"
 #include "crypto.h"
 #include "diagnostics.h"
@@ -32,11 +33,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int code;
-  std::string out;
-  std::string err;
-};
+using cli_testing::CliRun;
 
 // The header area (all these commands may touch) of a file.
 std::vector<char> read_bytes(const fs::path& path) {
@@ -50,11 +47,7 @@ std::vector<char> read_bytes(const fs::path& path) {
 class OpsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ("envcrypt-ops-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = cli_testing::fresh_test_dir("envcrypt-ops");
     kms_dir_ = dir_ / "kms";
     config_ = write_config("host/ops-test", kms_dir_);
     image_ = make_image("disk.img");
@@ -69,29 +62,21 @@ class OpsTest : public ::testing::Test {
   fs::path write_config(const std::string& principal, const fs::path& kms_dir,
                         const std::string& extra = "") {
     const fs::path path = dir_ / (principal.substr(principal.find('/') + 1) + ".conf");
-    std::ofstream(path) << "principal = \"" << principal << "\"\n"
-                        << extra << "[kms.local]\ndir = \"" << kms_dir.string()
-                        << "\"\nroot_key = \"" << (dir_ / "root.key").string() << "\"\n";
+    cli_testing::write_text(
+        path, cli_testing::local_kms_config(dir_, "principal = \"" + principal + "\"\n" + extra,
+                                            kms_dir));
     return path;
   }
 
   fs::path make_image(const std::string& name) {
     const fs::path path = dir_ / name;
-    std::ofstream(path).close();
-    fs::resize_file(path, 17 << 20);  // 1 MiB of data after the 16 MiB offset
+    cli_testing::make_sparse_image(path, 17 << 20);  // 1 MiB of data after the 16 MiB offset
     return path;
   }
 
   CliRun run(std::vector<std::string> args, const fs::path& config = {}) {
-    args.insert(args.begin(), {"envcryptctl", "--config", (config.empty() ? config_ : config)});
-    std::vector<const char*> argv;
-    for (const auto& a : args) {
-      argv.push_back(a.c_str());
-    }
-    std::ostringstream out;
-    std::ostringstream err;
-    const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
-    return {code, out.str(), err.str()};
+    args.insert(args.begin(), {"--config", (config.empty() ? config_ : config)});
+    return cli_testing::run_envcryptctl(std::move(args));
   }
 
   // Formats `image` under `cmk` (default: the service key); its CMK URI.

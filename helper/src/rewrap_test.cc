@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "cli.h"
+#include "cli_test_support.h"
 #include "header.h"
 #include "volume.h"
 
@@ -27,10 +28,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using cli_testing::read_text;
 
 void overwrite(const fs::path& path, std::uint64_t offset, const std::string& bytes) {
   std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
@@ -39,32 +37,20 @@ void overwrite(const fs::path& path, std::uint64_t offset, const std::string& by
 }
 
 int run(const fs::path& config, std::vector<std::string> args) {
-  args.insert(args.begin(), {"envcryptctl", "--config", config.string()});
-  std::vector<const char*> argv;
-  for (const auto& arg : args) {
-    argv.push_back(arg.c_str());
-  }
-  std::ostringstream out;
-  std::ostringstream err;
-  const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
-  EXPECT_EQ(code, 0) << err.str();
-  return code;
+  args.insert(args.begin(), {"--config", config.string()});
+  const cli_testing::CliRun result = cli_testing::run_envcryptctl(std::move(args));
+  EXPECT_EQ(result.code, 0) << result.err;
+  return result.code;
 }
 
 class RewrapCrashTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ("envcrypt-rewrap-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = cli_testing::fresh_test_dir("envcrypt-rewrap");
     config_ = dir_ / "envcrypt.conf";
-    std::ofstream(config_) << "[kms.local]\ndir = \"" << (dir_ / "kms").string()
-                           << "\"\nroot_key = \"" << (dir_ / "root.key").string() << "\"\n";
+    cli_testing::write_text(config_, cli_testing::local_kms_config(dir_));
     image_ = dir_ / "disk.img";
-    std::ofstream(image_).close();
-    fs::resize_file(image_, 32 << 20);
+    cli_testing::make_sparse_image(image_, 32 << 20);
     run(config_, {"kms", "create-key", "--alias", "alias/web"});
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -129,13 +115,13 @@ class RewrapKilledAtStep : public RewrapCrashTest,
 
 TEST_P(RewrapKilledAtStep, DiskAttachesWithOldOrNewWrap) {
   format_and_rotate();
-  const std::string data_before = slurp(image_).substr(kDefaultDataOffset);
+  const std::string data_before = read_text(image_).substr(kDefaultDataOffset);
   const int status = rewrap_child("rewrap:" + std::string(GetParam()));
   ASSERT_TRUE(WIFSIGNALED(status)) << "the child exited with " << WEXITSTATUS(status);
   EXPECT_EQ(WTERMSIG(status), SIGKILL);
   // The first copy's write is in force as soon as it reaches the file.
   expect_attachable_with(GetParam() == "reencrypted" ? 1 : 2, image_);
-  EXPECT_TRUE(slurp(image_).substr(kDefaultDataOffset) == data_before);
+  EXPECT_TRUE(read_text(image_).substr(kDefaultDataOffset) == data_before);
 
   // Running rewrap again finishes the job: both copies current.
   run(config_, {"rewrap", image_.string()});
@@ -172,9 +158,9 @@ TEST_F(RewrapCrashTest, OnlyValidCopyIsWrittenLast) {
 
 TEST_F(RewrapCrashTest, TornWriteOfEitherCopy) {
   format_and_rotate();
-  const std::string old_copies = slurp(image_).substr(0, kHeaderAreaSize);
+  const std::string old_copies = read_text(image_).substr(0, kHeaderAreaSize);
   run(config_, {"rewrap", image_.string()});
-  const std::string new_copies = slurp(image_).substr(0, kHeaderAreaSize);
+  const std::string new_copies = read_text(image_).substr(0, kHeaderAreaSize);
   const std::size_t half = kHeaderSize / 2;
   auto restore_old = [&] { overwrite(image_, 0, old_copies); };
 
@@ -218,12 +204,12 @@ TEST_F(RewrapCrashTest, PauseWaitsToBeKilled) {
 TEST_F(RewrapCrashTest, DetachedHeaderIsRewrittenDeviceUntouched) {
   const fs::path header_file = dir_ / "disk.hdr";
   format_and_rotate({"--header", header_file.string()});
-  const std::string device_before = slurp(image_);
+  const std::string device_before = read_text(image_);
   ASSERT_EQ(
       WTERMSIG(rewrap_child("rewrap:second-copy-written", {"--header", header_file.string()})),
       SIGKILL);
   expect_attachable_with(2, header_file);
-  EXPECT_TRUE(slurp(image_) == device_before);
+  EXPECT_TRUE(read_text(image_) == device_before);
 }
 
 }  // namespace
