@@ -20,13 +20,10 @@ BUILD=${ENVCRYPT_BUILD:-$TOP/build}
 UNIT_TESTS=$BUILD/helper/envcrypt_unit_tests
 CTL=$BUILD/envcryptctl
 . "$TOP/tests/host/lib/kmip/pykmip.sh"
+. "$TOP/tests/host/lib/tap.sh"
 
 echo "TAP version 13"
 
-skip_all() {
-	echo "1..0 # SKIP $1"
-	exit 4
-}
 [ -x "$UNIT_TESTS" ] || skip_all "$UNIT_TESTS not built (make helper)"
 command -v openssl >/dev/null || skip_all "openssl not installed (make deps)"
 kmip_have_pykmip || skip_all "PyKMIP not importable by $KMIP_PYTHON (apt-get install python3-pykmip)"
@@ -37,25 +34,6 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-TESTS=0
-FAILED=0
-ok() {
-	TESTS=$((TESTS + 1))
-	echo "ok $TESTS - $1"
-}
-not_ok() {
-	TESTS=$((TESTS + 1))
-	FAILED=$((FAILED + 1))
-	echo "not ok $TESTS - $1"
-}
-skip() {
-	TESTS=$((TESTS + 1))
-	echo "ok $TESTS - $1 # SKIP $2"
-}
-diag() {
-	sed 's/^/#   /'
-}
 
 # gtest DESCRIPTION FILTER: one test of kmip_live_test.cc, which must run and
 # pass (a skip inside the binary is a failure here: the server is up).
@@ -214,5 +192,4 @@ if $HAVE_CLI; then
 	fi
 fi
 
-echo "1..$TESTS"
-[ "$FAILED" -eq 0 ]
+tap_finish

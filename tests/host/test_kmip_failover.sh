@@ -26,6 +26,7 @@ TOP=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${ENVCRYPT_BUILD:-$TOP/build}
 CTL=$BUILD/envcryptctl
 . "$TOP/tests/host/lib/kmip/pykmip.sh"
+. "$TOP/tests/host/lib/tap.sh"
 
 TIMEOUT_MS=1000
 DEADLINE_MS=4000
@@ -35,10 +36,6 @@ MARGIN_MS=1000
 
 echo "TAP version 13"
 
-skip_all() {
-	echo "1..0 # SKIP $1"
-	exit 4
-}
 [ -x "$CTL" ] || skip_all "$CTL not built (make helper)"
 command -v openssl >/dev/null || skip_all "openssl not installed (make deps)"
 kmip_have_pykmip || skip_all "PyKMIP not importable by $KMIP_PYTHON (apt-get install python3-pykmip)"
@@ -52,26 +49,6 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-TESTS=0
-FAILED=0
-ok() {
-	TESTS=$((TESTS + 1))
-	echo "ok $TESTS - $1"
-}
-not_ok() {
-	TESTS=$((TESTS + 1))
-	FAILED=$((FAILED + 1))
-	echo "not ok $TESTS - $1"
-}
-diag() {
-	sed 's/^/#   /'
-}
-bail() {
-	not_ok "$1"
-	echo "1..$TESTS"
-	exit 1
-}
 
 # endpoint_config FILE PORT...: one endpoint "cluster" listing the servers
 # in that order, with the test's short timeouts.
@@ -196,5 +173,4 @@ expect "both stopped: exit 7 after $ELAPSED_MS ms, within [$DEADLINE_MS, $((DEAD
 	grep -q "deadline $DEADLINE_MS ms" <<<"$OUTPUT"'
 echo "# deadline accuracy: failed after ${ELAPSED_MS} ms for deadline_ms $DEADLINE_MS"
 
-echo "1..$TESTS"
-[ "$FAILED" -eq 0 ]
+tap_finish
