@@ -27,8 +27,14 @@ attach_refused() {
 	out=$("$ENVCTL" attach "$dev" "$NAME" 2>&1)
 	rc=$?
 	expect_eq "$1: attach exits 4" 4 "$rc"
-	expect_match "$1: message names the key state" "^envcryptctl: attach $dev: .*$2" "$out"
-	expect_eq "$1: one-line error" 1 "$(printf '%s\n' "$out" | wc -l)"
+	# stderr: the diagnostics line (also sent to syslog; operations.rst),
+	# then the one-line error; nothing else.
+	expect_match "$1: diagnostics line names disk, device, CMK, step and reason" \
+		"^envcryptctl: attach failed: disk=$NAME device=$dev cmk=local://local-1/[-0-9a-f]+ endpoint=\"local keystore [^\"]+\" step=unwrap code=4 reason=\"key local://local-1/[-0-9a-f]+ is $2\"\$" \
+		"$(sed -n 1p <<<"$out")"
+	expect_match "$1: error line names the key state" "^envcryptctl: attach $dev: .*$2\$" \
+		"$(sed -n 2p <<<"$out")"
+	expect_eq "$1: two lines on stderr, no more" 2 "$(printf '%s\n' "$out" | wc -l)"
 	expect_fails "$1: no mapping left" dmsetup info "$NAME"
 	no_envcrypt_keys "$1: no key left in any keyring"
 }
