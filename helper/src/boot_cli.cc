@@ -26,13 +26,6 @@ struct BootArgs {
   std::string unit_dir = "/lib/systemd/system";
 };
 
-Result<std::vector<TabEntry>> read_table(const BootArgs& args) {
-  const std::filesystem::path path = envcrypttab_path(
-      args.tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(args.tab));
-  // Without an envcrypttab there is simply nothing to attach at boot.
-  return load_envcrypttab(path, path == kDefaultTabPath);
-}
-
 Result<bool> auto_attach_enabled(const BootCommandHooks& hooks) {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, hooks.registry());
   return registry->config().boot.auto_attach;
@@ -42,7 +35,7 @@ Result<bool> auto_attach_enabled(const BootCommandHooks& hooks) {
 // asks for (auto_attach.h).
 Result<std::vector<TabEntry>> read_table_for_names(const BootArgs& args,
                                                    const BootCommandHooks& hooks) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args.tab));
   ENVCRYPT_ASSIGN_OR_RETURN(bool auto_attach, auto_attach_enabled(hooks));
   if (auto_attach) {
     add_auto_entries(table, args.names);
@@ -149,7 +142,7 @@ BootSelection selection_of(const BootArgs& args) {
 
 // udev IMPORT{program} output for the entry naming DEVICE.
 Status tab_match(const BootArgs& args, const BootCommandHooks& hooks) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args.tab));
   auto actions = system_boot_actions(hooks.registry);
   ENVCRYPT_ASSIGN_OR_RETURN(const TabEntry* entry, entry_for_device(table, args.device, *actions));
   std::optional<TabEntry> implicit;
@@ -233,7 +226,7 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
     hooks.select("generate-units", [args]() -> Status {
       const std::filesystem::path path = envcrypttab_path(
           args->tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(args->tab));
-      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(*args));
+      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args->tab));
       return write_generated(generate_units(table, path, args->unit_dir), args->out_dir);
     });
   });

@@ -6,13 +6,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <functional>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <sstream>
 
+#include "audit.h"
 #include "boot_cli.h"
 #include "config.h"
 #include "diagnostics.h"
@@ -39,15 +39,6 @@ std::string human_bytes(std::uint64_t bytes) {
   std::ostringstream out;
   out << std::fixed << std::setprecision(unit == 0 ? 0 : 1) << value << ' ' << kUnits[unit];
   return out.str();
-}
-
-std::string utc_time(std::int64_t unix_seconds) {
-  const auto t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buffer[32];
-  std::strftime(buffer, sizeof(buffer), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buffer;
 }
 
 // Progress of a long write on stderr, only when stderr is a terminal.
@@ -99,10 +90,10 @@ json key_json(const KeyInfo& key) {
             {"description", key.description},
             {"primary_version", key.primary_version},
             {"version_count", key.version_count},
-            {"created_at", utc_time(key.created_at)},
+            {"created_at", format_rfc3339(key.created_at)},
             {"service_key", key.service_key}};
   if (key.deletion_date) {
-    j["deletion_date"] = utc_time(*key.deletion_date);
+    j["deletion_date"] = format_rfc3339(*key.deletion_date);
   }
   return j;
 }
@@ -477,9 +468,9 @@ Status Cli::print_key(const KeyInfo& key) {
   out_ << '\n'
        << "description:  " << key.description << '\n'
        << "versions:     " << key.version_count << " (primary " << key.primary_version << ")\n"
-       << "created:      " << utc_time(key.created_at) << '\n';
+       << "created:      " << format_rfc3339(key.created_at) << '\n';
   if (key.deletion_date) {
-    out_ << "deletion:     " << utc_time(*key.deletion_date) << '\n';
+    out_ << "deletion:     " << format_rfc3339(*key.deletion_date) << '\n';
   }
   if (key.service_key) {
     out_ << "service key:  yes (cannot be disabled or deleted)\n";

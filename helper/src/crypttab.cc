@@ -287,4 +287,10 @@ Result<std::vector<TabEntry>> load_envcrypttab(const std::filesystem::path& path
   return parse_envcrypttab(text.str(), path);
 }
 
+Result<std::vector<TabEntry>> read_envcrypttab(const std::string& tab_option) {
+  const std::filesystem::path path = envcrypttab_path(
+      tab_option.empty() ? std::nullopt : std::optional<std::filesystem::path>(tab_option));
+  return load_envcrypttab(path, path == kDefaultTabPath);
+}
+
 }  // namespace envcrypt

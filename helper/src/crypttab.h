@@ -59,4 +59,9 @@ std::filesystem::path envcrypttab_path(const std::optional<std::filesystem::path
 // `missing_ok`, otherwise ErrorCode::kNotFound.
 Result<std::vector<TabEntry>> load_envcrypttab(const std::filesystem::path& path, bool missing_ok);
 
+// The table the commands act on: `tab_option` (--tab; empty if not given),
+// else $ENVCRYPT_TAB, else /etc/envcrypttab, where a missing default file is
+// simply an empty table (nothing to attach).
+Result<std::vector<TabEntry>> read_envcrypttab(const std::string& tab_option);
+
 }  // namespace envcrypt

@@ -182,12 +182,6 @@ Result<std::optional<std::int64_t>> optional_time(const std::string& text) {
   return std::optional<std::int64_t>(seconds);
 }
 
-Result<std::vector<TabEntry>> read_table(const std::string& tab) {
-  const std::filesystem::path path =
-      envcrypttab_path(tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(tab));
-  return load_envcrypttab(path, path == kDefaultTabPath);
-}
-
 Status Commands::rotate_key() {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
   ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend->rotate_key(args_->keyref));
@@ -504,7 +498,7 @@ json disk_rewrap_json(const DiskRewrap& disk) {
 }
 
 Status Commands::rewrap_every(KmsRegistry& registry) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args_->tab));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args_->tab));
   PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(
       auto disks,
@@ -549,7 +543,7 @@ Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool f
     return OkStatus();
   }
   ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend.describe_key(keyref));
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(""));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(""));
   PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(auto disks, disks_wrapped_by(key.uri, table, env));
   if (disks.empty()) {

@@ -1,10 +1,10 @@
 #include "ops_cli.h"
 
-#include <ctime>
 #include <iomanip>
 #include <memory>
 #include <ostream>
 
+#include "audit.h"
 #include "crypttab.h"
 #include "diagnostics.h"
 #include "header_backup.h"
@@ -21,21 +21,6 @@ struct OpsArgs {
   std::string file;
   bool force = false;
 };
-
-Result<std::vector<TabEntry>> read_table(const std::string& tab) {
-  const std::filesystem::path path =
-      envcrypttab_path(tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(tab));
-  return load_envcrypttab(path, path == kDefaultTabPath);
-}
-
-std::string utc(std::int64_t seconds) {
-  const auto t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
 
 json check_json(const DiskCheck& check) {
   const CheckStep* failure = check.first_failure();
@@ -62,7 +47,7 @@ json check_json(const DiskCheck& check) {
 }
 
 Status preflight(const OpsArgs& args, const BootCommandHooks& hooks) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(args.tab));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args.tab));
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * kms, hooks.registry());
   PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(PreflightReport report, run_preflight(table, *kms, env));
@@ -152,7 +137,7 @@ Status header_restore(const OpsArgs& args, const BootCommandHooks& hooks) {
 }
 
 Result<std::vector<AttachFailure>> configured_errors(const std::string& tab) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(tab));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(tab));
   std::vector<AttachFailure> errors;
   for (const TabEntry& entry : table) {
     ENVCRYPT_ASSIGN_OR_RETURN(auto last, last_attach_error(entry.name));
@@ -197,7 +182,7 @@ void add_ops_commands(CLI::App& app, const BootCommandHooks& hooks) {
 Status print_attach_errors(const std::string& tab, std::ostream& out) {
   ENVCRYPT_ASSIGN_OR_RETURN(auto errors, configured_errors(tab));
   for (const AttachFailure& failure : errors) {
-    out << failure.disk << ": last attach failed " << utc(failure.time) << ": "
+    out << failure.disk << ": last attach failed " << format_rfc3339(failure.time) << ": "
         << failure_fields(failure) << '\n';
   }
   return OkStatus();
@@ -214,13 +199,13 @@ Result<json> attach_errors_json(const std::string& tab) {
                     {"step", failure.step},
                     {"exit_code", static_cast<int>(failure.code)},
                     {"reason", failure.reason},
-                    {"time", utc(failure.time)}});
+                    {"time", format_rfc3339(failure.time)}});
   }
   return list;
 }
 
 Status print_key_versions(const std::string& tab, const BootCommandHooks& hooks) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table(tab));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(tab));
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * kms, hooks.registry());
   PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(auto rows, key_versions(table, *kms, env));
