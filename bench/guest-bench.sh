@@ -10,8 +10,9 @@
 #
 # Environment: BENCH_RUNS (default 3), BENCH_RUNTIME seconds per job
 # (default 5), BENCH_DEVICES (default "brd virtio"), BENCH_DISK (the virtio
-# disk, default /dev/vda), BENCH_CONFIGS (default all four), BENCH_PROBE_DIR
-# (where <kver>/xtsbench.ko is, default build/bench/mod).
+# disk, default /dev/vda), BENCH_CONFIGS (default all four), BENCH_JOBS
+# (default all six), BENCH_HELPER (0: skip the helper timings),
+# BENCH_PROBE_DIR (where <kver>/xtsbench.ko is, default build/bench/mod).
 set -u
 . "$ENVCRYPT_TOP/selftests/lib/guest.sh"
 
@@ -41,7 +42,7 @@ job_args() {
 	mixed-qd32) echo "--rw=randrw --rwmixread=70 --bs=4k --iodepth=32" ;;
 	esac
 }
-JOBS="seqwrite seqread randread-qd1 randread-qd32 randwrite-qd32 mixed-qd32"
+JOBS=${BENCH_JOBS:-seqwrite seqread randread-qd1 randread-qd32 randwrite-qd32 mixed-qd32}
 
 backing_device() {
 	case $1 in
@@ -79,7 +80,7 @@ run_fio() { # run_fio <device> <job> <output>
 		--time_based --runtime="$RUNTIME" --ramp_time=1 --size=256M \
 		--lat_percentiles=1 --percentile_list=50:99 --randrepeat=0 \
 		--norandommap --group_reporting --output-format=json \
-		--output="$3" $(job_args "$2") >/dev/null ||
+		--output="$3" $(job_args "$2") ${BENCH_FIO_ARGS:-} >/dev/null ||
 		die "fio $2 on $1 failed"
 }
 
@@ -115,5 +116,7 @@ for run in $(seq 1 "$RUNS"); do
 		done
 	done
 done
-BENCH_RUNS=$RUNS "$ENVCRYPT_TOP/bench/guest-helper-bench.sh" || die "helper timings failed"
+if [ "${BENCH_HELPER:-1}" != 0 ]; then
+	BENCH_RUNS=$RUNS "$ENVCRYPT_TOP/bench/guest-helper-bench.sh" || die "helper timings failed"
+fi
 echo "bench: done" >&2
