@@ -87,8 +87,9 @@ run_fio() { # run_fio <device> <job> <output>
 measure_crypto() {
 	local ko=${BENCH_PROBE_DIR:-$ENVCRYPT_TOP/build/bench/mod}/$ENVCRYPT_KVER/xtsbench.ko
 	grep -q '^xtsbench ' /proc/modules && rmmod xtsbench
-	insmod "$ko" unit=4096 millis=3000 || die "cannot load $ko"
-	dmesg | grep 'xtsbench:' | tail -n 1 >"$OUT/xtsbench.txt"
+	insmod "$ko" unit=4096 millis=3000 all_cpus=1 || die "cannot load $ko"
+	dmesg | grep "xtsbench: driver=" | tail -n 1 >"$OUT/xtsbench.txt"
+	dmesg | grep "xtsbench: all_cpus=" | tail -n 1 >>"$OUT/xtsbench.txt"
 	rmmod xtsbench
 	echo "nr_cpus=$(nproc)" >>"$OUT/xtsbench.txt"
 }

@@ -49,10 +49,13 @@ def load_kernel(bench_dir, kver):
         samples.setdefault((device, config, job), []).append(fio_sample(path))
     crypto = {}
     with open(f"{bench_dir}/{kver}/xtsbench.txt") as f:
-        for token in f.read().split():
-            if "=" in token:
-                k, v = token.split("=", 1)
-                crypto[k] = v
+        for line in f:
+            # The all-CPU line's fields are kept apart: all_cpus_<key>.
+            prefix = "all_cpus_" if "all_cpus=" in line else ""
+            for token in line.split():
+                if "=" in token:
+                    k, v = token.split("=", 1)
+                    crypto[k if k == "all_cpus" else prefix + k] = v
     return samples, crypto
 
 
@@ -112,7 +115,9 @@ def ratio(a, b):
 def markdown(kver, rows, samples, crypto):
     out = [f"## Linux {kver}", "",
            f"Crypto: `{crypto['driver']}`, one 4 KiB unit {int(crypto['ns_per_unit']) / 1000:.1f} us, "
-           f"{crypto['mb_per_s']} MB/s per core x {crypto['nr_cpus']} vCPUs.", ""]
+           f"{crypto['mb_per_s']} MB/s per core x {crypto['nr_cpus']} vCPUs." +
+           (f" Measured on all {crypto['all_cpus']} vCPUs at once: {crypto['all_cpus_mb_per_s']} MB/s."
+            if "all_cpus_mb_per_s" in crypto else ""), ""]
     for device in sorted({r["device"] for r in rows}):
         out += [f"### {device}", "",
                 "| job | metric | raw | dm-crypt | dm-crypt nowq | envcrypt | envcrypt/dm-crypt "
