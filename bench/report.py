@@ -213,10 +213,16 @@ set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
 set xtics rotate by -30 scale 0
-set key top left
-set ylabel "MB/s"
+set key outside right top
+# Log scale: raw devices run 10 to 40 times faster than any encrypted
+# configuration, which would flatten the bars that matter.
+set logscale y
+set yrange [1:*]
+set ylabel "MB/s (log scale)"
 set title "Throughput (median)"
 plot "< grep -v randread-qd1 {data}" using 2:xtic(1) title "raw", '' using 3 title "dm-crypt", '' using 4 title "dm-crypt nowq", '' using 5 title "envcrypt"
+unset logscale y
+set yrange [0:*]
 set ylabel "p50 latency (us)"
 set title "4k random read QD1 latency (median p50)"
 plot "< grep randread-qd1 {data}" using 2:xtic(1) title "raw", '' using 3 title "dm-crypt", '' using 4 title "dm-crypt nowq", '' using 5 title "envcrypt"
