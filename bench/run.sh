@@ -9,9 +9,10 @@
 # proves every configuration runs; the numbers mean nothing).
 #
 # For experiments, BENCH_DEVICES, BENCH_CONFIGS and BENCH_JOBS (space-separated
-# subsets) and BENCH_HELPER=0 (no helper timings) reach the guest script; the
-# fio JSON files stay in BENCH_OUT and no report is written (bench/report.py
-# needs the full set).
+# subsets), BENCH_FIO_ARGS (added to every fio command) and BENCH_HELPER=0 (no
+# helper timings) reach the guest script; after a subset run the fio JSON
+# files stay in BENCH_OUT and no report is written (bench/report.py needs the
+# full set).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${BENCH_OUT:-$TOP/build/bench}

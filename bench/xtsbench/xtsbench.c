@@ -6,7 +6,7 @@
  * transform dm-envcrypt and dm-crypt allocate, prints the result and stays
  * loaded until removed.  With all_cpus=1 it then runs the same loop on every
  * online CPU at once and prints their sum: what the CPUs deliver together,
- * which under emulation is less than one CPU's rate times their number.
+ * which under emulation can be less than one CPU's rate times their number.
  *
  *   insmod xtsbench.ko unit=4096 millis=2000 all_cpus=1
  *   dmesg | grep xtsbench:
@@ -107,8 +107,8 @@ static int xtsbench_thread(void *data)
 	res->error = page ? xtsbench_loop(res, page) : -ENOMEM;
 	if (page)
 		__free_page(page);
-	complete(&res->done);
-	return 0;
+	/* Signal and exit in one step: no module code runs after the signal. */
+	kthread_complete_and_exit(&res->done, 0);
 }
 
 /* Starts one loop per online CPU, lets them go together, sums the rates. */
