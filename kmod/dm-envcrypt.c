@@ -15,10 +15,14 @@
  * is processed where it is (the submitting task for writes, the completing
  * context for reads, or a softirq right after a hard interrupt), so a QD1
  * request pays no thread hand-off.  Large I/O, and any I/O while others
- * are in flight, goes to an unbound workqueue so that every CPU shares the
- * crypto.  One I/O in ENVCRYPT_PROBE_EVERY is handed off even when alone:
- * on devices that complete synchronously (brd), that is the only way to
- * discover that the submitter had more I/O queued behind it.
+ * are in flight, goes to the target's queue, drained by one worker per
+ * online CPU on an unbound workqueue so that every CPU shares the crypto.
+ * A worker takes one I/O after another until the queue is empty, under a
+ * block plug: the writes it encrypts reach the lower device in batches (one
+ * doorbell for several requests) and a busy device costs no thread
+ * hand-off per I/O.  One I/O in ENVCRYPT_PROBE_EVERY is handed off even
+ * when alone: on devices that complete synchronously (brd), that is the
+ * only way to discover that the submitter had more I/O queued behind it.
  *
  * When the FPU is usable the cipher is called through its internal
  * synchronous implementation ("__xts(aes)"), skipping the SIMD wrapper;
@@ -33,11 +37,13 @@
 #include <linux/device-mapper.h>
 #include <linux/key.h>
 #include <linux/key-type.h>
+#include <linux/list.h>
 #include <linux/mempool.h>
 #include <linux/mutex.h>
 #include <linux/random.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <linux/string.h>
 #include <linux/workqueue.h>
 #include <asm/simd.h>
@@ -74,6 +80,15 @@ struct envcrypt_stats {
 	atomic64_t errors;
 };
 
+struct envcrypt_ctx;
+
+/* One drainer of the crypt queue; there are as many as online CPUs. */
+struct envcrypt_worker {
+	struct work_struct work;
+	struct envcrypt_ctx *ec;
+	struct list_head idle_entry;	/* on ec->idle_workers when idle */
+};
+
 struct envcrypt_ctx {
 	struct dm_dev *dev;
 	sector_t start;			/* data area on dev, 512-byte sectors */
@@ -92,8 +107,13 @@ struct envcrypt_ctx {
 	struct bio_set bs;		/* write clones */
 	mempool_t page_pool;		/* write bounce pages */
 	struct mutex bounce_lock;	/* one blocking page allocator at a time */
-	struct workqueue_struct *crypt_wq;	/* large I/O, any CPU */
+	struct workqueue_struct *crypt_wq;	/* runs the workers, any CPU */
 	struct workqueue_struct *bh_wq;		/* hardirq hand-off, <6.9 */
+	spinlock_t queue_lock;		/* protects queue; taken in hardirq */
+	struct list_head queue;		/* I/O waiting for a worker, FIFO */
+	struct list_head idle_workers;	/* workers that may be woken */
+	struct envcrypt_worker *workers;
+	unsigned int nr_workers;
 
 	struct envcrypt_stats stats;
 };
@@ -109,7 +129,8 @@ struct envcrypt_io {
 	unsigned int bytes;		/* size of the whole I/O */
 	blk_status_t status;
 	bio_end_io_t *orig_end_io;	/* reads: dm's completion */
-	struct work_struct work;
+	struct list_head queue_entry;	/* on ec->queue */
+	struct work_struct work;	/* hardirq hand-off only */
 	struct scatterlist sg_in;
 	struct scatterlist sg_out;
 	__le64 iv[ENVCRYPT_IV_SIZE / sizeof(__le64)];
@@ -171,6 +192,7 @@ static int envcrypt_crypt_units(struct envcrypt_io *io);
 
 static void envcrypt_read_done(struct envcrypt_io *io);
 static void envcrypt_write_encrypted(struct envcrypt_io *io);
+static void envcrypt_queue_io(struct envcrypt_io *io);
 
 static void envcrypt_crypt_finished(struct envcrypt_io *io, int err)
 {
@@ -274,7 +296,7 @@ static void envcrypt_read_done(struct envcrypt_io *io)
 	bio_endio(bio);
 }
 
-static void envcrypt_read_work(struct work_struct *work)
+static void envcrypt_read_bh_work(struct work_struct *work)
 {
 	envcrypt_run_crypt(container_of(work, struct envcrypt_io, work));
 }
@@ -290,10 +312,9 @@ static void envcrypt_read_endio(struct bio *bio)
 		return;
 	}
 	if (!envcrypt_process_here(io)) {
-		INIT_WORK(&io->work, envcrypt_read_work);
-		queue_work(ec->crypt_wq, &io->work);
+		envcrypt_queue_io(io);
 	} else if (!envcrypt_context_allows_crypto()) {
-		INIT_WORK(&io->work, envcrypt_read_work);
+		INIT_WORK(&io->work, envcrypt_read_bh_work);
 		envcrypt_queue_bh(ec->bh_wq, &io->work);
 	} else {
 		envcrypt_run_crypt(io);
@@ -407,9 +428,9 @@ static void envcrypt_start_write(struct envcrypt_io *io, struct bio *clone)
 	envcrypt_run_crypt(io);
 }
 
-static void envcrypt_write_work(struct work_struct *work)
+/* A queued write, in a worker: here the bounce pages may be waited for. */
+static void envcrypt_write_queued(struct envcrypt_io *io)
 {
-	struct envcrypt_io *io = container_of(work, struct envcrypt_io, work);
 	struct bio *clone = envcrypt_alloc_bounce_wait(io);
 
 	if (unlikely(!clone)) {
@@ -425,7 +446,6 @@ static void envcrypt_write_work(struct work_struct *work)
 
 static int envcrypt_map_write(struct envcrypt_io *io)
 {
-	struct envcrypt_ctx *ec = io->ec;
 	struct bio *clone = NULL;
 
 	/*
@@ -434,13 +454,80 @@ static int envcrypt_map_write(struct envcrypt_io *io)
 	 */
 	if (envcrypt_context_allows_crypto() && envcrypt_process_here(io))
 		clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN);
-	if (clone) {
+	if (clone)
 		envcrypt_start_write(io, clone);
-	} else {
-		INIT_WORK(&io->work, envcrypt_write_work);
-		queue_work(ec->crypt_wq, &io->work);
-	}
+	else
+		envcrypt_queue_io(io);
 	return DM_MAPIO_SUBMITTED;
+}
+
+/* ---- the crypt queue and its workers ---------------------------------- */
+
+/*
+ * Queues an I/O for the workers (any context, hard interrupts included)
+ * and wakes an idle worker if there is one: while more I/O waits than
+ * workers run, every CPU gets a share.
+ */
+static void envcrypt_queue_io(struct envcrypt_io *io)
+{
+	struct envcrypt_ctx *ec = io->ec;
+	struct envcrypt_worker *idle;
+	unsigned long flags;
+
+	spin_lock_irqsave(&ec->queue_lock, flags);
+	list_add_tail(&io->queue_entry, &ec->queue);
+	idle = list_first_entry_or_null(&ec->idle_workers,
+					struct envcrypt_worker, idle_entry);
+	if (idle)
+		list_del(&idle->idle_entry);
+	spin_unlock_irqrestore(&ec->queue_lock, flags);
+
+	if (idle)
+		queue_work(ec->crypt_wq, &idle->work);
+}
+
+/*
+ * The next queued I/O, or NULL after marking the worker idle.  Both under
+ * the lock: an I/O queued after this worker saw the queue empty finds it
+ * idle and queues it again (a work item may be queued while it runs).
+ */
+static struct envcrypt_io *envcrypt_next_io(struct envcrypt_worker *worker)
+{
+	struct envcrypt_ctx *ec = worker->ec;
+	struct envcrypt_io *io;
+
+	spin_lock_irq(&ec->queue_lock);
+	io = list_first_entry_or_null(&ec->queue, struct envcrypt_io,
+				      queue_entry);
+	if (io)
+		list_del(&io->queue_entry);
+	else
+		list_add(&worker->idle_entry, &ec->idle_workers);
+	spin_unlock_irq(&ec->queue_lock);
+	return io;
+}
+
+/*
+ * Drains the queue.  The plug collects the encrypted writes: the lower
+ * device gets them in batches, and the plug is flushed whenever the
+ * worker sleeps (e.g. waiting for bounce pages), so nothing waits on it.
+ */
+static void envcrypt_worker_fn(struct work_struct *work)
+{
+	struct envcrypt_worker *worker =
+		container_of(work, struct envcrypt_worker, work);
+	struct envcrypt_io *io;
+	struct blk_plug plug;
+
+	blk_start_plug(&plug);
+	while ((io = envcrypt_next_io(worker))) {
+		if (envcrypt_is_write(io))
+			envcrypt_write_queued(io);
+		else
+			envcrypt_run_crypt(io);
+		cond_resched();
+	}
+	blk_finish_plug(&plug);
 }
 
 /* ---- target hooks ----------------------------------------------------- */
@@ -697,6 +784,7 @@ static void envcrypt_dtr(struct dm_target *ti)
 		destroy_workqueue(ec->crypt_wq);
 	if (ec->bh_wq)
 		destroy_workqueue(ec->bh_wq);
+	kfree(ec->workers);
 	mempool_exit(&ec->page_pool);
 	bioset_exit(&ec->bs);
 	if (ec->sync_tfm)
@@ -814,6 +902,23 @@ static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
 	return 0;
 }
 
+/* One worker per online CPU, all idle. */
+static int envcrypt_alloc_workers(struct envcrypt_ctx *ec)
+{
+	unsigned int i;
+
+	ec->nr_workers = num_online_cpus();
+	ec->workers = kcalloc(ec->nr_workers, sizeof(*ec->workers), GFP_KERNEL);
+	if (!ec->workers)
+		return -ENOMEM;
+	for (i = 0; i < ec->nr_workers; i++) {
+		INIT_WORK(&ec->workers[i].work, envcrypt_worker_fn);
+		ec->workers[i].ec = ec;
+		list_add_tail(&ec->workers[i].idle_entry, &ec->idle_workers);
+	}
+	return 0;
+}
+
 static int envcrypt_alloc_io_resources(struct dm_target *ti, char **error)
 {
 	struct envcrypt_ctx *ec = ti->private;
@@ -835,6 +940,9 @@ static int envcrypt_alloc_io_resources(struct dm_target *ti, char **error)
 		r = -ENOMEM;
 		goto fail;
 	}
+	r = envcrypt_alloc_workers(ec);
+	if (r)
+		goto fail;
 	if (envcrypt_needs_bh_wq()) {
 		ec->bh_wq = envcrypt_alloc_bh_wq("kenvcryptd_bh");
 		if (!ec->bh_wq) {
@@ -872,6 +980,9 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	ti->private = ec;
 	ec->sector_size = 4096;
 	mutex_init(&ec->bounce_lock);
+	spin_lock_init(&ec->queue_lock);
+	INIT_LIST_HEAD(&ec->queue);
+	INIT_LIST_HEAD(&ec->idle_workers);
 
 	if (sscanf(argv[1], "%llu%c", &start, &dummy) != 1 ||
 	    start != (sector_t)start) {
