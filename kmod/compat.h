@@ -6,6 +6,7 @@
 #ifndef DM_ENVCRYPT_COMPAT_H
 #define DM_ENVCRYPT_COMPAT_H
 
+#include <linux/interrupt.h>
 #include <linux/workqueue.h>
 #include <crypto/skcipher.h>
 
@@ -31,44 +32,74 @@
 #endif
 
 /*
- * Work that must leave hard interrupt context but should run as soon as
- * possible: Linux 6.9+ has softirq ("BH") workqueues; older kernels get a
- * high-priority bound workqueue of the target's own (tasklets are avoided
- * because the tasklet core touches the tasklet after its callback, which
- * frees the I/O it belongs to).
+ * struct envcrypt_bh: a per-CPU callback that runs in softirq context as
+ * soon as the hard interrupt that scheduled it returns.  Linux 6.9+ has
+ * softirq ("BH") workqueues; older kernels use a tasklet.  Either lives in
+ * the target's per-CPU data, never in an I/O: the tasklet core touches the
+ * tasklet after its callback returns, when that I/O may be gone.
+ *
+ *   envcrypt_bh_init(bh, fn)   fn(bh) runs on each schedule (at least once)
+ *   envcrypt_bh_schedule(bh)   from any context, on the current CPU
+ *   envcrypt_bh_kill(bh)       waits until no callback runs (process context)
  */
+struct envcrypt_bh;
+typedef void (*envcrypt_bh_fn)(struct envcrypt_bh *bh);
+
 #ifdef ENVCRYPT_HAVE_BH_WQ
-/* True when this kernel needs envcrypt_alloc_bh_wq()'s fallback queue. */
-static inline bool envcrypt_needs_bh_wq(void)
+struct envcrypt_bh {
+	struct work_struct work;
+	envcrypt_bh_fn fn;
+};
+
+static inline void envcrypt_bh_run(struct work_struct *work)
 {
-	return false;
+	struct envcrypt_bh *bh = container_of(work, struct envcrypt_bh, work);
+
+	bh->fn(bh);
 }
 
-static inline struct workqueue_struct *envcrypt_alloc_bh_wq(const char *name)
+static inline void envcrypt_bh_init(struct envcrypt_bh *bh, envcrypt_bh_fn fn)
 {
-	return NULL;
+	INIT_WORK(&bh->work, envcrypt_bh_run);
+	bh->fn = fn;
 }
 
-static inline void envcrypt_queue_bh(struct workqueue_struct *fallback,
-				     struct work_struct *work)
+static inline void envcrypt_bh_schedule(struct envcrypt_bh *bh)
 {
-	queue_work(system_bh_wq, work);
+	queue_work(system_bh_wq, &bh->work);
+}
+
+static inline void envcrypt_bh_kill(struct envcrypt_bh *bh)
+{
+	cancel_work_sync(&bh->work);
 }
 #else
-static inline bool envcrypt_needs_bh_wq(void)
+struct envcrypt_bh {
+	struct tasklet_struct tasklet;
+	envcrypt_bh_fn fn;
+};
+
+static inline void envcrypt_bh_run(struct tasklet_struct *t)
 {
-	return true;
+	struct envcrypt_bh *bh = from_tasklet(bh, t, tasklet);
+
+	bh->fn(bh);
 }
 
-static inline struct workqueue_struct *envcrypt_alloc_bh_wq(const char *name)
+static inline void envcrypt_bh_init(struct envcrypt_bh *bh, envcrypt_bh_fn fn)
 {
-	return alloc_workqueue("%s", WQ_HIGHPRI | WQ_MEM_RECLAIM, 0, name);
+	tasklet_setup(&bh->tasklet, envcrypt_bh_run);
+	bh->fn = fn;
 }
 
-static inline void envcrypt_queue_bh(struct workqueue_struct *fallback,
-				     struct work_struct *work)
+static inline void envcrypt_bh_schedule(struct envcrypt_bh *bh)
 {
-	queue_work(fallback, work);
+	tasklet_schedule(&bh->tasklet);
+}
+
+static inline void envcrypt_bh_kill(struct envcrypt_bh *bh)
+{
+	tasklet_kill(&bh->tasklet);
 }
 #endif
 

@@ -38,8 +38,10 @@
 #include <linux/key.h>
 #include <linux/key-type.h>
 #include <linux/list.h>
+#include <linux/llist.h>
 #include <linux/mempool.h>
 #include <linux/mutex.h>
+#include <linux/percpu.h>
 #include <linux/random.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
@@ -89,6 +91,12 @@ struct envcrypt_worker {
 	struct list_head idle_entry;	/* on ec->idle_workers when idle */
 };
 
+/* Reads completed in hard interrupt context on one CPU, for its softirq. */
+struct envcrypt_bh_queue {
+	struct llist_head ios;
+	struct envcrypt_bh bh;
+};
+
 struct envcrypt_ctx {
 	struct dm_dev *dev;
 	sector_t start;			/* data area on dev, 512-byte sectors */
@@ -108,7 +116,7 @@ struct envcrypt_ctx {
 	mempool_t page_pool;		/* write bounce pages */
 	struct mutex bounce_lock;	/* one blocking page allocator at a time */
 	struct workqueue_struct *crypt_wq;	/* runs the workers, any CPU */
-	struct workqueue_struct *bh_wq;		/* hardirq hand-off, <6.9 */
+	struct envcrypt_bh_queue __percpu *bh_queues;
 	spinlock_t queue_lock;		/* protects queue; taken in hardirq */
 	struct list_head queue;		/* I/O waiting for a worker, FIFO */
 	struct list_head idle_workers;	/* workers that may be woken */
@@ -130,7 +138,7 @@ struct envcrypt_io {
 	blk_status_t status;
 	bio_end_io_t *orig_end_io;	/* reads: dm's completion */
 	struct list_head queue_entry;	/* on ec->queue */
-	struct work_struct work;	/* hardirq hand-off only */
+	struct llist_node bh_entry;	/* on a bh_queue */
 	struct scatterlist sg_in;
 	struct scatterlist sg_out;
 	__le64 iv[ENVCRYPT_IV_SIZE / sizeof(__le64)];
@@ -296,29 +304,45 @@ static void envcrypt_read_done(struct envcrypt_io *io)
 	bio_endio(bio);
 }
 
-static void envcrypt_read_bh_work(struct work_struct *work)
+/*
+ * Hands a lone read from its hard-interrupt completion to this CPU's
+ * softirq, which runs when the interrupt returns: no thread is woken.
+ * Interrupts are off here, so this CPU's queue stays ours.
+ */
+static void envcrypt_queue_bh(struct envcrypt_io *io)
 {
-	envcrypt_run_crypt(container_of(work, struct envcrypt_io, work));
+	struct envcrypt_bh_queue *queue = this_cpu_ptr(io->ec->bh_queues);
+
+	if (llist_add(&io->bh_entry, &queue->ios))
+		envcrypt_bh_schedule(&queue->bh);
+}
+
+static void envcrypt_bh_drain(struct envcrypt_bh *bh)
+{
+	struct envcrypt_bh_queue *queue =
+		container_of(bh, struct envcrypt_bh_queue, bh);
+	struct llist_node *ios = llist_reverse_order(llist_del_all(&queue->ios));
+	struct envcrypt_io *io, *next;
+
+	llist_for_each_entry_safe(io, next, ios, bh_entry)
+		envcrypt_run_crypt(io);
 }
 
 static void envcrypt_read_endio(struct bio *bio)
 {
 	struct envcrypt_io *io = bio->bi_private;
-	struct envcrypt_ctx *ec = io->ec;
 
 	if (bio->bi_status) {
 		io->status = bio->bi_status;
 		envcrypt_read_done(io);
 		return;
 	}
-	if (!envcrypt_process_here(io)) {
+	if (!envcrypt_process_here(io))
 		envcrypt_queue_io(io);
-	} else if (!envcrypt_context_allows_crypto()) {
-		INIT_WORK(&io->work, envcrypt_read_bh_work);
-		envcrypt_queue_bh(ec->bh_wq, &io->work);
-	} else {
+	else if (!envcrypt_context_allows_crypto())
+		envcrypt_queue_bh(io);
+	else
 		envcrypt_run_crypt(io);
-	}
 }
 
 static int envcrypt_map_read(struct envcrypt_io *io)
@@ -774,6 +798,17 @@ static void envcrypt_io_hints(struct dm_target *ti, struct queue_limits *limits)
 
 /* ---- construction and destruction ------------------------------------- */
 
+static void envcrypt_free_bh_queues(struct envcrypt_ctx *ec)
+{
+	int cpu;
+
+	if (!ec->bh_queues)
+		return;
+	for_each_possible_cpu(cpu)
+		envcrypt_bh_kill(&per_cpu_ptr(ec->bh_queues, cpu)->bh);
+	free_percpu(ec->bh_queues);
+}
+
 static void envcrypt_dtr(struct dm_target *ti)
 {
 	struct envcrypt_ctx *ec = ti->private;
@@ -782,8 +817,7 @@ static void envcrypt_dtr(struct dm_target *ti)
 		return;
 	if (ec->crypt_wq)
 		destroy_workqueue(ec->crypt_wq);
-	if (ec->bh_wq)
-		destroy_workqueue(ec->bh_wq);
+	envcrypt_free_bh_queues(ec);
 	kfree(ec->workers);
 	mempool_exit(&ec->page_pool);
 	bioset_exit(&ec->bs);
@@ -902,6 +936,22 @@ static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
 	return 0;
 }
 
+static int envcrypt_alloc_bh_queues(struct envcrypt_ctx *ec)
+{
+	int cpu;
+
+	ec->bh_queues = alloc_percpu(struct envcrypt_bh_queue);
+	if (!ec->bh_queues)
+		return -ENOMEM;
+	for_each_possible_cpu(cpu) {
+		struct envcrypt_bh_queue *queue = per_cpu_ptr(ec->bh_queues, cpu);
+
+		init_llist_head(&queue->ios);
+		envcrypt_bh_init(&queue->bh, envcrypt_bh_drain);
+	}
+	return 0;
+}
+
 /* One worker per online CPU, all idle. */
 static int envcrypt_alloc_workers(struct envcrypt_ctx *ec)
 {
@@ -943,13 +993,9 @@ static int envcrypt_alloc_io_resources(struct dm_target *ti, char **error)
 	r = envcrypt_alloc_workers(ec);
 	if (r)
 		goto fail;
-	if (envcrypt_needs_bh_wq()) {
-		ec->bh_wq = envcrypt_alloc_bh_wq("kenvcryptd_bh");
-		if (!ec->bh_wq) {
-			r = -ENOMEM;
-			goto fail;
-		}
-	}
+	r = envcrypt_alloc_bh_queues(ec);
+	if (r)
+		goto fail;
 	return 0;
 fail:
 	*error = "Cannot allocate I/O resources";
