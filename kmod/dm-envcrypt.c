@@ -71,6 +71,12 @@
  * the latency distribution (see Documentation/performance.rst).
  */
 #define ENVCRYPT_PROBE_EVERY	64
+/*
+ * A worker submits the writes it encrypted at least once per this much
+ * I/O processed: batching saves a doorbell per request, but a write held
+ * back while large I/O is encrypted would leave the device idle.
+ */
+#define ENVCRYPT_BATCH_BYTES	(128 * 1024)
 /* Writes are cut to this size: one bio's bounce pages fit the mempool. */
 #define ENVCRYPT_MAX_WRITE_SECTORS	((BIO_MAX_VECS << PAGE_SHIFT) >> SECTOR_SHIFT)
 
@@ -533,22 +539,31 @@ static struct envcrypt_io *envcrypt_next_io(struct envcrypt_worker *worker)
 
 /*
  * Drains the queue.  The plug collects the encrypted writes: the lower
- * device gets them in batches, and the plug is flushed whenever the
- * worker sleeps (e.g. waiting for bounce pages), so nothing waits on it.
+ * device gets them in batches of up to ENVCRYPT_BATCH_BYTES of work, and
+ * the plug is flushed whenever the worker sleeps (e.g. waiting for bounce
+ * pages), so nothing waits on it.
  */
 static void envcrypt_worker_fn(struct work_struct *work)
 {
 	struct envcrypt_worker *worker =
 		container_of(work, struct envcrypt_worker, work);
+	unsigned int batched = 0;
 	struct envcrypt_io *io;
 	struct blk_plug plug;
 
 	blk_start_plug(&plug);
 	while ((io = envcrypt_next_io(worker))) {
+		/* Read before the I/O is handed on: it may complete at once. */
+		batched += io->bytes;
 		if (envcrypt_is_write(io))
 			envcrypt_write_queued(io);
 		else
 			envcrypt_run_crypt(io);
+		if (batched >= ENVCRYPT_BATCH_BYTES) {
+			blk_finish_plug(&plug);
+			blk_start_plug(&plug);
+			batched = 0;
+		}
 		cond_resched();
 	}
 	blk_finish_plug(&plug);
