@@ -72,6 +72,15 @@
  */
 #define ENVCRYPT_PROBE_EVERY	64
 /*
+ * After small I/O of the device was last seen overlapping, it is handed
+ * off for this long even when it finds nothing in flight.  On a device
+ * that completes in the submitter (brd), the workers drain the queue
+ * faster than one submitter fills it, so "nothing in flight" recurs at
+ * any queue depth; without the window the submitter would fall back to
+ * doing all the crypto itself, on one CPU.  True QD1 never overlaps.
+ */
+#define ENVCRYPT_BUSY_MSECS	4
+/*
  * A worker submits the writes it encrypted at least once per this much
  * I/O processed: batching saves a doorbell per request, but a write held
  * back while large I/O is encrypted would leave the device idle.
@@ -117,6 +126,7 @@ struct envcrypt_ctx {
 	unsigned int req_offset;	/* skcipher request in per-bio data */
 	atomic_t inflight;		/* data bios between map and completion */
 	atomic_t probe;			/* counts lone small I/O */
+	unsigned long busy_until;	/* jiffies: hand off until then */
 
 	struct bio_set bs;		/* write clones */
 	mempool_t page_pool;		/* write bounce pages */
@@ -171,11 +181,27 @@ static bool envcrypt_context_allows_crypto(void)
  * I/O with no other I/O of the device in flight (the latency case), except
  * for the periodic probe; no otherwise (the throughput case).
  */
+static void envcrypt_mark_busy(struct envcrypt_ctx *ec)
+{
+	/* + 1: a window that starts late in a jiffy still lasts a full one. */
+	unsigned long until = jiffies + msecs_to_jiffies(ENVCRYPT_BUSY_MSECS) + 1;
+
+	/* Written once per jiffy, not per I/O: the line is shared by all CPUs. */
+	if (READ_ONCE(ec->busy_until) != until)
+		WRITE_ONCE(ec->busy_until, until);
+}
+
 static bool envcrypt_process_here(struct envcrypt_io *io)
 {
 	struct envcrypt_ctx *ec = io->ec;
 
-	if (io->bytes > ENVCRYPT_INLINE_BYTES || atomic_read(&ec->inflight) > 1)
+	if (io->bytes > ENVCRYPT_INLINE_BYTES)
+		return false;
+	if (atomic_read(&ec->inflight) > 1) {
+		envcrypt_mark_busy(ec);
+		return false;
+	}
+	if (time_before(jiffies, READ_ONCE(ec->busy_until)))
 		return false;
 	return atomic_inc_return(&ec->probe) & (ENVCRYPT_PROBE_EVERY - 1);
 }
@@ -1044,6 +1070,7 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	spin_lock_init(&ec->queue_lock);
 	INIT_LIST_HEAD(&ec->queue);
 	INIT_LIST_HEAD(&ec->idle_workers);
+	ec->busy_until = jiffies;
 
 	if (sscanf(argv[1], "%llu%c", &start, &dummy) != 1 ||
 	    start != (sector_t)start) {
