@@ -176,11 +176,7 @@ static bool envcrypt_context_allows_crypto(void)
 	return !in_hardirq() && !irqs_disabled();
 }
 
-/*
- * Should this I/O be processed in the current context?  Yes for a small
- * I/O with no other I/O of the device in flight (the latency case), except
- * for the periodic probe; no otherwise (the throughput case).
- */
+/* Opens or extends the busy window (see ENVCRYPT_BUSY_MSECS). */
 static void envcrypt_mark_busy(struct envcrypt_ctx *ec)
 {
 	/* + 1: a window that starts late in a jiffy still lasts a full one. */
@@ -191,6 +187,12 @@ static void envcrypt_mark_busy(struct envcrypt_ctx *ec)
 		WRITE_ONCE(ec->busy_until, until);
 }
 
+/*
+ * Should this I/O be processed in the current context?  Yes for a small
+ * I/O with no other I/O of the device in flight and no busy window open
+ * (the latency case), except for the periodic probe; no otherwise (the
+ * throughput case).
+ */
 static bool envcrypt_process_here(struct envcrypt_io *io)
 {
 	struct envcrypt_ctx *ec = io->ec;
