@@ -20,9 +20,10 @@
  * A worker takes one I/O after another until the queue is empty, under a
  * block plug: the writes it encrypts reach the lower device in batches (one
  * doorbell for several requests) and a busy device costs no thread
- * hand-off per I/O.  One I/O in ENVCRYPT_PROBE_EVERY is handed off even
- * when alone: on devices that complete synchronously (brd), that is the
- * only way to discover that the submitter had more I/O queued behind it.
+ * hand-off per I/O.  A lone I/O is still handed off now and then (a probe):
+ * on devices that complete synchronously (brd), that is the only way to
+ * discover that the submitter had more I/O queued behind it.  Probes that
+ * find nothing space themselves out, so true QD1 rarely pays for one.
  *
  * When the FPU is usable the cipher is called through its internal
  * synchronous implementation ("__xts(aes)"), skipping the SIMD wrapper;
@@ -65,12 +66,16 @@
 /* Bios up to this size may be encrypted/decrypted where they are. */
 #define ENVCRYPT_INLINE_BYTES	(16 * 1024)
 /*
- * A lone small I/O is still handed off once in this many (power of 2), so
- * that a submitter with more queued finds one in flight and spreads out.
- * 1 in 64 rather than 1 in 8: at true QD1 every hand-off is a sample in
- * the latency distribution (see Documentation/performance.rst).
+ * A lone small I/O is still handed off once in so many (a power of 2
+ * between these bounds), so that a submitter with more queued finds one in
+ * flight and spreads out.  Each probe doubles the interval and any overlap
+ * resets it: at true QD1, where a probe costs a thread hand-off and finds
+ * nothing, one I/O in 4096 pays for it instead of one in 64, while a
+ * submitter that starts queueing is found within 4096 I/Os at worst (see
+ * Documentation/performance.rst).
  */
-#define ENVCRYPT_PROBE_EVERY	64
+#define ENVCRYPT_PROBE_MIN	64
+#define ENVCRYPT_PROBE_MAX	4096
 /*
  * After small I/O of the device was last seen overlapping, it is handed
  * off for this long even when it finds nothing in flight.  On a device
@@ -126,6 +131,7 @@ struct envcrypt_ctx {
 	unsigned int req_offset;	/* skcipher request in per-bio data */
 	atomic_t inflight;		/* data bios between map and completion */
 	atomic_t probe;			/* counts lone small I/O */
+	unsigned int probe_every;	/* probe interval, power of 2 */
 	unsigned long busy_until;	/* jiffies: hand off until then */
 
 	struct bio_set bs;		/* write clones */
@@ -176,7 +182,10 @@ static bool envcrypt_context_allows_crypto(void)
 	return !in_hardirq() && !irqs_disabled();
 }
 
-/* Opens or extends the busy window (see ENVCRYPT_BUSY_MSECS). */
+/*
+ * Opens or extends the busy window (see ENVCRYPT_BUSY_MSECS) and brings
+ * probes back to their shortest interval.
+ */
 static void envcrypt_mark_busy(struct envcrypt_ctx *ec)
 {
 	/* + 1: a window that starts late in a jiffy still lasts a full one. */
@@ -185,6 +194,20 @@ static void envcrypt_mark_busy(struct envcrypt_ctx *ec)
 	/* Written once per jiffy, not per I/O: the line is shared by all CPUs. */
 	if (READ_ONCE(ec->busy_until) != until)
 		WRITE_ONCE(ec->busy_until, until);
+	if (READ_ONCE(ec->probe_every) != ENVCRYPT_PROBE_MIN)
+		WRITE_ONCE(ec->probe_every, ENVCRYPT_PROBE_MIN);
+}
+
+/* Is this lone I/O a probe?  A probe spaces out the next one. */
+static bool envcrypt_probe_due(struct envcrypt_ctx *ec)
+{
+	unsigned int every = READ_ONCE(ec->probe_every);
+
+	if (atomic_inc_return(&ec->probe) & (every - 1))
+		return false;
+	if (every < ENVCRYPT_PROBE_MAX)
+		WRITE_ONCE(ec->probe_every, every * 2);
+	return true;
 }
 
 /*
@@ -205,7 +228,7 @@ static bool envcrypt_process_here(struct envcrypt_io *io)
 	}
 	if (time_before(jiffies, READ_ONCE(ec->busy_until)))
 		return false;
-	return atomic_inc_return(&ec->probe) & (ENVCRYPT_PROBE_EVERY - 1);
+	return !envcrypt_probe_due(ec);
 }
 
 /* Accounts a finished I/O; every data bio passes here exactly once. */
@@ -1073,6 +1096,7 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	INIT_LIST_HEAD(&ec->queue);
 	INIT_LIST_HEAD(&ec->idle_workers);
 	ec->busy_until = jiffies;
+	ec->probe_every = ENVCRYPT_PROBE_MIN;
 
 	if (sscanf(argv[1], "%llu%c", &start, &dummy) != 1 ||
 	    start != (sector_t)start) {
