@@ -213,7 +213,7 @@ static bool envcrypt_probe_due(struct envcrypt_ctx *ec)
 /*
  * Should this I/O be processed in the current context?  Yes for a small
  * I/O with no other I/O of the device in flight and no busy window open
- * (the latency case), except for the periodic probe; no otherwise (the
+ * (the latency case), except for an occasional probe; no otherwise (the
  * throughput case).
  */
 static bool envcrypt_process_here(struct envcrypt_io *io)
