@@ -11,8 +11,9 @@
  *
  * I/O path: reads are decrypted in place in the caller's pages when the
  * lower device completes them; writes are encrypted into bounce pages from
- * a mempool.  A small I/O that finds no other I/O of the device in flight
- * is processed where it is (the submitting task for writes, the completing
+ * a mempool, and finished writes' pages are kept for the next ones.  A
+ * small I/O that finds no other I/O of the device in flight is processed
+ * where it is (the submitting task for writes, the completing
  * context for reads, or a softirq right after a hard interrupt), so a QD1
  * request pays no thread hand-off.  Large I/O, and any I/O while others
  * are in flight, goes to the target's queue, drained by one worker per
@@ -93,6 +94,15 @@
 #define ENVCRYPT_BATCH_BYTES	(128 * 1024)
 /* Writes are cut to this size: one bio's bounce pages fit the mempool. */
 #define ENVCRYPT_MAX_WRITE_SECTORS	((BIO_MAX_VECS << PAGE_SHIFT) >> SECTOR_SHIFT)
+/*
+ * Bounce pages of finished writes are kept for the next ones, up to one
+ * largest write's worth: a fresh page costs a clear_page() wherever
+ * init_on_alloc is on (Debian's default), and a bounce page is overwritten
+ * with ciphertext anyway.  Kept pages unused for ENVCRYPT_STASH_IDLE_MSECS
+ * go back to the page allocator.
+ */
+#define ENVCRYPT_STASH_PAGES		BIO_MAX_VECS
+#define ENVCRYPT_STASH_IDLE_MSECS	1000
 
 struct envcrypt_stats {
 	atomic64_t reads;
@@ -136,6 +146,11 @@ struct envcrypt_ctx {
 
 	struct bio_set bs;		/* write clones */
 	mempool_t page_pool;		/* write bounce pages */
+	spinlock_t stash_lock;		/* protects the stash; taken in hardirq */
+	struct list_head stash;		/* kept bounce pages, through page->lru */
+	unsigned int stash_nr;
+	unsigned long stash_used;	/* jiffies of the last take */
+	struct delayed_work stash_trim;
 	struct mutex bounce_lock;	/* one blocking page allocator at a time */
 	struct workqueue_struct *crypt_wq;	/* runs the workers, any CPU */
 	struct envcrypt_bh_queue __percpu *bh_queues;
@@ -416,14 +431,89 @@ static int envcrypt_map_read(struct envcrypt_io *io)
 
 /* ---- writes: encrypt into bounce pages, submit the clone ------------- */
 
+/* Is the mempool's reserve full?  If not, a writer may be waiting on it. */
+static bool envcrypt_reserve_full(struct envcrypt_ctx *ec)
+{
+	return READ_ONCE(ec->page_pool.curr_nr) >= ec->page_pool.min_nr;
+}
+
+/* Pages through the mempool: its reserve, if short, is refilled first. */
+static void envcrypt_release_pages(struct envcrypt_ctx *ec,
+				   struct list_head *pages)
+{
+	struct page *page, *next;
+
+	list_for_each_entry_safe(page, next, pages, lru) {
+		list_del(&page->lru);
+		mempool_free(page, &ec->page_pool);
+	}
+}
+
+/* Moves up to @nr kept pages to @pages. */
+static void envcrypt_stash_take(struct envcrypt_ctx *ec,
+				struct list_head *pages, unsigned int nr)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&ec->stash_lock, flags);
+	for (; nr && ec->stash_nr; nr--, ec->stash_nr--)
+		list_move(ec->stash.next, pages);
+	ec->stash_used = jiffies;
+	spin_unlock_irqrestore(&ec->stash_lock, flags);
+}
+
+/* Returns the kept pages to the page allocator once they sat unused. */
+static void envcrypt_stash_trim(struct work_struct *work)
+{
+	struct envcrypt_ctx *ec = container_of(to_delayed_work(work),
+					       struct envcrypt_ctx, stash_trim);
+	unsigned long idle_at;
+	LIST_HEAD(pages);
+
+	spin_lock_irq(&ec->stash_lock);
+	idle_at = ec->stash_used +
+		  msecs_to_jiffies(ENVCRYPT_STASH_IDLE_MSECS);
+	if (time_before(jiffies, idle_at)) {
+		spin_unlock_irq(&ec->stash_lock);
+		schedule_delayed_work(&ec->stash_trim, idle_at - jiffies);
+		return;
+	}
+	list_splice_init(&ec->stash, &pages);
+	ec->stash_nr = 0;
+	spin_unlock_irq(&ec->stash_lock);
+	envcrypt_release_pages(ec, &pages);
+}
+
+/*
+ * Gives a ciphertext bio's pages back: to the mempool while its reserve
+ * is short (a writer may be waiting there), else to the stash while it has
+ * room, else to the page allocator.
+ */
 static void envcrypt_free_bounce(struct envcrypt_ctx *ec, struct bio *clone)
 {
 	struct bio_vec *bv;
 	struct bvec_iter_all iter_all;
+	unsigned long flags;
+	LIST_HEAD(spare);
+	bool was_empty;
 
-	bio_for_each_segment_all(bv, clone, iter_all)
-		mempool_free(bv->bv_page, &ec->page_pool);
+	spin_lock_irqsave(&ec->stash_lock, flags);
+	was_empty = !ec->stash_nr;
+	bio_for_each_segment_all(bv, clone, iter_all) {
+		if (ec->stash_nr < ENVCRYPT_STASH_PAGES &&
+		    envcrypt_reserve_full(ec)) {
+			list_add(&bv->bv_page->lru, &ec->stash);
+			ec->stash_nr++;
+		} else {
+			list_add(&bv->bv_page->lru, &spare);
+		}
+	}
+	if (was_empty && ec->stash_nr)
+		schedule_delayed_work(&ec->stash_trim,
+				      msecs_to_jiffies(ENVCRYPT_STASH_IDLE_MSECS));
+	spin_unlock_irqrestore(&ec->stash_lock, flags);
 	bio_put(clone);
+	envcrypt_release_pages(ec, &spare);
 }
 
 /*
@@ -437,16 +527,24 @@ static struct bio *envcrypt_alloc_bounce(struct envcrypt_io *io, gfp_t gfp)
 	struct envcrypt_ctx *ec = io->ec;
 	unsigned int remaining = io->bytes;
 	unsigned int nr_pages = DIV_ROUND_UP(remaining, PAGE_SIZE);
+	LIST_HEAD(kept);
 	struct bio *clone;
 
 	clone = bio_alloc_bioset(ec->dev->bdev, nr_pages, io->bio->bi_opf, gfp,
 				 &ec->bs);
 	if (!clone)
 		return NULL;
+	envcrypt_stash_take(ec, &kept, nr_pages);
 	while (remaining) {
 		unsigned int len = min_t(unsigned int, remaining, PAGE_SIZE);
-		struct page *page = mempool_alloc(&ec->page_pool, gfp);
+		struct page *page = list_first_entry_or_null(&kept, struct page,
+							     lru);
 
+		if (page)
+			list_del(&page->lru);
+		else
+			page = mempool_alloc(&ec->page_pool, gfp);
+		/* Only once the kept pages ran out: nothing is left behind. */
 		if (!page) {
 			envcrypt_free_bounce(ec, clone);
 			return NULL;
@@ -885,6 +983,9 @@ static void envcrypt_dtr(struct dm_target *ti)
 		destroy_workqueue(ec->crypt_wq);
 	envcrypt_free_bh_queues(ec);
 	kfree(ec->workers);
+	/* No I/O is left: nothing can arm the trim again. */
+	cancel_delayed_work_sync(&ec->stash_trim);
+	envcrypt_release_pages(ec, &ec->stash);
 	mempool_exit(&ec->page_pool);
 	bioset_exit(&ec->bs);
 	if (ec->sync_tfm)
@@ -1092,6 +1193,9 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	ti->private = ec;
 	ec->sector_size = 4096;
 	mutex_init(&ec->bounce_lock);
+	spin_lock_init(&ec->stash_lock);
+	INIT_LIST_HEAD(&ec->stash);
+	INIT_DELAYED_WORK(&ec->stash_trim, envcrypt_stash_trim);
 	spin_lock_init(&ec->queue_lock);
 	INIT_LIST_HEAD(&ec->queue);
 	INIT_LIST_HEAD(&ec->idle_workers);
