@@ -10,6 +10,8 @@
 #include "boot.h"
 #include "crypttab.h"
 #include "diagnostics.h"
+#include "mapping_name.h"
+#include "udev_properties.h"
 
 namespace envcrypt {
 namespace {
@@ -140,7 +142,9 @@ BootSelection selection_of(const BootArgs& args) {
   return selection;
 }
 
-// udev IMPORT{program} output for the entry naming DEVICE.
+// udev IMPORT{program} output for the entry naming DEVICE.  No match is an
+// answer, not a failure: every property is printed empty and the exit is 0,
+// so the rules see the properties cleared.
 Status tab_match(const BootArgs& args, const BootCommandHooks& hooks) {
   ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args.tab));
   auto actions = system_boot_actions(hooks.registry);
@@ -150,15 +154,15 @@ Status tab_match(const BootArgs& args, const BootCommandHooks& hooks) {
     ENVCRYPT_ASSIGN_OR_RETURN(bool auto_attach, auto_attach_enabled(hooks));
     ENVCRYPT_ASSIGN_OR_RETURN(DeviceIdentity identity, actions->identify(args.device));
     if (!auto_attach || identity.uuid.empty()) {
-      return Error(ErrorCode::kNotFound, "no envcrypttab entry names it");
+      *hooks.out << tab_match_output({});
+      return OkStatus();
     }
     implicit = auto_entry(identity.uuid, identity.cmk_uri);
     entry = &*implicit;
   }
-  *hooks.out << "ENVCRYPT_NAME=" << entry->name << '\n'
-             << "ENVCRYPT_UNIT=" << attach_unit_name(entry->name) << '\n'
-             << "ENVCRYPT_NETDEV=" << (entry->netdev ? 1 : 0) << '\n'
-             << "ENVCRYPT_NOAUTO=" << (entry->noauto ? 1 : 0) << '\n';
+  ENVCRYPT_TRY(check_mapping_name(entry->name));
+  *hooks.out << tab_match_output(
+      {entry->name, attach_unit_name(entry->name), entry->netdev, entry->noauto});
   return OkStatus();
 }
 

@@ -19,6 +19,7 @@
 #include "kms_registry.h"
 #include "lifecycle_cli.h"
 #include "ops_cli.h"
+#include "udev_properties.h"
 #include "volume.h"
 
 namespace envcrypt {
@@ -421,35 +422,21 @@ Status Cli::verify() {
   return OkStatus();
 }
 
-// udev IMPORT{program} format: KEY=value lines, values without spaces.
+// udev IMPORT{program} format (udev_properties.h).
 Status Cli::probe() {
   ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection, read_volume_header(device_, header_file()));
   const DiskHeader& h = selection.header;
-  std::string safe_label;
-  for (unsigned char c : h.label) {
-    safe_label +=
-        std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' ? static_cast<char>(c) : '_';
-  }
   if (json_) {
     print_json({{"ID_FS_TYPE", "envcrypt"},
                 {"ID_FS_USAGE", "crypto"},
                 {"ID_FS_VERSION", ENVCRYPT_HDR_VERSION},
                 {"ID_FS_UUID", uuid_to_string(h.uuid)},
-                {"ID_FS_LABEL", safe_label},
+                {"ID_FS_LABEL", udev_safe(h.label)},
                 {"ENVCRYPT_UUID", uuid_to_string(h.uuid)},
-                {"ENVCRYPT_CMK", h.wrapped.cmk_uri}});
+                {"ENVCRYPT_CMK", udev_safe(h.wrapped.cmk_uri)}});
     return OkStatus();
   }
-  out_ << "ID_FS_TYPE=envcrypt\n"
-       << "ID_FS_USAGE=crypto\n"
-       << "ID_FS_VERSION=" << ENVCRYPT_HDR_VERSION << '\n'
-       << "ID_FS_UUID=" << uuid_to_string(h.uuid) << '\n'
-       << "ID_FS_UUID_ENC=" << uuid_to_string(h.uuid) << '\n';
-  if (!safe_label.empty()) {
-    out_ << "ID_FS_LABEL=" << safe_label << '\n';
-  }
-  out_ << "ENVCRYPT_UUID=" << uuid_to_string(h.uuid) << '\n'
-       << "ENVCRYPT_CMK=" << h.wrapped.cmk_uri << '\n';
+  out_ << probe_output(selection);
   return OkStatus();
 }
 

@@ -12,10 +12,10 @@
 #include <sstream>
 #include <string_view>
 
+#include "mapping_name.h"
+
 namespace envcrypt {
 namespace {
-
-constexpr std::size_t kMaxNameLength = 127;  // DM_NAME_LEN - 1
 
 // crypttab(5) options that make no sense for an envcrypt disk: the header
 // holds the cipher and geometry, the KMS holds the key.
@@ -44,25 +44,6 @@ std::vector<std::string_view> split_fields(std::string_view line) {
     }
   }
   return fields;
-}
-
-Status check_name(std::string_view name) {
-  if (name.size() > kMaxNameLength) {
-    return Error(ErrorCode::kUsage, "name '" + std::string(name) + "' is longer than " +
-                                        std::to_string(kMaxNameLength) + " characters");
-  }
-  if (name == "." || name == ".." || name.front() == '-') {
-    return Error(ErrorCode::kUsage, "name '" + std::string(name) + "' is not allowed");
-  }
-  for (const char c : name) {
-    if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '_' && c != '-' && c != '.' &&
-        c != '+') {
-      return Error(ErrorCode::kUsage, "name '" + std::string(name) + "' contains '" +
-                                          std::string(1, c) +
-                                          "' (use letters, digits and . _ + -)");
-    }
-  }
-  return OkStatus();
 }
 
 Result<std::string> canonical_uuid(std::string_view text) {
@@ -208,7 +189,7 @@ Result<TabEntry> parse_line(std::string_view line) {
                                         std::to_string(fields.size()) + " fields");
   }
   TabEntry entry;
-  ENVCRYPT_TRY(check_name(fields[0]));
+  ENVCRYPT_TRY(check_mapping_name(fields[0]));
   entry.name = fields[0];
   ENVCRYPT_TRY(parse_device(fields[1], entry));
   const std::string_view options = fields.size() >= 3 ? fields.back() : "-";

@@ -92,9 +92,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "-)"},
         BadLine{".. /dev/vdb", "/etc/envcrypttab:3: name '..' is not allowed"},
         BadLine{"-x /dev/vdb", "/etc/envcrypttab:3: name '-x' is not allowed"},
-        BadLine{std::string(128, 'n') + " /dev/vdb", "/etc/envcrypttab:3: name '" +
-                                                         std::string(128, 'n') +
-                                                         "' is longer than 127 characters"},
+        BadLine{
+            std::string(87, 'n') + " /dev/vdb",
+            "/etc/envcrypttab:3: name '" + std::string(87, 'n') + "' is longer than 86 characters"},
         BadLine{"a vdb", "/etc/envcrypttab:3: device 'vdb' is not an absolute path or UUID=<uuid>"},
         BadLine{"a LABEL=data",
                 "/etc/envcrypttab:3: device 'LABEL=data': only UUID=<envcrypt header uuid> or a "

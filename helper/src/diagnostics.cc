@@ -5,6 +5,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <ostream>
 
 #include "blockdev.h"
+#include "mapping_name.h"
 
 namespace envcrypt {
 namespace {
@@ -29,21 +31,40 @@ std::int64_t now_seconds() {
       .count();
 }
 
+bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
+
+// key=value fields for syslog and the terminal: quoted when the value holds
+// blanks, quotes, '=' or '\\', and every control byte (a newline from a key
+// server's message would start a forged log line) as \xNN.
 std::string quoted_if_needed(const std::string& value) {
-  if (!value.empty() && value.find_first_of(" \t\"\\=") == std::string::npos) {
+  const bool plain = !value.empty() && value.find_first_of(" \t\"\\=") == std::string::npos &&
+                     std::none_of(value.begin(), value.end(),
+                                  [](char c) { return is_control(static_cast<unsigned char>(c)); });
+  if (plain) {
     return value;
   }
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "\"";
-  for (char c : value) {
+  for (const char ch : value) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (is_control(c)) {
+      out += std::string("\\x") + kHex[c >> 4] + kHex[c & 0xf];
+      continue;
+    }
     if (c == '"' || c == '\\') {
       out += '\\';
     }
-    out += c == '\n' ? ' ' : c;
+    out += ch;
   }
   return out + "\"";
 }
 
-fs::path error_file(const std::string& disk) { return run_dir() / "attach-errors" / disk; }
+// Records are named after the disk; a name that breaks the mapping-name
+// rule (and could climb out of the directory) gets no record.
+Result<fs::path> error_file(const std::string& disk) {
+  ENVCRYPT_TRY(check_mapping_name(disk));
+  return run_dir() / "attach-errors" / disk;
+}
 
 json to_json(const AttachFailure& failure) {
   return {{"disk", failure.disk},     {"device", failure.device},
@@ -54,7 +75,7 @@ json to_json(const AttachFailure& failure) {
 
 // Root-only, replaced atomically: a reader sees the old record or the new.
 Status write_record(const AttachFailure& failure) {
-  const fs::path path = error_file(failure.disk);
+  ENVCRYPT_ASSIGN_OR_RETURN(const fs::path path, error_file(failure.disk));
   std::error_code ec;
   fs::create_directories(path.parent_path(), ec);
   ::chmod(run_dir().c_str(), 0700);
@@ -119,11 +140,6 @@ std::string failure_fields(const AttachFailure& failure) {
   return out;
 }
 
-fs::path run_dir() {
-  const char* dir = std::getenv("ENVCRYPT_RUN_DIR");
-  return dir != nullptr && *dir != '\0' ? fs::path(dir) : fs::path("/run/envcrypt");
-}
-
 void report_attach_failure(AttachFailure failure, std::ostream& err) {
   if (failure.time == 0) {
     failure.time = now_seconds();
@@ -143,7 +159,9 @@ Result<Attached> attach_with_diagnostics(KmsRegistry& kms, const AttachOptions& 
   auto attached = attach_volume(kms, traced);
   if (attached.ok()) {
     std::error_code ec;
-    fs::remove(error_file(attached->name), ec);
+    if (auto record = error_file(attached->name); record.ok()) {
+      fs::remove(*record, ec);
+    }
     return attached;
   }
   AttachFailure failure;
@@ -160,17 +178,18 @@ Result<Attached> attach_with_diagnostics(KmsRegistry& kms, const AttachOptions& 
 }
 
 Result<std::optional<AttachFailure>> last_attach_error(const std::string& disk) {
+  ENVCRYPT_ASSIGN_OR_RETURN(const fs::path path, error_file(disk));
   std::error_code ec;
-  if (!fs::exists(error_file(disk), ec)) {
+  if (!fs::exists(path, ec)) {
     return std::optional<AttachFailure>();
   }
-  std::ifstream in(error_file(disk));
+  std::ifstream in(path);
   if (!in) {
-    return Error(ErrorCode::kIo, error_file(disk).string() + ": cannot read (not root?)");
+    return Error(ErrorCode::kIo, path.string() + ": cannot read (not root?)");
   }
   const json j = json::parse(in, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
-    return Error(ErrorCode::kIo, error_file(disk).string() + ": not an attach error record");
+    return Error(ErrorCode::kIo, path.string() + ": not an attach error record");
   }
   AttachFailure failure;
   failure.disk = j.value("disk", disk);

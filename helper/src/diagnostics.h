@@ -17,6 +17,7 @@
 #include "config.h"
 #include "kms_registry.h"
 #include "result.h"
+#include "run_dir.h"
 #include "volume.h"
 
 namespace envcrypt {
@@ -41,9 +42,6 @@ std::string kms_endpoint(const Config& config, const std::string& cmk_uri);
 // disk=data device=/dev/vdb cmk=local://local-1/k endpoint="local keystore /x"
 // step=unwrap code=4 reason="key local://local-1/k is Disabled"
 std::string failure_fields(const AttachFailure& failure);
-
-// Where the last attach errors are kept: $ENVCRYPT_RUN_DIR or /run/envcrypt.
-std::filesystem::path run_dir();
 
 // attach_volume() with diagnostics: a failure is logged (syslog, `err`) and
 // recorded as the disk's last attach error; success clears the record.

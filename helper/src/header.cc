@@ -4,8 +4,10 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <cctype>
 #include <cstddef>
 #include <cstring>
+#include <limits>
 
 #include "crypto.h"
 
@@ -47,6 +49,25 @@ std::string get_string(std::span<const std::uint8_t> in, std::size_t offset, std
   return {begin, strnlen(begin, width)};
 }
 
+std::string hex_byte(unsigned char c) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  return {kHex[c >> 4], kHex[c & 0xf]};
+}
+
+// A string from a header, safe to print: anything but printable ASCII as \xNN.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c > 0x7e || c == '\\') {
+      out += "\\x" + hex_byte(c);
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 std::vector<std::uint8_t> get_bytes(std::span<const std::uint8_t> in, std::size_t offset,
                                     std::size_t size) {
   return {in.begin() + static_cast<std::ptrdiff_t>(offset),
@@ -58,6 +79,73 @@ Sha256Digest checksum_of(std::span<const std::uint8_t> copy) {
 }
 
 Error invalid(const std::string& why) { return {ErrorCode::kCorruptHeader, why}; }
+
+// The characters of a URI (RFC 3986: unreserved, reserved and '%'): no
+// whitespace, controls, quotes or backslashes can reach a terminal, a log or
+// a udev property from a header.
+bool is_uri_char(unsigned char c) {
+  return std::isalnum(c) != 0 ||
+         std::string_view("-._~:/?#[]@!$&'()*+,;=%").find(static_cast<char>(c)) !=
+             std::string_view::npos;
+}
+
+Status check_cmk_uri(const std::string& uri) {
+  if (uri.empty() || uri.size() > ENVCRYPT_CMK_URI_LEN) {
+    return invalid("CMK URI empty or longer than " + std::to_string(ENVCRYPT_CMK_URI_LEN));
+  }
+  for (std::size_t i = 0; i < uri.size(); ++i) {
+    const auto c = static_cast<unsigned char>(uri[i]);
+    if (!is_uri_char(c)) {
+      return invalid("CMK URI holds byte 0x" + hex_byte(c) + " at offset " + std::to_string(i) +
+                     " (not a URI character)");
+    }
+  }
+  if (uri.find("://") == std::string::npos) {
+    return invalid("CMK URI has no scheme");
+  }
+  return OkStatus();
+}
+
+// Labels are printable ASCII, so they can be shown anywhere unescaped.
+Status check_label(const std::string& label) {
+  if (label.size() > ENVCRYPT_LABEL_LEN) {
+    return Error(ErrorCode::kUsage,
+                 "label longer than " + std::to_string(ENVCRYPT_LABEL_LEN) + " bytes");
+  }
+  for (std::size_t i = 0; i < label.size(); ++i) {
+    const auto c = static_cast<unsigned char>(label[i]);
+    if (c < 0x20 || c > 0x7e) {
+      return Error(ErrorCode::kUsage, "label holds byte 0x" + hex_byte(c) + " at offset " +
+                                          std::to_string(i) + " (printable ASCII only)");
+    }
+  }
+  return OkStatus();
+}
+
+Status check_geometry(const Geometry& g) {
+  if (g.cipher != ENVCRYPT_CIPHER_DEFAULT) {
+    return invalid("unsupported cipher '" + printable(g.cipher) +
+                   "' (only " ENVCRYPT_CIPHER_DEFAULT ")");
+  }
+  if (g.sector_size != 512 && g.sector_size != 4096) {
+    return invalid("sector size " + std::to_string(g.sector_size) + " is not 512 or 4096");
+  }
+  if (g.key_size != kDataKeySize) {
+    return invalid("key size " + std::to_string(g.key_size) + " is not 64 bytes");
+  }
+  if (g.data_offset % kDataAlign != 0) {
+    return invalid("data offset " + std::to_string(g.data_offset) + " is not 1 MiB aligned");
+  }
+  if (g.data_size % g.sector_size != 0) {
+    return invalid("data size " + std::to_string(g.data_size) + " is not a multiple of the " +
+                   std::to_string(g.sector_size) + "-byte sector size");
+  }
+  if (g.data_size > std::numeric_limits<std::uint64_t>::max() - g.data_offset) {
+    return invalid("data offset " + std::to_string(g.data_offset) + " plus data size " +
+                   std::to_string(g.data_size) + " overflows 64 bits");
+  }
+  return OkStatus();
+}
 
 }  // namespace
 
@@ -118,37 +206,29 @@ std::string_view to_string(CopyState state) {
 }
 
 Status validate(const DiskHeader& header) {
-  const Geometry& g = header.geometry;
-  if (g.cipher != ENVCRYPT_CIPHER_DEFAULT) {
-    return invalid("unsupported cipher '" + g.cipher + "' (only " ENVCRYPT_CIPHER_DEFAULT ")");
+  if (header.sequence == 0 || header.sequence > kMaxSequence) {
+    return invalid("sequence number " + std::to_string(header.sequence) +
+                   " is out of range (1 to " + std::to_string(kMaxSequence) + ")");
   }
-  if (g.sector_size != 512 && g.sector_size != 4096) {
-    return invalid("sector size " + std::to_string(g.sector_size) + " is not 512 or 4096");
-  }
-  if (g.key_size != kDataKeySize) {
-    return invalid("key size " + std::to_string(g.key_size) + " is not 64 bytes");
-  }
-  if (g.data_offset % kDataAlign != 0) {
-    return invalid("data offset " + std::to_string(g.data_offset) + " is not 1 MiB aligned");
-  }
-  if (g.data_size % g.sector_size != 0) {
-    return invalid("data size " + std::to_string(g.data_size) + " is not a multiple of the " +
-                   std::to_string(g.sector_size) + "-byte sector size");
-  }
-  if (header.label.size() > ENVCRYPT_LABEL_LEN) {
-    return Error(ErrorCode::kUsage,
-                 "label longer than " + std::to_string(ENVCRYPT_LABEL_LEN) + " bytes");
-  }
+  ENVCRYPT_TRY(check_geometry(header.geometry));
+  ENVCRYPT_TRY(check_label(header.label));
   const WrappedKey& w = header.wrapped;
-  if (w.cmk_uri.empty() || w.cmk_uri.size() > ENVCRYPT_CMK_URI_LEN) {
-    return invalid("CMK URI empty or longer than " + std::to_string(ENVCRYPT_CMK_URI_LEN));
-  }
+  ENVCRYPT_TRY(check_cmk_uri(w.cmk_uri));
   if (w.nonce.size() != ENVCRYPT_NONCE_LEN || w.tag.size() != ENVCRYPT_TAG_LEN) {
     return invalid("wrap nonce or tag has the wrong length");
   }
-  if (w.ciphertext.size() != g.key_size) {
+  if (w.ciphertext.size() != header.geometry.key_size) {
     return invalid("wrapped key is " + std::to_string(w.ciphertext.size()) + " bytes, not " +
-                   std::to_string(g.key_size));
+                   std::to_string(header.geometry.key_size));
+  }
+  return OkStatus();
+}
+
+Status check_on_device_geometry(const DiskHeader& header) {
+  if (header.geometry.data_offset < kHeaderAreaSize) {
+    return invalid("data offset " + std::to_string(header.geometry.data_offset) +
+                   " lies inside the header area (" + std::to_string(kHeaderAreaSize) +
+                   " bytes) of a header kept on the device");
   }
   return OkStatus();
 }
@@ -284,15 +364,17 @@ Result<HeaderSelection> select_header(std::span<const std::uint8_t> primary,
   if (from_primary.ok() && from_secondary.ok()) {
     const bool primary_newer = s.primary.sequence >= s.secondary.sequence;
     CopyReport& older = primary_newer ? s.secondary : s.primary;
-    if (s.primary.sequence != s.secondary.sequence) {
-      older.state = CopyState::kStale;
-      older.detail = "sequence " + std::to_string(older.sequence) + " behind the other copy";
-    } else if (from_primary->uuid != from_secondary->uuid) {
-      // Same sequence, different disks: a header copied over another.
+    if (from_primary->uuid != from_secondary->uuid) {
+      // Different disks, whatever the sequence numbers: a header copied over
+      // part of another.  Neither copy can be trusted to be this disk's.
       return Error(ErrorCode::kCorruptHeader,
                    "the two header copies belong to different disks (uuid " +
                        uuid_to_string(from_primary->uuid) + " vs " +
                        uuid_to_string(from_secondary->uuid) + ")");
+    }
+    if (s.primary.sequence != s.secondary.sequence) {
+      older.state = CopyState::kStale;
+      older.detail = "sequence " + std::to_string(older.sequence) + " behind the other copy";
     }
     s.header = primary_newer ? std::move(from_primary).value() : std::move(from_secondary).value();
     return s;

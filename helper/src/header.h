@@ -51,8 +51,19 @@ struct DiskHeader {
   KeyCheckValue kcv{};
 };
 
-// Checks every field a writer controls (lengths, alignment, algorithms).
+// Sequence numbers stay below 2^63: a header update that would pass it is
+// refused, so the number never wraps and the newer copy always wins.
+inline constexpr std::uint64_t kMaxSequence = (std::uint64_t{1} << 63) - 1;
+
+// Checks every field (lengths, alignment, algorithms, sequence range, that
+// data offset plus size fits 64 bits, that the CMK URI holds only URI
+// characters and the label only printable ASCII).  decode_header applies it
+// to every copy read, so nothing else has to re-check a decoded header.
 Status validate(const DiskHeader& header);
+
+// A header kept on the disk it describes must place the data after its own
+// copies; a detached header may start the data at 0.
+Status check_on_device_geometry(const DiskHeader& header);
 
 // One copy, for the given place on the device, checksum included.
 Result<HeaderBytes> encode_header(const DiskHeader& header, std::uint64_t copy_offset);

@@ -179,6 +179,7 @@ Result<DiskHeader> restore_header(const fs::path& device, const fs::path& file, 
                                         " bytes, the header's data area starts at " +
                                         std::to_string(header.geometry.data_offset));
   }
+  ENVCRYPT_TRY(refuse_newer_copies(target));
   if (!force) {
     ENVCRYPT_TRY(check_uuid(target, header, file));
   }

@@ -1,6 +1,7 @@
 #include "header_io.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace envcrypt {
@@ -36,6 +37,16 @@ bool same_header(const DiskHeader& a, const DiskHeader& b) {
 
 }  // namespace
 
+Status refuse_newer_copies(const Device& device, const HeaderSelection& selection) {
+  for (const CopyReport* copy : {&selection.primary, &selection.secondary}) {
+    if (copy->state == CopyState::kUnsupportedVersion) {
+      return Error(ErrorCode::kConflict, device.path.string() + ": a header copy has " +
+                                             copy->detail + "; refusing to overwrite it");
+    }
+  }
+  return OkStatus();
+}
+
 Result<HeaderSelection> read_header(const Device& device) {
   ENVCRYPT_ASSIGN_OR_RETURN(auto primary, read_copy(device, kPrimaryOffset));
   ENVCRYPT_ASSIGN_OR_RETURN(auto secondary, read_copy(device, kSecondaryOffset));
@@ -68,6 +79,13 @@ Status update_header(const Device& device, const HeaderSelection& current, DiskH
                                            std::to_string(current.header.sequence) + " -> " +
                                            std::to_string(now.header.sequence) + "); run again");
   }
+  ENVCRYPT_TRY(refuse_newer_copies(device, now));
+  if (current.header.sequence >= kMaxSequence) {
+    return Error(ErrorCode::kCorruptHeader,
+                 device.path.string() + ": header sequence number " +
+                     std::to_string(current.header.sequence) +
+                     " cannot grow any further; restore a header backup or reformat");
+  }
   next.sequence = current.header.sequence + 1;
   const bool primary_last = holds_selected(now.primary, now);
   const std::uint64_t first = primary_last ? kSecondaryOffset : kPrimaryOffset;
@@ -96,6 +114,26 @@ Status erase_header_area(const Device& device, std::uint64_t bytes) {
     offset += chunk;
   }
   return flush(device);
+}
+
+Status refuse_newer_copies(const Device& device) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto primary, read_copy(device, kPrimaryOffset));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto secondary, read_copy(device, kSecondaryOffset));
+  HeaderSelection found;
+  (void)decode_header(primary, kPrimaryOffset, &found.primary);
+  (void)decode_header(secondary, kSecondaryOffset, &found.secondary);
+  return refuse_newer_copies(device, found);
+}
+
+Result<bool> has_header_magic(const Device& device) {
+  for (const std::uint64_t offset : {kPrimaryOffset, kSecondaryOffset}) {
+    ENVCRYPT_ASSIGN_OR_RETURN(auto copy, read_copy(device, offset));
+    if (copy.size() >= ENVCRYPT_HDR_MAGIC_LEN &&
+        std::memcmp(copy.data(), ENVCRYPT_HDR_MAGIC, ENVCRYPT_HDR_MAGIC_LEN) == 0) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace envcrypt

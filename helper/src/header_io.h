@@ -40,6 +40,16 @@ using UpdateStepHook = std::function<void(std::string_view step)>;
 Status update_header(const Device& device, const HeaderSelection& current, DiskHeader next,
                      const UpdateStepHook& on_step = {});
 
+// Refuses (ErrorCode::kConflict) when a copy on `device`, or in `selection`,
+// was written by a newer envcryptctl: this version never replaces such a
+// copy, since that would lose whatever the newer format holds.
+Status refuse_newer_copies(const Device& device, const HeaderSelection& selection);
+Status refuse_newer_copies(const Device& device);
+
+// Whether either copy carries the envcrypt magic, valid or not: a disk that
+// must not be formatted over without --force, even when nothing reads it.
+Result<bool> has_header_magic(const Device& device);
+
 // Zeroes [0, bytes) and flushes: removes old signatures and header copies
 // before a new header is written, so a crash mid-format leaves no stale copy.
 Status erase_header_area(const Device& device, std::uint64_t bytes);

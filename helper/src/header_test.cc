@@ -242,6 +242,114 @@ TEST_F(HeaderTest, EncoderRefusesBadFields) {
   EXPECT_FALSE(encode_header(h, 0).ok());
 }
 
+// Hostile headers: a copy whose checksum is right but whose fields were
+// written by an attacker, not by envcryptctl.
+void put_field(Device& device, std::uint64_t copy, std::size_t field, std::string_view text,
+               std::size_t width) {
+  std::memset(device.bytes.data() + copy + field, 0, width);
+  std::memcpy(device.bytes.data() + copy + field, text.data(), text.size());
+}
+
+void put_le64(Device& device, std::uint64_t copy, std::size_t field, std::uint64_t value) {
+  for (std::size_t i = 0; i < 8; ++i) {
+    device.bytes[copy + field + i] = static_cast<std::uint8_t>(value >> (8 * i));
+  }
+}
+
+void reseal(Device& device, std::uint64_t copy) {
+  const auto sum = sha256(std::span<const std::uint8_t>(device.bytes.data() + copy,
+                                                        offsetof(envcrypt_header, checksum)));
+  std::memcpy(device.bytes.data() + copy + offsetof(envcrypt_header, checksum), sum.data(),
+              sum.size());
+}
+
+constexpr std::size_t kUriField =
+    offsetof(envcrypt_header, envelope) + offsetof(envcrypt_envelope, cmk_uri);
+constexpr std::size_t kOffsetField =
+    offsetof(envcrypt_header, geometry) + offsetof(envcrypt_geometry, data_offset);
+constexpr std::size_t kSizeField =
+    offsetof(envcrypt_header, geometry) + offsetof(envcrypt_geometry, data_size);
+
+TEST_F(HeaderTest, CmkUriWithANewlineIsRefusedWhereItIsDecoded) {
+  for (const std::uint64_t copy : {kPrimaryOffset, kSecondaryOffset}) {
+    put_field(device, copy, kUriField, "local://r/k\nENVCRYPT_UNIT=debug-shell.service",
+              ENVCRYPT_CMK_URI_LEN);
+    reseal(device, copy);
+  }
+  auto s = select_header(device.primary(), device.secondary());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code(), ErrorCode::kCorruptHeader);
+  EXPECT_EQ(s.error().message(),
+            "no valid header copy (primary: CMK URI holds byte 0x0a at offset 11 (not a URI "
+            "character); secondary: CMK URI holds byte 0x0a at offset 11 (not a URI character))");
+}
+
+TEST_F(HeaderTest, CmkUriWithBlanksOrQuotesOrNoSchemeIsRefused) {
+  for (const std::string uri : {"local://r/k e", "local://r/\"k\"", "local://r/k\\", "r/k"}) {
+    put_field(device, kPrimaryOffset, kUriField, uri, ENVCRYPT_CMK_URI_LEN);
+    reseal(device, kPrimaryOffset);
+    CopyReport report;
+    EXPECT_FALSE(decode_header(device.primary(), kPrimaryOffset, &report).ok()) << uri;
+    EXPECT_EQ(report.state, CopyState::kInvalid) << uri;
+    EXPECT_TRUE(report.detail.starts_with("CMK URI ")) << report.detail;
+  }
+}
+
+TEST_F(HeaderTest, LabelWithControlBytesIsRefused) {
+  put_field(device, kPrimaryOffset, offsetof(envcrypt_header, label), "db\x1b[2J",
+            ENVCRYPT_LABEL_LEN);
+  reseal(device, kPrimaryOffset);
+  CopyReport report;
+  EXPECT_FALSE(decode_header(device.primary(), kPrimaryOffset, &report).ok());
+  EXPECT_EQ(report.detail, "label holds byte 0x1b at offset 2 (printable ASCII only)");
+}
+
+TEST_F(HeaderTest, CopiesOfTwoDisksAreRefusedWhateverTheirSequence) {
+  TestWrapper other_wrapper;
+  SecretBytes other_dk;
+  DiskHeader other = make_header(other_wrapper, other_dk);
+  other.sequence = header.sequence + 1;
+  device.put(other, kSecondaryOffset);
+  auto s = select_header(device.primary(), device.secondary());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().message(), "the two header copies belong to different disks (uuid " +
+                                     uuid_to_string(header.uuid) + " vs " +
+                                     uuid_to_string(other.uuid) + ")");
+}
+
+TEST_F(HeaderTest, SequenceOutOfRangeIsRefused) {
+  for (const std::uint64_t sequence : {std::uint64_t{0}, kMaxSequence + 1, ~std::uint64_t{0}}) {
+    put_le64(device, kPrimaryOffset, offsetof(envcrypt_header, sequence), sequence);
+    reseal(device, kPrimaryOffset);
+    CopyReport report;
+    EXPECT_FALSE(decode_header(device.primary(), kPrimaryOffset, &report).ok());
+    EXPECT_EQ(report.detail, "sequence number " + std::to_string(sequence) +
+                                 " is out of range (1 to 9223372036854775807)");
+  }
+}
+
+TEST_F(HeaderTest, GeometryThatOverflowsIsRefused) {
+  put_le64(device, kPrimaryOffset, kOffsetField, 1ull << 20);
+  put_le64(device, kPrimaryOffset, kSizeField, ~std::uint64_t{0} - 4095);
+  reseal(device, kPrimaryOffset);
+  CopyReport report;
+  EXPECT_FALSE(decode_header(device.primary(), kPrimaryOffset, &report).ok());
+  EXPECT_EQ(report.detail,
+            "data offset 1048576 plus data size 18446744073709547520 overflows 64 bits");
+}
+
+TEST_F(HeaderTest, OnDeviceDataOffsetInsideTheHeaderAreaIsRefused) {
+  DiskHeader detached = header;
+  detached.geometry.data_offset = 0;
+  EXPECT_TRUE(validate(detached).ok());
+  auto placed = check_on_device_geometry(detached);
+  ASSERT_FALSE(placed.ok());
+  EXPECT_EQ(placed.error().message(),
+            "data offset 0 lies inside the header area (528384 bytes) of a header kept on the "
+            "device");
+  EXPECT_TRUE(check_on_device_geometry(header).ok());
+}
+
 TEST(Uuid, StringRoundTrip) {
   Uuid u = random_uuid().value();
   const std::string text = uuid_to_string(u);

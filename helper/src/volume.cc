@@ -11,6 +11,7 @@
 #include "devmapper.h"
 #include "header_io.h"
 #include "keyring.h"
+#include "mapping_name.h"
 
 namespace envcrypt {
 namespace {
@@ -54,36 +55,55 @@ Result<std::uint64_t> data_bytes(const DiskHeader& header, std::uint64_t device_
 // device over an image file (released when the mapping goes away).
 struct Backing {
   std::filesystem::path path;
+  std::string devnum;  // from the open descriptor: what the table names
   std::optional<LoopDevice> loop;
 };
 
 Result<Backing> backing_for(const Device& device, bool read_only) {
   if (device.is_block) {
-    return Backing{device.path, std::nullopt};
+    ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(device));
+    return Backing{device.path, devnum, std::nullopt};
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(LoopDevice loop, attach_loop(device.path, read_only));
+  ENVCRYPT_ASSIGN_OR_RETURN(LoopDevice loop, attach_loop(device, read_only));
+  ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(loop));
   std::filesystem::path path = loop.path;
-  return Backing{path, std::move(loop)};
+  return Backing{path, devnum, std::move(loop)};
+}
+
+// The table just loaded must name the device whose header was read: checked
+// again after the load, since a table names devices by number.
+Status check_mapped_device(const std::string& name, const std::string& devnum) {
+  ENVCRYPT_ASSIGN_OR_RETURN(DmTarget loaded, mapping_target(name, false));
+  const std::string mapped = loaded.params.substr(0, loaded.params.find(' '));
+  if (mapped != devnum) {
+    return Error(ErrorCode::kConflict, name + ": the table maps " + mapped + ", not " + devnum +
+                                           " whose header was read");
+  }
+  return OkStatus();
 }
 
 // Maps `backing` with the DK: the only place the DK reaches the kernel.
-Status map_with_key(const DiskHeader& header, const SecretBytes& data_key,
-                    const std::filesystem::path& backing, std::uint64_t bytes,
-                    const std::string& name, bool read_only, bool allow_discards) {
-  ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(backing));
+Status map_with_key(const DiskHeader& header, const SecretBytes& data_key, const Backing& backing,
+                    std::uint64_t bytes, const std::string& name, bool read_only,
+                    bool allow_discards) {
   const std::string description = "envcrypt:" + uuid_to_string(header.uuid);
   ENVCRYPT_ASSIGN_OR_RETURN(ThreadLogonKey key, ThreadLogonKey::add(description, data_key));
 
   std::ostringstream params;
-  params << devnum << ' ' << header.geometry.data_offset / kSector << ' ' << key.reference() << ' '
-         << (allow_discards ? 2 : 1) << " sector_size:" << header.geometry.sector_size;
+  params << backing.devnum << ' ' << header.geometry.data_offset / kSector << ' ' << key.reference()
+         << ' ' << (allow_discards ? 2 : 1) << " sector_size:" << header.geometry.sector_size;
   if (allow_discards) {
     params << " allow_discards";
   }
   DmTarget target{0, bytes / kSector, "envcrypt", params.str()};
   Status created = create_mapping(name, dm_uuid_for(header, name), target, read_only);
   key.remove();
-  return created;
+  ENVCRYPT_TRY(created);
+  if (auto checked = check_mapped_device(name, backing.devnum); !checked.ok()) {
+    (void)remove_mapping(name);
+    return checked;
+  }
+  return OkStatus();
 }
 
 Status require_absent(const std::string& name) {
@@ -97,14 +117,24 @@ Status require_absent(const std::string& name) {
   return OkStatus();
 }
 
-// Refuses to map a block device one of our mappings already uses.
-Status require_not_attached(const std::filesystem::path& backing) {
-  ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(backing));
+// Refuses to map a device one of our mappings already uses: a block device
+// by number, an image file by the loop device over it (ours or anyone's: two
+// writers of one image corrupt it).
+Status require_not_attached(const Device& device) {
+  if (!device.is_block) {
+    ENVCRYPT_ASSIGN_OR_RETURN(auto loop, loop_backed_by(device));
+    if (loop) {
+      return Error(ErrorCode::kConflict, device.path.string() + " is in use: it backs " +
+                                             loop->string() + " (attached already?)");
+    }
+    return OkStatus();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(device));
   ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
   for (const auto& mapping : mappings) {
     if (mapping.table.substr(0, mapping.table.find(' ')) == devnum) {
       return Error(ErrorCode::kConflict,
-                   backing.string() + " is already attached as " + mapping.name);
+                   device.path.string() + " is already attached as " + mapping.name);
     }
   }
   return OkStatus();
@@ -133,7 +163,7 @@ Status wipe_data_area(const DiskHeader& header, const SecretBytes& data_key, con
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, false));
   const std::string name = "envcrypt-wipe-" + hex_uuid(header.uuid).substr(0, 8);
   ENVCRYPT_TRY(require_absent(name));
-  ENVCRYPT_TRY(map_with_key(header, data_key, backing.path, bytes, name, false, false));
+  ENVCRYPT_TRY(map_with_key(header, data_key, backing, bytes, name, false, false));
   Status filled = fill_with_zeros("/dev/mapper/" + name, bytes, progress);
   Status removed = remove_mapping(name);
   ENVCRYPT_TRY(filled);
@@ -165,7 +195,17 @@ Status refuse_existing_data(const Device& device) {
                                            uuid_to_string(existing->header.uuid) +
                                            "); use --force to destroy it");
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(auto signature, find_signature(device.path));
+  // Magic that does not read (a newer version, both checksums bad) is
+  // exactly the disk an operator must restore from a header backup.
+  ENVCRYPT_ASSIGN_OR_RETURN(bool magic, has_header_magic(device));
+  if (magic) {
+    return Error(ErrorCode::kConflict, device.path.string() +
+                                           ": carries an envcrypt header that cannot be read (" +
+                                           existing.error().message() +
+                                           "); restore a header backup, or use --force to "
+                                           "destroy it");
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(auto signature, find_signature(device));
   if (signature) {
     return Error(ErrorCode::kConflict, device.path.string() +
                                            ": holds data (blkid finds: " + *signature +
@@ -183,6 +223,9 @@ std::string default_mapping_name(const DiskHeader& header) {
 Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
                                  const ProgressFn& progress) {
   ENVCRYPT_ASSIGN_OR_RETURN(Device device, open_device(options.device, OpenMode::kExclusive));
+  // O_EXCL refuses a block device in use; an image file in use is one a
+  // loop device is bound to.
+  ENVCRYPT_TRY(require_not_attached(device));
   if (!options.force) {
     ENVCRYPT_TRY(refuse_existing_data(device));
   }
@@ -203,6 +246,11 @@ Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
   ENVCRYPT_ASSIGN_OR_RETURN(header.kcv, key_check_value(data_key.plaintext, header.uuid));
   ENVCRYPT_TRY(validate(header));
 
+  if (options.force) {
+    // Every signature, the tail's included (md, ZFS, RAID metadata), so
+    // nothing claims the disk after it is ours.
+    ENVCRYPT_TRY(wipe_signatures(device));
+  }
   if (options.header_file) {
     ENVCRYPT_ASSIGN_OR_RETURN(Device header_device,
                               open_header_file_for_format(*options.header_file, options.force));
@@ -217,7 +265,7 @@ Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
 
   if (options.wipe) {
     // The table must claim the device, which our O_EXCL open would refuse.
-    device.fd = UniqueFd();
+    ENVCRYPT_TRY(drop_exclusive(device));
     if (auto wiped = wipe_data_area(header, data_key.plaintext, device, progress); !wiped.ok()) {
       return wiped.error().with_context("formatted (uuid " + uuid_to_string(header.uuid) +
                                         ") but the wipe failed");
@@ -241,40 +289,56 @@ Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header) {
   return data_key;
 }
 
+// The header that describes `device`: its own, or the detached header file's.
+Result<HeaderSelection> header_for(const Device& device,
+                                   const std::optional<std::filesystem::path>& header_file) {
+  if (header_file) {
+    ENVCRYPT_ASSIGN_OR_RETURN(Device source, open_device(*header_file, OpenMode::kRead));
+    return read_header(source);
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection, read_header(device));
+  if (auto placed = check_on_device_geometry(selection.header); !placed.ok()) {
+    return placed.error().with_context(device.path.string());
+  }
+  return selection;
+}
+
+// One descriptor for the whole attach, locked until the table is loaded:
+// the header read, the size, the device number, the loop device and the
+// table all refer to the same device, whatever happens to its path.
 Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
   AttachTrace unused;
   AttachTrace& trace = options.trace != nullptr ? *options.trace : unused;
   trace.step = "header";
-  ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection,
-                            read_volume_header(options.device, options.header_file));
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      Device device,
+      open_device(options.device, options.read_only ? OpenMode::kRead : OpenMode::kReadWrite));
+  ENVCRYPT_TRY(lock_device(device));
+  ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection, header_for(device, options.header_file));
   Attached attached;
   attached.header = std::move(selection.header);
   attached.name = options.name.value_or(default_mapping_name(attached.header));
+  ENVCRYPT_TRY(check_mapping_name(attached.name));
   attached.mapper_path = "/dev/mapper/" + attached.name;
   trace.name = attached.name;
   trace.cmk_uri = attached.header.wrapped.cmk_uri;
   trace.step = "device";
   ENVCRYPT_TRY(require_absent(attached.name));
-
-  ENVCRYPT_ASSIGN_OR_RETURN(
-      Device device,
-      open_device(options.device, options.read_only ? OpenMode::kRead : OpenMode::kReadWrite));
   ENVCRYPT_ASSIGN_OR_RETURN(std::uint64_t bytes,
                             data_bytes(attached.header, device.size, device.path));
-  if (device.is_block) {
-    ENVCRYPT_TRY(require_not_attached(device.path));
-  }
+  ENVCRYPT_TRY(require_not_attached(device));
   trace.step = "unwrap";
   ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key, unlock(kms, attached.header));
   trace.step = "map";
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, options.read_only));
   attached.backing = backing.path;
-  ENVCRYPT_TRY(map_with_key(attached.header, data_key, backing.path, bytes, attached.name,
+  ENVCRYPT_TRY(map_with_key(attached.header, data_key, backing, bytes, attached.name,
                             options.read_only, options.allow_discards));
   return attached;
 }
 
 Status detach_volume(const std::string& name) {
+  ENVCRYPT_TRY(check_mapping_name(name));
   ENVCRYPT_ASSIGN_OR_RETURN(DmDevice device, mapping_info(name));
   if (!device.uuid.starts_with(kDmUuidPrefix)) {
     return Error(ErrorCode::kUsage, name + " is not an envcrypt mapping");
@@ -289,6 +353,7 @@ Status detach_volume(const std::string& name) {
 Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string>& name) {
   std::vector<DmDevice> devices;
   if (name) {
+    ENVCRYPT_TRY(check_mapping_name(*name));
     ENVCRYPT_ASSIGN_OR_RETURN(DmDevice device, mapping_info(*name));
     if (!device.uuid.starts_with(kDmUuidPrefix)) {
       return Error(ErrorCode::kUsage, *name + " is not an envcrypt mapping");
