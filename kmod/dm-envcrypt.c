@@ -29,13 +29,24 @@
  * When the FPU is usable the cipher is called through its internal
  * synchronous implementation ("__xts(aes)"), skipping the SIMD wrapper;
  * otherwise through "xts(aes)", which may be asynchronous: a request
- * answered with -EINPROGRESS/-EBUSY continues from its completion callback.
+ * answered with -EINPROGRESS/-EBUSY goes back to the workers when it
+ * completes, and the rest of the I/O (further units, submitting the write,
+ * completing the bio) runs there, in process context: the completion may
+ * come from a hard interrupt, where none of that may run.  Drivers that
+ * allocate memory per request are never chosen (they fail under the memory
+ * pressure that swapping to the device means).
+ *
+ * Key messages, preresume, postsuspend and status are serialised by
+ * key_lock; the target keeps its own idea of being suspended, so that a
+ * "key wipe" cannot slip in between a successful preresume and the moment
+ * dm core marks the device live.
  */
 
 #include <linux/module.h>
 #include <linux/init.h>
 #include <linux/bio.h>
 #include <linux/blkdev.h>
+#include <linux/ctype.h>
 #include <linux/device-mapper.h>
 #include <linux/key.h>
 #include <linux/key-type.h>
@@ -133,7 +144,16 @@ struct envcrypt_ctx {
 	unsigned int sector_size;	/* data unit: 512 or 4096 bytes */
 	unsigned int unit_sectors;	/* sector_size >> SECTOR_SHIFT */
 	bool allow_discards;
+
+	/*
+	 * key_lock protects key_valid, key_desc, suspended and the keys of
+	 * both transforms.  suspended is true from postsuspend to the next
+	 * successful preresume (and for a table not yet resumed): key
+	 * messages need it, so none can run once a resume is under way.
+	 */
+	struct mutex key_lock;
 	bool key_valid;			/* false after "key wipe" */
+	bool suspended;
 	char *key_desc;			/* description of the logon key */
 
 	struct crypto_skcipher *tfm;		/* may be asynchronous */
@@ -173,6 +193,8 @@ struct envcrypt_io {
 	sector_t unit_sector;		/* IV of the next unit */
 	unsigned int bytes;		/* size of the whole I/O */
 	blk_status_t status;
+	int crypt_err;			/* of the last asynchronous request */
+	bool continuing;		/* queued after an async completion */
 	bio_end_io_t *orig_end_io;	/* reads: dm's completion */
 	struct list_head queue_entry;	/* on ec->queue */
 	struct llist_node bh_entry;	/* on a bh_queue */
@@ -288,6 +310,12 @@ static void envcrypt_crypt_finished(struct envcrypt_io *io, int err)
 		envcrypt_read_done(io);
 }
 
+/*
+ * The completion callback of an asynchronous request: any context, hard
+ * interrupts included.  Nothing here may sleep, submit or complete a bio,
+ * or start the next request (a driver may call back from inside its own
+ * submission path): the rest of the I/O goes to the workers.
+ */
 static void envcrypt_crypt_resume(void *data, int err)
 {
 	struct envcrypt_io *io = data;
@@ -295,6 +323,17 @@ static void envcrypt_crypt_resume(void *data, int err)
 	/* A backlogged request has started; its completion follows. */
 	if (err == -EINPROGRESS)
 		return;
+	io->crypt_err = err;
+	io->continuing = true;
+	envcrypt_queue_io(io);
+}
+
+/* In a worker: the rest of an I/O whose last request was asynchronous. */
+static void envcrypt_crypt_continue(struct envcrypt_io *io)
+{
+	int err = io->crypt_err;
+
+	io->continuing = false;
 	if (!err)
 		err = envcrypt_crypt_units(io);
 	if (err != -EINPROGRESS)
@@ -704,7 +743,9 @@ static void envcrypt_worker_fn(struct work_struct *work)
 	while ((io = envcrypt_next_io(worker))) {
 		/* Read before the I/O is handed on: it may complete at once. */
 		batched += io->bytes;
-		if (envcrypt_is_write(io))
+		if (io->continuing)
+			envcrypt_crypt_continue(io);
+		else if (envcrypt_is_write(io))
 			envcrypt_write_queued(io);
 		else
 			envcrypt_run_crypt(io);
@@ -761,6 +802,7 @@ static int envcrypt_map(struct dm_target *ti, struct bio *bio)
 	io->unit_sector = target_sector;
 	io->bytes = bio->bi_iter.bi_size;
 	io->status = BLK_STS_OK;
+	io->continuing = false;
 	atomic_inc(&ec->inflight);
 
 	return bio_data_dir(bio) == WRITE ? envcrypt_map_write(io) :
@@ -769,13 +811,33 @@ static int envcrypt_map(struct dm_target *ti, struct bio *bio)
 
 /* ---- key handling ----------------------------------------------------- */
 
-/* Sets the key of both transforms; it is copied into their contexts. */
+/*
+ * Sets the key of both transforms; it is copied into their contexts.  On
+ * failure the two may disagree: the caller wipes both (key_lock held).
+ */
 static int envcrypt_setkey(struct envcrypt_ctx *ec, const u8 *key)
 {
 	int r = crypto_skcipher_setkey(ec->tfm, key, ENVCRYPT_KEY_SIZE);
 
 	if (!r && ec->sync_tfm)
 		r = crypto_skcipher_setkey(ec->sync_tfm, key, ENVCRYPT_KEY_SIZE);
+	return r;
+}
+
+/*
+ * Marks the key wiped and gives both transforms the same random key, which
+ * is then forgotten: whatever they held before is gone, and they agree.
+ * key_lock held.
+ */
+static int envcrypt_wipe_key(struct envcrypt_ctx *ec)
+{
+	u8 junk[ENVCRYPT_KEY_SIZE];
+	int r;
+
+	ec->key_valid = false;
+	get_random_bytes(junk, sizeof(junk));
+	r = envcrypt_setkey(ec, junk);
+	memzero_explicit(junk, sizeof(junk));
 	return r;
 }
 
@@ -813,51 +875,66 @@ static int envcrypt_load_key(struct envcrypt_ctx *ec, const char *desc,
 	}
 	up_read(&key->sem);
 	key_put(key);
-
-	if (!r)
-		ec->key_valid = true;
 	return r;
 }
 
-/* Replaces the key in the tfm with random bytes that are then forgotten. */
-static int envcrypt_wipe_key(struct envcrypt_ctx *ec)
-{
-	u8 *junk = kmalloc(ENVCRYPT_KEY_SIZE, GFP_KERNEL);
-	int r;
-
-	if (!junk)
-		return -ENOMEM;
-	ec->key_valid = false;
-	get_random_bytes(junk, ENVCRYPT_KEY_SIZE);
-	r = envcrypt_setkey(ec, junk);
-	kfree_sensitive(junk);
-	return r;
-}
-
-/* Parses "logon:<desc>" and returns a copy of <desc>, or NULL. */
+/*
+ * Parses "logon:<desc>" and returns a copy of <desc>, or NULL.  Control
+ * characters are refused: the table line could not carry them back (a
+ * newline ends it); everything else is echoed escaped by the status.
+ */
 static char *envcrypt_parse_key_ref(const char *key_ref)
 {
 	size_t prefix_len = strlen(ENVCRYPT_KEY_PREFIX);
+	const unsigned char *c;
 
 	if (strncmp(key_ref, ENVCRYPT_KEY_PREFIX, prefix_len) ||
 	    !key_ref[prefix_len])
 		return NULL;
+	for (c = (const unsigned char *)key_ref + prefix_len; *c; c++)
+		if (*c < 0x20 || *c == 0x7f)
+			return NULL;
 	return kstrdup(key_ref + prefix_len, GFP_KERNEL);
 }
 
 /* ---- suspend/resume, messages, status --------------------------------- */
 
+/*
+ * Once this returns 0 the device goes live on the key it checked: key
+ * messages are refused from here on (suspended is false) until the next
+ * postsuspend.
+ */
 static int envcrypt_preresume(struct dm_target *ti)
 {
 	struct envcrypt_ctx *ec = ti->private;
+	int r = 0;
 
-	if (!ec->key_valid) {
+	mutex_lock(&ec->key_lock);
+	if (ec->key_valid) {
+		ec->suspended = false;
+	} else {
 		DMERR("Refusing to resume with a wiped key; send \"key set\" first");
-		return -ENOKEY;
+		r = -ENOKEY;
 	}
-	return 0;
+	mutex_unlock(&ec->key_lock);
+	return r;
 }
 
+/* No I/O of the target is in flight any more (dm core waited for it). */
+static void envcrypt_postsuspend(struct dm_target *ti)
+{
+	struct envcrypt_ctx *ec = ti->private;
+
+	mutex_lock(&ec->key_lock);
+	ec->suspended = true;
+	mutex_unlock(&ec->key_lock);
+}
+
+/*
+ * The old key is gone before the new one is looked for: a "key set" that
+ * fails for any reason leaves the target wiped, refusing to resume, never
+ * on a key the caller did not ask for.  key_lock held.
+ */
 static int envcrypt_message_key_set(struct envcrypt_ctx *ec,
 				    const char *key_ref)
 {
@@ -865,18 +942,21 @@ static int envcrypt_message_key_set(struct envcrypt_ctx *ec,
 	char *error = NULL;
 	int r;
 
+	envcrypt_wipe_key(ec);
 	if (!desc) {
-		DMWARN("key set: key must be logon:<description>");
+		DMWARN("key set: key must be logon:<description> without control characters");
 		return -EINVAL;
 	}
 	r = envcrypt_load_key(ec, desc, &error);
 	if (r) {
-		DMWARN("key set %s: %s", key_ref, error);
+		DMWARN("key set: %s; the key stays wiped", error);
 		kfree(desc);
+		envcrypt_wipe_key(ec);
 		return r;
 	}
 	kfree(ec->key_desc);
 	ec->key_desc = desc;
+	ec->key_valid = true;
 	return 0;
 }
 
@@ -884,20 +964,40 @@ static int envcrypt_message(struct dm_target *ti, unsigned int argc,
 			    char **argv, char *result, unsigned int maxlen)
 {
 	struct envcrypt_ctx *ec = ti->private;
+	bool is_key = argc >= 2 && !strcasecmp(argv[0], "key");
+	bool wipe = is_key && argc == 2 && !strcasecmp(argv[1], "wipe");
+	bool set = is_key && argc == 3 && !strcasecmp(argv[1], "set");
+	int r;
 
-	if (argc < 2 || strcasecmp(argv[0], "key"))
-		goto invalid;
-	if (!dm_suspended(ti)) {
-		DMWARN("key messages are accepted only while suspended");
-		return -EBUSY;
+	if (!wipe && !set) {
+		DMWARN("Unrecognised message; expected \"key wipe\" or \"key set logon:<desc>\"");
+		return -EINVAL;
 	}
-	if (argc == 2 && !strcasecmp(argv[1], "wipe"))
-		return envcrypt_wipe_key(ec);
-	if (argc == 3 && !strcasecmp(argv[1], "set"))
-		return envcrypt_message_key_set(ec, argv[2]);
-invalid:
-	DMWARN("Unrecognised message; expected \"key wipe\" or \"key set logon:<desc>\"");
-	return -EINVAL;
+
+	mutex_lock(&ec->key_lock);
+	if (!ec->suspended || !dm_suspended(ti)) {
+		DMWARN("key messages are accepted only while suspended");
+		r = -EBUSY;
+	} else if (wipe) {
+		r = envcrypt_wipe_key(ec);
+	} else {
+		r = envcrypt_message_key_set(ec, argv[2]);
+	}
+	mutex_unlock(&ec->key_lock);
+	return r;
+}
+
+/*
+ * Emits @s so that dm_split_args() reads it back as one argument equal to
+ * @s: a backslash before every backslash and every character it would
+ * take as white space.
+ */
+static unsigned int envcrypt_emit_escaped(char *result, unsigned int maxlen,
+					  unsigned int sz, const char *s)
+{
+	for (; *s; s++)
+		DMEMIT("%s%c", *s == '\\' || isspace(*s) ? "\\" : "", *s);
+	return sz;
 }
 
 static void envcrypt_status(struct dm_target *ti, status_type_t type,
@@ -908,6 +1008,8 @@ static void envcrypt_status(struct dm_target *ti, status_type_t type,
 	struct envcrypt_stats *stats = &ec->stats;
 	unsigned int sz = 0;
 
+	/* key_desc may be replaced and key_valid change under a message. */
+	mutex_lock(&ec->key_lock);
 	switch (type) {
 	case STATUSTYPE_INFO:
 		DMEMIT("%s %u %s %lld %lld %lld %lld %lld",
@@ -920,9 +1022,10 @@ static void envcrypt_status(struct dm_target *ti, status_type_t type,
 		       atomic64_read(&stats->errors));
 		break;
 	case STATUSTYPE_TABLE:
-		DMEMIT("%s %llu %s%s %u sector_size:%u%s", ec->dev->name,
-		       (unsigned long long)ec->start, ENVCRYPT_KEY_PREFIX,
-		       ec->key_desc, ec->allow_discards ? 2 : 1,
+		DMEMIT("%s %llu %s", ec->dev->name,
+		       (unsigned long long)ec->start, ENVCRYPT_KEY_PREFIX);
+		sz = envcrypt_emit_escaped(result, maxlen, sz, ec->key_desc);
+		DMEMIT(" %u sector_size:%u%s", ec->allow_discards ? 2 : 1,
 		       ec->sector_size,
 		       ec->allow_discards ? " allow_discards" : "");
 		break;
@@ -935,6 +1038,7 @@ static void envcrypt_status(struct dm_target *ti, status_type_t type,
 		       ec->key_valid ? "valid" : "wiped");
 		break;
 	}
+	mutex_unlock(&ec->key_lock);
 }
 
 static int envcrypt_iterate_devices(struct dm_target *ti,
@@ -956,8 +1060,13 @@ static void envcrypt_io_hints(struct dm_target *ti, struct queue_limits *limits)
 					    limits->physical_block_size,
 					    ec->sector_size);
 	limits->io_min = max_t(unsigned int, limits->io_min, ec->sector_size);
-	/* Keeps every data unit within one page of the caller's buffer. */
-	limits->dma_alignment = limits->logical_block_size - 1;
+	/*
+	 * Keeps every data unit within one page of the caller's buffer; a
+	 * lower device that needs more alignment keeps its own (bios are
+	 * remapped to it with the caller's pages for reads).
+	 */
+	limits->dma_alignment = max_t(unsigned int, limits->dma_alignment,
+				      limits->logical_block_size - 1);
 }
 
 /* ---- construction and destruction ------------------------------------- */
@@ -995,6 +1104,8 @@ static void envcrypt_dtr(struct dm_target *ti)
 	if (ec->dev)
 		dm_put_device(ti, ec->dev);
 	kfree(ec->key_desc);
+	mutex_destroy(&ec->key_lock);
+	mutex_destroy(&ec->bounce_lock);
 	kfree(ec);
 	ti->private = NULL;
 }
@@ -1084,7 +1195,12 @@ static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
 	struct envcrypt_ctx *ec = ti->private;
 	unsigned int reqsize;
 
-	ec->tfm = crypto_alloc_skcipher(ENVCRYPT_CIPHER, 0, 0);
+	/*
+	 * As dm-crypt: a driver that allocates memory per request could fail
+	 * I/O under memory pressure (or deadlock when swapping to us).
+	 */
+	ec->tfm = crypto_alloc_skcipher(ENVCRYPT_CIPHER, 0,
+					CRYPTO_ALG_ALLOCATES_MEMORY);
 	if (IS_ERR(ec->tfm)) {
 		int r = PTR_ERR(ec->tfm);
 
@@ -1098,8 +1214,10 @@ static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
 		reqsize = max(reqsize, crypto_skcipher_reqsize(ec->sync_tfm));
 	ec->req_offset = ALIGN(sizeof(struct envcrypt_io),
 			       crypto_tfm_ctx_alignment());
-	ti->per_io_data_size = ec->req_offset + sizeof(struct skcipher_request) +
-			       reqsize;
+	/* The request's context may need kmalloc's alignment (as dm-crypt). */
+	ti->per_io_data_size = ALIGN(ec->req_offset +
+				     sizeof(struct skcipher_request) + reqsize,
+				     ARCH_KMALLOC_MINALIGN);
 	return 0;
 }
 
@@ -1193,6 +1311,9 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	ti->private = ec;
 	ec->sector_size = 4096;
 	mutex_init(&ec->bounce_lock);
+	mutex_init(&ec->key_lock);
+	/* Not live until resumed: key messages may come before that. */
+	ec->suspended = true;
 	spin_lock_init(&ec->stash_lock);
 	INIT_LIST_HEAD(&ec->stash);
 	INIT_DELAYED_WORK(&ec->stash_trim, envcrypt_stash_trim);
@@ -1243,6 +1364,7 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	r = envcrypt_load_key(ec, ec->key_desc, &ti->error);
 	if (r)
 		goto bad;
+	ec->key_valid = true;
 	r = envcrypt_alloc_io_resources(ti, &ti->error);
 	if (r)
 		goto bad;
@@ -1255,6 +1377,12 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	 * as a write that fails before submission is already completed.
 	 */
 	ti->accounts_remapped_io = true;
+	/*
+	 * Every write allocates bounce pages: without a limit, swap-out
+	 * could have so many writes in flight that reclaim deadlocks on the
+	 * very memory it is trying to free (as dm-crypt once did).
+	 */
+	ti->limit_swap_bios = true;
 	return 0;
 
 bad:
@@ -1264,12 +1392,13 @@ bad:
 
 static struct target_type envcrypt_target = {
 	.name = "envcrypt",
-	.version = {1, 0, 0},
+	.version = {1, 1, 0},
 	.module = THIS_MODULE,
 	.ctr = envcrypt_ctr,
 	.dtr = envcrypt_dtr,
 	.map = envcrypt_map,
 	.preresume = envcrypt_preresume,
+	.postsuspend = envcrypt_postsuspend,
 	.status = envcrypt_status,
 	.message = envcrypt_message,
 	.iterate_devices = envcrypt_iterate_devices,
