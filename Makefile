@@ -31,12 +31,17 @@ kmod:
 	@test -n "$(KVER)" || { echo "make: no kernel build tree in /lib/modules/*/build; run make deps" >&2; exit 1; }
 	$(MAKE) -C $(KDIR) M=$(TOP)/kmod W=1 modules
 
-# One module per kernel of the matrix, in build/kmod/<kver>/, for the guests.
+# One module per kernel of the matrix, in build/kmod/<kver>/, for the guests,
+# and the test-only modules of kmod-test/ in build/kmod-test/<kver>/ (never
+# installed).
 kmod-matrix:
 	@for k in $(KERNELS); do \
 		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod W=1 clean >/dev/null && \
 		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod W=1 modules || exit 1; \
 		mkdir -p $(BUILD)/kmod/$$k && cp $(TOP)/kmod/dm-envcrypt.ko $(BUILD)/kmod/$$k/ || exit 1; \
+		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod-test W=1 clean >/dev/null && \
+		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod-test W=1 modules || exit 1; \
+		mkdir -p $(BUILD)/kmod-test/$$k && cp $(TOP)/kmod-test/*.ko $(BUILD)/kmod-test/$$k/ || exit 1; \
 	done
 
 helper:
@@ -140,4 +145,5 @@ uninstall:
 
 clean:
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean
+	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod-test clean
 	rm -rf $(BUILD)

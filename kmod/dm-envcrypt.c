@@ -842,23 +842,29 @@ static int envcrypt_wipe_key(struct envcrypt_ctx *ec)
 }
 
 /*
- * Loads the 64-byte payload of logon key @desc into the cipher.  The key is
- * found through the keyrings of the calling process (envcryptctl's thread
- * keyring); the payload is copied straight from the key into the tfm, so
+ * Finds logon key @desc through the keyrings of the calling process
+ * (envcryptctl's thread keyring).  A missing key may mean an upcall to
+ * /sbin/request-key, which can take seconds: never called under key_lock.
+ */
+static struct key *envcrypt_find_key(const char *desc, char **error)
+{
+	struct key *key = request_key(&key_type_logon, desc, NULL);
+
+	if (IS_ERR(key))
+		*error = "Key not found";
+	return key;
+}
+
+/*
+ * Loads the 64-byte payload of @key into the cipher and drops the
+ * reference.  The payload is copied straight from the key into the tfm, so
  * no copy of the key stays in the target.
  */
-static int envcrypt_load_key(struct envcrypt_ctx *ec, const char *desc,
+static int envcrypt_load_key(struct envcrypt_ctx *ec, struct key *key,
 			     char **error)
 {
 	const struct user_key_payload *payload;
-	struct key *key;
 	int r;
-
-	key = request_key(&key_type_logon, desc, NULL);
-	if (IS_ERR(key)) {
-		*error = "Key not found";
-		return PTR_ERR(key);
-	}
 
 	down_read(&key->sem);
 	payload = user_key_payload_locked(key);
@@ -931,15 +937,15 @@ static void envcrypt_postsuspend(struct dm_target *ti)
 }
 
 /*
- * The old key is gone before the new one is looked for: a "key set" that
- * fails for any reason leaves the target wiped, refusing to resume, never
- * on a key the caller did not ask for.  key_lock held.
+ * "key set", with key_lock held and the target suspended; @desc and @key
+ * are what the caller parsed and looked up (NULL or an error pointer if
+ * that failed), and are consumed.  The old key is wiped first: a "key set"
+ * that fails for any reason leaves the target wiped, refusing to resume,
+ * never on a key the caller did not ask for.
  */
-static int envcrypt_message_key_set(struct envcrypt_ctx *ec,
-				    const char *key_ref)
+static int envcrypt_message_key_set(struct envcrypt_ctx *ec, char *desc,
+				    struct key *key, char *error)
 {
-	char *desc = envcrypt_parse_key_ref(key_ref);
-	char *error = NULL;
 	int r;
 
 	envcrypt_wipe_key(ec);
@@ -947,7 +953,10 @@ static int envcrypt_message_key_set(struct envcrypt_ctx *ec,
 		DMWARN("key set: key must be logon:<description> without control characters");
 		return -EINVAL;
 	}
-	r = envcrypt_load_key(ec, desc, &error);
+	if (IS_ERR(key))
+		r = PTR_ERR(key);
+	else
+		r = envcrypt_load_key(ec, key, &error);
 	if (r) {
 		DMWARN("key set: %s; the key stays wiped", error);
 		kfree(desc);
@@ -967,11 +976,20 @@ static int envcrypt_message(struct dm_target *ti, unsigned int argc,
 	bool is_key = argc >= 2 && !strcasecmp(argv[0], "key");
 	bool wipe = is_key && argc == 2 && !strcasecmp(argv[1], "wipe");
 	bool set = is_key && argc == 3 && !strcasecmp(argv[1], "set");
+	struct key *key = NULL;
+	char *desc = NULL;
+	char *error = NULL;
 	int r;
 
 	if (!wipe && !set) {
 		DMWARN("Unrecognised message; expected \"key wipe\" or \"key set logon:<desc>\"");
 		return -EINVAL;
+	}
+	/* The lookup may wait for user space: done before taking key_lock. */
+	if (set) {
+		desc = envcrypt_parse_key_ref(argv[2]);
+		if (desc)
+			key = envcrypt_find_key(desc, &error);
 	}
 
 	mutex_lock(&ec->key_lock);
@@ -981,9 +999,14 @@ static int envcrypt_message(struct dm_target *ti, unsigned int argc,
 	} else if (wipe) {
 		r = envcrypt_wipe_key(ec);
 	} else {
-		r = envcrypt_message_key_set(ec, argv[2]);
+		r = envcrypt_message_key_set(ec, desc, key, error);
+		desc = NULL;
+		key = NULL;
 	}
 	mutex_unlock(&ec->key_lock);
+	if (!IS_ERR_OR_NULL(key))
+		key_put(key);
+	kfree(desc);
 	return r;
 }
 
@@ -1294,6 +1317,7 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 {
 	struct envcrypt_ctx *ec;
 	struct dm_arg_set as;
+	struct key *key;
 	unsigned long long start;
 	char dummy;
 	int r;
@@ -1361,7 +1385,12 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	r = envcrypt_alloc_cipher(ti, &ti->error);
 	if (r)
 		goto bad;
-	r = envcrypt_load_key(ec, ec->key_desc, &ti->error);
+	key = envcrypt_find_key(ec->key_desc, &ti->error);
+	if (IS_ERR(key)) {
+		r = PTR_ERR(key);
+		goto bad;
+	}
+	r = envcrypt_load_key(ec, key, &ti->error);
 	if (r)
 		goto bad;
 	ec->key_valid = true;

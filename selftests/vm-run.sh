@@ -4,7 +4,8 @@
 # guest's root.  Every guest test, the demo and the benchmarks go through it.
 #
 #   selftests/vm-run.sh --kernel KVER --out DIR [--disk IMAGE]... [--mem MiB]
-#                       [--cpus N] [--timeout SEC] -- COMMAND [ARGS...]
+#                       [--cpus N] [--timeout SEC] [--append ARG]...
+#                       -- COMMAND [ARGS...]
 #
 #   --kernel KVER   boot /boot/vmlinuz-KVER with modules from /lib/modules/KVER
 #   --out DIR       host directory shared writable with the guest at /run/out
@@ -15,6 +16,8 @@
 #   --mem MiB       guest memory (default 2048)
 #   --cpus N        guest vCPUs (default 2)
 #   --timeout SEC   wall-clock limit for the whole guest (default 1200)
+#   --append ARG    one more kernel command-line parameter (no white space),
+#                   e.g. slub_debug=FZPU (selftests/run.sh does)
 #
 # The guest runs `qemu-system-x86_64 -accel tcg -cpu max -nographic` with no
 # network (stock kernels hang under KVM on these machines).  A cached busybox
@@ -52,9 +55,10 @@ DISKS=()
 MEM=2048
 CPUS=2
 TIMEOUT=1200
+APPEND=()
 
 usage() {
-	sed -n '6,7p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+	sed -n '6,8p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
 	exit 125
 }
 
@@ -77,6 +81,7 @@ while [ $# -gt 0 ]; do
 	--mem) MEM=${2-} ;;
 	--cpus) CPUS=${2-} ;;
 	--timeout) TIMEOUT=${2-} ;;
+	--append) APPEND+=("${2-}") ;;
 	--) shift; break ;;
 	-h | --help) usage ;;
 	*) echo "vm-run: unknown argument '$1'" >&2; usage ;;
@@ -94,6 +99,9 @@ command -v qemu-system-x86_64 >/dev/null || fail 125 "qemu-system-x86_64 not ins
 [ -x /bin/busybox ] || fail 125 "/bin/busybox missing (busybox-static, make deps)"
 for disk in "${DISKS[@]}"; do
 	[ -f "$disk" ] && [ -w "$disk" ] || fail 125 "--disk '$disk' is not a writable image file"
+done
+for arg in "${APPEND[@]}"; do
+	[[ $arg =~ ^[^[:space:]]+$ ]] || fail 125 "--append '$arg' is empty or contains white space"
 done
 [[ $TOP != *[[:space:]]* ]] || fail 125 "the repository path '$TOP' contains white space (it goes on the kernel command line)"
 mkdir -p "$OUT" || fail 125 "cannot create --out directory '$OUT'"
@@ -198,7 +206,7 @@ qemu_args=(
 	-accel tcg -cpu max -smp "$CPUS" -m "$MEM"
 	-nographic -nodefaults -no-reboot -nic none
 	-kernel "/boot/vmlinuz-$KVER" -initrd "$INITRAMFS"
-	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh"
+	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh${APPEND[*]:+ ${APPEND[*]}}"
 	-serial "file:$(qemu_escape "$OUT/console.txt")" -serial stdio
 	-fsdev local,path=/,readonly=on,security_model=none,multidevs=remap,id=root
 	-device virtio-9p-pci,fsdev=root,mount_tag=root
