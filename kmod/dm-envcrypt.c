@@ -885,10 +885,21 @@ static int envcrypt_load_key(struct envcrypt_ctx *ec, struct key *key,
 }
 
 /*
- * Parses "logon:<desc>" and returns a copy of <desc>, or NULL.  Control
- * characters are refused: the table line could not carry them back (a
- * newline ends it); everything else is echoed escaped by the status.
+ * Can the table status echo @c so that "dmsetup load" of "dmsetup table"
+ * gives it back?  libdevmapper doubles every backslash it passes to the
+ * kernel, so an argument loaded through it never holds a character that
+ * dm_split_args() takes as white space, and backslashes are literal: they
+ * are echoed as they are.  A white-space character can only come from a
+ * raw ioctl escaping it; dmsetup ends a table line at a newline and cuts
+ * it at '#' (a comment).  Such descriptions are refused rather than shown
+ * in a form that would load differently.
  */
+static bool envcrypt_desc_char_ok(unsigned char c)
+{
+	return c >= 0x20 && c != 0x7f && !isspace(c) && c != '#';
+}
+
+/* Parses "logon:<desc>" and returns a copy of <desc>, or NULL. */
 static char *envcrypt_parse_key_ref(const char *key_ref)
 {
 	size_t prefix_len = strlen(ENVCRYPT_KEY_PREFIX);
@@ -898,7 +909,7 @@ static char *envcrypt_parse_key_ref(const char *key_ref)
 	    !key_ref[prefix_len])
 		return NULL;
 	for (c = (const unsigned char *)key_ref + prefix_len; *c; c++)
-		if (*c < 0x20 || *c == 0x7f)
+		if (!envcrypt_desc_char_ok(*c))
 			return NULL;
 	return kstrdup(key_ref + prefix_len, GFP_KERNEL);
 }
@@ -950,7 +961,7 @@ static int envcrypt_message_key_set(struct envcrypt_ctx *ec, char *desc,
 
 	envcrypt_wipe_key(ec);
 	if (!desc) {
-		DMWARN("key set: key must be logon:<description> without control characters");
+		DMWARN("key set: key must be logon:<description> without blanks or '#'");
 		return -EINVAL;
 	}
 	if (IS_ERR(key))
@@ -1010,19 +1021,6 @@ static int envcrypt_message(struct dm_target *ti, unsigned int argc,
 	return r;
 }
 
-/*
- * Emits @s so that dm_split_args() reads it back as one argument equal to
- * @s: a backslash before every backslash and every character it would
- * take as white space.
- */
-static unsigned int envcrypt_emit_escaped(char *result, unsigned int maxlen,
-					  unsigned int sz, const char *s)
-{
-	for (; *s; s++)
-		DMEMIT("%s%c", *s == '\\' || isspace(*s) ? "\\" : "", *s);
-	return sz;
-}
-
 static void envcrypt_status(struct dm_target *ti, status_type_t type,
 			    unsigned int status_flags, char *result,
 			    unsigned int maxlen)
@@ -1045,10 +1043,10 @@ static void envcrypt_status(struct dm_target *ti, status_type_t type,
 		       atomic64_read(&stats->errors));
 		break;
 	case STATUSTYPE_TABLE:
-		DMEMIT("%s %llu %s", ec->dev->name,
-		       (unsigned long long)ec->start, ENVCRYPT_KEY_PREFIX);
-		sz = envcrypt_emit_escaped(result, maxlen, sz, ec->key_desc);
-		DMEMIT(" %u sector_size:%u%s", ec->allow_discards ? 2 : 1,
+		/* Echoed as is: see envcrypt_desc_char_ok(). */
+		DMEMIT("%s %llu %s%s %u sector_size:%u%s", ec->dev->name,
+		       (unsigned long long)ec->start, ENVCRYPT_KEY_PREFIX,
+		       ec->key_desc, ec->allow_discards ? 2 : 1,
 		       ec->sector_size,
 		       ec->allow_discards ? " allow_discards" : "");
 		break;

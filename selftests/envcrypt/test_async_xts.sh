@@ -83,10 +83,11 @@ for test in test_known_answer.sh test_dmcrypt_interop.sh test_fio_verify.sh; do
 	fi
 done
 
-# The ciphertext the known-answer test wrote through the driver.
+# The ciphertext the known-answer test wrote through the driver (the
+# target's regions; the dm-crypt one is the host check's control).
 blockdev --flushbufs /dev/vda
-for params in "$ENVCRYPT_OUT"/known_answer/*.params; do
-	region=$(basename "$params" .params)
+for region in envcrypt-512 envcrypt-4096; do
+	params=$ENVCRYPT_OUT/known_answer/$region.params
 	if evidence=$(/usr/bin/python3 "$ENVCRYPT_TOP/selftests/lib/xts_known_answer.py" "$params" /dev/vda 2>&1); then
 		tap_ok "known answer $region through $DRIVER: $evidence"
 	else
