@@ -19,6 +19,7 @@
 #include "kms_registry.h"
 #include "lifecycle_cli.h"
 #include "ops_cli.h"
+#include "printable.h"
 #include "udev_properties.h"
 #include "volume.h"
 
@@ -771,7 +772,7 @@ int Cli::run(int argc, const char* const* argv) {
         message.remove_prefix(object.size() + 2);
       }
     }
-    err_ << "envcryptctl: " << what_ << ": " << message << '\n';
+    err_ << "envcryptctl: " << printable(what_) << ": " << printable(message) << '\n';
     return status.error().exit_code();
   }
   return 0;

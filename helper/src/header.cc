@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "crypto.h"
+#include "printable.h"
 
 namespace envcrypt {
 namespace {
@@ -52,20 +53,6 @@ std::string get_string(std::span<const std::uint8_t> in, std::size_t offset, std
 std::string hex_byte(unsigned char c) {
   static constexpr char kHex[] = "0123456789abcdef";
   return {kHex[c >> 4], kHex[c & 0xf]};
-}
-
-// A string from a header, safe to print: anything but printable ASCII as \xNN.
-std::string printable(std::string_view text) {
-  std::string out;
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c > 0x7e || c == '\\') {
-      out += "\\x" + hex_byte(c);
-    } else {
-      out += ch;
-    }
-  }
-  return out;
 }
 
 std::vector<std::uint8_t> get_bytes(std::span<const std::uint8_t> in, std::size_t offset,
