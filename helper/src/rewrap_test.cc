@@ -289,9 +289,9 @@ TEST_F(NewWrapVerifyTest, FormatRefusesAWrapThatDoesNotDecryptBackAndWritesNothi
   ASSERT_FALSE(formatted.ok());
   EXPECT_EQ(formatted.error().code(), ErrorCode::kCorruptHeader);
   EXPECT_EQ(formatted.error().message(),
-            key_uri_ + ": the new wrap of the data key does not decrypt back to it (" + key_uri_ +
-                " v1: GCM authentication failed (wrong key, altered ciphertext or encryption "
-                "context)); nothing was written");
+            key_uri_ +
+                ": the new wrap of the data key does not decrypt back to it (unwrap failed: "
+                "encryption context or blob does not match); nothing was written");
   EXPECT_TRUE(read_text(image_) == before);
 }
 
@@ -302,9 +302,9 @@ TEST_F(NewWrapVerifyTest, RewrapRefusesAWrapThatDoesNotDecryptBackAndWritesNothi
   ASSERT_FALSE(rewrapped.ok());
   EXPECT_EQ(rewrapped.error().code(), ErrorCode::kCorruptHeader);
   EXPECT_EQ(rewrapped.error().message(),
-            key_uri_ + ": the new wrap does not decrypt back to this disk's data key (" + key_uri_ +
-                " v2: GCM authentication failed (wrong key, altered ciphertext or encryption "
-                "context)); the header was not changed");
+            key_uri_ +
+                ": the new wrap does not decrypt back to this disk's data key (unwrap failed: "
+                "encryption context or blob does not match); the header was not changed");
   EXPECT_TRUE(read_text(image_) == before);
   expect_attachable_with(1, image_);
 }
