@@ -142,6 +142,9 @@ Result<Ttlv> KmipClient::call_server(Server& server, Operation operation,
 
 Result<Ttlv> KmipClient::exchange(Server& server, Operation operation, const Ttlv& request_payload,
                                   std::string_view uid, Clock::time_point deadline) {
+  // Only this exchange's response counts: a DiscoverVersions answered
+  // before it must not make its lost response look like the server's word.
+  server.answered = false;
   ENVCRYPT_ASSIGN_OR_RETURN(Ttlv response,
                             round_trip(server, make_request(operation, request_payload), deadline));
   server.answered = true;
