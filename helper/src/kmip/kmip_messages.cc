@@ -19,8 +19,9 @@ constexpr std::int32_t kAes256Bits = 256;
 // The longest part of a server's Result Message an error quotes.
 constexpr std::size_t kMaxQuotedMessage = 256;
 
-// A server's words, printable: every byte outside printable ASCII becomes
-// \xHH, so a hostile Result Message cannot forge lines of output.
+// A server's words, printable: every byte outside printable ASCII, and the
+// backslash, becomes \xHH, so a hostile Result Message cannot forge lines
+// of output or escapes of its own.
 std::string quoted_server_text(std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
