@@ -432,11 +432,13 @@ TEST_F(LocalKmsTest, EveryOperationIsAuditedWithItsResult) {
   ASSERT_FALSE(kms->decrypt(data_key.wrapped, kContext).ok());
 
   const std::vector<AuditRecord> records = kms->audit_log().query({}).value();
-  ASSERT_EQ(records.size(), 4U);
+  // generate_data_key decrypts its new wrap back (kms.h verify_wrap).
+  ASSERT_EQ(records.size(), 5U);
   EXPECT_EQ(records[0].operation, "CreateKey");
   EXPECT_EQ(records[1].operation, "GenerateDataKey");
-  EXPECT_EQ(records[2].operation, "DisableKey");
-  EXPECT_EQ(records[3].operation, "Decrypt");
+  EXPECT_EQ(records[2].operation, "Decrypt");
+  EXPECT_EQ(records[3].operation, "DisableKey");
+  EXPECT_EQ(records[4].operation, "Decrypt");
   for (const AuditRecord& record : records) {
     EXPECT_EQ(record.principal, "host/test");
     EXPECT_EQ(record.key_id, key.key_id);
@@ -445,8 +447,9 @@ TEST_F(LocalKmsTest, EveryOperationIsAuditedWithItsResult) {
   EXPECT_EQ(records[1].result, "ok");
   EXPECT_EQ(records[1].key_version, 1U);
   EXPECT_EQ(records[1].disk, kContext.at("disk_uuid"));
-  EXPECT_EQ(records[3].result, "key " + key.uri + " is Disabled");
-  EXPECT_EQ(records[3].disk, kContext.at("disk_uuid"));
+  EXPECT_EQ(records[2].result, "ok");
+  EXPECT_EQ(records[4].result, "key " + key.uri + " is Disabled");
+  EXPECT_EQ(records[4].disk, kContext.at("disk_uuid"));
 
   const nlohmann::json line = nlohmann::json::parse(records[1].line);
   EXPECT_EQ(line["context"]["disk_uuid"], kContext.at("disk_uuid"));
@@ -457,7 +460,7 @@ TEST_F(LocalKmsTest, EveryOperationIsAuditedWithItsResult) {
 
   const AuditVerification verified = kms->audit_log().verify().value();
   EXPECT_TRUE(verified.intact) << verified.problem;
-  EXPECT_EQ(verified.lines, 4U);
+  EXPECT_EQ(verified.lines, 5U);
 }
 
 // ----- atomicity across processes -----

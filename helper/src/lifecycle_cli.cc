@@ -17,7 +17,6 @@
 #include "audit.h"
 #include "blockdev.h"
 #include "crypttab.h"
-#include "kms_local.h"
 #include "preflight.h"
 #include "rewrap.h"
 
@@ -539,12 +538,20 @@ Status Commands::rewrap_every(KmsRegistry& registry) {
 }  // namespace
 
 Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force) {
-  if (force || dynamic_cast<LocalKms*>(&backend) == nullptr) {
+  if (force) {
+    return OkStatus();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(""));
+  PreflightEnvironment env = system_preflight_environment();
+  return refuse_if_key_in_use(backend, keyref, force, table, env);
+}
+
+Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force,
+                            const std::vector<TabEntry>& table, PreflightEnvironment& env) {
+  if (force) {
     return OkStatus();
   }
   ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend.describe_key(keyref));
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(""));
-  PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(auto disks, disks_wrapped_by(key.uri, table, env));
   if (disks.empty()) {
     return OkStatus();
@@ -553,6 +560,18 @@ Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool f
                "key " + key.uri + " still wraps " + std::to_string(disks.size()) +
                    (disks.size() == 1 ? " disk" : " disks") + " this host knows: " +
                    joined(disks, ", ") + "; rewrap them under another key first, or use --force");
+}
+
+Result<KeyInfo> schedule_key_deletion(KmsBackend& backend, std::string_view keyref,
+                                      std::uint32_t pending_window_days, bool force,
+                                      bool destroy_now) {
+  if (const auto immediate = backend.immediate_deletion(); immediate && !destroy_now) {
+    return Error(ErrorCode::kUsage, *immediate +
+                                        ": nothing would wait the pending window; add "
+                                        "--destroy-now to destroy the key at once");
+  }
+  ENVCRYPT_TRY(refuse_if_key_in_use(backend, keyref, force));
+  return backend.schedule_key_deletion(keyref, pending_window_days);
 }
 
 void add_lifecycle_kms_commands(CLI::App& kms, const LifecycleCommandHooks& hooks) {

@@ -49,6 +49,22 @@ Result<WrappedKey> reencrypt_to(KmsRegistry& kms, const DiskHeader& header,
   return target->encrypt(destination, data_key, context);
 }
 
+// A new wrap replaces the old one only once it has been decrypted back
+// through its KMS and the result passed the disk's key check value: a wrap
+// that cannot be opened again would leave the disk unrecoverable.
+Status verify_new_wrap(KmsRegistry& kms, const DiskHeader& header, const WrappedKey& wrapped) {
+  DiskHeader next = header;
+  next.wrapped = wrapped;
+  auto data_key = unlock(kms, next);
+  if (!data_key.ok()) {
+    return Error(data_key.error().code(),
+                 wrapped.cmk_uri +
+                     ": the new wrap does not decrypt back to this disk's data key (" +
+                     data_key.error().message() + "); the header was not changed");
+  }
+  return OkStatus();
+}
+
 Result<KeyInfo> describe(KmsRegistry& kms, const std::string& keyref) {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms.for_key(keyref));
   return backend->describe_key(keyref);
@@ -118,6 +134,9 @@ Result<RewrapResult> rewrap_volume(KmsRegistry& kms, const RewrapRequest& reques
   // an interrupted rewrap is, so running rewrap again finishes its work.
   if (!result.changed && !current.degraded()) {
     return result;
+  }
+  if (result.changed) {
+    ENVCRYPT_TRY(verify_new_wrap(kms, header, wrapped));
   }
   fault_point("reencrypted");
   DiskHeader next = header;
