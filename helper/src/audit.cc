@@ -182,6 +182,16 @@ Result<std::string> read_tail(int fd, const std::filesystem::path& path) {
   }
 }
 
+// A value from the log for a message: printable ASCII only, so a line
+// cannot put control sequences on the operator's terminal.
+std::string printable(std::string_view text) {
+  std::string shown;
+  for (const char c : text.substr(0, 128)) {
+    shown.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  }
+  return shown;
+}
+
 std::vector<std::string_view> split_lines(std::string_view contents) {
   std::vector<std::string_view> lines;
   std::size_t begin = 0;
@@ -366,8 +376,8 @@ class Verifier {
 
   bool track_intent(std::uint64_t number, const ordered_json& parsed) {
     if (parsed.value("phase", "") == "intent") {
-      open_intents_[number] =
-          parsed.value("operation", "") + " on key " + parsed.value("key_id", "");
+      open_intents_[number] = printable(parsed.value("operation", "")) + " on key " +
+                              printable(parsed.value("key_id", ""));
     }
     if (has_unsigned(parsed, "intent")) {
       const auto intent = parsed["intent"].get<std::uint64_t>();

@@ -343,6 +343,14 @@ TEST_F(AuditTest, AnIntentWithoutOutcomeIsReported) {
   expect_problem(verify(), 9, "line 9 resolves line 2, which is not an open intent");
 }
 
+TEST_F(AuditTest, ValuesFromTheLogAreShownPrintable) {
+  append({"Disable\x1b]0;x\aKey", "key\n-a", 1, {}, "pending", {}}, {true, std::nullopt});
+  expect_problem(verify(), 6,
+                 "line 6 is the intent of Disable?]0;x?Key on key key?-a with no outcome: the KMS "
+                 "stopped between this line and its keystore commit, so that change may or may "
+                 "not be committed");
+}
+
 // ----- logs of envcryptctl 0.1 (unkeyed SHA-256 chain) -----
 
 class LegacyAuditTest : public AuditTest {
