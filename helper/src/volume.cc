@@ -11,6 +11,7 @@
 #include "devmapper.h"
 #include "header_io.h"
 #include "keyring.h"
+#include "test_hooks.h"
 
 namespace envcrypt {
 namespace {
@@ -266,6 +267,7 @@ Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
   }
   trace.step = "unwrap";
   ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key, unlock(kms, attached.header));
+  fault_point("attach:unwrapped");  // test builds only: the core-dump test crashes here
   trace.step = "map";
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, options.read_only));
   attached.backing = backing.path;
