@@ -59,11 +59,10 @@ SecretBytes::SecretBytes(std::size_t size) : size_(size) {
     return;
   }
   require_arena();
-  data_ = static_cast<std::uint8_t*>(CRYPTO_secure_zalloc(size_));
+  data_ = static_cast<std::uint8_t*>(OPENSSL_secure_zalloc(size_));
   if (data_ == nullptr) {
     throw SecretArenaError(arena_description() + " is full: " + std::to_string(size_) +
-                           " bytes asked, " + std::to_string(CRYPTO_secure_used()) +
-                           " in use");
+                           " bytes asked, " + std::to_string(CRYPTO_secure_used()) + " in use");
   }
 }
 
@@ -96,7 +95,7 @@ void SecretBytes::release() {
     return;
   }
   // Zeroes, then returns the block to the arena; the arena stays locked.
-  CRYPTO_secure_clear_free(data_, size_);
+  OPENSSL_secure_clear_free(data_, size_);
   data_ = nullptr;
   size_ = 0;
 }

@@ -39,11 +39,13 @@ trap 'exit 1' INT TERM
 printf '[kms.local]\ndir = "%s/kms"\nroot_key = "%s/root.key"\n' "$WORK" "$WORK" >"$WORK/envcrypt.conf"
 export ENVCRYPT_CONFIG=$WORK/envcrypt.conf
 truncate -s 32M "$WORK/disk.img"
-"$TESTBIN" kms create-key --alias alias/core >/dev/null &&
-	"$TESTBIN" format "$WORK/disk.img" --cmk alias/core >/dev/null || bail "kms create-key, format"
+"$TESTBIN" kms create-key --alias alias/core >/dev/null || bail "kms create-key"
+"$TESTBIN" format "$WORK/disk.img" --cmk alias/core >/dev/null || bail "format"
 dk=$("$DK_DUMP" "$WORK/disk.img") || bail "envcrypt-test-dk-dump"
 root_key=$(od -An -v -tx1 "$WORK/root.key" | tr -d ' \n')
-[ "${#dk}" = 128 ] && [ "${#root_key}" = 64 ] || bail "a 64-byte DK and a 32-byte root key"
+if [ "${#dk}" != 128 ] || [ "${#root_key}" != 64 ]; then
+	bail "a 64-byte DK and a 32-byte root key"
+fi
 
 mkdir "$WORK/cores"
 printf '%s\n' "$WORK/cores/core.%p" >"$PATTERN"
@@ -76,7 +78,7 @@ PY
 
 crash abort
 status=$?
-cores=$(ls "$WORK/cores")
+cores=$(find "$WORK/cores" -type f -printf '%f\n')
 if [ "$status" = 134 ] && [ -z "$cores" ]; then
 	ok "crash at attach:unwrapped (SIGABRT) with ulimit -c unlimited: no core file"
 else
@@ -88,7 +90,7 @@ rm -f "$WORK"/cores/*
 
 crash dump
 status=$?
-core=$(ls "$WORK/cores" | head -n1)
+core=$(find "$WORK/cores" -type f -printf '%f\n' | head -n1)
 if [ "$status" = 134 ] && [ -n "$core" ]; then
 	ok "made dumpable again at attach:unwrapped: a core file ($(stat -c %s "$WORK/cores/$core") bytes)"
 	found=$(key_bytes_in "$WORK/cores/$core" "DK=$dk" "root key=$root_key")
