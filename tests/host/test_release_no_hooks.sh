@@ -55,10 +55,9 @@ fi
 
 formatted_and_rotated "$WORK/test.img" || bail "format and rotate (test build)"
 before=$(wrap_version "$WORK/test.img")
-# (The outer subshell takes bash's "Killed" report.)
-( (ENVCRYPT_FAULT=rewrap:reencrypted exec "$TESTBIN" --config "$WORK/envcrypt.conf" \
-	rewrap "$WORK/test.img") >"$WORK/out" 2>&1) 2>/dev/null
-status=$?
+# (In a command substitution: no "Killed" report from bash.)
+status=$(ENVCRYPT_FAULT=rewrap:reencrypted "$TESTBIN" --config "$WORK/envcrypt.conf" \
+	rewrap "$WORK/test.img" >"$WORK/out" 2>&1; echo $?)
 version=$(wrap_version "$WORK/test.img")
 if [ "$status" = 137 ] && [ "$version" = "$before" ]; then
 	ok "test envcryptctl is SIGKILLed at rewrap:reencrypted, the old wrap still in force"
