@@ -67,6 +67,9 @@ TEST(SecretBytes, NeighbourStaysLockedAndUndumpableAfterARelease) {
 }
 
 TEST(SecretBytes, TooLargeForTheArenaIsOneClearError) {
+  const SecretBytes held(32);
+  // (CRYPTO_secure_used crashes when there is no arena.)
+  ASSERT_TRUE(in_secret_arena(held.data()));
   const std::string in_use = std::to_string(CRYPTO_secure_used());
   try {
     const SecretBytes huge(2 * kSecretArenaSize);
