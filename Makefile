@@ -1,6 +1,9 @@
 # envcrypt top-level build.  See README.md and Documentation/.
 #
 #   make            build kmod/dm-envcrypt.ko (for KVER) and build/envcryptctl
+#   make test-programs   the test-only programs in build/test/ (envcryptctl
+#                   with test hooks, envcrypt-test-dk-dump); check and demo
+#                   build them, make and make install never do
 #   make check      every test: lint, helper unit tests, host tests, guest tests
 #                   on each kernel of the matrix; ends with "N passed, N failed"
 #   make demo       the end-to-end job in a guest, narrated
@@ -23,7 +26,7 @@ KERNELS ?= $(shell $(TOP)/scripts/kernels.sh)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all kmod kmod-matrix helper check check-only demo demo-only bench deps lint install uninstall clean
+.PHONY: all kmod kmod-matrix helper test-programs check check-only demo demo-only bench deps lint install uninstall clean
 
 all: kmod helper
 
@@ -43,12 +46,16 @@ helper:
 	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null
 	cmake --build $(BUILD)/helper -j$$(nproc)
 
+# Same build tree, same objects: only the link differs (helper/CMakeLists.txt).
+test-programs: helper
+	cmake --build $(BUILD)/helper -j$$(nproc) --target envcryptctl-test envcrypt-test-dk-dump
+
 # deps first, then a sub-make: KERNELS must be read after the kernels of
 # the matrix are installed.
 check: deps
 	$(MAKE) check-only
 
-check-only: kmod-matrix helper
+check-only: kmod-matrix helper test-programs
 	$(TOP)/scripts/check.sh $(KERNELS)
 
 lint:
@@ -57,7 +64,7 @@ lint:
 demo: deps
 	$(MAKE) demo-only
 
-demo-only: kmod-matrix helper
+demo-only: kmod-matrix helper test-programs
 	$(TOP)/scripts/demo.sh
 
 bench: kmod-matrix helper

@@ -12,6 +12,7 @@
 #include "header_io.h"
 #include "keyring.h"
 #include "mapping_name.h"
+#include "test_hooks.h"
 
 namespace envcrypt {
 namespace {
@@ -335,6 +336,7 @@ Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
   ENVCRYPT_TRY(require_not_attached(device));
   trace.step = "unwrap";
   ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key, unlock(kms, attached.header));
+  fault_point("attach:unwrapped");  // test builds only: the core-dump test crashes here
   trace.step = "map";
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, options.read_only));
   attached.backing = backing.path;

@@ -23,12 +23,12 @@
 #                                extra RULE lines first; removed at exit
 
 ENVCTL=$ENVCRYPT_TOP/build/envcryptctl
-DK_DUMP=$ENVCRYPT_TOP/build/helper/envcrypt-test-dk-dump
+DK_DUMP=$ENVCRYPT_TOP/build/test/envcrypt-test-dk-dump
 
 helper_setup() {
 	guest_setup
 	[ -x "$ENVCTL" ] || tap_bail "envcryptctl built" "$ENVCTL" "missing (make helper)"
-	[ -x "$DK_DUMP" ] || tap_bail "test DK tool built" "$DK_DUMP" "missing (make helper)"
+	[ -x "$DK_DUMP" ] || tap_bail "test DK tool built" "$DK_DUMP" "missing (make test-programs)"
 	HELPER_DIR=$(mktemp -d /tmp/envcrypt-helper.XXXXXX)
 	cat >"$HELPER_DIR/envcrypt.conf" <<EOF
 [kms.local]
