@@ -18,6 +18,7 @@
 #include "blockdev.h"
 #include "crypttab.h"
 #include "preflight.h"
+#include "printable.h"
 #include "rewrap.h"
 
 namespace envcrypt {
@@ -425,16 +426,19 @@ Status Commands::audit_query(KmsBackend& backend, AuditLog& log) {
     print_json(list);
     return OkStatus();
   }
+  // Every field comes from the log, and a result may quote a key server:
+  // printed escaped, one line per record.
   for (const AuditRecord& record : records) {
-    out() << record.time << ' ' << record.principal << ' ' << record.operation << ' '
-          << (record.key_id.empty() ? "-" : record.key_id);
+    out() << printable(record.time) << ' ' << printable(record.principal) << ' '
+          << printable(record.operation) << ' '
+          << (record.key_id.empty() ? "-" : printable(record.key_id));
     if (record.key_version) {
       out() << " v" << *record.key_version;
     }
     if (!record.disk.empty()) {
-      out() << " disk " << record.disk;
+      out() << " disk " << printable(record.disk);
     }
-    out() << ": " << record.result << '\n';
+    out() << ": " << printable(record.result) << '\n';
   }
   return OkStatus();
 }

@@ -363,6 +363,16 @@ TEST_F(LifecycleCliTest, GrantsAllowDenyAndAudit) {
   EXPECT_EQ(ok({"kms", "audit", "--since", "2999-01-01T00:00:00Z"}), "");
 }
 
+// A principal (from the configuration) or a result (which may quote a key
+// server) holding control bytes is shown escaped, one record per line.
+TEST_F(LifecycleCliTest, AuditQueryPrintsLogFieldsEscaped) {
+  const fs::path config = write_config("host/a\\u001b[2Jb");
+  ASSERT_EQ(run({"kms", "list-keys"}, config).code, 0);
+  const std::string shown = ok({"kms", "audit"});
+  EXPECT_EQ(shown.find('\x1b'), std::string::npos) << shown;
+  EXPECT_NE(shown.find(" host/a\\x1b[2Jb ListKeys -: ok\n"), std::string::npos) << shown;
+}
+
 TEST_F(LifecycleCliTest, AuditVerifyFindsTampering) {
   create_key({"--alias", "alias/web"});
   ok({"kms", "describe-key", "alias/web"});
