@@ -48,7 +48,7 @@ helper:
 check: deps
 	$(MAKE) check-only
 
-check-only: kmod-matrix helper
+check-only: kmod-matrix helper asan
 	$(TOP)/scripts/check.sh $(KERNELS)
 
 lint:
@@ -141,3 +141,19 @@ uninstall:
 clean:
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean
 	rm -rf $(BUILD)
+
+# Sanitizer and fuzz builds (Documentation/dev-tools/testing.rst, "Fuzzing").
+# build/asan: the unit tests and the libFuzzer targets of helper/fuzz/,
+# built by clang 14 with AddressSanitizer and UndefinedBehaviorSanitizer.
+# make fuzz runs each target for FUZZ_SECONDS over its corpus.
+FUZZ_SECONDS ?= 600
+ASAN_BUILD := $(BUILD)/asan
+
+.PHONY: asan fuzz
+asan:
+	cmake -S $(TOP)/helper -B $(ASAN_BUILD) -DCMAKE_CXX_COMPILER=clang++-14 \
+		-DENVCRYPT_FUZZ=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j$$(nproc) --target envcrypt_unit_tests fuzzers
+
+fuzz: asan
+	$(TOP)/scripts/fuzz.sh --seconds $(FUZZ_SECONDS) --jobs 1
