@@ -5,6 +5,7 @@
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$TOP/build/helper/envcrypt_unit_tests}
+[ "${BIN#/}" != "$BIN" ] || BIN=$PWD/$BIN # it runs in its own directory
 if [ ! -x "$BIN" ]; then
 	echo "TAP version 13"
 	echo "1..1"
