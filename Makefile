@@ -5,6 +5,7 @@
 #                   on each kernel of the matrix; ends with "N passed, N failed"
 #   make demo       the end-to-end job in a guest, narrated
 #   make bench      performance comparison with dm-crypt in a guest
+#   make fuzz       each libFuzzer target of helper/fuzz/ for FUZZ_SECONDS (600)
 #   make deps       install the Debian packages all of the above need (root)
 #   make install / uninstall   (DESTDIR, PREFIX)
 

@@ -1,8 +1,8 @@
 // Writes the binary seed corpora of corpus/ (header copies, TTLV messages,
 // audit logs) from the project's own encoders, so every seed is a real,
 // valid input: `fuzz-make-seeds helper/fuzz/corpus`.  The text seeds
-// (envcrypttab, config) are kept by hand.  Deterministic: the same code
-// writes the same bytes, except the audit log's directory-dependent nothing.
+// (envcrypttab, config) are kept by hand.  Deterministic (fixed keys, uuids
+// and clock), so regenerating changes a seed only when an encoder changed.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
