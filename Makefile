@@ -8,6 +8,7 @@
 #                   on each kernel of the matrix; ends with "N passed, N failed"
 #   make demo       the end-to-end job in a guest, narrated
 #   make bench      performance comparison with dm-crypt in a guest
+#   make fuzz       each libFuzzer target of helper/fuzz/ for FUZZ_SECONDS (600)
 #   make deps       install the Debian packages all of the above need (root)
 #   make install / uninstall   (DESTDIR, PREFIX)
 
@@ -55,7 +56,7 @@ test-programs: helper
 check: deps
 	$(MAKE) check-only
 
-check-only: kmod-matrix helper test-programs
+check-only: kmod-matrix helper test-programs asan
 	$(TOP)/scripts/check.sh $(KERNELS)
 
 lint:
@@ -148,3 +149,19 @@ uninstall:
 clean:
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean
 	rm -rf $(BUILD)
+
+# Sanitizer and fuzz builds (Documentation/dev-tools/testing.rst, "Fuzzing").
+# build/asan: the unit tests and the libFuzzer targets of helper/fuzz/,
+# built by clang 14 with AddressSanitizer and UndefinedBehaviorSanitizer.
+# make fuzz runs each target for FUZZ_SECONDS over its corpus.
+FUZZ_SECONDS ?= 600
+ASAN_BUILD := $(BUILD)/asan
+
+.PHONY: asan fuzz
+asan:
+	cmake -S $(TOP)/helper -B $(ASAN_BUILD) -DCMAKE_CXX_COMPILER=clang++-14 \
+		-DENVCRYPT_FUZZ=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j$$(nproc) --target envcrypt_unit_tests fuzzers
+
+fuzz: asan
+	$(TOP)/scripts/fuzz.sh --seconds $(FUZZ_SECONDS) --jobs 1
