@@ -3,6 +3,7 @@
 // valid input: `fuzz-make-seeds helper/fuzz/corpus`.  The text seeds
 // (envcrypttab, config) are kept by hand.  Deterministic (fixed keys, uuids
 // and clock), so regenerating changes a seed only when an encoder changed.
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -154,10 +155,20 @@ void write_audit_seeds(const std::filesystem::path& corpus) {
   }
   const std::filesystem::path log = std::filesystem::path(pattern) / "audit.log";
   std::int64_t now = 1764700000;
-  Result<AuditLog> audit = AuditLog::open(log, "host/db-1", [&now] { return now++; });
+  // Keyed like fuzz_audit.cc (a root key of 32 bytes 0x5a), so the seeds
+  // are logs that verify intact there.
+  std::array<std::uint8_t, 32> root{};
+  root.fill(0x5a);
+  Result<AuditKeys> keys = derive_audit_keys(root);
+  if (!keys.ok()) {
+    std::fprintf(stderr, "audit keys: %s\n", keys.error().message().c_str());
+    std::exit(1);
+  }
+  Result<AuditLog> audit = AuditLog::open(
+      log, "host/db-1", [&now] { return now++; }, std::move(keys).value());
   const EncryptionContext context = {{"disk_uuid", "4f0c6d8e-0d1a-4c55-9d0e-2b8f1a6c3e11"}};
   for (const char* operation : {"CreateKey", "GenerateDataKey", "Decrypt"}) {
-    const Status appended = audit->append({operation, "1234abcd", 1, context, "ok", {}});
+    const auto appended = audit->append({operation, "1234abcd", 1, context, "ok", {}});
     if (!appended.ok()) {
       std::fprintf(stderr, "audit append: %s\n", appended.error().message().c_str());
       std::exit(1);
