@@ -228,11 +228,15 @@ struct PendingResolution {
 
 }  // namespace
 
-Result<AddressList> system_resolve(const std::string& host, std::uint16_t port) {
+namespace {
+
+// getaddrinfo with `flags` (AI_NUMERICHOST: no lookup, an address literal
+// only).
+Result<AddressList> lookup_addresses(const std::string& host, std::uint16_t port, int flags) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
+  hints.ai_flags = AI_NUMERICSERV | flags;
   addrinfo* addresses = nullptr;
   const int lookup = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &addresses);
   if (lookup != 0) {
@@ -248,9 +252,20 @@ Result<AddressList> system_resolve(const std::string& host, std::uint16_t port) 
   return list;
 }
 
+}  // namespace
+
+Result<AddressList> system_resolve(const std::string& host, std::uint16_t port) {
+  return lookup_addresses(host, port, 0);
+}
+
 Result<AddressList> resolve_until(const Resolver& resolver, const std::string& endpoint,
                                   const std::string& host, std::uint16_t port,
                                   Clock::time_point deadline) {
+  // An address literal needs no resolver: it is answered at once, so it
+  // never "times out" when an attempt starts close to the deadline.
+  if (auto literal = lookup_addresses(host, port, AI_NUMERICHOST); literal.ok()) {
+    return literal;
+  }
   auto pending = std::make_shared<PendingResolution>();
   // The thread owns copies of everything it uses: it may outlive this call.
   std::thread([pending, resolver, host, port] {

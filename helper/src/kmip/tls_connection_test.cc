@@ -75,6 +75,20 @@ TEST(ResolveUntil, TheSystemResolverFindsLoopback) {
   EXPECT_EQ(found->front().family, AF_INET);
 }
 
+// Found by test_kmip_failover.sh: the last attempt before the deadline
+// reported "resolve 127.0.0.1: timed out" instead of the server's refusal.
+TEST(ResolveUntil, AnAddressLiteralNeedsNoResolverEvenAtTheDeadline) {
+  const Resolver hangs = [](const std::string&, std::uint16_t) -> Result<AddressList> {
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    return Error(ErrorCode::kInternal, "the resolver was asked");
+  };
+  for (const char* literal : {"127.0.0.1", "::1"}) {
+    auto found = resolve_until(hangs, "kmip://x:5696", literal, 5696, Clock::now());
+    ASSERT_TRUE(found.ok()) << literal << ": " << found.error().message();
+    EXPECT_EQ(found->size(), 1U) << literal;
+  }
+}
+
 // A self-signed certificate and key made with the openssl CLI: enough for
 // TlsClientContext::load (it is CA and client certificate at once).
 class TlsContextTest : public ::testing::Test {
