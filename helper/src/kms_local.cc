@@ -15,6 +15,7 @@
 
 #include "crypto.h"
 #include "keystore.h"
+#include "secret_io.h"
 
 namespace envcrypt {
 namespace {
@@ -342,20 +343,7 @@ Result<SecretBytes> read_root_key(const std::filesystem::path& path, int fd) {
     return Error(ErrorCode::kCorruptHeader, "root key " + path.string() + " must be exactly 32 " +
                                                 "bytes, it has " + std::to_string(st.st_size));
   }
-  SecretBytes key(kAes256KeySize);
-  std::size_t done = 0;
-  while (done < key.size()) {
-    const ssize_t got = ::read(fd, key.data() + done, key.size() - done);
-    if (got < 0 && errno == EINTR) {
-      continue;
-    }
-    if (got <= 0) {
-      return Error(ErrorCode::kIo, "read " + path.string() + ": " +
-                                       (got < 0 ? std::strerror(errno) : "short read"));
-    }
-    done += static_cast<std::size_t>(got);
-  }
-  return key;
+  return read_secret(fd, kAes256KeySize, path.string());
 }
 
 Status create_root_key(const std::filesystem::path& path) {

@@ -25,6 +25,7 @@
 
 #include "blockdev.h"
 #include "secret.h"
+#include "secret_io.h"
 
 namespace envcrypt::kmip {
 namespace {
@@ -189,18 +190,9 @@ Result<SecretBytes> read_key_file(const std::string& endpoint, const std::filesy
                                         std::to_string(st.st_size) + " bytes, expected 1 to " +
                                         std::to_string(kMaxKeyFileSize));
   }
-  SecretBytes key(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < key.size()) {
-    const ssize_t got = ::read(fd, key.data() + done, key.size() - done);
-    if (got < 0 && errno == EINTR) {
-      continue;
-    }
-    if (got <= 0) {
-      return Error(ErrorCode::kIo, endpoint + ": client key " + path.string() + ": " +
-                                       (got < 0 ? std::strerror(errno) : "short read"));
-    }
-    done += static_cast<std::size_t>(got);
+  auto key = read_secret(fd, static_cast<std::size_t>(st.st_size), "client key " + path.string());
+  if (!key.ok()) {
+    return key.error().with_context(endpoint);
   }
   return key;
 }
