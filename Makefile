@@ -1,10 +1,14 @@
 # envcrypt top-level build.  See README.md and Documentation/.
 #
 #   make            build kmod/dm-envcrypt.ko (for KVER) and build/envcryptctl
+#   make test-programs   the test-only programs in build/test/ (envcryptctl
+#                   with test hooks, envcrypt-test-dk-dump); check and demo
+#                   build them, make and make install never do
 #   make check      every test: lint, helper unit tests, host tests, guest tests
 #                   on each kernel of the matrix; ends with "N passed, N failed"
 #   make demo       the end-to-end job in a guest, narrated
 #   make bench      performance comparison with dm-crypt in a guest
+#   make fuzz       each libFuzzer target of helper/fuzz/ for FUZZ_SECONDS (600)
 #   make deps       install the Debian packages all of the above need (root)
 #   make install / uninstall   (DESTDIR, PREFIX)
 
@@ -23,7 +27,7 @@ KERNELS ?= $(shell $(TOP)/scripts/kernels.sh)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all kmod kmod-matrix helper check check-only demo demo-only bench deps lint install uninstall clean
+.PHONY: all kmod kmod-matrix helper test-programs check check-only demo demo-only bench deps lint install uninstall clean
 
 all: kmod helper
 
@@ -48,12 +52,16 @@ helper:
 	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null
 	cmake --build $(BUILD)/helper -j$$(nproc)
 
+# Same build tree, same objects: only the link differs (helper/CMakeLists.txt).
+test-programs: helper
+	cmake --build $(BUILD)/helper -j$$(nproc) --target envcryptctl-test envcrypt-test-dk-dump
+
 # deps first, then a sub-make: KERNELS must be read after the kernels of
 # the matrix are installed.
 check: deps
 	$(MAKE) check-only
 
-check-only: kmod-matrix helper
+check-only: kmod-matrix helper test-programs asan
 	$(TOP)/scripts/check.sh $(KERNELS)
 
 lint:
@@ -62,7 +70,7 @@ lint:
 demo: deps
 	$(MAKE) demo-only
 
-demo-only: kmod-matrix helper
+demo-only: kmod-matrix helper test-programs
 	$(TOP)/scripts/demo.sh
 
 bench: kmod-matrix helper
@@ -147,3 +155,19 @@ clean:
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod-test clean
 	rm -rf $(BUILD)
+
+# Sanitizer and fuzz builds (Documentation/dev-tools/testing.rst, "Fuzzing").
+# build/asan: the unit tests and the libFuzzer targets of helper/fuzz/,
+# built by clang 14 with AddressSanitizer and UndefinedBehaviorSanitizer.
+# make fuzz runs each target for FUZZ_SECONDS over its corpus.
+FUZZ_SECONDS ?= 600
+ASAN_BUILD := $(BUILD)/asan
+
+.PHONY: asan fuzz
+asan:
+	cmake -S $(TOP)/helper -B $(ASAN_BUILD) -DCMAKE_CXX_COMPILER=clang++-14 \
+		-DENVCRYPT_FUZZ=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j$$(nproc) --target envcrypt_unit_tests fuzzers
+
+fuzz: asan
+	$(TOP)/scripts/fuzz.sh --seconds $(FUZZ_SECONDS) --jobs 1

@@ -2,7 +2,10 @@
 # make check: every test suite, each producing TAP 13, results in
 # build/results/<suite>.tap, then one summary.  Usage: check.sh KVER...
 #
-# Suites: lint; helper unit tests (GoogleTest); host tests
+# Suites: lint; helper unit tests (GoogleTest), once as built and once
+# under AddressSanitizer and UndefinedBehaviorSanitizer (build/asan); each
+# libFuzzer target of helper/fuzz/ for FUZZ_CHECK_SECONDS (default 20), two
+# at a time (scripts/fuzz.sh); host tests
 # (tests/host/test_*.sh, e.g. against a real PyKMIP server); the guest
 # kselftest suite on every kernel of the matrix (selftests/run.sh); the
 # benchmark smoke run (scripts/bench-smoke.sh, no timing assertions).
@@ -29,6 +32,10 @@ run_suite() { # run_suite <name> <command...>
 
 run_suite lint "$TOP/scripts/lint.sh"
 run_suite unit "$TOP/scripts/unit-tap.sh"
+# Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	run_suite unit-asan "$TOP/scripts/unit-tap.sh" "$TOP/build/asan/envcrypt_unit_tests"
+run_suite fuzz "$TOP/scripts/fuzz.sh" --seconds "${FUZZ_CHECK_SECONDS:-20}" --jobs 2
 for t in "$TOP"/tests/host/test_*.sh; do
 	[ -e "$t" ] || continue
 	run_suite "host-$(basename "$t" .sh)" "$t"

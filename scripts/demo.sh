@@ -19,7 +19,7 @@ set -u
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ENVCTL=$TOP/build/envcryptctl
-DK_DUMP=$TOP/build/helper/envcrypt-test-dk-dump
+DK_DUMP=$TOP/build/test/envcrypt-test-dk-dump
 NAME=demo
 MNT=/tmp/demo-mnt
 TEXT="Envelope encryption demo: this sentence is written in plaintext inside the guest."

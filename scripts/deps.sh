@@ -38,7 +38,7 @@ flavour_of() {
 }
 
 PACKAGES="build-essential make gcc bc flex bison libelf-dev dwarves
- cmake g++ pkg-config clang-format clang-tidy
+ cmake g++ pkg-config clang-format clang-tidy clang-14 libclang-rt-14-dev
  libssl-dev libkeyutils-dev libdevmapper-dev libblkid-dev
  libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libgtest-dev
  qemu-system-x86 busybox-static cpio kmod keyutils dmsetup cryptsetup-bin

@@ -2,7 +2,8 @@
 # Style gates, as TAP 13: checkpatch.pl --strict on kmod/ (the checker is
 # extracted from Debian's linux-source-6.1 at lint time, never committed),
 # clang-format on helper/, clang-tidy on helper/ (needs build/helper's
-# compile_commands.json).
+# compile_commands.json) and on the fuzz targets of helper/fuzz/, which only
+# the clang build has (build/asan's compile_commands.json: make asan).
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$TOP/build
@@ -41,7 +42,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 echo "TAP version 13"
-echo "1..3"
+echo "1..4"
 
 if extract_checkpatch; then
 	"$CP_DIR/scripts/checkpatch.pl" --strict --no-tree --terse --show-types \
@@ -75,6 +76,20 @@ else
 			--extra-arg=-Wno-unknown-warning-option \
 			--warnings-as-errors='*') 2>&1 | grep -v ' warnings\? generated\.$' >"$log"
 	result "${PIPESTATUS[0]}" "clang-tidy helper/" "$log"
+fi
+
+if [ ! -f "$BUILD/asan/compile_commands.json" ]; then
+	echo "build/asan/compile_commands.json missing (make asan first)" >"$log"
+	result 1 "clang-tidy helper/fuzz/" "$log"
+else
+	# Only the targets that build: fuzz_probe.cc waits for udev_properties.h.
+	mapfile -t fuzz_srcs < <(cd "$TOP" && git ls-files 'helper/fuzz/*.cc' |
+		while read -r f; do grep -qF "$TOP/$f\"" "$BUILD/asan/compile_commands.json" && echo "$f"; done)
+	(cd "$TOP" && printf '%s\0' "${fuzz_srcs[@]}" |
+		xargs -0 -n 1 -P "$(nproc)" clang-tidy -p "$BUILD/asan" --quiet \
+			--header-filter='helper/(src|fuzz)/.*' --warnings-as-errors='*') 2>&1 |
+		grep -v ' warnings\? generated\.$' >"$log"
+	result "${PIPESTATUS[0]}" "clang-tidy helper/fuzz/" "$log"
 fi
 
 [ "$failed" = 0 ]

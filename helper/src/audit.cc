@@ -1,12 +1,18 @@
 #include "audit.h"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -20,8 +26,19 @@ namespace {
 
 using ordered_json = nlohmann::ordered_json;
 
-// The `prev` of the first line: there is no line before it.
+// The `prev` of the first legacy line and the chain value before the first
+// keyed line: there is no line before them.
 const std::string kGenesisHash(2 * kSha256Size, '0');
+
+// A keyed line ends in exactly this: ,"mac":"<64 hex>"}
+constexpr std::string_view kMacOpen = R"(,"mac":")";
+constexpr std::size_t kMacHexSize = 2 * kSha256Size;
+constexpr std::size_t kMacSuffixSize = kMacOpen.size() + kMacHexSize + 2;
+
+// The line that seals the unkeyed lines of an envcryptctl 0.1 log.
+constexpr std::string_view kSealOperation = "AuditChainKeyed";
+constexpr std::string_view kAnchorPrefix = "audit-v1:";
+constexpr int kHeadVersion = 2;
 
 Error io_error(const std::string& what, const std::filesystem::path& path, int error_number) {
   return {ErrorCode::kIo, what + " " + path.string() + ": " + std::strerror(error_number)};
@@ -37,33 +54,99 @@ std::filesystem::path head_path_for(const std::filesystem::path& log) {
   return head;
 }
 
-// What the log's last complete line says about how to continue the chain.
-struct ChainTail {
-  std::uint64_t seq = 0;            // of the last line; 0 for an empty log
-  std::string hash = kGenesisHash;  // SHA-256 of the last line
-  bool torn = false;                // the file does not end with a newline
+bool is_lower_hex(std::string_view text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+bool same_mac(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string hmac_hex(const SecretBytes& key, std::string_view data) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
+  unsigned int size = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac.data(),
+           &size) == nullptr) {
+    return {};  // never equal to a stored MAC, so the line fails to verify
+  }
+  return to_hex(std::span<const std::uint8_t>(mac.data(), size));
+}
+
+// mac(N) = HMAC(chain key, mac(N-1) in hex || line N up to its mac field).
+std::string line_mac(const AuditKeys& keys, std::string_view prev_mac, std::string_view body) {
+  std::string data(prev_mac);
+  data.append(body);
+  return hmac_hex(keys.chain, data);
+}
+
+std::string head_seal(const AuditKeys& keys, std::uint64_t seq, std::string_view mac) {
+  std::string data = "envcrypt-audit-head-v1";
+  data.push_back('\0');
+  data += std::to_string(seq);
+  data.push_back('\0');
+  data.append(mac);
+  return hmac_hex(keys.head, data);
+}
+
+// HKDF-SHA256 (RFC 5869) of the root key, no salt, `info` naming the use.
+Result<SecretBytes> hkdf_sha256(std::span<const std::uint8_t> key, std::string_view info) {
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  EVP_KDF_CTX* context = kdf == nullptr ? nullptr : EVP_KDF_CTX_new(kdf);
+  EVP_KDF_free(kdf);
+  if (context == nullptr) {
+    return Error(ErrorCode::kInternal, "HKDF is not available from OpenSSL");
+  }
+  std::string digest = "SHA256";
+  std::string info_copy(info);
+  const std::array<OSSL_PARAM, 4> params = {
+      OSSL_PARAM_construct_utf8_string("digest", digest.data(), 0),
+      OSSL_PARAM_construct_octet_string("key", const_cast<std::uint8_t*>(key.data()), key.size()),
+      OSSL_PARAM_construct_octet_string("info", info_copy.data(), info_copy.size()),
+      OSSL_PARAM_construct_end()};
+  SecretBytes derived(kSha256Size);
+  const bool ok = EVP_KDF_derive(context, derived.data(), derived.size(), params.data()) == 1;
+  EVP_KDF_CTX_free(context);
+  if (!ok) {
+    return Error(ErrorCode::kInternal, "HKDF-SHA256 failed");
+  }
+  return derived;
+}
+
+// A keyed line split into what its MAC covers and the MAC it carries.
+struct KeyedLine {
+  std::string_view body;
+  std::string_view mac;
 };
 
-// The chain continues from the last line (even a torn or unparsable one, so
-// verify() reports it instead of the chain skipping it silently).  `contents`
-// is the end of the log holding at least its whole last line.  seq stays 0
-// when the last line carries no sequence number.
-ChainTail tail_of(const std::string& contents) {
-  ChainTail tail;
-  if (contents.empty()) {
-    return tail;
+std::optional<KeyedLine> split_keyed(std::string_view line) {
+  if (line.size() <= kMacSuffixSize) {
+    return std::nullopt;
   }
-  tail.torn = contents.back() != '\n';
-  const std::size_t end = tail.torn ? contents.size() : contents.size() - 1;
-  const std::size_t previous_newline = end == 0 ? std::string::npos : contents.rfind('\n', end - 1);
-  const std::size_t begin = previous_newline == std::string::npos ? 0 : previous_newline + 1;
-  const std::string_view last(contents.data() + begin, end - begin);
-  tail.hash = sha256_hex(last);
-  const ordered_json parsed = ordered_json::parse(last, nullptr, false);
-  if (parsed.is_object() && parsed.contains("seq") && parsed["seq"].is_number_unsigned()) {
-    tail.seq = parsed["seq"].get<std::uint64_t>();
+  const std::size_t at = line.size() - kMacSuffixSize;
+  const std::string_view mac = line.substr(at + kMacOpen.size(), kMacHexSize);
+  if (line.substr(at, kMacOpen.size()) != kMacOpen || !line.ends_with("\"}") ||
+      !is_lower_hex(mac)) {
+    return std::nullopt;
   }
-  return tail;
+  return KeyedLine{line.substr(0, at), mac};
+}
+
+ordered_json parse_object(std::string_view text) {
+  ordered_json parsed = ordered_json::parse(text, nullptr, false);
+  return parsed.is_object() ? parsed : ordered_json();
+}
+
+bool has_unsigned(const ordered_json& object, const char* name) {
+  return object.is_object() && object.contains(name) && object[name].is_number_unsigned();
+}
+
+// A line of the unkeyed format of envcryptctl 0.1: a number and a "prev".
+bool is_legacy(std::string_view line) {
+  const ordered_json parsed = parse_object(line);
+  return has_unsigned(parsed, "seq") && parsed.contains("prev") && parsed["prev"].is_string() &&
+         !parsed.contains("mac");
 }
 
 // The end of the log, from the start of its last line on: read backwards
@@ -99,15 +182,25 @@ Result<std::string> read_tail(int fd, const std::filesystem::path& path) {
   }
 }
 
-std::vector<std::string_view> split_lines(const std::string& contents) {
+// A value from the log for a message: printable ASCII only, so a line
+// cannot put control sequences on the operator's terminal.
+std::string printable(std::string_view text) {
+  std::string shown;
+  for (const char c : text.substr(0, 128)) {
+    shown.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  }
+  return shown;
+}
+
+std::vector<std::string_view> split_lines(std::string_view contents) {
   std::vector<std::string_view> lines;
   std::size_t begin = 0;
   while (begin < contents.size()) {
     std::size_t end = contents.find('\n', begin);
-    if (end == std::string::npos) {
+    if (end == std::string_view::npos) {
       end = contents.size();
     }
-    lines.emplace_back(contents.data() + begin, end - begin);
+    lines.push_back(contents.substr(begin, end - begin));
     begin = end + 1;
   }
   return lines;
@@ -117,16 +210,36 @@ std::vector<std::string_view> split_lines(const std::string& contents) {
 bool appears_later(const std::vector<std::string_view>& lines, std::size_t from,
                    std::uint64_t seq) {
   for (std::size_t index = from; index < lines.size(); ++index) {
-    const ordered_json parsed = ordered_json::parse(lines[index], nullptr, false);
-    if (parsed.is_object() && parsed.contains("seq") && parsed["seq"] == seq) {
+    const ordered_json parsed = parse_object(lines[index]);
+    if (has_unsigned(parsed, "seq") && parsed["seq"].get<std::uint64_t>() == seq) {
       return true;
     }
   }
   return false;
 }
 
+// What is wrong with line `number` carrying `seq`, or nothing.
+std::optional<std::string> sequence_problem(const std::vector<std::string_view>& lines,
+                                            std::uint64_t number, std::uint64_t seq) {
+  const std::string prefix =
+      "line " + std::to_string(number) + " has sequence number " + std::to_string(seq) + ": ";
+  if (seq < number) {
+    return prefix + "lines were reordered or duplicated";
+  }
+  if (seq == number) {
+    return std::nullopt;
+  }
+  if (appears_later(lines, number, number)) {
+    return prefix + "lines were reordered";
+  }
+  return prefix + (seq == number + 1
+                       ? "the line numbered " + std::to_string(number) + " was removed"
+                       : "the lines numbered " + std::to_string(number) + ".." +
+                             std::to_string(seq - 1) + " were removed");
+}
+
 Result<AuditRecord> parse_record(std::string_view line) {
-  const ordered_json parsed = ordered_json::parse(line, nullptr, false);
+  const ordered_json parsed = parse_object(line);
   if (!parsed.is_object()) {
     return Error(ErrorCode::kCorruptHeader, "not a JSON object");
   }
@@ -142,6 +255,7 @@ Result<AuditRecord> parse_record(std::string_view line) {
     }
     record.disk = parsed.value("disk", "");
     record.result = parsed.at("result").get<std::string>();
+    record.is_intent = parsed.value("phase", "") == "intent";
   } catch (const nlohmann::json::exception& e) {
     return Error(ErrorCode::kCorruptHeader, std::string("missing or mistyped field: ") + e.what());
   }
@@ -150,6 +264,239 @@ Result<AuditRecord> parse_record(std::string_view line) {
   return record;
 }
 
+// Walks a log held in memory: the unkeyed lines of an old log first (if
+// any), the line that seals them, the keyed chain, then the head file, the
+// anchor and the intents.  Each check stops at the first bad line.
+class Verifier {
+ public:
+  Verifier(std::string_view log, const AuditKeys& keys)
+      : log_(log), keys_(keys), lines_(split_lines(log)), macs_(lines_.size()) {
+    report_.lines = lines_.size();
+  }
+
+  AuditVerification run(std::optional<std::string_view> head,
+                        const std::optional<AuditAnchor>& anchor) {
+    if (check_legacy() && check_keyed() && check_torn() && check_head(head) &&
+        check_anchor(anchor) && check_intents() && !lines_.empty()) {
+      report_.head = {lines_.size(), macs_.back()};
+    }
+    return report_;
+  }
+
+ private:
+  bool fail(std::uint64_t line, std::string problem) {
+    report_.intact = false;
+    report_.first_bad_line = line;
+    report_.problem = std::move(problem);
+    return false;
+  }
+
+  static std::string line_text(std::uint64_t number) { return "line " + std::to_string(number); }
+
+  // The unkeyed lines of envcryptctl 0.1: SHA-256 chained, checked as
+  // before, and accepted only once a keyed line seals them.
+  bool check_legacy() {
+    std::string expected_prev = kGenesisHash;
+    while (legacy_lines_ < lines_.size() && is_legacy(lines_[legacy_lines_])) {
+      const std::uint64_t number = legacy_lines_ + 1;
+      const ordered_json parsed = parse_object(lines_[legacy_lines_]);
+      if (auto problem = sequence_problem(lines_, number, parsed["seq"].get<std::uint64_t>())) {
+        return fail(number, *problem);
+      }
+      if (parsed["prev"].get<std::string>() != expected_prev) {
+        return fail(number - 1, line_text(number - 1) + " was altered: " + line_text(number) +
+                                    " records a different hash for it");
+      }
+      if (!parse_record(lines_[legacy_lines_]).ok()) {
+        return fail(number, line_text(number) + " lacks audit fields (altered)");
+      }
+      expected_prev = sha256_hex(lines_[legacy_lines_]);
+      ++legacy_lines_;
+    }
+    legacy_head_ = expected_prev;
+    if (legacy_lines_ > 0 && legacy_lines_ == lines_.size()) {
+      return fail(legacy_lines_,
+                  "lines 1.." + std::to_string(legacy_lines_) +
+                      " are in the unkeyed format of envcryptctl 0.1 and not sealed: anyone "
+                      "who can write the file could have rewritten them; the next kms "
+                      "operation seals them");
+    }
+    return true;
+  }
+
+  bool check_keyed() {
+    std::string prev = kGenesisHash;
+    for (std::size_t index = legacy_lines_; index < lines_.size(); ++index) {
+      const std::uint64_t number = index + 1;
+      const std::optional<KeyedLine> keyed = split_keyed(lines_[index]);
+      const ordered_json parsed = keyed ? parse_object(lines_[index]) : ordered_json();
+      if (!has_unsigned(parsed, "seq")) {
+        return fail(number, line_text(number) + (is_legacy(lines_[index])
+                                                     ? " is an unkeyed line inside the keyed "
+                                                       "chain (inserted or altered)"
+                                                     : " is not an audit record (altered or "
+                                                       "torn)"));
+      }
+      if (auto problem = sequence_problem(lines_, number, parsed["seq"].get<std::uint64_t>())) {
+        return fail(number, *problem);
+      }
+      if (!same_mac(line_mac(keys_, prev, keyed->body), keyed->mac)) {
+        return fail(number, line_text(number) +
+                                " was altered: its MAC does not verify under this root key");
+      }
+      if (!parse_record(lines_[index]).ok()) {
+        return fail(number, line_text(number) + " lacks audit fields (altered)");
+      }
+      if (index == legacy_lines_ && legacy_lines_ > 0 && !seals_legacy(parsed)) {
+        return fail(number, line_text(number) + " does not seal the " +
+                                std::to_string(legacy_lines_) +
+                                " unkeyed lines before it: they were altered after the KMS "
+                                "sealed them, or lines were inserted");
+      }
+      if (!track_intent(number, parsed)) {
+        return false;
+      }
+      prev = std::string(keyed->mac);
+      macs_[index] = prev;
+    }
+    return true;
+  }
+
+  // The sealing line names how many unkeyed lines it seals and the SHA-256
+  // of the last one, which the unkeyed chain binds to every line before.
+  bool seals_legacy(const ordered_json& parsed) const {
+    if (parsed.value("operation", "") != kSealOperation || !parsed.contains("details") ||
+        !parsed["details"].is_object()) {
+      return false;
+    }
+    const ordered_json& details = parsed["details"];
+    return details.value("legacy_lines", "") == std::to_string(legacy_lines_) &&
+           details.value("legacy_sha256", "") == legacy_head_;
+  }
+
+  bool track_intent(std::uint64_t number, const ordered_json& parsed) {
+    if (parsed.value("phase", "") == "intent") {
+      open_intents_[number] = printable(parsed.value("operation", "")) + " on key " +
+                              printable(parsed.value("key_id", ""));
+    }
+    if (has_unsigned(parsed, "intent")) {
+      const auto intent = parsed["intent"].get<std::uint64_t>();
+      if (open_intents_.erase(intent) == 0) {
+        return fail(number, line_text(number) + " resolves line " + std::to_string(intent) +
+                                ", which is not an open intent");
+      }
+    }
+    return true;
+  }
+
+  bool check_torn() {
+    if (!log_.empty() && log_.back() != '\n') {
+      return fail(lines_.size(), line_text(lines_.size()) + " is torn (no newline)");
+    }
+    return true;
+  }
+
+  // The head names the last line the KMS wrote: a log that ends earlier was
+  // truncated, one whose line there carries another MAC was altered.  The
+  // head may lag the log by one line: an append stopped before its head
+  // update.
+  bool check_head(std::optional<std::string_view> head_text) {
+    const std::uint64_t count = lines_.size();
+    if (!head_text) {
+      return count == 0 || fail(count, "the head file is missing");
+    }
+    const ordered_json head = parse_object(*head_text);
+    if (!has_unsigned(head, "version") || head["version"] != kHeadVersion ||
+        !has_unsigned(head, "seq") || !head.contains("mac") || !head["mac"].is_string() ||
+        !head.contains("seal") || !head["seal"].is_string()) {
+      return fail(count, "the head file is damaged or unsealed");
+    }
+    const auto seq = head["seq"].get<std::uint64_t>();
+    const auto mac = head["mac"].get<std::string>();
+    if (!same_mac(head_seal(keys_, seq, mac), head["seal"].get<std::string>())) {
+      return fail(count, "the head file is not sealed under this root key (replaced)");
+    }
+    if (seq > count) {
+      return fail(count + 1, "the log ends at line " + std::to_string(count) + " but " +
+                                 std::to_string(seq) +
+                                 " lines were written: the last lines were removed");
+    }
+    if (seq == 0 || seq + 1 < count) {
+      return fail(seq + 1, "the head file names line " + std::to_string(seq) +
+                               " but the log goes on to line " + std::to_string(count) +
+                               ": the head was replaced by an older one");
+    }
+    if (!same_mac(macs_[seq - 1], mac)) {
+      return fail(seq, line_text(seq) + " does not match the MAC in the head file (altered)");
+    }
+    return true;
+  }
+
+  bool check_anchor(const std::optional<AuditAnchor>& anchor) {
+    if (!anchor) {
+      return true;
+    }
+    const std::uint64_t count = lines_.size();
+    if (anchor->seq > count) {
+      return fail(count + 1, "the log ends at line " + std::to_string(count) +
+                                 " but the anchor records line " + std::to_string(anchor->seq) +
+                                 ": the log was truncated or rolled back");
+    }
+    if (anchor->seq == 0 || !same_mac(macs_[anchor->seq - 1], anchor->mac)) {
+      return fail(anchor->seq, line_text(anchor->seq) +
+                                   " does not match the anchor: the log was rewritten after the "
+                                   "anchor was taken");
+    }
+    return true;
+  }
+
+  bool check_intents() {
+    if (open_intents_.empty()) {
+      return true;
+    }
+    const auto& [number, what] = *open_intents_.begin();
+    return fail(number, line_text(number) + " is the intent of " + what +
+                            " with no outcome: the KMS stopped between this line and its "
+                            "keystore commit, so that change may or may not be committed");
+  }
+
+  std::string_view log_;
+  const AuditKeys& keys_;
+  std::vector<std::string_view> lines_;
+  std::vector<std::string> macs_;  // the chain value after each keyed line
+  std::size_t legacy_lines_ = 0;
+  std::string legacy_head_;
+  std::map<std::uint64_t, std::string> open_intents_;
+  AuditVerification report_;
+};
+
+// What the log's last line says about how to continue the chain.
+struct ChainTail {
+  std::string last;                // the last line, torn or not
+  bool torn = false;               // the file does not end with a newline
+  std::optional<std::string> mac;  // when the last line is a keyed line
+  std::uint64_t seq = 0;           // of the last line, when it carries one
+};
+
+ChainTail tail_of(const std::string& contents) {
+  ChainTail tail;
+  if (contents.empty()) {
+    return tail;
+  }
+  tail.torn = contents.back() != '\n';
+  const std::size_t end = tail.torn ? contents.size() : contents.size() - 1;
+  const std::size_t previous_newline = end == 0 ? std::string::npos : contents.rfind('\n', end - 1);
+  const std::size_t begin = previous_newline == std::string::npos ? 0 : previous_newline + 1;
+  tail.last = contents.substr(begin, end - begin);
+  if (const std::optional<KeyedLine> keyed = split_keyed(tail.last)) {
+    tail.mac = std::string(keyed->mac);
+  }
+  const ordered_json parsed = parse_object(tail.last);
+  if (has_unsigned(parsed, "seq")) {
+    tail.seq = parsed["seq"].get<std::uint64_t>();
+  }
+  return tail;
+}
 }  // namespace
 
 std::string disk_from_context(const EncryptionContext& context) {
@@ -183,38 +530,107 @@ Result<std::int64_t> parse_rfc3339(std::string_view text) {
   return static_cast<std::int64_t>(timegm(&utc));
 }
 
+Result<AuditKeys> derive_audit_keys(std::span<const std::uint8_t> root_key) {
+  AuditKeys keys;
+  ENVCRYPT_ASSIGN_OR_RETURN(keys.chain, hkdf_sha256(root_key, "envcrypt/local/audit/chain/v1"));
+  ENVCRYPT_ASSIGN_OR_RETURN(keys.head, hkdf_sha256(root_key, "envcrypt/local/audit/head/v1"));
+  return keys;
+}
+
+std::string format_audit_anchor(const AuditAnchor& anchor) {
+  return std::string(kAnchorPrefix) + std::to_string(anchor.seq) + ":" + anchor.mac;
+}
+
+Result<AuditAnchor> parse_audit_anchor(std::string_view text) {
+  const Error refusal(ErrorCode::kUsage,
+                      "the anchor is not of the form audit-v1:<sequence>:<64 hex digits> "
+                      "(as kms audit --anchor prints it)");
+  if (!text.starts_with(kAnchorPrefix)) {
+    return refusal;
+  }
+  text.remove_prefix(kAnchorPrefix.size());
+  const std::size_t colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return refusal;
+  }
+  AuditAnchor anchor;
+  const std::string_view digits = text.substr(0, colon);
+  const auto [end, error] =
+      std::from_chars(digits.data(), digits.data() + digits.size(), anchor.seq);
+  const std::string_view mac = text.substr(colon + 1);
+  if (error != std::errc() || end != digits.data() + digits.size() || anchor.seq == 0 ||
+      digits.front() == '0' || mac.size() != kMacHexSize || !is_lower_hex(mac)) {
+    return refusal;
+  }
+  anchor.mac = std::string(mac);
+  return anchor;
+}
+
+AuditVerification verify_audit_text(std::string_view log, std::optional<std::string_view> head,
+                                    const AuditKeys& keys,
+                                    const std::optional<AuditAnchor>& anchor) {
+  return Verifier(log, keys).run(head, anchor);
+}
+
 Result<AuditLog> AuditLog::open(const std::filesystem::path& path, std::string principal,
-                                std::function<std::int64_t()> clock) {
+                                std::function<std::int64_t()> clock, AuditKeys keys) {
   if (!clock) {
     clock = [] { return static_cast<std::int64_t>(std::time(nullptr)); };
   }
-  return AuditLog(path, std::move(principal), std::move(clock));
+  if (keys.chain.size() != kSha256Size || keys.head.size() != kSha256Size) {
+    return Error(ErrorCode::kInternal, "audit keys are not derived");
+  }
+  return AuditLog(path, std::move(principal), std::move(clock), std::move(keys));
 }
 
-Status AuditLog::append(const AuditEvent& event) {
+Result<std::uint64_t> AuditLog::append(const AuditEvent& event, const AuditPhase& phase) {
   ENVCRYPT_ASSIGN_OR_RETURN(const FileLock lock, FileLock::acquire(lock_path_for(path_)));
   const int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
     return io_error("open", path_, errno);
   }
-  Status written = append_line(fd, event);
+  Result<std::uint64_t> written = append_line(fd, event, phase);
   ::close(fd);
   return written;
 }
 
-Status AuditLog::append_line(int fd, const AuditEvent& event) {
+Result<std::uint64_t> AuditLog::append_line(int fd, const AuditEvent& event,
+                                            const AuditPhase& phase) {
   ENVCRYPT_TRY(check_private_fd(fd, path_));
   ENVCRYPT_ASSIGN_OR_RETURN(const std::string end, read_tail(fd, path_));
-  ChainTail tail = tail_of(end);
-  if (tail.seq == 0 && !end.empty()) {
-    // The last line has no sequence number: number on from the line count.
+  const ChainTail tail = tail_of(end);
+  std::uint64_t seq = tail.seq;
+  // After an old unkeyed line, or a damaged one, the keyed chain starts
+  // afresh (verify() reports a damaged line).
+  std::string prev = tail.mac.value_or(kGenesisHash);
+  const bool legacy = !tail.torn && is_legacy(tail.last);
+  if (!end.empty() && (!tail.mac || tail.seq == 0)) {
+    // Number on from the line count.
     ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> whole, read_private_file(path_));
-    tail.seq = static_cast<std::uint64_t>(std::count(whole->begin(), whole->end(), '\n')) +
-               (tail.torn ? 1 : 0);
+    seq = static_cast<std::uint64_t>(std::count(whole->begin(), whole->end(), '\n')) +
+          (tail.torn ? 1 : 0);
   }
+  if (legacy) {
+    const AuditEvent seal{
+        std::string(kSealOperation),
+        "",
+        std::nullopt,
+        {},
+        "ok",
+        {{"legacy_lines", std::to_string(seq)}, {"legacy_sha256", sha256_hex(tail.last)}}};
+    ENVCRYPT_ASSIGN_OR_RETURN(prev, write_keyed(fd, ++seq, prev, seal, {}, false));
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::string mac,
+                            write_keyed(fd, ++seq, prev, event, phase, tail.torn));
+  ENVCRYPT_TRY(write_head(seq, mac));
+  return seq;
+}
 
+Result<std::string> AuditLog::write_keyed(int fd, std::uint64_t seq, const std::string& prev_mac,
+                                          const AuditEvent& event, const AuditPhase& phase,
+                                          bool torn_before) {
   ordered_json line;
-  line["seq"] = tail.seq + 1;
+  line["seq"] = seq;
   line["time"] = format_rfc3339(clock_());
   line["principal"] = principal_;
   line["operation"] = event.operation;
@@ -226,20 +642,32 @@ Status AuditLog::append_line(int fd, const AuditEvent& event) {
   if (!event.details.empty()) {
     line["details"] = event.details;
   }
-  line["prev"] = tail.hash;
-  const std::string text = line.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  if (phase.is_intent) {
+    line["phase"] = "intent";
+  }
+  if (phase.intent) {
+    line["intent"] = *phase.intent;
+  }
+  std::string text = line.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  text.pop_back();  // the closing brace: the MAC field goes before it
+  const std::string mac = line_mac(keys_, prev_mac, text);
   // A torn last line (a writer killed mid-append) stays a line of its own,
   // which verify() then reports.
-  const std::string record = (tail.torn ? "\n" : "") + text + "\n";
-
+  const std::string record =
+      (torn_before ? "\n" : "") + text + std::string(kMacOpen) + mac + "\"}\n";
   ENVCRYPT_TRY(write_all(fd, record, path_, "append to"));
   if (::fsync(fd) != 0) {
     return io_error("fsync", path_, errno);
   }
+  return mac;
+}
 
+Status AuditLog::write_head(std::uint64_t seq, const std::string& mac) const {
   ordered_json head;
-  head["seq"] = tail.seq + 1;
-  head["hash"] = sha256_hex(text);
+  head["version"] = kHeadVersion;
+  head["seq"] = seq;
+  head["mac"] = mac;
+  head["seal"] = head_seal(keys_, seq, mac);
   return write_file_atomically(head_path_for(path_), head.dump() + "\n");
 }
 
@@ -251,8 +679,8 @@ Result<std::vector<AuditRecord>> AuditLog::query(const AuditFilter& filter) cons
   }
   for (const std::string_view line : split_lines(*contents)) {
     Result<AuditRecord> record = parse_record(line);
-    if (!record.ok()) {
-      continue;  // verify() is where damaged lines are reported
+    if (!record.ok() || record->is_intent) {
+      continue;  // verify() is where damaged lines and open intents are reported
     }
     if ((filter.key_id && record->key_id != *filter.key_id) ||
         (filter.disk && record->disk != *filter.disk) ||
@@ -265,92 +693,13 @@ Result<std::vector<AuditRecord>> AuditLog::query(const AuditFilter& filter) cons
   return records;
 }
 
-Result<AuditVerification> AuditLog::verify() const {
+Result<AuditVerification> AuditLog::verify(const std::optional<AuditAnchor>& anchor) const {
   ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> contents, read_private_file(path_));
-  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> head_text,
+  ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> head,
                             read_private_file(head_path_for(path_)));
-  AuditVerification report;
-  auto fail = [&report](std::uint64_t line, std::string problem) {
-    report.intact = false;
-    report.first_bad_line = line;
-    report.problem = std::move(problem);
-    return report;
-  };
-
-  const std::string text = contents.value_or("");
-  const std::vector<std::string_view> lines = split_lines(text);
-  report.lines = lines.size();
-  std::string expected_prev = kGenesisHash;
-  for (std::size_t index = 0; index < lines.size(); ++index) {
-    const std::uint64_t number = index + 1;
-    const ordered_json parsed = ordered_json::parse(lines[index], nullptr, false);
-    if (!parsed.is_object() || !parsed.contains("seq") || !parsed["seq"].is_number_unsigned() ||
-        !parsed.contains("prev") || !parsed["prev"].is_string()) {
-      return fail(number,
-                  "line " + std::to_string(number) + " is not an audit record (altered or torn)");
-    }
-    const auto seq = parsed["seq"].get<std::uint64_t>();
-    if (seq > number) {
-      const std::string prefix =
-          "line " + std::to_string(number) + " has sequence number " + std::to_string(seq) + ": ";
-      if (appears_later(lines, index + 1, number)) {
-        return fail(number, prefix + "lines were reordered");
-      }
-      return fail(number,
-                  prefix + (seq == number + 1
-                                ? "the line numbered " + std::to_string(number) + " was removed"
-                                : "the lines numbered " + std::to_string(number) + ".." +
-                                      std::to_string(seq - 1) + " were removed"));
-    }
-    if (seq < number) {
-      return fail(number, "line " + std::to_string(number) + " has sequence number " +
-                              std::to_string(seq) + ": lines were reordered or duplicated");
-    }
-    if (parsed["prev"].get<std::string>() != expected_prev) {
-      // This line is in its place, so the one before it changed.
-      return fail(number - 1, "line " + std::to_string(number - 1) + " was altered: line " +
-                                  std::to_string(number) + " records a different hash for it");
-    }
-    if (!parse_record(lines[index]).ok()) {
-      return fail(number, "line " + std::to_string(number) + " lacks audit fields (altered)");
-    }
-    expected_prev = sha256_hex(lines[index]);
-  }
-  if (!text.empty() && text.back() != '\n') {
-    return fail(lines.size(), "line " + std::to_string(lines.size()) + " is torn (no newline)");
-  }
-  report.head_hash = expected_prev;
-
-  // The head names the last line the KMS wrote: a log that ends earlier was
-  // truncated, one whose last line hashes differently was altered.
-  if (!head_text) {
-    if (lines.empty()) {
-      return report;
-    }
-    return fail(lines.size(), "the head file " + head_path_for(path_).string() + " is missing");
-  }
-  const ordered_json head = ordered_json::parse(*head_text, nullptr, false);
-  if (!head.is_object() || !head.contains("seq") || !head["seq"].is_number_unsigned() ||
-      !head.contains("hash") || !head["hash"].is_string()) {
-    return fail(lines.size(), "the head file " + head_path_for(path_).string() + " is damaged");
-  }
-  const auto head_seq = head["seq"].get<std::uint64_t>();
-  const auto head_hash = head["hash"].get<std::string>();
-  if (head_seq > lines.size()) {
-    return fail(lines.size() + 1, "the log ends at line " + std::to_string(lines.size()) + " but " +
-                                      std::to_string(head_seq) +
-                                      " lines were written: the last lines were removed");
-  }
-  if (head_seq == 0) {
-    return lines.empty() ? report : fail(1, "the head file records an empty log");
-  }
-  // The head may lag the log by one line: an append whose head update was
-  // interrupted.  Any other difference means the tail was rewritten.
-  if (head_seq + 1 < lines.size() || sha256_hex(lines[head_seq - 1]) != head_hash) {
-    return fail(head_seq, "line " + std::to_string(head_seq) +
-                              " does not match the hash in the head file (altered)");
-  }
-  return report;
+  return verify_audit_text(contents.value_or(""),
+                           head ? std::optional<std::string_view>(*head) : std::nullopt, keys_,
+                           anchor);
 }
 
 }  // namespace envcrypt

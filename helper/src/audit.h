@@ -1,8 +1,15 @@
 // The KMS audit trail: append-only JSON lines, one per operation, each
-// carrying the SHA-256 of the line before it so that an altered, removed or
-// reordered line is found by verify().  A head file records the sequence
-// number and hash of the last line, so truncating the log is found too.
-// Key material never enters an audit record.
+// ending in a MAC that chains it to every line before it:
+//   mac(N) = HMAC-SHA256(chain key, mac(N-1) || line N up to its "mac" field)
+// with both keys derived (HKDF-SHA256) from the local KMS root key, so only
+// the holder of the root key can add, alter, remove or reorder a line
+// unnoticed.  A sealed head file (sequence number and MAC of the last line,
+// MACed under a second derived key) finds lines cut off the end; an anchor
+// kept off the host (kms audit --anchor) finds a rollback to an older log
+// and head.  A keystore change is written ahead as an intent line whose
+// outcome line follows the commit, so a process stopped in between is
+// reported.  Key material never enters an audit record.
+// Documentation/kms/local.rst says what this proves and what it cannot.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,6 +25,7 @@
 
 #include "kms.h"
 #include "result.h"
+#include "secret.h"
 
 namespace envcrypt {
 
@@ -27,6 +36,14 @@ struct AuditEvent {
   EncryptionContext context;
   std::string result;                          // "ok" or the error message
   std::map<std::string, std::string> details;  // e.g. alias, grant principal
+};
+
+// How a line takes part in write-ahead: an intent line is written (and
+// fsynced) before the keystore commit it announces; the operation's own
+// line then names it in `intent`.
+struct AuditPhase {
+  bool is_intent = false;
+  std::optional<std::uint64_t> intent;
 };
 
 // One line of the log as read back.
@@ -40,6 +57,7 @@ struct AuditRecord {
   std::optional<std::uint32_t> key_version;
   std::string disk;  // disk uuid from the context, if any
   std::string result;
+  bool is_intent = false;
   std::string line;  // the JSON line exactly as stored
 };
 
@@ -50,13 +68,37 @@ struct AuditFilter {
   std::optional<std::int64_t> until;  // unix seconds, inclusive
 };
 
+// The two keys of the trail, derived from the local KMS root key.
+struct AuditKeys {
+  SecretBytes chain;  // MACs the lines
+  SecretBytes head;   // seals the head file
+};
+Result<AuditKeys> derive_audit_keys(std::span<const std::uint8_t> root_key);
+
+// A head kept off the host: "audit-v1:<seq>:<mac of line seq, 64 hex>".
+struct AuditAnchor {
+  std::uint64_t seq = 0;
+  std::string mac;  // lower-case hex
+};
+std::string format_audit_anchor(const AuditAnchor& anchor);
+// ErrorCode::kUsage with one line naming the expected form.
+Result<AuditAnchor> parse_audit_anchor(std::string_view text);
+
 struct AuditVerification {
   bool intact = true;
   std::uint64_t lines = 0;
   std::uint64_t first_bad_line = 0;  // 1-based; 0 when intact
   std::string problem;               // what is wrong with that line
-  std::string head_hash;             // SHA-256 of the last line, for external anchoring
+  AuditAnchor head;                  // the last line, for --anchor (when intact)
 };
+
+// Verifies a whole log held in memory: its bytes, the head file's bytes
+// (std::nullopt when there is none) and optionally an anchor.  Touches no
+// file; every byte is treated as hostile.  This is the entry point of the
+// audit-verification fuzzer.
+AuditVerification verify_audit_text(std::string_view log, std::optional<std::string_view> head,
+                                    const AuditKeys& keys,
+                                    const std::optional<AuditAnchor>& anchor = std::nullopt);
 
 // The disk uuid of an encryption context (its "disk_uuid" entry), or "".
 std::string disk_from_context(const EncryptionContext& context);
@@ -70,24 +112,38 @@ class AuditLog {
   // `path` is the log; its head file is `path` + ".head" and its lock sits
   // beside them.  The directory must already exist with safe permissions.
   static Result<AuditLog> open(const std::filesystem::path& path, std::string principal,
-                               std::function<std::int64_t()> clock);
+                               std::function<std::int64_t()> clock, AuditKeys keys);
 
-  Status append(const AuditEvent& event);
+  // Appends one line (durable when this returns) and answers its sequence
+  // number.  A log still in the unkeyed format of envcryptctl 0.1 first
+  // gets the line that seals it (operation AuditChainKeyed).
+  Result<std::uint64_t> append(const AuditEvent& event, const AuditPhase& phase = {});
+  // The operations' lines; intent lines are left out (verify() checks them).
   Result<std::vector<AuditRecord>> query(const AuditFilter& filter) const;
-  Result<AuditVerification> verify() const;
+  Result<AuditVerification> verify(const std::optional<AuditAnchor>& anchor = std::nullopt) const;
 
   [[nodiscard]] const std::filesystem::path& path() const { return path_; }
 
  private:
-  AuditLog(std::filesystem::path path, std::string principal, std::function<std::int64_t()> clock)
-      : path_(std::move(path)), principal_(std::move(principal)), clock_(std::move(clock)) {}
+  AuditLog(std::filesystem::path path, std::string principal, std::function<std::int64_t()> clock,
+           AuditKeys keys)
+      : path_(std::move(path)),
+        principal_(std::move(principal)),
+        clock_(std::move(clock)),
+        keys_(std::move(keys)) {}
 
   // Appends under the lock, to the log open as `fd`.
-  Status append_line(int fd, const AuditEvent& event);
+  Result<std::uint64_t> append_line(int fd, const AuditEvent& event, const AuditPhase& phase);
+  // Writes one keyed line after the chain value `prev_mac`; answers its MAC.
+  Result<std::string> write_keyed(int fd, std::uint64_t seq, const std::string& prev_mac,
+                                  const AuditEvent& event, const AuditPhase& phase,
+                                  bool torn_before);
+  Status write_head(std::uint64_t seq, const std::string& mac) const;
 
   std::filesystem::path path_;
   std::string principal_;
   std::function<std::int64_t()> clock_;
+  AuditKeys keys_;
 };
 
 }  // namespace envcrypt

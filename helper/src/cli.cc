@@ -19,6 +19,7 @@
 #include "kms_registry.h"
 #include "lifecycle_cli.h"
 #include "ops_cli.h"
+#include "printable.h"
 #include "udev_properties.h"
 #include "volume.h"
 
@@ -223,6 +224,7 @@ class Cli {
   std::string label_;
   std::uint32_t sector_size_ = 4096;
   bool force_ = false;
+  bool destroy_now_ = false;  // kms schedule-key-deletion on KMIP
   bool wipe_ = false;
   bool read_only_ = false;
   bool allow_discards_ = false;
@@ -653,13 +655,15 @@ void Cli::add_kms_commands(CLI::App& app) {
   schedule->add_option("--pending-window-days", pending_window_days_, "7 to 366 (default 30)")
       ->check(CLI::Range(7, 366));
   schedule->add_flag("--force", force_, "even if it still wraps a disk of this host");
+  schedule->add_flag("--destroy-now", destroy_now_,
+                     "on a KMS without a pending window (KMIP): destroy the key at once");
   on(
       schedule, "schedule-key-deletion",
       [this]() -> Status {
         ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(keyref_));
-        ENVCRYPT_TRY(refuse_if_key_in_use(*backend, keyref_, force_));
-        ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key,
-                                  backend->schedule_key_deletion(keyref_, pending_window_days_));
+        ENVCRYPT_ASSIGN_OR_RETURN(
+            KeyInfo key,
+            schedule_key_deletion(*backend, keyref_, pending_window_days_, force_, destroy_now_));
         return print_key(key);
       },
       true);
@@ -771,7 +775,7 @@ int Cli::run(int argc, const char* const* argv) {
         message.remove_prefix(object.size() + 2);
       }
     }
-    err_ << "envcryptctl: " << what_ << ": " << message << '\n';
+    err_ << "envcryptctl: " << printable(what_) << ": " << printable(message) << '\n';
     return status.error().exit_code();
   }
   return 0;

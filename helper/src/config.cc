@@ -1,19 +1,70 @@
 #include "config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 namespace envcrypt {
 namespace {
 
 constexpr const char* kDefaultConfigPath = "/etc/envcrypt/envcrypt.conf";
+
+// The configuration names the keys and servers to trust: like the local
+// KMS root key, it must be owned by root or the running user and be
+// writable by nobody else.
+Status check_config_owner_and_mode(const std::filesystem::path& path, const struct stat& st) {
+  if (!S_ISREG(st.st_mode)) {
+    return Error(ErrorCode::kUsage, "config " + path.string() + " is not a regular file");
+  }
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return Error(ErrorCode::kDenied, "config " + path.string() + " is owned by uid " +
+                                         std::to_string(st.st_uid) +
+                                         ", neither root nor the running user (uid " +
+                                         std::to_string(::geteuid()) + "): refusing it");
+  }
+  if ((st.st_mode & 022) != 0) {
+    std::array<char, 8> mode{};
+    std::snprintf(mode.data(), mode.size(), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Error(ErrorCode::kDenied, "config " + path.string() + " has mode " + mode.data() +
+                                         ": refusing a configuration that group or others can "
+                                         "write (chmod go-w " +
+                                         path.string() + ")");
+  }
+  return OkStatus();
+}
+
+// The text of the open config file, once its owner and mode passed.
+Result<std::string> read_checked_config(int fd, const std::filesystem::path& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return Error(ErrorCode::kIo, "config " + path.string() + ": " + std::strerror(errno));
+  }
+  ENVCRYPT_TRY(check_config_owner_and_mode(path, st));
+  std::string text;
+  std::array<char, 4096> buffer{};
+  for (;;) {
+    const ssize_t got = ::read(fd, buffer.data(), buffer.size());
+    if (got < 0 && errno == EINTR) {
+      continue;
+    }
+    if (got < 0) {
+      return Error(ErrorCode::kIo,
+                   "config " + path.string() + ": read failed: " + std::strerror(errno));
+    }
+    if (got == 0) {
+      return text;
+    }
+    text.append(buffer.data(), static_cast<std::size_t>(got));
+  }
+}
 
 std::string_view type_name(const toml::node& node) {
   switch (node.type()) {
@@ -343,8 +394,8 @@ Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_
     must_exist = true;
   }
 
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
     const int err = errno;
     if (err == ENOENT && !must_exist) {
       Config defaults;
@@ -353,12 +404,12 @@ Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_
     }
     return Error(ErrorCode::kUsage, "config " + path.string() + ": " + std::strerror(err));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
-    return Error(ErrorCode::kIo, "config " + path.string() + ": read failed");
+  auto text = read_checked_config(fd, path);
+  ::close(fd);
+  if (!text.ok()) {
+    return text.error();
   }
-  return parse_config(text.str(), path);
+  return parse_config(*text, path);
 }
 
 }  // namespace envcrypt

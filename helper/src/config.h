@@ -63,7 +63,9 @@ struct Config {
 
 // Reads the configuration: `explicit_path` (from --config) first, else
 // $ENVCRYPT_CONFIG, else /etc/envcrypt/envcrypt.conf.  A missing default file
-// gives all defaults; a missing explicit file is an error.
+// gives all defaults; a missing explicit file is an error.  The file must be
+// owned by root or the running user and not be group or world writable
+// (ErrorCode::kDenied, one line naming the file and its mode).
 Result<Config> load_config(const std::optional<std::filesystem::path>& explicit_path);
 Result<Config> parse_config(const std::string& toml_text, const std::filesystem::path& source);
 

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 namespace envcrypt {
@@ -184,6 +188,46 @@ TEST(Config, EnvironmentVariableNamesTheFile) {
   auto missing = load_config(std::nullopt);
   ::unsetenv("ENVCRYPT_CONFIG");
   EXPECT_FALSE(missing.ok());
+}
+
+// Like the local KMS root key: a config others could write (or that
+// belongs to another user) is refused with one line naming file and mode.
+TEST(Config, FileOthersCanWriteIsRefused) {
+  const std::string path = ::testing::TempDir() + "/envcrypt-config-mode.conf";
+  { std::ofstream(path) << "region = \"mode-1\"\n"; }
+  for (const mode_t mode : {0664, 0646, 0666}) {
+    ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+    auto config = load_config(std::filesystem::path(path));
+    ASSERT_FALSE(config.ok());
+    EXPECT_EQ(config.error().code(), ErrorCode::kDenied);
+    char octal[8];
+    std::snprintf(octal, sizeof(octal), "%04o", static_cast<unsigned>(mode));
+    EXPECT_EQ(config.error().message(), "config " + path + " has mode " + octal +
+                                            ": refusing a configuration that group or others "
+                                            "can write (chmod go-w " +
+                                            path + ")");
+  }
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  auto readable = load_config(std::filesystem::path(path));
+  ASSERT_TRUE(readable.ok()) << readable.error().message();
+  EXPECT_EQ(readable->region, "mode-1");
+  std::filesystem::remove(path);
+}
+
+TEST(Config, FileOfAnotherUserIsRefused) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "giving the config to another owner needs root";
+  }
+  const std::string path = ::testing::TempDir() + "/envcrypt-config-owner.conf";
+  { std::ofstream(path) << "region = \"owner-1\"\n"; }
+  ASSERT_EQ(::chown(path.c_str(), 4242, 4242), 0);
+  auto config = load_config(std::filesystem::path(path));
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.error().code(), ErrorCode::kDenied);
+  EXPECT_EQ(config.error().message(),
+            "config " + path +
+                " is owned by uid 4242, neither root nor the running user (uid 0): refusing it");
+  std::filesystem::remove(path);
 }
 
 }  // namespace

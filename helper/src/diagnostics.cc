@@ -5,7 +5,6 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -16,6 +15,7 @@
 
 #include "blockdev.h"
 #include "mapping_name.h"
+#include "printable.h"
 
 namespace envcrypt {
 namespace {
@@ -31,30 +31,21 @@ std::int64_t now_seconds() {
       .count();
 }
 
-bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
-
 // key=value fields for syslog and the terminal: quoted when the value holds
-// blanks, quotes, '=' or '\\', and every control byte (a newline from a key
-// server's message would start a forged log line) as \xNN.
+// blanks, quotes, '=' or '\\', and every byte outside printable ASCII (a
+// newline from a key server's message would start a forged log line) as
+// \xNN.
 std::string quoted_if_needed(const std::string& value) {
-  const bool plain = !value.empty() && value.find_first_of(" \t\"\\=") == std::string::npos &&
-                     std::none_of(value.begin(), value.end(),
-                                  [](char c) { return is_control(static_cast<unsigned char>(c)); });
-  if (plain) {
+  const std::string safe = printable(value);
+  if (!safe.empty() && safe == value && value.find_first_of(" \t\"=") == std::string::npos) {
     return value;
   }
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "\"";
-  for (const char ch : value) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (is_control(c)) {
-      out += std::string("\\x") + kHex[c >> 4] + kHex[c & 0xf];
-      continue;
-    }
-    if (c == '"' || c == '\\') {
+  for (const char c : safe) {
+    if (c == '"') {
       out += '\\';
     }
-    out += ch;
+    out += c;
   }
   return out + "\"";
 }

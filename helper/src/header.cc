@@ -4,12 +4,15 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstddef>
 #include <cstring>
 #include <limits>
 
 #include "crypto.h"
+#include "printable.h"
 
 namespace envcrypt {
 namespace {
@@ -52,20 +55,6 @@ std::string get_string(std::span<const std::uint8_t> in, std::size_t offset, std
 std::string hex_byte(unsigned char c) {
   static constexpr char kHex[] = "0123456789abcdef";
   return {kHex[c >> 4], kHex[c & 0xf]};
-}
-
-// A string from a header, safe to print: anything but printable ASCII as \xNN.
-std::string printable(std::string_view text) {
-  std::string out;
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c > 0x7e || c == '\\') {
-      out += "\\x" + hex_byte(c);
-    } else {
-      out += ch;
-    }
-  }
-  return out;
 }
 
 std::vector<std::uint8_t> get_bytes(std::span<const std::uint8_t> in, std::size_t offset,
@@ -145,6 +134,45 @@ Status check_geometry(const Geometry& g) {
                    std::to_string(g.data_size) + " overflows 64 bits");
   }
   return OkStatus();
+}
+
+// Bytes the format leaves unused (string padding, reserved and pad fields,
+// the tail of the wrapped-key field) must be zero: a copy then has exactly
+// one encoding, so nothing can hide in it and re-encoding a decoded header
+// reproduces it byte for byte.  Returns what is not zero, or "".
+std::string check_unused_bytes(std::span<const std::uint8_t> in, std::uint64_t wrapped_len) {
+  struct Span {
+    const char* what;
+    std::size_t offset;
+    std::size_t size;
+  };
+  auto after_string = [&in](const char* what, std::size_t offset, std::size_t width) {
+    const auto* begin = reinterpret_cast<const char*>(in.data() + offset);
+    const std::size_t used = strnlen(begin, width);
+    return Span{what, offset + used, width - used};
+  };
+  const std::size_t key_field = kEnvelope + offsetof(envcrypt_envelope, wrapped_key);
+  const std::array spans = {
+      after_string("label", offsetof(envcrypt_header, label), ENVCRYPT_LABEL_LEN),
+      after_string("cipher", kGeometry + offsetof(envcrypt_geometry, cipher), ENVCRYPT_CIPHER_LEN),
+      Span{"geometry reserved", kGeometry + offsetof(envcrypt_geometry, reserved),
+           sizeof(envcrypt_geometry::reserved)},
+      after_string("CMK URI", kEnvelope + offsetof(envcrypt_envelope, cmk_uri),
+                   ENVCRYPT_CMK_URI_LEN),
+      Span{"envelope pad", kEnvelope + offsetof(envcrypt_envelope, pad),
+           sizeof(envcrypt_envelope::pad)},
+      Span{"wrapped key field", key_field + wrapped_len, ENVCRYPT_WRAPPED_KEY_MAX - wrapped_len},
+      Span{"reserved", offsetof(envcrypt_header, reserved), sizeof(envcrypt_header::reserved)},
+  };
+  for (const Span& span : spans) {
+    const auto bytes = in.subspan(span.offset, span.size);
+    const auto nonzero = std::find_if(bytes.begin(), bytes.end(), [](auto b) { return b != 0; });
+    if (nonzero != bytes.end()) {
+      return std::string(span.what) + " has a non-zero unused byte at offset " +
+             std::to_string(span.offset + static_cast<std::size_t>(nonzero - bytes.begin()));
+    }
+  }
+  return "";
 }
 
 }  // namespace
@@ -347,6 +375,9 @@ Result<DiskHeader> decode_header(std::span<const std::uint8_t> in, std::uint64_t
   w.ciphertext = get_bytes(in, kEnvelope + offsetof(envcrypt_envelope, wrapped_key), wrapped_len);
   std::memcpy(h.kcv.data(), in.data() + kEnvelope + offsetof(envcrypt_envelope, kcv), h.kcv.size());
 
+  if (auto canonical = check_unused_bytes(in, wrapped_len); !canonical.empty()) {
+    return fail(CopyState::kInvalid, canonical);
+  }
   if (auto valid = validate(h); !valid.ok()) {
     return fail(CopyState::kInvalid, valid.error().message());
   }

@@ -350,6 +350,25 @@ TEST_F(HeaderTest, OnDeviceDataOffsetInsideTheHeaderAreaIsRefused) {
   EXPECT_TRUE(check_on_device_geometry(header).ok());
 }
 
+// Found by fuzz_header's round-trip property: bytes the encoder leaves zero
+// were ignored by the decoder, so one header had many encodings.
+TEST_F(HeaderTest, NonZeroUnusedBytesAreRefused) {
+  const std::size_t label_tail = offsetof(envcrypt_header, label) + 10;
+  const std::size_t reserved = offsetof(envcrypt_header, reserved) + 100;
+  const std::size_t pad = offsetof(envcrypt_header, envelope) + offsetof(envcrypt_envelope, pad);
+  for (const std::size_t at : {label_tail, reserved, pad}) {
+    Device copy = device;
+    copy.bytes[at] = 0x41;
+    reseal(copy, kPrimaryOffset);
+    CopyReport report;
+    EXPECT_FALSE(decode_header(copy.primary(), kPrimaryOffset, &report).ok()) << at;
+    EXPECT_EQ(report.state, CopyState::kInvalid);
+    EXPECT_TRUE(
+        report.detail.ends_with("has a non-zero unused byte at offset " + std::to_string(at)))
+        << report.detail;
+  }
+}
+
 TEST(Uuid, StringRoundTrip) {
   Uuid u = random_uuid().value();
   const std::string text = uuid_to_string(u);

@@ -123,6 +123,15 @@ TEST_F(HostileDiskTest, TabMatchKeepsTheUnitsEscapes) {
             "ENVCRYPT_NETDEV=0\nENVCRYPT_NOAUTO=0\n");
 }
 
+// Point 1: whatever an error carries (here a path with a newline and an
+// escape sequence), it is printed as one line with the bytes shown as \xNN.
+TEST_F(HostileDiskTest, ErrorLinesEscapeControlBytes) {
+  CliRun failed = run({"inspect", (dir_ / "no\nsuch\x1b[2J").string()});
+  EXPECT_EQ(failed.code, static_cast<int>(ErrorCode::kNotFound));
+  EXPECT_EQ(failed.err, "envcryptctl: inspect " + dir_.string() +
+                            "/no\\x0asuch\\x1b[2J: No such file or directory\n");
+}
+
 // Point 3: magic that cannot be read is a disk to restore, not to reuse.
 TEST_F(HostileDiskTest, FormatRefusesUnreadableHeadersWithoutForce) {
   ASSERT_EQ(run({"format", image_.string()}).code, 0);

@@ -1,5 +1,7 @@
 #include "kms.h"
 
+#include <openssl/crypto.h>
+
 #include <string>
 
 #include "crypto.h"
@@ -116,11 +118,30 @@ Error KmsBackend::unsupported(std::string_view operation) const {
   return {ErrorCode::kUsage, std::string(operation) + " is not supported by this KMS backend"};
 }
 
+Status verify_wrap(KmsBackend& kms, const WrappedKey& wrapped, const EncryptionContext& context,
+                   const SecretBytes& data_key) {
+  const std::string refused =
+      wrapped.cmk_uri + ": the new wrap of the data key does not decrypt back to it";
+  auto unwrapped = kms.decrypt(wrapped, context);
+  if (!unwrapped.ok()) {
+    return Error(unwrapped.error().code(),
+                 refused + " (" + unwrapped.error().message() + "); nothing was written");
+  }
+  // Sizes are public; the bytes are compared in constant time.
+  if (unwrapped->size() != data_key.size() ||
+      CRYPTO_memcmp(unwrapped->data(), data_key.data(), data_key.size()) != 0) {
+    return Error(ErrorCode::kKmsUnreachable,
+                 refused + " (the KMS returned other bytes); nothing was written");
+  }
+  return OkStatus();
+}
+
 Result<DataKey> generate_data_key(KmsBackend& kms, std::string_view keyref,
                                   const EncryptionContext& context, std::size_t size) {
   DataKey key;
   ENVCRYPT_ASSIGN_OR_RETURN(key.plaintext, random_secret(size));
   ENVCRYPT_ASSIGN_OR_RETURN(key.wrapped, kms.encrypt(keyref, key.plaintext, context));
+  ENVCRYPT_TRY(verify_wrap(kms, key.wrapped, context, key.plaintext));
   return key;
 }
 

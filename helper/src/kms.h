@@ -114,6 +114,11 @@ class KmsBackend {
   virtual Result<KeyInfo> schedule_key_deletion(std::string_view keyref,
                                                 std::uint32_t pending_window_days) = 0;
   virtual Status cancel_key_deletion(std::string_view keyref) = 0;
+  // Why schedule_key_deletion() destroys at once, for a backend with no
+  // pending-deletion window (KMIP); nothing for one that waits.
+  [[nodiscard]] virtual std::optional<std::string> immediate_deletion() const {
+    return std::nullopt;
+  }
 
   // Aliases ("alias/<name>").  A backend without aliases answers with
   // ErrorCode::kUsage and a message saying so (see unsupported()).
@@ -157,8 +162,18 @@ class KmsBackend {
   [[nodiscard]] virtual Error unsupported(std::string_view operation) const;
 };
 
+// Decrypts a new wrap back through `kms` and compares the result with
+// `data_key` in constant time, so a wrap the KMS cannot open again (a
+// server that ignored our nonce, a faulty HSM, a bug) is refused before a
+// header commits it.  The error names the CMK URI and ends "nothing was
+// written"; a failed Decrypt keeps its own error code, other bytes are
+// ErrorCode::kKmsUnreachable.
+Status verify_wrap(KmsBackend& kms, const WrappedKey& wrapped, const EncryptionContext& context,
+                   const SecretBytes& data_key);
+
 // GenerateDataKey: a fresh DK of `size` bytes from OpenSSL's DRBG, wrapped
-// by the backend.  Shared by every backend so DK generation is one code path.
+// by the backend and decrypted back (verify_wrap).  Shared by every backend
+// so DK generation is one code path.
 struct DataKey {
   SecretBytes plaintext;
   WrappedKey wrapped;

@@ -15,6 +15,7 @@
 
 #include "crypto.h"
 #include "keystore.h"
+#include "secret_io.h"
 
 namespace envcrypt {
 namespace {
@@ -342,20 +343,7 @@ Result<SecretBytes> read_root_key(const std::filesystem::path& path, int fd) {
     return Error(ErrorCode::kCorruptHeader, "root key " + path.string() + " must be exactly 32 " +
                                                 "bytes, it has " + std::to_string(st.st_size));
   }
-  SecretBytes key(kAes256KeySize);
-  std::size_t done = 0;
-  while (done < key.size()) {
-    const ssize_t got = ::read(fd, key.data() + done, key.size() - done);
-    if (got < 0 && errno == EINTR) {
-      continue;
-    }
-    if (got <= 0) {
-      return Error(ErrorCode::kIo, "read " + path.string() + ": " +
-                                       (got < 0 ? std::strerror(errno) : "short read"));
-    }
-    done += static_cast<std::size_t>(got);
-  }
-  return key;
+  return read_secret(fd, kAes256KeySize, path.string());
 }
 
 Status create_root_key(const std::filesystem::path& path) {
@@ -466,6 +454,8 @@ struct LocalKms::Impl {
   // Events of a transaction beyond the operation's own line (automatic
   // rotation, expired material), appended to the audit log after it.
   std::vector<AuditEvent> side_events;
+  // The intent line of the change being committed, for finish().
+  std::optional<std::uint64_t> pending_intent;
 
   Impl(LocalKmsOptions opts, Keystore store, AuditLog log, SecretBytes root)
       : options(std::move(opts)),
@@ -585,8 +575,11 @@ struct LocalKms::Impl {
   }
 
   // Runs `body` on the region's store under its lock and commits the store
-  // if anything changed.  `body` failing commits nothing.
-  Status transact(const std::function<Status(Store&)>& body) {
+  // if anything changed.  `body` failing commits nothing.  A change is
+  // announced first by an intent line for `event` (durable before the
+  // commit, so no change goes unaudited); finish() names that line in the
+  // operation's own.
+  Status transact(const AuditEvent& event, const std::function<Status(Store&)>& body) {
     const std::filesystem::path path = keystore.path_of(store_name);
     return keystore.update(
         store_name,
@@ -598,8 +591,21 @@ struct LocalKms::Impl {
           ENVCRYPT_TRY(ensure_service_key(store));
           expire_material(store);
           ENVCRYPT_TRY(body(store));
-          return std::optional<std::string>(serialize_store(store, options.region));
+          std::string next = serialize_store(store, options.region);
+          if (!current || *current != next) {
+            ENVCRYPT_TRY(announce(event));
+          }
+          return std::optional<std::string>(std::move(next));
         });
+  }
+
+  Status announce(const AuditEvent& event) {
+    AuditEvent intent = event;
+    intent.result = "pending";
+    intent.details["store"] = store_name;
+    ENVCRYPT_ASSIGN_OR_RETURN(const std::uint64_t seq, audit.append(intent, {true, std::nullopt}));
+    pending_intent = seq;
+    return options.before_commit ? options.before_commit() : OkStatus();
   }
 
   // Appends the operation's line (and any side events), and turns a failed
@@ -612,8 +618,9 @@ struct LocalKms::Impl {
       events.clear();  // a failed operation committed nothing, side effects included
     }
     events.insert(events.begin(), event);
+    AuditPhase phase{false, std::exchange(pending_intent, std::nullopt)};
     for (const AuditEvent& each : events) {
-      const Status logged = audit.append(each);
+      const Result<std::uint64_t> logged = audit.append(each, std::exchange(phase, {}));
       if (!logged.ok() && result.ok()) {
         return logged.error().with_context("audit log");
       }
@@ -831,7 +838,7 @@ struct LocalKms::Impl {
                      const std::function<Result<T>(Store&, StoredKey&, AuditEvent&)>& body) {
     AuditEvent event{operation, "", std::nullopt, {}, "", {}};
     std::optional<T> answer;
-    const Status status = transact([&](Store& store) -> Status {
+    const Status status = transact(event, [&](Store& store) -> Status {
       ENVCRYPT_ASSIGN_OR_RETURN(StoredKey * key, resolve(store, keyref));
       event.key_id = key->id;
       event.key_version =
@@ -868,8 +875,10 @@ Result<std::unique_ptr<LocalKms>> LocalKms::open(const LocalKmsOptions& options)
   }
   ENVCRYPT_ASSIGN_OR_RETURN(Keystore keystore, Keystore::open(resolved.dir));
   ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes root_key, load_or_create_root_key(resolved.root_key));
-  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog audit, AuditLog::open(resolved.dir / "audit.log",
-                                                           resolved.principal, resolved.clock));
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditKeys audit_keys, derive_audit_keys(root_key.span()));
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      AuditLog audit, AuditLog::open(resolved.dir / "audit.log", resolved.principal, resolved.clock,
+                                     std::move(audit_keys)));
   return std::unique_ptr<LocalKms>(new LocalKms(std::make_unique<Impl>(
       std::move(resolved), std::move(keystore), std::move(audit), std::move(root_key))));
 }
@@ -900,7 +909,7 @@ Result<WrappedKey> LocalKms::encrypt(std::string_view keyref, const SecretBytes&
   AuditEvent event{"GenerateDataKey", "", std::nullopt, context, "", {}};
   event.details["bytes"] = std::to_string(plaintext.size());
   std::optional<WrappedKey> wrapped;
-  const Status status = impl_->transact([&](Store& store) -> Status {
+  const Status status = impl_->transact(event, [&](Store& store) -> Status {
     ENVCRYPT_ASSIGN_OR_RETURN(wrapped, impl_->wrap_in(store, keyref, plaintext, context,
                                                       GrantOperation::kGenerate, event));
     return OkStatus();
@@ -914,7 +923,7 @@ Result<WrappedKey> LocalKms::encrypt(std::string_view keyref, const SecretBytes&
 Result<SecretBytes> LocalKms::decrypt(const WrappedKey& wrapped, const EncryptionContext& context) {
   AuditEvent event{"Decrypt", "", std::nullopt, context, "", {}};
   std::optional<SecretBytes> plaintext;
-  const Status status = impl_->transact([&](Store& store) -> Status {
+  const Status status = impl_->transact(event, [&](Store& store) -> Status {
     ENVCRYPT_ASSIGN_OR_RETURN(
         plaintext, impl_->unwrap_in(store, wrapped, context, GrantOperation::kDecrypt, event));
     return OkStatus();
@@ -931,7 +940,7 @@ Result<WrappedKey> LocalKms::reencrypt(const WrappedKey& wrapped,
                                        const EncryptionContext& destination_context) {
   AuditEvent event{"ReEncrypt", "", std::nullopt, destination_context, "", {}};
   std::optional<WrappedKey> rewrapped;
-  const Status status = impl_->transact([&](Store& store) -> Status {
+  const Status status = impl_->transact(event, [&](Store& store) -> Status {
     AuditEvent source{"ReEncrypt", "", std::nullopt, source_context, "", {}};
     ENVCRYPT_ASSIGN_OR_RETURN(
         const SecretBytes plaintext,
@@ -953,7 +962,7 @@ Result<KeyInfo> LocalKms::create_key(const CreateKeyRequest& request) {
   AuditEvent event{"CreateKey", "", std::nullopt, {}, "", {}};
   event.details["origin"] = std::string(to_string(request.origin));
   std::optional<KeyInfo> info;
-  const Status status = impl_->transact([&](Store& store) -> Status {
+  const Status status = impl_->transact(event, [&](Store& store) -> Status {
     std::optional<std::string> alias;
     if (request.alias) {
       alias = strip_alias_prefix(*request.alias);
@@ -1026,7 +1035,7 @@ Result<LocalKeyDetails> LocalKms::describe_key_details(std::string_view keyref) 
 Result<std::vector<KeyInfo>> LocalKms::list_keys() {
   AuditEvent event{"ListKeys", "", std::nullopt, {}, "", {}};
   std::vector<KeyInfo> keys;
-  const Status status = impl_->transact([&](Store& store) -> Status {
+  const Status status = impl_->transact(event, [&](Store& store) -> Status {
     for (const auto& [id, key] : store.keys) {
       keys.push_back(impl_->info_of(store, key));
     }
@@ -1157,7 +1166,7 @@ Status LocalKms::delete_alias(std::string_view alias) {
 Result<std::map<std::string, std::string>> LocalKms::list_aliases() {
   AuditEvent event{"ListAliases", "", std::nullopt, {}, "", {}};
   std::map<std::string, std::string> aliases;
-  const Status status = impl_->transact([&](Store& store) -> Status {
+  const Status status = impl_->transact(event, [&](Store& store) -> Status {
     for (const auto& [name, id] : store.aliases) {
       aliases.emplace(std::string(kAliasPrefix) + name, id);
     }
@@ -1184,7 +1193,7 @@ Result<KeyInfo> LocalKms::rotate_key(std::string_view keyref) {
 Result<std::vector<KeyInfo>> LocalKms::rotate_due() {
   AuditEvent event{"RotateDue", "", std::nullopt, {}, "", {}};
   std::vector<KeyInfo> rotated;
-  const Status status = impl_->transact([&](Store& store) -> Status {
+  const Status status = impl_->transact(event, [&](Store& store) -> Status {
     for (auto& [id, key] : store.keys) {
       if (impl_->rotation_due(key)) {
         ENVCRYPT_TRY(impl_->rotate_if_due(key, "interval elapsed, rotate-due"));
@@ -1390,7 +1399,7 @@ Result<std::vector<Grant>> LocalKms::list_grants(std::string_view keyref) {
 Result<std::vector<std::string>> LocalKms::purge_due() {
   AuditEvent event{"PurgeDue", "", std::nullopt, {}, "", {}};
   std::vector<std::string> purged;
-  const Status status = impl_->transact([&](Store& store) -> Status {
+  const Status status = impl_->transact(event, [&](Store& store) -> Status {
     for (auto it = store.keys.begin(); it != store.keys.end();) {
       const StoredKey& key = it->second;
       if (key.state != KeyState::kPendingDeletion || !key.deletion_date ||

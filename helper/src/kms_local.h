@@ -1,7 +1,7 @@
 // The embedded local KMS (DESIGN.md section 5): CMKs of one region kept in a
 // keystore directory, their material sealed with AES-256-GCM under a root key
 // file, every change an atomic locked replacement of the region's keystore
-// file, every operation one line of a hash-chained audit log.
+// file, every operation one line of an HMAC-chained audit log.
 // CMK URI: local://<region>/<key-id>.  Documentation/kms/local.rst and
 // Documentation/kms/lifecycle.rst describe the operator's view.
 #pragma once
@@ -30,6 +30,10 @@ struct LocalKmsOptions {
   // Unix seconds.  Empty means the system clock; tests move time forward to
   // reach deletion dates, rotation dates and token expiry.
   std::function<std::int64_t()> clock;
+  // Runs after a change's intent line is durable and before the keystore
+  // commit; an error fails the commit.  Only unit tests set it (to fail or
+  // stop a commit); nothing reads it from a file or the environment.
+  std::function<Status()> before_commit;
 };
 
 struct KeyVersionInfo {

@@ -432,11 +432,13 @@ TEST_F(LocalKmsTest, EveryOperationIsAuditedWithItsResult) {
   ASSERT_FALSE(kms->decrypt(data_key.wrapped, kContext).ok());
 
   const std::vector<AuditRecord> records = kms->audit_log().query({}).value();
-  ASSERT_EQ(records.size(), 4U);
+  // generate_data_key decrypts its new wrap back (kms.h verify_wrap).
+  ASSERT_EQ(records.size(), 5U);
   EXPECT_EQ(records[0].operation, "CreateKey");
   EXPECT_EQ(records[1].operation, "GenerateDataKey");
-  EXPECT_EQ(records[2].operation, "DisableKey");
-  EXPECT_EQ(records[3].operation, "Decrypt");
+  EXPECT_EQ(records[2].operation, "Decrypt");
+  EXPECT_EQ(records[3].operation, "DisableKey");
+  EXPECT_EQ(records[4].operation, "Decrypt");
   for (const AuditRecord& record : records) {
     EXPECT_EQ(record.principal, "host/test");
     EXPECT_EQ(record.key_id, key.key_id);
@@ -445,19 +447,103 @@ TEST_F(LocalKmsTest, EveryOperationIsAuditedWithItsResult) {
   EXPECT_EQ(records[1].result, "ok");
   EXPECT_EQ(records[1].key_version, 1U);
   EXPECT_EQ(records[1].disk, kContext.at("disk_uuid"));
-  EXPECT_EQ(records[3].result, "key " + key.uri + " is Disabled");
-  EXPECT_EQ(records[3].disk, kContext.at("disk_uuid"));
+  EXPECT_EQ(records[2].result, "ok");
+  EXPECT_EQ(records[4].result, "key " + key.uri + " is Disabled");
+  EXPECT_EQ(records[4].disk, kContext.at("disk_uuid"));
 
   const nlohmann::json line = nlohmann::json::parse(records[1].line);
   EXPECT_EQ(line["context"]["disk_uuid"], kContext.at("disk_uuid"));
   EXPECT_EQ(line["context"]["sector_size"], "4096");
   EXPECT_EQ(line["operation"], "GenerateDataKey");
   EXPECT_EQ(line["key_version"], 1);
-  EXPECT_EQ(line["prev"].get<std::string>().size(), 64U);
+  EXPECT_EQ(line["mac"].get<std::string>().size(), 64U);
 
+  // CreateKey and DisableKey changed the keystore: each has an intent line.
   const AuditVerification verified = kms->audit_log().verify().value();
   EXPECT_TRUE(verified.intact) << verified.problem;
-  EXPECT_EQ(verified.lines, 4U);
+  EXPECT_EQ(verified.lines, 7U);
+}
+
+std::vector<nlohmann::json> audit_lines(const std::filesystem::path& log) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(slurp(log));
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(nlohmann::json::parse(line));
+  }
+  return lines;
+}
+
+// The intent line is durable before the keystore changes; a commit that
+// fails is recorded as the intent's outcome, and nothing changed.
+TEST_F(LocalKmsTest, AChangeIsAuditedAheadOfItsCommit) {
+  const std::filesystem::path log = root_ / "var" / "kms" / "audit.log";
+  const std::filesystem::path store = root_ / "var" / "kms" / "local-1.keystore.json";
+  LocalKmsOptions opts = options();
+  std::size_t keys_at_intent = 0;
+  bool armed = false;
+  opts.before_commit = [&]() -> Status {
+    if (!armed) {
+      return OkStatus();
+    }
+    const std::vector<nlohmann::json> lines = audit_lines(log);
+    EXPECT_EQ(lines.back()["phase"], "intent");
+    EXPECT_EQ(lines.back()["operation"], "CreateKey");
+    EXPECT_EQ(lines.back()["result"], "pending");
+    EXPECT_EQ(lines.back()["details"]["store"], "local-1.keystore.json");
+    keys_at_intent = nlohmann::json::parse(slurp(store))["keys"].size();
+    return Error(ErrorCode::kIo, "write local-1.keystore.json: No space left on device");
+  };
+  auto kms = LocalKms::open(opts).value();
+  ASSERT_TRUE(kms->list_keys().ok());  // creates the keystore with the service key
+  armed = true;
+  expect_error(kms->create_key({}), ErrorCode::kIo,
+               "write local-1.keystore.json: No space left on device");
+  EXPECT_EQ(keys_at_intent, 1U);
+  armed = false;
+  EXPECT_EQ(kms->list_keys().value().size(), 1U);
+
+  const std::vector<nlohmann::json> lines = audit_lines(log);
+  ASSERT_EQ(lines.size(), 5U);  // ListKeys intent + line, CreateKey intent + line, ListKeys
+  EXPECT_EQ(lines[3]["operation"], "CreateKey");
+  EXPECT_EQ(lines[3]["intent"], 3);
+  EXPECT_EQ(lines[3]["result"], "write local-1.keystore.json: No space left on device");
+  const AuditVerification verified = kms->audit_log().verify().value();
+  EXPECT_TRUE(verified.intact) << verified.problem;
+}
+
+// A KMS killed between the intent line and the commit: --verify says so,
+// and keeps saying so after later operations.
+TEST_F(LocalKmsTest, AStopBetweenTheIntentAndTheCommitIsReported) {
+  auto kms = open();
+  create(*kms);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    LocalKmsOptions opts = options();
+    opts.before_commit = []() -> Status { std::_Exit(0); };
+    Result<std::unique_ptr<LocalKms>> killed = LocalKms::open(opts);
+    if (killed.ok()) {
+      (void)(*killed)->create_key({});
+    }
+    std::_Exit(3);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  const std::vector<nlohmann::json> lines = audit_lines(root_ / "var" / "kms" / "audit.log");
+  ASSERT_EQ(lines.size(), 3U);
+  const std::string problem = "line 3 is the intent of CreateKey on key " +
+                              lines[2]["key_id"].get<std::string>() +
+                              " with no outcome: the KMS stopped between this line and its "
+                              "keystore commit, so that change may or may not be committed";
+  AuditVerification verified = kms->audit_log().verify().value();
+  EXPECT_FALSE(verified.intact);
+  EXPECT_EQ(verified.first_bad_line, 3U);
+  EXPECT_EQ(verified.problem, problem);
+  EXPECT_EQ(kms->list_keys().value().size(), 2U);  // the commit never happened
+  verified = kms->audit_log().verify().value();
+  EXPECT_EQ(verified.problem, problem);
 }
 
 // ----- atomicity across processes -----

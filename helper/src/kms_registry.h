@@ -30,6 +30,13 @@ class KmsRegistry {
 
   [[nodiscard]] const Config& config() const { return config_; }
 
+  // Serves `slot` ("local:<region>" or "kmip:<endpoint name>") with `backend`
+  // instead of opening it from the configuration: how unit tests put a
+  // faulty KMS under format and rewrap.
+  void adopt(const std::string& slot, std::unique_ptr<KmsBackend> backend) {
+    open_[slot] = std::move(backend);
+  }
+
  private:
   Result<KmsBackend*> local(const std::string& region);
   Result<KmsBackend*> kmip(std::string_view authority);

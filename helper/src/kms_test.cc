@@ -28,7 +28,8 @@ TEST(KmsStrings, StatesAndOrigins) {
 }
 
 // A backend that implements only the mandatory operations: aliases fall
-// back to the base class, which reports them unsupported.
+// back to the base class, which reports them unsupported.  Its "wrap" is
+// the plaintext itself, so decrypting it back gives the data key.
 class MinimalBackend : public KmsBackend {
  public:
   [[nodiscard]] bool supports(std::string_view /*uri*/) const override { return true; }
@@ -39,9 +40,9 @@ class MinimalBackend : public KmsBackend {
     wrapped.ciphertext.assign(plaintext.data(), plaintext.data() + plaintext.size());
     return wrapped;
   }
-  Result<SecretBytes> decrypt(const WrappedKey& /*wrapped*/,
+  Result<SecretBytes> decrypt(const WrappedKey& wrapped,
                               const EncryptionContext& /*context*/) override {
-    return unsupported("decrypt");
+    return SecretBytes(wrapped.ciphertext.data(), wrapped.ciphertext.size());
   }
   Result<KeyInfo> create_key(const CreateKeyRequest& /*request*/) override {
     return unsupported("create-key");
@@ -78,6 +79,46 @@ TEST(GenerateDataKey, WrapsAFreshKeyOfTheRequestedSize) {
   EXPECT_EQ(first.plaintext.size(), 64U);
   EXPECT_TRUE(first.plaintext.equals(first.wrapped.ciphertext));
   EXPECT_FALSE(first.plaintext.equals(second.plaintext.span()));
+}
+
+// Its wraps decrypt, but to other bytes than the data key it was given.
+class ForgetfulBackend final : public MinimalBackend {
+ public:
+  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
+                             const EncryptionContext& context) override {
+    auto wrapped = MinimalBackend::encrypt(keyref, plaintext, context);
+    wrapped->ciphertext.back() ^= 0x80;
+    return wrapped;
+  }
+};
+
+// And this one's wraps do not decrypt at all.
+class UnopenableBackend final : public MinimalBackend {
+ public:
+  Result<SecretBytes> decrypt(const WrappedKey& /*wrapped*/,
+                              const EncryptionContext& /*context*/) override {
+    return Error(ErrorCode::kDenied, "no Decrypt permission");
+  }
+};
+
+TEST(GenerateDataKey, RefusesAWrapThatDecryptsBackToOtherBytes) {
+  ForgetfulBackend backend;
+  auto key = generate_data_key(backend, "kmip://kms:5696/7", {}, 64);
+  ASSERT_FALSE(key.ok());
+  EXPECT_EQ(key.error().code(), ErrorCode::kKmsUnreachable);
+  EXPECT_EQ(key.error().message(),
+            "kmip://kms:5696/7: the new wrap of the data key does not decrypt back to it (the "
+            "KMS returned other bytes); nothing was written");
+}
+
+TEST(GenerateDataKey, RefusesAWrapThatDoesNotDecrypt) {
+  UnopenableBackend backend;
+  auto key = generate_data_key(backend, "kmip://kms:5696/7", {}, 64);
+  ASSERT_FALSE(key.ok());
+  EXPECT_EQ(key.error().code(), ErrorCode::kDenied);
+  EXPECT_EQ(key.error().message(),
+            "kmip://kms:5696/7: the new wrap of the data key does not decrypt back to it (no "
+            "Decrypt permission); nothing was written");
 }
 
 }  // namespace

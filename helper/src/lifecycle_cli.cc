@@ -17,8 +17,8 @@
 #include "audit.h"
 #include "blockdev.h"
 #include "crypttab.h"
-#include "kms_local.h"
 #include "preflight.h"
+#include "printable.h"
 #include "rewrap.h"
 
 namespace envcrypt {
@@ -44,6 +44,8 @@ struct LifecycleArgs {
   std::string since;
   std::string until;
   bool verify = false;
+  std::string anchor;                          // --anchor VALUE: check the log against it
+  const CLI::Option* anchor_option = nullptr;  // --anchor given, with or without a value
   // rewrap
   std::string device;
   std::string header_file;
@@ -87,6 +89,7 @@ class Commands {
   void print_json(const json& j) { out() << j.dump(2) << '\n'; }
 
   Status audit_verify(AuditLog& log);
+  Status audit_anchor(AuditLog& log);
   Status audit_query(KmsBackend& backend, AuditLog& log);
   Status rewrap_one(KmsRegistry& registry);
   Status rewrap_every(KmsRegistry& registry);
@@ -343,27 +346,55 @@ Status Commands::list_grants() {
 Status Commands::audit() {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_selected());
   ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, backend->audit());
+  if (args_->anchor_option != nullptr && args_->anchor_option->count() > 0) {
+    return args_->anchor.empty() && !args_->verify ? audit_anchor(*log) : audit_verify(*log);
+  }
   return args_->verify ? audit_verify(*log) : audit_query(*backend, *log);
 }
 
 // A tampered log is ErrorCode::kCorruptHeader: the stored record is corrupt.
 Status Commands::audit_verify(AuditLog& log) {
-  ENVCRYPT_ASSIGN_OR_RETURN(AuditVerification check, log.verify());
+  std::optional<AuditAnchor> anchor;
+  if (!args_->anchor.empty()) {
+    ENVCRYPT_ASSIGN_OR_RETURN(anchor, parse_audit_anchor(args_->anchor));
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditVerification check, log.verify(anchor));
   if (json_output()) {
     json j = {{"path", log.path().string()}, {"lines", check.lines}, {"intact", check.intact}};
     if (check.intact) {
-      j["head_hash"] = check.head_hash;
+      j["anchor"] = check.lines == 0 ? "" : format_audit_anchor(check.head);
+      if (anchor) {
+        j["checked_anchor"] = format_audit_anchor(*anchor);
+      }
     } else {
       j["first_bad_line"] = check.first_bad_line;
       j["problem"] = check.problem;
     }
     print_json(j);
   } else if (check.intact) {
-    out() << log.path().string() << ": " << check.lines
-          << " lines, hash chain intact; last line's SHA-256 " << check.head_hash << '\n';
+    out() << log.path().string() << ": " << check.lines << " lines, MAC chain intact"
+          << (anchor ? ", matches anchor " + format_audit_anchor(*anchor) : "")
+          << (check.lines == 0 ? "" : "; head " + format_audit_anchor(check.head)) << '\n';
   }
   if (!check.intact) {
     return Error(ErrorCode::kCorruptHeader, log.path().string() + ": " + check.problem);
+  }
+  return OkStatus();
+}
+
+// Prints the head of a verified log, for storage off the host.
+Status Commands::audit_anchor(AuditLog& log) {
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditVerification check, log.verify());
+  if (!check.intact) {
+    return Error(ErrorCode::kCorruptHeader, log.path().string() + ": " + check.problem);
+  }
+  if (check.lines == 0) {
+    return Error(ErrorCode::kNotFound, log.path().string() + " is empty: nothing to anchor yet");
+  }
+  if (json_output()) {
+    print_json({{"path", log.path().string()}, {"anchor", format_audit_anchor(check.head)}});
+  } else {
+    out() << format_audit_anchor(check.head) << '\n';
   }
   return OkStatus();
 }
@@ -395,16 +426,19 @@ Status Commands::audit_query(KmsBackend& backend, AuditLog& log) {
     print_json(list);
     return OkStatus();
   }
+  // Every field comes from the log, and a result may quote a key server:
+  // printed escaped, one line per record.
   for (const AuditRecord& record : records) {
-    out() << record.time << ' ' << record.principal << ' ' << record.operation << ' '
-          << (record.key_id.empty() ? "-" : record.key_id);
+    out() << printable(record.time) << ' ' << printable(record.principal) << ' '
+          << printable(record.operation) << ' '
+          << (record.key_id.empty() ? "-" : printable(record.key_id));
     if (record.key_version) {
       out() << " v" << *record.key_version;
     }
     if (!record.disk.empty()) {
-      out() << " disk " << record.disk;
+      out() << " disk " << printable(record.disk);
     }
-    out() << ": " << record.result << '\n';
+    out() << ": " << printable(record.result) << '\n';
   }
   return OkStatus();
 }
@@ -539,12 +573,20 @@ Status Commands::rewrap_every(KmsRegistry& registry) {
 }  // namespace
 
 Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force) {
-  if (force || dynamic_cast<LocalKms*>(&backend) == nullptr) {
+  if (force) {
+    return OkStatus();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(""));
+  PreflightEnvironment env = system_preflight_environment();
+  return refuse_if_key_in_use(backend, keyref, force, table, env);
+}
+
+Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force,
+                            const std::vector<TabEntry>& table, PreflightEnvironment& env) {
+  if (force) {
     return OkStatus();
   }
   ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend.describe_key(keyref));
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(""));
-  PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(auto disks, disks_wrapped_by(key.uri, table, env));
   if (disks.empty()) {
     return OkStatus();
@@ -553,6 +595,18 @@ Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool f
                "key " + key.uri + " still wraps " + std::to_string(disks.size()) +
                    (disks.size() == 1 ? " disk" : " disks") + " this host knows: " +
                    joined(disks, ", ") + "; rewrap them under another key first, or use --force");
+}
+
+Result<KeyInfo> schedule_key_deletion(KmsBackend& backend, std::string_view keyref,
+                                      std::uint32_t pending_window_days, bool force,
+                                      bool destroy_now) {
+  if (const auto immediate = backend.immediate_deletion(); immediate && !destroy_now) {
+    return Error(ErrorCode::kUsage, *immediate +
+                                        ": nothing would wait the pending window; add "
+                                        "--destroy-now to destroy the key at once");
+  }
+  ENVCRYPT_TRY(refuse_if_key_in_use(backend, keyref, force));
+  return backend.schedule_key_deletion(keyref, pending_window_days);
 }
 
 void add_lifecycle_kms_commands(CLI::App& kms, const LifecycleCommandHooks& hooks) {
@@ -619,7 +673,13 @@ void add_lifecycle_kms_commands(CLI::App& kms, const LifecycleCommandHooks& hook
   audit->add_option("--since", args->since, "from this time, RFC 3339 UTC, inclusive");
   audit->add_option("--until", args->until, "up to this time, RFC 3339 UTC, inclusive");
   audit->add_flag("--verify", args->verify,
-                  "check the hash chain; report the first altered, removed or reordered line");
+                  "check the MAC chain and sealed head; report the first altered, removed or "
+                  "reordered line");
+  args->anchor_option = audit
+                            ->add_option("--anchor", args->anchor,
+                                         "alone: print the head (audit-v1:SEQ:MAC) to keep off "
+                                         "the host; with a value: check the log against it")
+                            ->expected(0, 1);
   on(audit, "audit", false, &Commands::audit);
 }
 

@@ -10,9 +10,12 @@
 #include <iosfwd>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "crypttab.h"
 #include "kms.h"
 #include "kms_registry.h"
+#include "preflight.h"
 #include "result.h"
 
 namespace envcrypt {
@@ -31,9 +34,21 @@ struct LifecycleCommandHooks {
 void add_lifecycle_kms_commands(CLI::App& kms, const LifecycleCommandHooks& hooks);
 void add_rewrap_command(CLI::App& app, const LifecycleCommandHooks& hooks);
 
-// Safe disable: on the local KMS, refuses with ErrorCode::kConflict, naming
-// the disks, when `keyref` still wraps a disk this host knows (envcrypttab
-// or attached).  `force` skips the check; other backends are not checked.
+// Safe disable: whatever the backend (local or KMIP), refuses with
+// ErrorCode::kConflict, naming the disks, when `keyref` still wraps a disk
+// this host knows (envcrypttab or attached).  `force` skips the check.
 Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force);
+// The same over a given table and environment (the attached disks), which
+// unit tests inject.
+Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force,
+                            const std::vector<TabEntry>& table, PreflightEnvironment& env);
+
+// `kms schedule-key-deletion`: a backend without a pending-deletion window
+// (KMIP: Destroy is immediate and final) is refused with ErrorCode::kUsage
+// unless `destroy_now`; then the in-use guard, then the backend's
+// schedule_key_deletion().
+Result<KeyInfo> schedule_key_deletion(KmsBackend& backend, std::string_view keyref,
+                                      std::uint32_t pending_window_days, bool force,
+                                      bool destroy_now);
 
 }  // namespace envcrypt

@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "cli_test_support.h"
+#include "crypto.h"
 #include "header.h"
 
 namespace envcrypt {
@@ -362,13 +363,24 @@ TEST_F(LifecycleCliTest, GrantsAllowDenyAndAudit) {
   EXPECT_EQ(ok({"kms", "audit", "--since", "2999-01-01T00:00:00Z"}), "");
 }
 
+// A principal (from the configuration) or a result (which may quote a key
+// server) holding control bytes is shown escaped, one record per line.
+TEST_F(LifecycleCliTest, AuditQueryPrintsLogFieldsEscaped) {
+  const fs::path config = write_config("host/a\\u001b[2Jb");
+  ASSERT_EQ(run({"kms", "list-keys"}, config).code, 0);
+  const std::string shown = ok({"kms", "audit"});
+  EXPECT_EQ(shown.find('\x1b'), std::string::npos) << shown;
+  EXPECT_NE(shown.find(" host/a\\x1b[2Jb ListKeys -: ok\n"), std::string::npos) << shown;
+}
+
 TEST_F(LifecycleCliTest, AuditVerifyFindsTampering) {
   create_key({"--alias", "alias/web"});
   ok({"kms", "describe-key", "alias/web"});
   ok({"kms", "list-keys"});
   const fs::path log = dir_ / "kms" / "audit.log";
   const std::string intact = ok({"kms", "audit", "--verify"});
-  EXPECT_EQ(intact.substr(0, intact.find(';')), log.string() + ": 3 lines, hash chain intact");
+  // create-key: its intent line and its own; describe-key; list-keys.
+  EXPECT_EQ(intact.substr(0, intact.find(';')), log.string() + ": 4 lines, MAC chain intact");
 
   std::string text = read_text(log);
   const std::size_t second_line = text.find('\n') + 1;
@@ -379,10 +391,103 @@ TEST_F(LifecycleCliTest, AuditVerifyFindsTampering) {
   CliRun tampered = run({"--json", "kms", "audit", "--verify"});
   EXPECT_EQ(tampered.code, 5);
   EXPECT_EQ(tampered.err, "envcryptctl: kms audit: " + log.string() +
-                              ": line 2 was altered: line 3 records a different hash for it\n");
+                              ": line 2 was altered: its MAC does not verify under this root "
+                              "key\n");
   const auto report = nlohmann::json::parse(tampered.out);
   EXPECT_EQ(report["intact"], false);
   EXPECT_EQ(report["first_bad_line"], 2);
+}
+
+// What anyone who can write the log could do to envcryptctl 0.1's chain:
+// alter a line, recompute the SHA-256 of every line after it into its
+// "prev", and write a matching head.
+TEST_F(LifecycleCliTest, AuditVerifyRefusesARewriteWithARecomputedChain) {
+  create_key({"--alias", "alias/web"});
+  ok({"kms", "describe-key", "alias/web"});
+  ok({"kms", "list-keys"});
+  const fs::path log = dir_ / "kms" / "audit.log";
+  std::vector<std::string> lines;
+  std::istringstream in(read_text(log));
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(line);
+  }
+  ASSERT_GE(lines.size(), 3U);
+  lines[1].replace(lines[1].find("\"ok\""), 4, "\"OK\"");
+  std::string text = lines[0] + "\n" + lines[1] + "\n";
+  for (std::size_t index = 2; index < lines.size(); ++index) {
+    auto record = nlohmann::ordered_json::parse(lines[index]);
+    if (record.contains("prev")) {
+      record["prev"] = sha256_hex(lines[index - 1]);
+      lines[index] = record.dump();
+    }
+    text += lines[index] + "\n";
+  }
+  write_text(log, text);
+  write_text(
+      dir_ / "kms" / "audit.log.head",
+      nlohmann::json({{"seq", lines.size()}, {"hash", sha256_hex(lines.back())}}).dump() + "\n");
+  expect_failure({"kms", "audit", "--verify"}, 5,
+                 "envcryptctl: kms audit: " + log.string() +
+                     ": line 2 was altered: its MAC does not verify under this root key\n");
+}
+
+// Lines cut off the end and the head rewritten to match: 0.1 accepted it.
+TEST_F(LifecycleCliTest, AuditVerifyRefusesAReplacedHead) {
+  create_key({"--alias", "alias/web"});
+  ok({"kms", "describe-key", "alias/web"});
+  ok({"kms", "list-keys"});
+  const fs::path log = dir_ / "kms" / "audit.log";
+  const fs::path head = dir_ / "kms" / "audit.log.head";
+  std::string text = read_text(log);
+  text.resize(text.find('\n', text.find('\n') + 1) + 1);  // two lines
+  write_text(log, text);
+  const std::string second = text.substr(text.find('\n') + 1, text.size() - text.find('\n') - 2);
+  write_text(head, nlohmann::json({{"seq", 2}, {"hash", sha256_hex(second)}}).dump() + "\n");
+  expect_failure(
+      {"kms", "audit", "--verify"}, 5,
+      "envcryptctl: kms audit: " + log.string() + ": the head file is damaged or unsealed\n");
+  const auto mac = nlohmann::json::parse(second).value("mac", std::string(64, '0'));
+  write_text(head, nlohmann::json(
+                       {{"version", 2}, {"seq", 2}, {"mac", mac}, {"seal", sha256_hex("2" + mac)}})
+                           .dump() +
+                       "\n");
+  expect_failure({"kms", "audit", "--verify"}, 5,
+                 "envcryptctl: kms audit: " + log.string() +
+                     ": the head file is not sealed under this root key (replaced)\n");
+}
+
+// An older copy of the log and its head passes on its own; the anchor kept
+// off the host finds the rollback.
+TEST_F(LifecycleCliTest, AuditAnchorFindsARollback) {
+  create_key({"--alias", "alias/web"});
+  const fs::path log = dir_ / "kms" / "audit.log";
+  const fs::path head = dir_ / "kms" / "audit.log.head";
+  const std::string old_log = read_text(log);
+  const std::string old_head = read_text(head);
+  ok({"kms", "disable-key", "alias/web"});
+  // The anchor names the last line: disable-key's (after its intent line).
+  const std::string anchor = ok({"kms", "audit", "--anchor"});
+  const std::string text = read_text(log);
+  const std::string lines = std::to_string(std::count(text.begin(), text.end(), '\n'));
+  const std::string prefix = "audit-v1:" + lines + ":";
+  ASSERT_EQ(anchor.size(), prefix.size() + 64 + 1) << anchor;
+  EXPECT_EQ(anchor.substr(0, prefix.size()), prefix);
+  const std::string value = anchor.substr(0, anchor.size() - 1);
+  EXPECT_EQ(ok({"kms", "audit", "--verify", "--anchor", value}),
+            log.string() + ": " + lines + " lines, MAC chain intact, matches anchor " + value +
+                "; head " + value + "\n");
+
+  write_text(log, old_log);
+  write_text(head, old_head);
+  ok({"kms", "audit", "--verify"});
+  expect_failure({"kms", "audit", "--verify", "--anchor", value}, 5,
+                 "envcryptctl: kms audit: " + log.string() +
+                     ": the log ends at line 2 but the anchor records line " + lines +
+                     ": the log was "
+                     "truncated or rolled back\n");
+  expect_failure({"kms", "audit", "--verify", "--anchor", "audit-v1:4:xyz"}, 2,
+                 "envcryptctl: kms audit: the anchor is not of the form "
+                 "audit-v1:<sequence>:<64 hex digits> (as kms audit --anchor prints it)\n");
 }
 
 TEST_F(LifecycleCliTest, SafeDisableRefusesWhileAKnownDiskIsWrapped) {

@@ -2,5 +2,15 @@
 #include <iostream>
 
 #include "cli.h"
+#include "secret.h"
 
-int main(int argc, char** argv) { return envcrypt::run_cli(argc, argv, std::cout, std::cerr); }
+int main(int argc, char** argv) {
+  // First of all, before any key, config or header is read: no core file
+  // may ever hold a key (Documentation/security/key-hierarchy.rst).
+  const envcrypt::Status protection = envcrypt::protect_process_secrets();
+  if (!protection.ok()) {
+    std::cerr << "envcryptctl: " << protection.error().message() << '\n';
+    return protection.error().exit_code();
+  }
+  return envcrypt::run_cli(argc, argv, std::cout, std::cerr);
+}

@@ -5,6 +5,8 @@
 #include <cctype>
 #include <string>
 
+#include "printable.h"
+
 namespace envcrypt {
 namespace {
 
@@ -15,23 +17,9 @@ bool is_name_char(unsigned char c) {
   return std::isalnum(c) != 0 || c == '_' || c == '-' || c == '.' || c == '+';
 }
 
-// The offending character, as itself when printable, else as \xNN.
+// The offending character, as itself when it is printable and not a blank.
 std::string shown(unsigned char c) {
-  if (c > 0x20 && c < 0x7f) {
-    return {static_cast<char>(c)};
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  return std::string("\\x") + kHex[c >> 4] + kHex[c & 0xf];
-}
-
-std::string escaped(std::string_view name) {
-  std::string out;
-  for (const char ch : name) {
-    const auto c = static_cast<unsigned char>(ch);
-    out +=
-        c == '\\' || c == '\'' ? shown(c) : (c > 0x20 && c < 0x7f ? std::string(1, ch) : shown(c));
-  }
-  return out;
+  return c > 0x20 && c < 0x7f ? std::string(1, static_cast<char>(c)) : escaped_byte(c);
 }
 
 }  // namespace
@@ -40,7 +28,7 @@ Status check_mapping_name(std::string_view name) {
   if (name.empty()) {
     return Error(ErrorCode::kUsage, "empty mapping name");
   }
-  const std::string quoted = "name '" + escaped(name) + "'";
+  const std::string quoted = "name '" + printable(name) + "'";
   if (name.size() > kMaxMappingName) {
     return Error(ErrorCode::kUsage,
                  quoted + " is longer than " + std::to_string(kMaxMappingName) + " characters");

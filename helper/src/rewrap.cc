@@ -1,37 +1,17 @@
 #include "rewrap.h"
 
-#include <signal.h>
-#include <unistd.h>
-
-#include <cstdio>
-#include <cstdlib>
+#include <string>
 
 #include "blockdev.h"
 #include "header_io.h"
+#include "test_hooks.h"
 #include "volume.h"
 
 namespace envcrypt {
 namespace {
 
-// The test hook described in rewrap.h.  Not a debugging aid: the crash
-// tests depend on the exact spelling and on the process dying at once.
-void fault_point(std::string_view step) {
-  const char* spec = std::getenv("ENVCRYPT_FAULT");
-  if (spec == nullptr) {
-    return;
-  }
-  const std::string wanted = "rewrap:" + std::string(step);
-  if (spec == wanted) {
-    ::kill(::getpid(), SIGKILL);
-  }
-  if (spec == wanted + ":pause") {
-    std::fprintf(stderr, "envcryptctl: fault injection: paused at %s\n", wanted.c_str());
-    std::fflush(stderr);
-    for (;;) {
-      ::pause();
-    }
-  }
-}
+// The test hook described in rewrap.h (test builds only: test_hooks.h).
+void rewrap_fault_point(std::string_view step) { fault_point("rewrap:" + std::string(step)); }
 
 WrapVersion version_of(const WrappedKey& wrapped) { return {wrapped.cmk_uri, wrapped.cmk_version}; }
 
@@ -47,6 +27,22 @@ Result<WrappedKey> reencrypt_to(KmsRegistry& kms, const DiskHeader& header,
   }
   ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes data_key, unlock(kms, header));
   return target->encrypt(destination, data_key, context);
+}
+
+// A new wrap replaces the old one only once it has been decrypted back
+// through its KMS and the result passed the disk's key check value: a wrap
+// that cannot be opened again would leave the disk unrecoverable.
+Status verify_new_wrap(KmsRegistry& kms, const DiskHeader& header, const WrappedKey& wrapped) {
+  DiskHeader next = header;
+  next.wrapped = wrapped;
+  auto data_key = unlock(kms, next);
+  if (!data_key.ok()) {
+    return Error(data_key.error().code(),
+                 wrapped.cmk_uri +
+                     ": the new wrap does not decrypt back to this disk's data key (" +
+                     data_key.error().message() + "); the header was not changed");
+  }
+  return OkStatus();
 }
 
 Result<KeyInfo> describe(KmsRegistry& kms, const std::string& keyref) {
@@ -119,12 +115,15 @@ Result<RewrapResult> rewrap_volume(KmsRegistry& kms, const RewrapRequest& reques
   if (!result.changed && !current.degraded()) {
     return result;
   }
-  fault_point("reencrypted");
+  if (result.changed) {
+    ENVCRYPT_TRY(verify_new_wrap(kms, header, wrapped));
+  }
+  rewrap_fault_point("reencrypted");
   DiskHeader next = header;
   if (result.changed) {
     next.wrapped = std::move(wrapped);
   }
-  ENVCRYPT_TRY(update_header(device, current, std::move(next), fault_point));
+  ENVCRYPT_TRY(update_header(device, current, std::move(next), rewrap_fault_point));
   result.sequence_after = header.sequence + 1;
   return result;
 }

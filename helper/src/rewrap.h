@@ -6,8 +6,9 @@
 // Also the "safe disable" question: which disks this host knows does a key
 // still wrap?  Documentation/kms/lifecycle.rst is the operator's view.
 //
-// Test hook: ENVCRYPT_FAULT=rewrap:<step> makes the process SIGKILL itself
-// when it reaches <step>; ENVCRYPT_FAULT=rewrap:<step>:pause makes it print
+// Test hook (test builds only, test_hooks.h): ENVCRYPT_FAULT=rewrap:<step>
+// makes the process SIGKILL itself when it reaches <step>;
+// ENVCRYPT_FAULT=rewrap:<step>:pause makes it print
 // "envcryptctl: fault injection: paused at rewrap:<step>" on stderr and wait
 // to be killed (the VM crash test kills the whole guest then).  Steps, in
 // order: reencrypted (the KMS answered, nothing written), then

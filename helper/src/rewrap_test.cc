@@ -212,5 +212,102 @@ TEST_F(RewrapCrashTest, DetachedHeaderIsRewrittenDeviceUntouched) {
   EXPECT_TRUE(read_text(image_) == device_before);
 }
 
+// A KMS that wraps through a real one and then flips a bit of every wrap
+// it returns, as a server ignoring our nonce or a faulty HSM would: the
+// wrap is accepted by nobody, not even the KMS that made it.
+class CorruptingKms final : public KmsBackend {
+ public:
+  explicit CorruptingKms(KmsBackend& inner) : inner_(inner) {}
+
+  [[nodiscard]] bool supports(std::string_view uri) const override { return inner_.supports(uri); }
+  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
+                             const EncryptionContext& context) override {
+    return corrupted(inner_.encrypt(keyref, plaintext, context));
+  }
+  Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
+                               std::string_view destination_keyref,
+                               const EncryptionContext& destination_context) override {
+    return corrupted(
+        inner_.reencrypt(wrapped, source_context, destination_keyref, destination_context));
+  }
+  Result<SecretBytes> decrypt(const WrappedKey& wrapped,
+                              const EncryptionContext& context) override {
+    return inner_.decrypt(wrapped, context);
+  }
+  Result<KeyInfo> create_key(const CreateKeyRequest& request) override {
+    return inner_.create_key(request);
+  }
+  Result<KeyInfo> describe_key(std::string_view keyref) override {
+    return inner_.describe_key(keyref);
+  }
+  Result<std::vector<KeyInfo>> list_keys() override { return inner_.list_keys(); }
+  Status enable_key(std::string_view keyref) override { return inner_.enable_key(keyref); }
+  Status disable_key(std::string_view keyref) override { return inner_.disable_key(keyref); }
+  Result<KeyInfo> schedule_key_deletion(std::string_view keyref, std::uint32_t days) override {
+    return inner_.schedule_key_deletion(keyref, days);
+  }
+  Status cancel_key_deletion(std::string_view keyref) override {
+    return inner_.cancel_key_deletion(keyref);
+  }
+
+ private:
+  static Result<WrappedKey> corrupted(Result<WrappedKey> wrapped) {
+    if (wrapped.ok()) {
+      wrapped->ciphertext.at(0) ^= 0x01;
+    }
+    return wrapped;
+  }
+
+  KmsBackend& inner_;
+};
+
+// Every new wrap is decrypted back before a header commits it.
+class NewWrapVerifyTest : public RewrapCrashTest {
+ protected:
+  void SetUp() override {
+    RewrapCrashTest::SetUp();
+    config_value_ = load_config(config_).value();
+    real_ = std::make_unique<KmsRegistry>(config_value_);
+    faulty_ = std::make_unique<KmsRegistry>(config_value_);
+    KmsBackend* local = real_->for_key("alias/web").value();
+    faulty_->adopt("local:" + config_value_.region, std::make_unique<CorruptingKms>(*local));
+    key_uri_ = local->describe_key("alias/web").value().uri;
+  }
+
+  Config config_value_;
+  std::unique_ptr<KmsRegistry> real_;
+  std::unique_ptr<KmsRegistry> faulty_;
+  std::string key_uri_;
+};
+
+TEST_F(NewWrapVerifyTest, FormatRefusesAWrapThatDoesNotDecryptBackAndWritesNothing) {
+  const std::string before = read_text(image_);
+  FormatOptions options;
+  options.device = image_;
+  options.cmk = "alias/web";
+  auto formatted = format_volume(*faulty_, options, {});
+  ASSERT_FALSE(formatted.ok());
+  EXPECT_EQ(formatted.error().code(), ErrorCode::kCorruptHeader);
+  EXPECT_EQ(formatted.error().message(),
+            key_uri_ +
+                ": the new wrap of the data key does not decrypt back to it (unwrap failed: "
+                "encryption context or blob does not match); nothing was written");
+  EXPECT_TRUE(read_text(image_) == before);
+}
+
+TEST_F(NewWrapVerifyTest, RewrapRefusesAWrapThatDoesNotDecryptBackAndWritesNothing) {
+  format_and_rotate();
+  const std::string before = read_text(image_);
+  auto rewrapped = rewrap_volume(*faulty_, {image_, std::nullopt, std::nullopt});
+  ASSERT_FALSE(rewrapped.ok());
+  EXPECT_EQ(rewrapped.error().code(), ErrorCode::kCorruptHeader);
+  EXPECT_EQ(rewrapped.error().message(),
+            key_uri_ +
+                ": the new wrap does not decrypt back to this disk's data key (unwrap failed: "
+                "encryption context or blob does not match); the header was not changed");
+  EXPECT_TRUE(read_text(image_) == before);
+  expect_attachable_with(1, image_);
+}
+
 }  // namespace
 }  // namespace envcrypt

@@ -1,12 +1,42 @@
-// Key material lives only in SecretBytes: locked in memory (never swapped),
+// Key material lives only in SecretBytes: in OpenSSL's secure heap (one
+// arena, locked in memory so never swapped, and excluded from core dumps),
 // zeroed on destruction, never copied implicitly and never printable.
+//
+// The arena, rather than mlock per secret: munlock of one secret would
+// unlock every other secret sharing its pages, and malloc'ed pages are
+// dumped.  The arena is set up on first use, or by protect_process_secrets()
+// at the top of main.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <stdexcept>
+#include <string>
+
+#include "result.h"
 
 namespace envcrypt {
+
+// The secure heap's size: every key the helper holds at once (root key, a
+// few CMK versions, DKs, KMIP client keys, OpenSSL's own private-key
+// numbers) fits many times over.  A power of two, as OpenSSL requires.
+inline constexpr std::size_t kSecretArenaSize = std::size_t{1} << 20;
+
+// Thrown when the arena cannot be set up or is full: one clear line through
+// the CLI's exception handler (exit 1).
+class SecretArenaError : public std::runtime_error {
+ public:
+  explicit SecretArenaError(const std::string& what) : std::runtime_error(what) {}
+};
+
+// For main, before anything is read: no core file (prctl(PR_SET_DUMPABLE, 0),
+// which also covers a core_pattern pipe, and RLIMIT_CORE 0), then the arena.
+// An error means the process must not go on.
+Status protect_process_secrets();
+
+// Whether `data` lies in the arena (for the tests).
+bool in_secret_arena(const void* data);
 
 class SecretBytes {
  public:

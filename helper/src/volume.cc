@@ -12,6 +12,7 @@
 #include "header_io.h"
 #include "keyring.h"
 #include "mapping_name.h"
+#include "test_hooks.h"
 
 namespace envcrypt {
 namespace {
@@ -120,14 +121,18 @@ Status require_absent(const std::string& name) {
 // Refuses to map a device one of our mappings already uses: a block device
 // by number, an image file by the loop device over it (ours or anyone's: two
 // writers of one image corrupt it).
+Status require_no_loop_over(const Device& image) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto loop, loop_backed_by(image));
+  if (loop) {
+    return Error(ErrorCode::kConflict, image.path.string() + " is in use: it backs " +
+                                           loop->string() + " (attached already?)");
+  }
+  return OkStatus();
+}
+
 Status require_not_attached(const Device& device) {
   if (!device.is_block) {
-    ENVCRYPT_ASSIGN_OR_RETURN(auto loop, loop_backed_by(device));
-    if (loop) {
-      return Error(ErrorCode::kConflict, device.path.string() + " is in use: it backs " +
-                                             loop->string() + " (attached already?)");
-    }
-    return OkStatus();
+    return require_no_loop_over(device);
   }
   ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(device));
   ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
@@ -225,7 +230,9 @@ Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
   ENVCRYPT_ASSIGN_OR_RETURN(Device device, open_device(options.device, OpenMode::kExclusive));
   // O_EXCL refuses a block device in use; an image file in use is one a
   // loop device is bound to.
-  ENVCRYPT_TRY(require_not_attached(device));
+  if (!device.is_block) {
+    ENVCRYPT_TRY(require_no_loop_over(device));
+  }
   if (!options.force) {
     ENVCRYPT_TRY(refuse_existing_data(device));
   }
@@ -329,6 +336,7 @@ Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
   ENVCRYPT_TRY(require_not_attached(device));
   trace.step = "unwrap";
   ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key, unlock(kms, attached.header));
+  fault_point("attach:unwrapped");  // test builds only: the core-dump test crashes here
   trace.step = "map";
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, options.read_only));
   attached.backing = backing.path;

@@ -16,14 +16,19 @@
 #   dk_absent WHAT DK_HEX FILE.. one check: neither half of the DK, in binary
 #                                or hex, is in any FILE (devices included)
 #   no_envcrypt_keys WHAT        one check: /proc/keys shows no envcrypt key
+#   install_udev_rules TAB [RULE...]
+#                                the shipped udev rules with the build's
+#                                envcryptctl, the test's config and TAB in
+#                                every block device's environment, and any
+#                                extra RULE lines first; removed at exit
 
 ENVCTL=$ENVCRYPT_TOP/build/envcryptctl
-DK_DUMP=$ENVCRYPT_TOP/build/helper/envcrypt-test-dk-dump
+DK_DUMP=$ENVCRYPT_TOP/build/test/envcrypt-test-dk-dump
 
 helper_setup() {
 	guest_setup
 	[ -x "$ENVCTL" ] || tap_bail "envcryptctl built" "$ENVCTL" "missing (make helper)"
-	[ -x "$DK_DUMP" ] || tap_bail "test DK tool built" "$DK_DUMP" "missing (make helper)"
+	[ -x "$DK_DUMP" ] || tap_bail "test DK tool built" "$DK_DUMP" "missing (make test-programs)"
 	HELPER_DIR=$(mktemp -d /tmp/envcrypt-helper.XXXXXX)
 	cat >"$HELPER_DIR/envcrypt.conf" <<EOF
 [kms.local]
@@ -73,4 +78,21 @@ EOF
 
 no_envcrypt_keys() {
 	expect_eq "$1" "" "$(grep -i envcrypt /proc/keys)"
+}
+
+install_udev_rules() {
+	local tab=$1 rule
+	shift
+	mkdir -p /run/udev/rules.d
+	sed "s|@SBINDIR@|$ENVCRYPT_TOP/build|g" "$ENVCRYPT_TOP/helper/udev/61-envcrypt.rules" \
+		>/run/udev/rules.d/61-envcrypt.rules
+	{
+		echo "SUBSYSTEM==\"block\", ENV{ENVCRYPT_CONFIG}=\"$ENVCRYPT_CONFIG\", ENV{ENVCRYPT_TAB}=\"$tab\""
+		for rule in "$@"; do
+			echo "$rule"
+		done
+	} >/run/udev/rules.d/00-envcrypt-test.rules
+	on_exit udevadm control --reload
+	on_exit rm -f /run/udev/rules.d/61-envcrypt.rules /run/udev/rules.d/00-envcrypt-test.rules
+	udevadm control --reload
 }

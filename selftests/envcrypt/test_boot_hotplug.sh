@@ -36,15 +36,7 @@ TAB=$HELPER_DIR/envcrypttab
 # The shipped rules with the build's envcryptctl, and the test's config and
 # table in every block device's environment (udev gives programs the
 # device's properties as their environment).
-mkdir -p /run/udev/rules.d
-sed "s|@SBINDIR@|$ENVCRYPT_TOP/build|g" "$ENVCRYPT_TOP/helper/udev/61-envcrypt.rules" \
-	>/run/udev/rules.d/61-envcrypt.rules
-cat >/run/udev/rules.d/00-envcrypt-test.rules <<EOF
-SUBSYSTEM=="block", ENV{ENVCRYPT_CONFIG}="$ENVCRYPT_CONFIG", ENV{ENVCRYPT_TAB}="$TAB"
-EOF
-on_exit udevadm control --reload
-on_exit rm -f /run/udev/rules.d/61-envcrypt.rules /run/udev/rules.d/00-envcrypt-test.rules
-udevadm control --reload
+install_udev_rules "$TAB"
 
 now_ms() {
 	echo $(($(date +%s%N) / 1000000))

@@ -144,15 +144,16 @@ denials=$("$ENVCTL" kms audit --key alias/test/life |
 expect_eq "both denials audited with the principal" 2 "$denials"
 
 # ----- audit chain -----
-expect_match "audit --verify on the untouched log" "lines, hash chain intact" \
+expect_match "audit --verify on the untouched log" "lines, MAC chain intact" \
 	"$("$ENVCTL" kms audit --verify 2>&1)"
 log=$HELPER_DIR/kms/audit.log
 dk=$(data_key "$dev")
 dk_absent "DK in no header, keystore or audit file" "$dk" "$dev" "$log" "$HELPER_DIR"/kms/*.json
-sed -i '3s/"result":"ok"/"result":"OK"/' "$log"
+edited=$(grep -n '"result":"ok"' "$log" | head -n 1 | cut -d: -f1)
+sed -i "${edited}s/\"result\":\"ok\"/\"result\":\"OK\"/" "$log"
 out=$("$ENVCTL" kms audit --verify 2>&1)
 expect_eq "audit --verify on an edited log exits 5" 5 "$?"
 expect_eq "it names the edited line" \
-	"envcryptctl: kms audit: $log: line 3 was altered: line 4 records a different hash for it" \
+	"envcryptctl: kms audit: $log: line $edited was altered: its MAC does not verify under this root key" \
 	"$out"
 tap_done

@@ -20,15 +20,8 @@ modprobe loop
 TAB=$HELPER_DIR/envcrypttab
 : >"$TAB"
 
-mkdir -p /run/udev/rules.d
-sed "s|@SBINDIR@|$ENVCRYPT_TOP/build|g" "$ENVCRYPT_TOP/helper/udev/61-envcrypt.rules" \
-	>/run/udev/rules.d/61-envcrypt.rules
-{
-	echo "SUBSYSTEM==\"block\", ENV{ENVCRYPT_CONFIG}=\"$ENVCRYPT_CONFIG\", ENV{ENVCRYPT_TAB}=\"$TAB\""
-	echo 'SUBSYSTEM=="block", KERNEL=="loop*", ENV{ENVCRYPT_NAME}="planted", ENV{ENVCRYPT_UNIT}="debug-shell.service"'
-} >/run/udev/rules.d/00-envcrypt-test.rules
-on_exit udevadm control --reload
-on_exit rm -f /run/udev/rules.d/61-envcrypt.rules /run/udev/rules.d/00-envcrypt-test.rules
+install_udev_rules "$TAB" \
+	'SUBSYSTEM=="block", KERNEL=="loop*", ENV{ENVCRYPT_NAME}="planted", ENV{ENVCRYPT_UNIT}="debug-shell.service"'
 start_udevd || tap_bail "systemd-udevd runs" "a udev control socket" "none"
 udevadm control --reload
 

@@ -5,7 +5,10 @@
 # PyKMIP server (Debian python3-pykmip, /usr/bin/python3) on 127.0.0.1 on a
 # free port, and checks: create-key and a wrap/unwrap round trip; a changed
 # encryption context fails to unwrap; describe/list; revoke makes unwrap
-# fail with the server's message; a second client identity (other CN) is
+# fail with the server's message; an Encrypt without an IV returns the
+# server's own IV, which opens the wrap; the in-use guard refuses
+# disable-key and schedule-key-deletion of a KMIP key a known disk uses;
+# schedule-key-deletion needs --destroy-now; a second client identity (other CN) is
 # refused; a client trusting the wrong CA fails with a TLS verification
 # error; a client certificate from another CA is refused; and, with the
 # server stopped, the error is clear and arrives within timeout_ms.  When
@@ -69,8 +72,10 @@ kmip_write_config "$WORK/pki" "$WORK/envcrypt.conf"
 
 gtest "create-key (Create + Activate), wrap (Encrypt AES-GCM) and unwrap (Decrypt) round trip" \
 	'KmipLiveTest.CreateKeyWrapUnwrapRoundTrip'
-gtest "a changed encryption context or ciphertext fails to unwrap (GCM tag)" \
+gtest "a changed encryption context or ciphertext fails to unwrap (GCM tag; General Failure is the server's, not a corrupt header)" \
 	'KmipLiveTest.ChangedContextOrCiphertextFailsToUnwrap'
+gtest "Encrypt without an IV: the server's own IV is read and opens the wrap" \
+	'KmipLiveTest.ServerGeneratedIvIsReadAndOpensTheWrap'
 gtest "describe-key, list-keys, alias lookup by Locate, unknown key is not found" \
 	'KmipLiveTest.DescribeAndListKeys'
 gtest "disable-key (Revoke) -> unwrap refused with the server's message; no re-enable; deletion" \
@@ -152,6 +157,15 @@ if "$CTL" kms create-key --help >/dev/null 2>&1 && "$CTL" verify --help >/dev/nu
 		"KMIP Decrypt failed: Permission Denied" "$WORK/host-b.conf" verify "$IMAGE"
 	cli_expect "verify trusting the wrong CA is a TLS failure (exit 7, KMS unreachable)" 7 \
 		"TLS handshake: server certificate verify failed" "$WORK/wrong-ca.conf" verify "$IMAGE"
+	# The in-use guard holds for KMIP keys too: the table names the image.
+	printf 'data %s none\n' "$IMAGE" >"$WORK/envcrypttab"
+	in_use="key $CMK still wraps 1 disk this host knows: data \($IMAGE\); rewrap them"
+	ENVCRYPT_TAB=$WORK/envcrypttab cli_expect \
+		"disable-key of a KMIP key still wrapping a known disk is refused (exit 8)" 8 \
+		"^envcryptctl: kms disable-key $CMK: $in_use" \
+		"$WORK/host-a.conf" kms disable-key --kms kmip://main "$CMK"
+	cli_expect "after the refusal the KMIP key still unwraps (not revoked)" 0 \
+		"matches the key check value" "$WORK/host-a.conf" verify "$IMAGE"
 	cli_expect "envcryptctl kms disable-key revokes the KMIP key" 0 "" \
 		"$WORK/host-a.conf" kms disable-key --kms kmip://main "$CMK"
 	cli_expect "verify after revoke is refused with the server's message (exit 4)" 4 \
@@ -160,6 +174,18 @@ if "$CTL" kms create-key --help >/dev/null 2>&1 && "$CTL" verify --help >/dev/nu
 	cli_expect "enable-key after revoke: not supported by the KMIP server (exit 2)" 2 \
 		"not supported by KMIP server kmip://127\.0\.0\.1:$KMIP_PORT" \
 		"$WORK/host-a.conf" kms enable-key --kms kmip://main "$CMK"
+	# KMIP Destroy is immediate: schedule-key-deletion wants --destroy-now.
+	cli_expect "schedule-key-deletion on KMIP without --destroy-now is refused (exit 2)" 2 \
+		"^envcryptctl: kms schedule-key-deletion $CMK: KMIP server kmip://127\.0\.0\.1:$KMIP_PORT has no pending-deletion window: schedule-key-deletion is KMIP Destroy, immediate and final: nothing would wait the pending window; add --destroy-now to destroy the key at once$" \
+		"$WORK/host-a.conf" kms schedule-key-deletion --kms kmip://main "$CMK"
+	cli_expect "after the refusal the KMIP key is still there, Disabled (Deactivated)" 0 \
+		"Disabled" "$WORK/host-a.conf" kms describe-key --kms kmip://main "$CMK"
+	ENVCRYPT_TAB=$WORK/envcrypttab cli_expect \
+		"schedule-key-deletion --destroy-now of a key still wrapping a known disk is refused (exit 8)" \
+		8 "^envcryptctl: kms schedule-key-deletion $CMK: $in_use" \
+		"$WORK/host-a.conf" kms schedule-key-deletion --kms kmip://main --destroy-now "$CMK"
+	cli_expect "schedule-key-deletion --destroy-now destroys the KMIP key" 0 "PendingDeletion" \
+		"$WORK/host-a.conf" kms schedule-key-deletion --kms kmip://main --destroy-now "$CMK"
 else
 	skip "envcryptctl kms create-key / format / verify against KMIP" \
 		"$CTL has no kms create-key / verify yet"

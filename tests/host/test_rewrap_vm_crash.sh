@@ -13,7 +13,8 @@
 # on -- and reads back the same data.  The
 # disks use QEMU's cache=writethrough, so what reached QEMU is on the image:
 # a kill loses exactly what the guest had not yet sent.
-# Guest half: tests/host/lib/rewrap-vm-guest.sh.  QEMU runs under
+# Guest half: tests/host/lib/rewrap-vm-guest.sh, with the test build
+# build/test/envcryptctl (make test-programs): only it obeys ENVCRYPT_FAULT.  QEMU runs under
 # flock /work/qemu.lock when that file's directory exists (one guest at a time).
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
@@ -94,6 +95,11 @@ check_result() {
 
 count=$(($(echo "$KERNELS" | wc -w) * $(echo "$STEPS" | wc -w) * 2))
 echo "TAP version 13"
+if [ ! -x "$TOP/build/test/envcryptctl" ]; then
+	echo "1..1"
+	echo "not ok 1 - $TOP/build/test/envcryptctl built (make test-programs)"
+	exit 1
+fi
 echo "1..$count"
 
 for kver in $KERNELS; do

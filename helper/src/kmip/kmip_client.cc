@@ -94,10 +94,13 @@ Result<Ttlv> KmipClient::call(Operation operation, const Ttlv& request_payload,
                               std::string_view uid) {
   std::optional<Ttlv> answer;
   bool may_have_acted = false;
+  bool server_answered = false;
   const Status status = failover_.run(
       [&](std::size_t index, SteadyTime deadline) -> Status {
         Server& server = servers_[index];
+        server.answered = false;
         auto result = call_server(server, operation, request_payload, uid, deadline);
+        server_answered = server.answered;
         // A Create whose request went out may have made a key that the
         // lost answer would have named; making another on the next server
         // would leave an orphan, so that failure is final.  Every other
@@ -108,7 +111,9 @@ Result<Ttlv> KmipClient::call(Operation operation, const Ttlv& request_payload,
         return OkStatus();
       },
       [&](const Error& error) {
-        if (error.code() != ErrorCode::kKmsUnreachable || may_have_acted) {
+        // A failure the server reported (a General Failure is
+        // kKmsUnreachable too) is its answer, not a transport failure.
+        if (error.code() != ErrorCode::kKmsUnreachable || may_have_acted || server_answered) {
           return AttemptFailure::kFinal;
         }
         return is_certificate_failure(error) ? AttemptFailure::kServerRefused
@@ -128,6 +133,7 @@ Result<Ttlv> KmipClient::call_server(Server& server, Operation operation,
   if (!server.version_checked && operation != Operation::kDiscoverVersions) {
     if (Status checked = check_version(server, deadline); !checked.ok()) {
       server.request_sent = false;  // what went out was DiscoverVersions, not this operation
+      server.answered = false;      // another server may speak 1.4
       return checked.error();
     }
   }
@@ -136,8 +142,12 @@ Result<Ttlv> KmipClient::call_server(Server& server, Operation operation,
 
 Result<Ttlv> KmipClient::exchange(Server& server, Operation operation, const Ttlv& request_payload,
                                   std::string_view uid, Clock::time_point deadline) {
+  // Only this exchange's response counts: a DiscoverVersions answered
+  // before it must not make its lost response look like the server's word.
+  server.answered = false;
   ENVCRYPT_ASSIGN_OR_RETURN(Ttlv response,
                             round_trip(server, make_request(operation, request_payload), deadline));
+  server.answered = true;
   auto payload = response_payload(response, operation);
   if (!payload.ok()) {
     const std::string subject = uid.empty() ? server.name : server.name + "/" + std::string(uid);

@@ -59,6 +59,7 @@ class KmipClient {
     std::unique_ptr<TlsConnection> connection;
     bool version_checked = false;
     bool request_sent = false;  // the last request reached the wire
+    bool answered = false;      // the last exchange got a well-formed response
   };
 
   static Status connect(Server& server, Clock::time_point deadline);

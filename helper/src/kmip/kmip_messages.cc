@@ -16,6 +16,31 @@ constexpr std::int32_t kUsageMaskEncrypt = 0x04;
 constexpr std::int32_t kUsageMaskDecrypt = 0x08;
 constexpr std::int32_t kAes256Bits = 256;
 
+// The longest part of a server's Result Message an error quotes.
+constexpr std::size_t kMaxQuotedMessage = 256;
+
+// A server's words, printable: every byte outside printable ASCII, and the
+// backslash, becomes \xHH, so a hostile Result Message cannot forge lines
+// of output or escapes of its own.
+std::string quoted_server_text(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : text.substr(0, kMaxQuotedMessage)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f && byte != '\\') {
+      out += c;
+    } else {
+      out += "\\x";
+      out += kHex[byte >> 4];
+      out += kHex[byte & 0xf];
+    }
+  }
+  if (text.size() > kMaxQuotedMessage) {
+    out += "...";
+  }
+  return out;
+}
+
 Error malformed(const std::string& what) {
   return {ErrorCode::kKmsUnreachable, "malformed KMIP response: " + what};
 }
@@ -173,21 +198,40 @@ ErrorCode error_code_for(ResultReason reason, Operation operation) {
     case ResultReason::kObjectAlreadyExists:
       return ErrorCode::kConflict;
     case ResultReason::kCryptographicFailure:
+      // On Decrypt the server says the GCM tag did not verify: the wrap or
+      // its encryption context is not what the key wrapped.
+      return operation == Operation::kDecrypt ? ErrorCode::kCorruptHeader
+                                              : ErrorCode::kKmsUnreachable;
     case ResultReason::kGeneralFailure:
-      // A Decrypt whose GCM tag does not verify (altered wrapped key, or a
-      // header whose geometry no longer matches the encryption context)
-      // fails this way; PyKMIP reports it as General Failure.
-      return operation == Operation::kDecrypt ? ErrorCode::kCorruptHeader : ErrorCode::kInternal;
+    case ResultReason::kOperationCanceledByRequester:
+      // The server failed without saying why: nothing is known about the
+      // header, so it is the KMS that failed, never "corrupt header".
+      return ErrorCode::kKmsUnreachable;
     case ResultReason::kResponseTooLarge:
     case ResultReason::kInvalidMessage:
     case ResultReason::kMissingData:
     case ResultReason::kInvalidField:
-    case ResultReason::kOperationCanceledByRequester:
     case ResultReason::kIndexOutOfBounds:
     case ResultReason::kEncodingOptionError:
+      // The server refused the request envcrypt built.
       return ErrorCode::kInternal;
   }
-  return ErrorCode::kInternal;
+  return ErrorCode::kKmsUnreachable;
+}
+
+std::string_view explanation(ResultReason reason, Operation operation) {
+  switch (error_code_for(reason, operation)) {
+    case ErrorCode::kCorruptHeader:
+      return " (the server could not authenticate the wrapped key: the wrap or its encryption "
+             "context is not what this key wrapped)";
+    case ErrorCode::kKmsUnreachable:
+      return " (the KMS server failed and gave no cause; the disk header is not known to be "
+             "at fault; the server's log may say more)";
+    case ErrorCode::kInternal:
+      return " (the server did not accept the request envcrypt sent)";
+    default:
+      return "";
+  }
 }
 
 std::string_view to_string(State state) {
@@ -271,13 +315,10 @@ Result<Ttlv> response_payload(const Ttlv& response, Operation operation) {
   if (const Ttlv* text = item.find(tag::kResultMessage);
       text != nullptr && text->type() == ItemType::kTextString && !text->text_value().empty()) {
     message += ": ";
-    message += text->text_value();
+    message += quoted_server_text(text->text_value());
   }
-  const ErrorCode code = error_code_for(reason, operation);
-  if (code == ErrorCode::kCorruptHeader) {
-    message += " (the wrapped key or its encryption context does not match what the key wrapped)";
-  }
-  return Error(code, message);
+  message += explanation(reason, operation);
+  return Error(error_code_for(reason, operation), message);
 }
 
 Ttlv discover_versions_request() {
@@ -330,9 +371,13 @@ Ttlv locate_request(const std::optional<std::string>& name) {
 
 Ttlv encrypt_request(std::string_view uid, std::span<const std::uint8_t> plaintext,
                      const GcmParameters& gcm) {
-  return payload({Ttlv::text(tag::kUniqueIdentifier, uid), gcm_parameters(),
-                  Ttlv::bytes(tag::kData, plaintext), Ttlv::bytes(tag::kIvCounterNonce, gcm.nonce),
-                  Ttlv::bytes(tag::kAuthenticatedEncryptionAdditionalData, gcm.aad)});
+  Ttlv request = payload({Ttlv::text(tag::kUniqueIdentifier, uid), gcm_parameters(),
+                          Ttlv::bytes(tag::kData, plaintext)});
+  if (!gcm.nonce.empty()) {
+    request.add(Ttlv::bytes(tag::kIvCounterNonce, gcm.nonce));
+  }
+  request.add(Ttlv::bytes(tag::kAuthenticatedEncryptionAdditionalData, gcm.aad));
+  return request;
 }
 
 Ttlv decrypt_request(std::string_view uid, std::span<const std::uint8_t> ciphertext,
@@ -388,7 +433,30 @@ Result<Ciphertext> parse_encrypt(const Ttlv& payload) {
     return malformed("Authenticated Encryption Tag of " + std::to_string(auth_tag->data().size()) +
                      " bytes, expected " + std::to_string(kGcmTagSize));
   }
-  return Ciphertext{to_vector(data->data()), to_vector(auth_tag->data())};
+  Ciphertext sealed{to_vector(data->data()), to_vector(auth_tag->data()), {}};
+  // A server that generates the IV itself (many do in FIPS mode) returns
+  // it here; the wrap opens only with it.
+  if (const Ttlv* iv = payload.find(tag::kIvCounterNonce); iv != nullptr) {
+    if (iv->type() != ItemType::kByteString || iv->data().empty()) {
+      return malformed("IV/Counter/Nonce is not a non-empty Byte String");
+    }
+    sealed.iv = to_vector(iv->data());
+  }
+  return sealed;
+}
+
+Result<std::vector<std::uint8_t>> wrap_nonce(std::span<const std::uint8_t> sent,
+                                             const Ciphertext& sealed) {
+  if (sealed.iv.empty()) {
+    return to_vector(sent);
+  }
+  if (sealed.iv.size() != kGcmNonceSize) {
+    return Error(ErrorCode::kKmsUnreachable,
+                 "KMIP Encrypt answered with a " + std::to_string(sealed.iv.size()) +
+                     "-byte IV of the server's choosing; an envcrypt header holds a " +
+                     std::to_string(kGcmNonceSize) + "-byte GCM nonce");
+  }
+  return sealed.iv;
 }
 
 Result<SecretBytes> parse_decrypt(const Ttlv& payload) {

@@ -104,8 +104,14 @@ enum class ResultReason : std::uint32_t {
 };
 std::string_view to_string(ResultReason reason);
 
-// The envcrypt error class for a KMIP failure of `operation`.
+// The envcrypt error class for a KMIP failure of `operation`.  Only a
+// Cryptographic Failure of Decrypt (the GCM tag did not verify) says the
+// wrap is at fault (kCorruptHeader); a General Failure is the server's
+// (kKmsUnreachable), whatever the operation.
 ErrorCode error_code_for(ResultReason reason, Operation operation);
+// What the error code means for the operator, appended to the message:
+// " (...)", or empty.
+std::string_view explanation(ResultReason reason, Operation operation);
 
 // Key lifecycle state (KMIP 1.4 section 3.22).
 enum class State : std::uint32_t {
@@ -133,7 +139,8 @@ Ttlv make_request(Operation operation, Ttlv request_payload);
 // The Response Payload of a Response Message holding one batch item for
 // `operation`.  A failed operation becomes an Error whose code follows its
 // Result Reason and whose message quotes the server's Result Message
-// ("KMIP Decrypt failed: Permission Denied: <server's words>").  A response
+// ("KMIP Decrypt failed: Permission Denied: <server's words>", the words
+// escaped: bytes outside printable ASCII as \xHH, at most 256).  A response
 // that is not well formed is ErrorCode::kKmsUnreachable.
 Result<Ttlv> response_payload(const Ttlv& response, Operation operation);
 
@@ -152,7 +159,8 @@ Ttlv revoke_request(std::string_view uid);
 Ttlv locate_request(const std::optional<std::string>& name);
 
 struct GcmParameters {
-  std::span<const std::uint8_t> nonce;  // kGcmNonceSize bytes
+  // kGcmNonceSize bytes; Encrypt without one asks the server to choose it.
+  std::span<const std::uint8_t> nonce;
   std::span<const std::uint8_t> aad;
 };
 Ttlv encrypt_request(std::string_view uid, std::span<const std::uint8_t> plaintext,
@@ -168,8 +176,13 @@ Result<std::vector<std::string>> parse_locate(const Ttlv& payload);
 struct Ciphertext {
   std::vector<std::uint8_t> data;
   std::vector<std::uint8_t> tag;
+  std::vector<std::uint8_t> iv;  // the server's own IV/Counter/Nonce; empty: it used ours
 };
 Result<Ciphertext> parse_encrypt(const Ttlv& payload);
+// The nonce the wrap opens with: the server's when it answered with one
+// (it must be kGcmNonceSize bytes, what a header stores), else `sent`.
+Result<std::vector<std::uint8_t>> wrap_nonce(std::span<const std::uint8_t> sent,
+                                             const Ciphertext& sealed);
 Result<SecretBytes> parse_decrypt(const Ttlv& payload);
 
 // The attributes Get Attributes returned, by attribute name; each value is

@@ -127,9 +127,11 @@ TEST(KmipMessagesTest, ResultReasonsBecomeErrorCodesWithTheServerMessage) {
       {0x04, Operation::kCreate, ErrorCode::kInternal, "Invalid Message"},
       {0x07, Operation::kEncrypt, ErrorCode::kInternal, "Invalid Field"},
       {0x0A, Operation::kDecrypt, ErrorCode::kCorruptHeader, "Cryptographic Failure"},
-      {0x100, Operation::kDecrypt, ErrorCode::kCorruptHeader, "General Failure"},
-      {0x100, Operation::kCreate, ErrorCode::kInternal, "General Failure"},
-      {0x9999, Operation::kCreate, ErrorCode::kInternal, "result reason 39321"},
+      {0x0A, Operation::kEncrypt, ErrorCode::kKmsUnreachable, "Cryptographic Failure"},
+      {0x100, Operation::kDecrypt, ErrorCode::kKmsUnreachable, "General Failure"},
+      {0x100, Operation::kCreate, ErrorCode::kKmsUnreachable, "General Failure"},
+      {0x09, Operation::kDecrypt, ErrorCode::kKmsUnreachable, "Operation Canceled By Requester"},
+      {0x9999, Operation::kCreate, ErrorCode::kKmsUnreachable, "result reason 39321"},
   };
   for (const Case& test_case : cases) {
     auto payload = response_payload(failure(test_case.operation, test_case.reason, "server says"),
@@ -139,6 +141,122 @@ TEST(KmipMessagesTest, ResultReasonsBecomeErrorCodesWithTheServerMessage) {
     EXPECT_NE(payload.error().message().find(test_case.expected), std::string::npos)
         << payload.error().message();
   }
+}
+
+// PyKMIP answers a Decrypt whose GCM tag does not verify, and any other
+// fault of its own, with General Failure: that says nothing about the
+// header, so it must not read "corrupt header".
+TEST(KmipMessagesTest, GeneralFailureOnDecryptIsTheServersNotACorruptHeader) {
+  auto payload =
+      response_payload(failure(Operation::kDecrypt, 0x100,
+                               "Operation failed. See the server logs for more information."),
+                       Operation::kDecrypt);
+  ASSERT_FALSE(payload.ok());
+  EXPECT_EQ(payload.error().code(), ErrorCode::kKmsUnreachable);
+  EXPECT_EQ(payload.error().message(),
+            "KMIP Decrypt failed: General Failure: Operation failed. See the server logs for more "
+            "information. (the KMS server failed and gave no cause; the disk header is not known "
+            "to be at fault; the server's log may say more)");
+  auto tag_mismatch =
+      response_payload(failure(Operation::kDecrypt, 0x0A, "bad tag"), Operation::kDecrypt);
+  ASSERT_FALSE(tag_mismatch.ok());
+  EXPECT_EQ(tag_mismatch.error().message(),
+            "KMIP Decrypt failed: Cryptographic Failure: bad tag (the server could not "
+            "authenticate the wrapped key: the wrap or its encryption context is not what this "
+            "key wrapped)");
+  auto invalid = response_payload(failure(Operation::kEncrypt, 0x07, "no"), Operation::kEncrypt);
+  ASSERT_FALSE(invalid.ok());
+  EXPECT_EQ(invalid.error().message(),
+            "KMIP Encrypt failed: Invalid Field: no (the server did not accept the request "
+            "envcrypt sent)");
+}
+
+// The server's words are hostile text: control bytes and backslashes are
+// escaped, and only so much is quoted.
+TEST(KmipMessagesTest, ServerResultMessageIsEscapedAndBounded) {
+  auto payload =
+      response_payload(failure(Operation::kDecrypt, 0x0C, "denied\nENVCRYPT_UNIT=x\n\x1b[2J\\"),
+                       Operation::kDecrypt);
+  ASSERT_FALSE(payload.ok());
+  EXPECT_EQ(payload.error().message(),
+            "KMIP Decrypt failed: Permission Denied: denied\\x0aENVCRYPT_UNIT=x\\x0a\\x1b[2J"
+            "\\x5c");
+  auto long_message = response_payload(failure(Operation::kDecrypt, 0x0C, std::string(300, 'a')),
+                                       Operation::kDecrypt);
+  ASSERT_FALSE(long_message.ok());
+  EXPECT_EQ(long_message.error().message(),
+            "KMIP Decrypt failed: Permission Denied: " + std::string(256, 'a') + "...");
+}
+
+// An Encrypt response payload carrying the server's own 12-byte IV (what a
+// FIPS-mode server does), byte for byte: Unique Identifier "1", Data
+// de ad be ef, IV/Counter/Nonce 0x01..0x0c, Authenticated Encryption Tag
+// 16 x 0xaa.
+const Bytes kEncryptResponseWithIv = {
+    0x42, 0x00, 0x7C, 0x01, 0x00, 0x00, 0x00, 0x50,                                            //
+    0x42, 0x00, 0x94, 0x07, 0x00, 0x00, 0x00, 0x01, 0x31, 0,    0,    0,    0,    0,    0, 0,  //
+    0x42, 0x00, 0xC2, 0x08, 0x00, 0x00, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef, 0,    0,    0, 0,  //
+    0x42, 0x00, 0x3D, 0x08, 0x00, 0x00, 0x00, 0x0C, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,        //
+    0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0,    0,    0,    0,                                   //
+    0x42, 0x00, 0xFF, 0x08, 0x00, 0x00, 0x00, 0x10, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,        //
+    0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa};
+
+TEST(KmipMessagesTest, ServerGeneratedIvIsParsedAndIsTheWrapsNonce) {
+  auto payload = decode(kEncryptResponseWithIv);
+  ASSERT_TRUE(payload.ok()) << payload.error().message();
+  auto sealed = parse_encrypt(*payload);
+  ASSERT_TRUE(sealed.ok()) << sealed.error().message();
+  const Bytes server_iv = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  EXPECT_EQ(sealed->iv, server_iv);
+  EXPECT_EQ(sealed->data, Bytes({0xde, 0xad, 0xbe, 0xef}));
+  EXPECT_EQ(sealed->tag, Bytes(16, 0xaa));
+  // The nonce the client sent is not the one the wrap opens with.
+  const Bytes sent(12, 0x77);
+  auto nonce = wrap_nonce(sent, *sealed);
+  ASSERT_TRUE(nonce.ok());
+  EXPECT_EQ(*nonce, server_iv);
+}
+
+TEST(KmipMessagesTest, WithoutAServerIvTheSentNonceIsKept) {
+  Bytes bytes = kEncryptResponseWithIv;
+  // The same payload without the IV item (24 bytes shorter).
+  bytes.erase(bytes.begin() + 40, bytes.begin() + 64);
+  bytes[7] = 0x38;
+  auto payload = decode(bytes);
+  ASSERT_TRUE(payload.ok()) << payload.error().message();
+  auto sealed = parse_encrypt(*payload);
+  ASSERT_TRUE(sealed.ok()) << sealed.error().message();
+  EXPECT_TRUE(sealed->iv.empty());
+  const Bytes sent(12, 0x77);
+  EXPECT_EQ(wrap_nonce(sent, *sealed).value(), sent);
+}
+
+TEST(KmipMessagesTest, AServerIvAHeaderCannotHoldIsRefused) {
+  Ciphertext sealed{Bytes(64, 1), Bytes(16, 2), Bytes(16, 3)};  // PyKMIP's AES-block-size IV
+  auto nonce = wrap_nonce(Bytes(12, 0x77), sealed);
+  ASSERT_FALSE(nonce.ok());
+  EXPECT_EQ(nonce.error().code(), ErrorCode::kKmsUnreachable);
+  EXPECT_EQ(nonce.error().message(),
+            "KMIP Encrypt answered with a 16-byte IV of the server's choosing; an envcrypt "
+            "header holds a 12-byte GCM nonce");
+  Bytes bytes = kEncryptResponseWithIv;
+  bytes[43] = 0x07;  // the IV as a Text String
+  auto payload = decode(bytes);
+  ASSERT_TRUE(payload.ok()) << payload.error().message();
+  auto refused = parse_encrypt(*payload);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message(),
+            "malformed KMIP response: IV/Counter/Nonce is not a non-empty Byte String");
+}
+
+TEST(KmipMessagesTest, EncryptWithoutANonceAsksTheServerForOne) {
+  const Bytes aad = {'c'};
+  const Ttlv request = encrypt_request("7", Bytes(64, 0x33), {{}, aad});
+  EXPECT_EQ(request.find(tag::kIvCounterNonce), nullptr);
+  EXPECT_NE(request.find(tag::kAuthenticatedEncryptionAdditionalData), nullptr);
+  const Bytes nonce(12, 0x11);
+  EXPECT_NE(encrypt_request("7", Bytes(64, 0x33), {nonce, aad}).find(tag::kIvCounterNonce),
+            nullptr);
 }
 
 TEST(KmipMessagesTest, MalformedResponsesAreRefused) {

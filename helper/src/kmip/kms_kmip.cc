@@ -50,7 +50,7 @@ class KmipKms final : public KmsBackend {
   Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
                              const EncryptionContext& context) override {
     ENVCRYPT_ASSIGN_OR_RETURN(const std::string uid, resolve(keyref));
-    ENVCRYPT_ASSIGN_OR_RETURN(Bytes nonce, random_bytes(kGcmNonceSize));
+    ENVCRYPT_ASSIGN_OR_RETURN(const Bytes nonce, random_bytes(kGcmNonceSize));
     const Bytes aad = canonical_context(context);
     ENVCRYPT_ASSIGN_OR_RETURN(kmip::Ciphertext sealed,
                               client_.encrypt(uid, plaintext.span(), {nonce, aad}));
@@ -60,10 +60,14 @@ class KmipKms final : public KmsBackend {
                        " bytes of ciphertext for " + std::to_string(plaintext.size()) +
                        " bytes of plaintext");
     }
+    auto used_nonce = kmip::wrap_nonce(nonce, sealed);
+    if (!used_nonce.ok()) {
+      return used_nonce.error().with_context(uri_for(uid));
+    }
     WrappedKey wrapped;
     wrapped.cmk_uri = uri_for(uid);
     wrapped.cmk_version = kOnlyVersion;
-    wrapped.nonce = std::move(nonce);
+    wrapped.nonce = std::move(used_nonce).value();
     wrapped.tag = std::move(sealed.tag);
     wrapped.ciphertext = std::move(sealed.data);
     return wrapped;
@@ -174,6 +178,12 @@ class KmipKms final : public KmsBackend {
     info.state = KeyState::kPendingDeletion;
     info.deletion_date = static_cast<std::int64_t>(std::time(nullptr));
     return info;
+  }
+
+  [[nodiscard]] std::optional<std::string> immediate_deletion() const override {
+    return "KMIP server " + client_.endpoint() +
+           " has no pending-deletion window: schedule-key-deletion is KMIP Destroy, immediate "
+           "and final";
   }
 
   Status cancel_key_deletion(std::string_view keyref) override {

@@ -69,8 +69,10 @@ TEST(KmsKmipTest, RefusesIncompleteEndpoints) {
 
 TEST(KmsKmipTest, UnreadableCertificateFilesAreConfigurationErrorsNamingTheFile) {
   auto kms = open(endpoint());
+  // The key file is looked at first (its owner and mode, then its PEM).
   expect_usage(as_status(kms->describe_key("kmip://kms.example:5696/1")),
-               "kmip://kms.example:5696: CA certificate /nonexistent/envcrypt-test/ca.pem");
+               "kmip://kms.example:5696: client key /nonexistent/envcrypt-test/client.key: No "
+               "such file or directory");
 }
 
 TEST(KmsKmipTest, WhatKmipCannotOfferIsAUsageErrorNamingTheServer) {

@@ -1,18 +1,31 @@
 #include "kmip/tls_connection.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <condition_variable>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "blockdev.h"
+#include "secret.h"
+#include "secret_io.h"
 
 namespace envcrypt::kmip {
 namespace {
@@ -65,13 +78,14 @@ struct ConnectAttempt {
   int error = 0;
 };
 
-ConnectAttempt connect_once(const addrinfo& address, Clock::time_point deadline) {
-  const int fd = socket(address.ai_family, address.ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        address.ai_protocol);
+ConnectAttempt connect_once(const ResolvedAddress& address, Clock::time_point deadline) {
+  const int fd =
+      socket(address.family, address.socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, address.protocol);
   if (fd < 0) {
     return {-1, errno};
   }
-  if (connect(fd, address.ai_addr, address.ai_addrlen) == 0) {
+  if (connect(fd, reinterpret_cast<const sockaddr*>(address.address.data()),
+              static_cast<socklen_t>(address.address.size())) == 0) {
     return {fd, 0};
   }
   int error = errno;
@@ -122,7 +136,148 @@ class SigpipeGuard {
   bool was_pending_ = false;
 };
 
+// The largest client key file read (a PEM RSA-8192 key is about 6.5 KiB).
+constexpr std::size_t kMaxKeyFileSize = 64 * 1024;
+
+std::string octal_mode(mode_t mode) {
+  std::array<char, 8> text{};
+  std::snprintf(text.data(), text.size(), "%04o", static_cast<unsigned>(mode & 07777));
+  return text.data();
+}
+
+// Refuses a private key others could read or replace: owned by root or the
+// running user, no group or other read or write bit.
+Status check_key_file(const std::string& endpoint, const std::filesystem::path& path,
+                      const struct stat& st) {
+  if (!S_ISREG(st.st_mode)) {
+    return Error(ErrorCode::kUsage,
+                 endpoint + ": client key " + path.string() + " is not a regular file");
+  }
+  if (st.st_uid != 0 && st.st_uid != geteuid()) {
+    return Error(ErrorCode::kDenied, endpoint + ": client key " + path.string() +
+                                         " is owned by uid " + std::to_string(st.st_uid) +
+                                         ", neither root nor the running user (uid " +
+                                         std::to_string(geteuid()) + "): refusing it");
+  }
+  if ((st.st_mode & 066) != 0) {
+    return Error(ErrorCode::kDenied,
+                 endpoint + ": client key " + path.string() + " has mode " +
+                     octal_mode(st.st_mode) +
+                     ": refusing a private key that group or others can read or write (chmod "
+                     "600 " +
+                     path.string() + ")");
+  }
+  return OkStatus();
+}
+
+// Reads the client key through one descriptor, checked before a byte is
+// read, into memory that is wiped after use.
+Result<SecretBytes> read_key_file(const std::string& endpoint, const std::filesystem::path& path) {
+  const UniqueFd owned(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  const int fd = owned.get();
+  if (fd < 0) {
+    return Error(ErrorCode::kUsage,
+                 endpoint + ": client key " + path.string() + ": " + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return Error(ErrorCode::kIo,
+                 endpoint + ": client key " + path.string() + ": " + std::strerror(errno));
+  }
+  ENVCRYPT_TRY(check_key_file(endpoint, path, st));
+  if (st.st_size <= 0 || static_cast<std::size_t>(st.st_size) > kMaxKeyFileSize) {
+    return Error(ErrorCode::kUsage, endpoint + ": client key " + path.string() + " has " +
+                                        std::to_string(st.st_size) + " bytes, expected 1 to " +
+                                        std::to_string(kMaxKeyFileSize));
+  }
+  auto key = read_secret(fd, static_cast<std::size_t>(st.st_size), "client key " + path.string());
+  if (!key.ok()) {
+    return key.error().with_context(endpoint);
+  }
+  return key;
+}
+
+// Loads the PEM private key in `pem` into the context.
+bool use_private_key(SSL_CTX* ctx, const SecretBytes& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) {
+    return false;
+  }
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  const bool used = key != nullptr && SSL_CTX_use_PrivateKey(ctx, key) == 1;
+  EVP_PKEY_free(key);
+  return used;
+}
+
+// What resolve_until() shares with a resolution it may abandon.
+struct PendingResolution {
+  std::mutex mutex;
+  std::condition_variable done_signal;
+  bool done = false;
+  std::optional<Result<AddressList>> result;
+};
+
 }  // namespace
+
+namespace {
+
+// getaddrinfo with `flags` (AI_NUMERICHOST: no lookup, an address literal
+// only).
+Result<AddressList> lookup_addresses(const std::string& host, std::uint16_t port, int flags) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | flags;
+  addrinfo* addresses = nullptr;
+  const int lookup = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &addresses);
+  if (lookup != 0) {
+    return Error(ErrorCode::kKmsUnreachable, "resolve " + host + ": " + gai_strerror(lookup));
+  }
+  AddressList list;
+  for (const addrinfo* address = addresses; address != nullptr; address = address->ai_next) {
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(address->ai_addr);
+    list.push_back({address->ai_family, address->ai_socktype, address->ai_protocol,
+                    std::vector<std::uint8_t>(bytes, bytes + address->ai_addrlen)});
+  }
+  freeaddrinfo(addresses);
+  return list;
+}
+
+}  // namespace
+
+Result<AddressList> system_resolve(const std::string& host, std::uint16_t port) {
+  return lookup_addresses(host, port, 0);
+}
+
+Result<AddressList> resolve_until(const Resolver& resolver, const std::string& endpoint,
+                                  const std::string& host, std::uint16_t port,
+                                  Clock::time_point deadline) {
+  // An address literal needs no resolver: it is answered at once, so it
+  // never "times out" when an attempt starts close to the deadline.
+  if (auto literal = lookup_addresses(host, port, AI_NUMERICHOST); literal.ok()) {
+    return literal;
+  }
+  auto pending = std::make_shared<PendingResolution>();
+  // The thread owns copies of everything it uses: it may outlive this call.
+  std::thread([pending, resolver, host, port] {
+    Result<AddressList> result = resolver(host, port);
+    const std::lock_guard lock(pending->mutex);
+    pending->result.emplace(std::move(result));
+    pending->done = true;
+    pending->done_signal.notify_all();
+  }).detach();
+  std::unique_lock lock(pending->mutex);
+  if (!pending->done_signal.wait_until(lock, deadline, [&] { return pending->done; })) {
+    return Error(ErrorCode::kKmsUnreachable,
+                 endpoint + ": resolve " + host +
+                     ": timed out (no answer from the resolver within the configured timeout_ms)");
+  }
+  if (!pending->result->ok()) {
+    return pending->result->error().with_context(endpoint);
+  }
+  return std::move(*pending->result).value();
+}
 
 bool is_certificate_failure(const Error& error) {
   const std::string& message = error.message();
@@ -150,16 +305,21 @@ Result<std::shared_ptr<TlsClientContext>> TlsClientContext::load(const TlsOption
   std::shared_ptr<TlsClientContext> context(new TlsClientContext(options, ctx));
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  // Records carry DKs: OpenSSL wipes its plaintext buffers once read.
+  SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
   if (options.ca.empty() || options.cert.empty() || options.key.empty()) {
     return Error(ErrorCode::kUsage, endpoint + ": ca, cert and key must all be configured");
   }
+  // The key first: a key file others can read is refused before anything
+  // else is looked at.
+  ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes key_pem, read_key_file(endpoint, options.key));
   if (SSL_CTX_load_verify_locations(ctx, options.ca.c_str(), nullptr) != 1) {
     return config_error("CA certificate", options.ca);
   }
   if (SSL_CTX_use_certificate_chain_file(ctx, options.cert.c_str()) != 1) {
     return config_error("client certificate", options.cert);
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, options.key.c_str(), SSL_FILETYPE_PEM) != 1) {
+  if (!use_private_key(ctx, key_pem)) {
     return config_error("client key", options.key);
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -171,28 +331,20 @@ Result<std::shared_ptr<TlsClientContext>> TlsClientContext::load(const TlsOption
 TlsClientContext::~TlsClientContext() { SSL_CTX_free(ctx_); }
 
 Result<std::unique_ptr<TlsConnection>> TlsConnection::open(
-    std::shared_ptr<TlsClientContext> context, Clock::time_point deadline) {
+    std::shared_ptr<TlsClientContext> context, Clock::time_point deadline,
+    const Resolver& resolver) {
   const TlsOptions& options = context->options();
   const std::string endpoint = endpoint_name(options);
 
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* addresses = nullptr;
-  const int lookup =
-      getaddrinfo(options.host.c_str(), std::to_string(options.port).c_str(), &hints, &addresses);
-  if (lookup != 0) {
-    return Error(ErrorCode::kKmsUnreachable,
-                 endpoint + ": resolve " + options.host + ": " + gai_strerror(lookup));
-  }
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> address_list(addresses, freeaddrinfo);
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      const AddressList addresses,
+      resolve_until(resolver, endpoint, options.host, options.port, deadline));
 
   // One attempt per address: retrying a server that refused is the
   // caller's decision (retry.h), after it has tried the other servers.
   ConnectAttempt attempt;
-  for (const addrinfo* address = addresses; address != nullptr; address = address->ai_next) {
-    attempt = connect_once(*address, deadline);
+  for (const ResolvedAddress& address : addresses) {
+    attempt = connect_once(address, deadline);
     if (attempt.fd >= 0) {
       break;
     }
@@ -213,11 +365,19 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::open(
   // The server's certificate must name the host we were told to reach: an
   // IP address is matched against its IP subjectAltNames, a name against its
   // DNS names.  A name is also sent as SNI.
-  if (is_ip_address(options.host)) {
-    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), options.host.c_str());
-  } else {
-    SSL_set1_host(ssl, options.host.c_str());
-    SSL_set_tlsext_host_name(ssl, options.host.c_str());
+  // Each setter's result is checked: a host OpenSSL cannot take (an
+  // embedded NUL, say) must fail here, not leave the name unchecked.
+  const bool expected_name_set =
+      is_ip_address(options.host)
+          ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), options.host.c_str()) == 1
+          : X509_VERIFY_PARAM_set1_host(SSL_get0_param(ssl), options.host.data(),
+                                        options.host.size()) == 1 &&
+                SSL_set_tlsext_host_name(ssl, options.host.c_str()) == 1;
+  if (!expected_name_set) {
+    ERR_clear_error();
+    return Error(ErrorCode::kUsage,
+                 endpoint + ": the configured host cannot be checked against the server's " +
+                     "certificate (OpenSSL refused it as a host name or IP address)");
   }
   for (;;) {
     errno = 0;
@@ -231,6 +391,15 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::open(
       continue;
     }
     return connection->failure("TLS handshake", result);
+  }
+  // SSL_VERIFY_PEER already fails the handshake on a bad chain or name;
+  // this makes sure no path through OpenSSL skipped that verdict.
+  const long verify = SSL_get_verify_result(ssl);
+  if (SSL_get0_peer_certificate(ssl) == nullptr || verify != X509_V_OK) {
+    return Error(ErrorCode::kKmsUnreachable,
+                 endpoint + ": TLS handshake: " + std::string(kVerifyFailed) +
+                     (verify != X509_V_OK ? X509_verify_cert_error_string(verify)
+                                          : "the server sent no certificate"));
   }
   return connection;
 }

@@ -9,10 +9,12 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "result.h"
 
@@ -36,7 +38,10 @@ struct TlsOptions {
 class TlsClientContext {
  public:
   // Errors (unreadable or mismatched files) are ErrorCode::kUsage and name
-  // the file.
+  // the file.  The key file must be owned by root or the running user and
+  // be neither readable nor writable by group or others, like the local
+  // KMS root key (ErrorCode::kDenied, naming the file and its mode).  The
+  // context cleanses TLS plaintext buffers once used (they carry DKs).
   static Result<std::shared_ptr<TlsClientContext>> load(const TlsOptions& options);
   ~TlsClientContext();
   TlsClientContext(const TlsClientContext&) = delete;
@@ -52,13 +57,37 @@ class TlsClientContext {
   SSL_CTX* ctx_;
 };
 
+// One address a host name resolved to.
+struct ResolvedAddress {
+  int family = 0;
+  int socktype = 0;
+  int protocol = 0;
+  std::vector<std::uint8_t> address;  // a struct sockaddr of its family
+};
+using AddressList = std::vector<ResolvedAddress>;
+// Resolves host and port (blocking, perhaps for long).  Errors are
+// ErrorCode::kKmsUnreachable "resolve <host>: <reason>".
+using Resolver = std::function<Result<AddressList>(const std::string& host, std::uint16_t port)>;
+// getaddrinfo(3).
+Result<AddressList> system_resolve(const std::string& host, std::uint16_t port);
+// Runs `resolver` on a thread of its own and waits for it until `deadline`:
+// getaddrinfo has no timeout, and a DNS server that never answers must not
+// hold the caller past timeout_ms.  A resolution still running then is
+// abandoned (its thread ends by itself and frees what it found).
+// `endpoint` prefixes the errors.
+Result<AddressList> resolve_until(const Resolver& resolver, const std::string& endpoint,
+                                  const std::string& host, std::uint16_t port,
+                                  Clock::time_point deadline);
+
 class TlsConnection {
  public:
-  // Connects and completes the handshake by `deadline`.  Errors are
-  // ErrorCode::kKmsUnreachable and say what failed: "connect: Connection
-  // refused", "TLS handshake: certificate verify failed: ...".
+  // Resolves (bounded, resolve_until), connects and completes the handshake
+  // by `deadline`.  Errors are ErrorCode::kKmsUnreachable and say what
+  // failed: "connect: Connection refused", "TLS handshake: certificate
+  // verify failed: ...".
   static Result<std::unique_ptr<TlsConnection>> open(std::shared_ptr<TlsClientContext> context,
-                                                     Clock::time_point deadline);
+                                                     Clock::time_point deadline,
+                                                     const Resolver& resolver = system_resolve);
   ~TlsConnection();
   TlsConnection(const TlsConnection&) = delete;
   TlsConnection& operator=(const TlsConnection&) = delete;

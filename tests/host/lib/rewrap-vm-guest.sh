@@ -15,7 +15,8 @@
 # says "paused".  Each result is one "guest: ..." line; exit 0 if all held.
 set -u
 TOP=$ENVCRYPT_TOP
-ENVCTL=$TOP/build/envcryptctl
+# The test build: the release envcryptctl ignores ENVCRYPT_FAULT.
+ENVCTL=$TOP/build/test/envcryptctl
 expected=$1
 next_step=$2
 failed=0
