@@ -26,15 +26,19 @@
  * discover that the submitter had more I/O queued behind it.  Probes that
  * find nothing space themselves out, so true QD1 rarely pays for one.
  *
- * When the FPU is usable the cipher is called through its internal
- * synchronous implementation ("__xts(aes)"), skipping the SIMD wrapper;
- * otherwise through "xts(aes)", which may be asynchronous: a request
- * answered with -EINPROGRESS/-EBUSY goes back to the workers when it
- * completes, and the rest of the I/O (further units, submitting the write,
+ * When the FPU is usable the cipher is called synchronously (the fast
+ * path, see envcrypt_alloc_sync_cipher()); otherwise through "xts(aes)",
+ * which may be asynchronous: a request answered with -EINPROGRESS/-EBUSY
+ * goes back to the workers when it completes, and the rest of the I/O (further units, submitting the write,
  * completing the bio) runs there, in process context: the completion may
  * come from a hard interrupt, where none of that may run.  Drivers that
  * allocate memory per request are never chosen (they fail under the memory
- * pressure that swapping to the device means).
+ * pressure that swapping to the device means).  Bounce memory is capped
+ * per device (ENVCRYPT_BOUNCE_*) and shown by STATUS.
+ *
+ * Polled I/O (io_uring with hipri): reads are remapped, so dm core polls
+ * the lower device for them; the ciphertext bio of a write is never polled
+ * (nobody would reap it) and completes by interrupt while dm core polls.
  *
  * Key messages, preresume, postsuspend and status are serialised by
  * key_lock; the target keeps its own idea of being suspended, so that a
@@ -114,6 +118,23 @@
  */
 #define ENVCRYPT_STASH_PAGES		BIO_MAX_VECS
 #define ENVCRYPT_STASH_IDLE_MSECS	1000
+/*
+ * Bounce memory of one device (the mempool's reserve, the stash and the
+ * pages of writes in flight) is capped: as dm-crypt, all devices share 2%
+ * of RAM (1/ENVCRYPT_BOUNCE_RAM_SHARE), and each gets at least the reserve,
+ * a full stash and two largest writes.  Past its cap a device does not ask
+ * the page allocator for more; its writers wait for the reserve, which
+ * finishing writes refill.  max_bounce_kib overrides the share.
+ */
+#define ENVCRYPT_BOUNCE_RAM_SHARE	50
+#define ENVCRYPT_BOUNCE_MIN_PAGES	(4 * BIO_MAX_VECS)
+
+static unsigned int max_bounce_kib;
+module_param(max_bounce_kib, uint, 0644);
+MODULE_PARM_DESC(max_bounce_kib,
+		 "Bounce memory cap per device in KiB (0: a share of 2% of RAM)");
+
+static atomic_t envcrypt_devices = ATOMIC_INIT(0);
 
 struct envcrypt_stats {
 	atomic64_t reads;
@@ -172,6 +193,8 @@ struct envcrypt_ctx {
 	unsigned long stash_used;	/* jiffies of the last take */
 	struct delayed_work stash_trim;
 	struct mutex bounce_lock;	/* one blocking page allocator at a time */
+	bool bounce_waiting;		/* under stash_lock: a writer sleeps */
+	atomic_long_t bounce_pages;	/* pages held, see ENVCRYPT_BOUNCE_* */
 	struct workqueue_struct *crypt_wq;	/* runs the workers, any CPU */
 	struct envcrypt_bh_queue __percpu *bh_queues;
 	spinlock_t queue_lock;		/* protects queue; taken in hardirq */
@@ -470,10 +493,50 @@ static int envcrypt_map_read(struct envcrypt_io *io)
 
 /* ---- writes: encrypt into bounce pages, submit the clone ------------- */
 
-/* Is the mempool's reserve full?  If not, a writer may be waiting on it. */
-static bool envcrypt_reserve_full(struct envcrypt_ctx *ec)
+/* The number of bounce pages this device may hold. */
+static unsigned long envcrypt_bounce_cap(void)
 {
-	return READ_ONCE(ec->page_pool.curr_nr) >= ec->page_pool.min_nr;
+	unsigned long cap = (unsigned long)READ_ONCE(max_bounce_kib) >>
+			    (PAGE_SHIFT - 10);
+
+	if (!cap)
+		cap = totalram_pages() / ENVCRYPT_BOUNCE_RAM_SHARE /
+		      max(atomic_read(&envcrypt_devices), 1);
+	return max_t(unsigned long, cap, ENVCRYPT_BOUNCE_MIN_PAGES);
+}
+
+/*
+ * The mempool's allocator: counts every page and refuses past the cap, so
+ * that mempool_alloc() falls back to its reserve (and waits for it).
+ */
+static void *envcrypt_page_alloc(gfp_t gfp, void *data)
+{
+	struct envcrypt_ctx *ec = data;
+	struct page *page;
+
+	if (atomic_long_inc_return(&ec->bounce_pages) > envcrypt_bounce_cap())
+		page = NULL;
+	else
+		page = alloc_page(gfp);
+	if (!page)
+		atomic_long_dec(&ec->bounce_pages);
+	return page;
+}
+
+static void envcrypt_page_free(void *element, void *data)
+{
+	struct envcrypt_ctx *ec = data;
+
+	__free_page(element);
+	atomic_long_dec(&ec->bounce_pages);
+}
+
+/* Tells envcrypt_free_bounce() to refill the mempool, not the stash. */
+static void envcrypt_set_bounce_waiting(struct envcrypt_ctx *ec, bool waiting)
+{
+	spin_lock_irq(&ec->stash_lock);
+	ec->bounce_waiting = waiting;
+	spin_unlock_irq(&ec->stash_lock);
 }
 
 /* Pages through the mempool: its reserve, if short, is refilled first. */
@@ -524,9 +587,9 @@ static void envcrypt_stash_trim(struct work_struct *work)
 }
 
 /*
- * Gives a ciphertext bio's pages back: to the mempool while its reserve
- * is short (a writer may be waiting there), else to the stash while it has
- * room, else to the page allocator.
+ * Gives a ciphertext bio's pages back: to the stash while it has room and
+ * no writer waits for pages, else through the mempool, which refills its
+ * reserve first (waking the writer) and frees the rest.
  */
 static void envcrypt_free_bounce(struct envcrypt_ctx *ec, struct bio *clone)
 {
@@ -540,7 +603,7 @@ static void envcrypt_free_bounce(struct envcrypt_ctx *ec, struct bio *clone)
 	was_empty = !ec->stash_nr;
 	bio_for_each_segment_all(bv, clone, iter_all) {
 		if (ec->stash_nr < ENVCRYPT_STASH_PAGES &&
-		    envcrypt_reserve_full(ec)) {
+		    !ec->bounce_waiting) {
 			list_add(&bv->bv_page->lru, &ec->stash);
 			ec->stash_nr++;
 		} else {
@@ -569,8 +632,12 @@ static struct bio *envcrypt_alloc_bounce(struct envcrypt_io *io, gfp_t gfp)
 	LIST_HEAD(kept);
 	struct bio *clone;
 
-	clone = bio_alloc_bioset(ec->dev->bdev, nr_pages, io->bio->bi_opf, gfp,
-				 &ec->bs);
+	/*
+	 * Never polled: dm core polls only its own clone of the bio, so a
+	 * polled ciphertext bio would wait for a completion nobody reaps.
+	 */
+	clone = bio_alloc_bioset(ec->dev->bdev, nr_pages,
+				 io->bio->bi_opf & ~REQ_POLLED, gfp, &ec->bs);
 	if (!clone)
 		return NULL;
 	envcrypt_stash_take(ec, &kept, nr_pages);
@@ -602,7 +669,10 @@ static struct bio *envcrypt_alloc_bounce_wait(struct envcrypt_io *io)
 	if (clone)
 		return clone;
 	mutex_lock(&ec->bounce_lock);
+	/* Set before the stash is taken: no page is stashed behind our back. */
+	envcrypt_set_bounce_waiting(ec, true);
 	clone = envcrypt_alloc_bounce(io, GFP_NOIO);
+	envcrypt_set_bounce_waiting(ec, false);
 	mutex_unlock(&ec->bounce_lock);
 	return clone;
 }
@@ -1033,14 +1103,16 @@ static void envcrypt_status(struct dm_target *ti, status_type_t type,
 	mutex_lock(&ec->key_lock);
 	switch (type) {
 	case STATUSTYPE_INFO:
-		DMEMIT("%s %u %s %lld %lld %lld %lld %lld",
+		DMEMIT("%s %u %s %lld %lld %lld %lld %lld %ld %lu",
 		       crypto_skcipher_driver_name(ec->tfm), ec->sector_size,
 		       ec->key_valid ? "valid" : "wiped",
 		       atomic64_read(&stats->reads),
 		       atomic64_read(&stats->writes),
 		       atomic64_read(&stats->read_bytes),
 		       atomic64_read(&stats->write_bytes),
-		       atomic64_read(&stats->errors));
+		       atomic64_read(&stats->errors),
+		       atomic_long_read(&ec->bounce_pages),
+		       envcrypt_bounce_cap());
 		break;
 	case STATUSTYPE_TABLE:
 		/* Echoed as is: see envcrypt_desc_char_ok(). */
@@ -1129,6 +1201,7 @@ static void envcrypt_dtr(struct dm_target *ti)
 	mutex_destroy(&ec->bounce_lock);
 	kfree(ec);
 	ti->private = NULL;
+	atomic_dec(&envcrypt_devices);
 }
 
 static int envcrypt_parse_options(struct envcrypt_ctx *ec,
@@ -1190,15 +1263,42 @@ static int envcrypt_check_geometry(struct dm_target *ti, char **error)
 }
 
 /*
- * The internal synchronous cipher exists where the architecture has a SIMD
- * implementation behind a wrapper (x86 AES-NI/VAES); it is optional.  It
- * must be the same implementation as the wrapper's, or the two could
- * disagree on nothing but speed: check by driver name.
+ * The fast path: a synchronous implementation called directly whenever
+ * the FPU is usable (envcrypt_crypt_one_unit()).  Chosen by what the
+ * running kernel offers:
+ *  - xts(aes) is itself synchronous: it is the fast path, nothing more is
+ *    needed.  So from 6.16 on, where x86 registers its AES-NI/VAES
+ *    implementations directly (usable in process and softirq context)
+ *    and "__xts(aes)" no longer exists; so too on a CPU without them.
+ *  - xts(aes) is the asynchronous SIMD wrapper (x86 up to 6.15): its
+ *    internal "__xts(aes)" is the fast path, if it is the very
+ *    implementation the wrapper runs (checked by driver name: an
+ *    accelerator that outranks it must serve every unit, so that STATUS
+ *    names the driver actually in use).
+ *  - otherwise (an asynchronous accelerator): no fast path.
  */
+static bool envcrypt_cipher_is_sync(struct crypto_skcipher *tfm)
+{
+	struct crypto_skcipher *sync;
+	bool same;
+
+	sync = crypto_alloc_skcipher(ENVCRYPT_CIPHER, 0,
+				     CRYPTO_ALG_ASYNC |
+				     CRYPTO_ALG_ALLOCATES_MEMORY);
+	if (IS_ERR(sync))
+		return false;
+	same = !strcmp(crypto_skcipher_driver_name(sync),
+		       crypto_skcipher_driver_name(tfm));
+	crypto_free_skcipher(sync);
+	return same;
+}
+
 static void envcrypt_alloc_sync_cipher(struct envcrypt_ctx *ec)
 {
 	struct crypto_skcipher *tfm;
 
+	if (envcrypt_cipher_is_sync(ec->tfm))
+		return;
 	tfm = crypto_alloc_skcipher(ENVCRYPT_SYNC_CIPHER, CRYPTO_ALG_INTERNAL,
 				    CRYPTO_ALG_INTERNAL | CRYPTO_ALG_ASYNC);
 	if (IS_ERR(tfm))
@@ -1286,7 +1386,8 @@ static int envcrypt_alloc_io_resources(struct dm_target *ti, char **error)
 	if (r)
 		goto fail;
 	/* Enough for the largest write bio on its own: always progresses. */
-	r = mempool_init_page_pool(&ec->page_pool, BIO_MAX_VECS, 0);
+	r = mempool_init(&ec->page_pool, BIO_MAX_VECS, envcrypt_page_alloc,
+			 envcrypt_page_free, ec);
 	if (r)
 		goto fail;
 	ec->crypt_wq = alloc_workqueue("kenvcryptd/%s",
@@ -1331,6 +1432,8 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		return -ENOMEM;
 	}
 	ti->private = ec;
+	/* Counted before the mempool fills: the cap shares RAM between us. */
+	atomic_inc(&envcrypt_devices);
 	ec->sector_size = 4096;
 	mutex_init(&ec->bounce_lock);
 	mutex_init(&ec->key_lock);
@@ -1419,7 +1522,7 @@ bad:
 
 static struct target_type envcrypt_target = {
 	.name = "envcrypt",
-	.version = {1, 1, 0},
+	.version = {1, 2, 0},
 	.module = THIS_MODULE,
 	.ctr = envcrypt_ctr,
 	.dtr = envcrypt_dtr,

@@ -35,7 +35,8 @@ VM_TIMEOUT=3600
 # write past an object is reported ("BUG kmalloc-..."), and the host check
 # of the kernel log fails the run, instead of passing unnoticed.
 # test_slub_debug.sh checks the guest really booted with it.
-KERNEL_ARGS=(slub_debug=FZPU)
+# The NVMe disk gets poll queues for test_polled_io.sh (io_uring hipri).
+KERNEL_ARGS=(slub_debug=FZPU nvme.poll_queues=2)
 APPEND_ARGS=()
 for arg in "${KERNEL_ARGS[@]}"; do
 	APPEND_ARGS+=(--append "$arg")
@@ -71,6 +72,7 @@ mkdir -p "$TOP/build"
 WORK=$(mktemp -d "$TOP/build/selftests-$KVER.XXXXXX") || exit 1
 OUT=$WORK/out
 truncate -s "${DISK_MIB}M" "$WORK/kat.img" || exit 1
+truncate -s "${DISK_MIB}M" "$WORK/nvme.img" || exit 1
 
 number=0
 failed=0
@@ -93,7 +95,7 @@ start=$SECONDS
 
 # The guest's own header and plan are replaced by the ones above.
 "$TOP/selftests/vm-run.sh" --kernel "$KVER" --out "$OUT" --disk "$WORK/kat.img" \
-	--timeout "$VM_TIMEOUT" "${APPEND_ARGS[@]}" -- "$TOP/selftests/lib/tap-runner.sh" "$SUITE" "${TESTS[@]}" \
+	--nvme "$WORK/nvme.img" --timeout "$VM_TIMEOUT" "${APPEND_ARGS[@]}" -- "$TOP/selftests/lib/tap-runner.sh" "$SUITE" "${TESTS[@]}" \
 	2>"$WORK/vm-run.err" | grep --line-buffered -avE '^(TAP version 13|1\.\.[0-9]+)$' | tee "$WORK/guest.tap"
 vm_status=${PIPESTATUS[0]}
 sed 's/^/# /' "$WORK/vm-run.err"

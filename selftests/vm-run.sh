@@ -5,6 +5,7 @@
 #
 #   selftests/vm-run.sh --kernel KVER --out DIR [--disk IMAGE]... [--mem MiB]
 #                       [--cpus N] [--timeout SEC] [--append ARG]...
+#                       [--nvme IMAGE]
 #                       -- COMMAND [ARGS...]
 #
 #   --kernel KVER   boot /boot/vmlinuz-KVER with modules from /lib/modules/KVER
@@ -13,6 +14,9 @@
 #   --disk IMAGE    raw image attached as virtio-blk, in order: /dev/vda,
 #                   /dev/vdb, ...; written through, so the host sees every byte
 #                   the guest wrote once vm-run returns
+#   --nvme IMAGE    raw image attached as an emulated NVMe controller with
+#                   one namespace (/dev/nvme0n1 once the guest loads nvme);
+#                   with --append nvme.poll_queues=N it has poll queues
 #   --mem MiB       guest memory (default 2048)
 #   --cpus N        guest vCPUs (default 2)
 #   --timeout SEC   wall-clock limit for the whole guest (default 1200)
@@ -52,13 +56,14 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KVER=
 OUT=
 DISKS=()
+NVME=
 MEM=2048
 CPUS=2
 TIMEOUT=1200
 APPEND=()
 
 usage() {
-	sed -n '6,8p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+	sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
 	exit 125
 }
 
@@ -78,6 +83,7 @@ while [ $# -gt 0 ]; do
 	--kernel) KVER=${2-} ;;
 	--out) OUT=${2-} ;;
 	--disk) DISKS+=("${2-}") ;;
+	--nvme) NVME=${2-} ;;
 	--mem) MEM=${2-} ;;
 	--cpus) CPUS=${2-} ;;
 	--timeout) TIMEOUT=${2-} ;;
@@ -97,8 +103,8 @@ is_number "$TIMEOUT" || fail 125 "--timeout '$TIMEOUT' is not a positive number 
 [ -d "/lib/modules/$KVER/kernel" ] || fail 125 "no modules in /lib/modules/$KVER"
 command -v qemu-system-x86_64 >/dev/null || fail 125 "qemu-system-x86_64 not installed (make deps)"
 [ -x /bin/busybox ] || fail 125 "/bin/busybox missing (busybox-static, make deps)"
-for disk in "${DISKS[@]}"; do
-	[ -f "$disk" ] && [ -w "$disk" ] || fail 125 "--disk '$disk' is not a writable image file"
+for disk in "${DISKS[@]}" ${NVME:+"$NVME"}; do
+	[ -f "$disk" ] && [ -w "$disk" ] || fail 125 "disk '$disk' is not a writable image file"
 done
 for arg in "${APPEND[@]}"; do
 	[[ $arg =~ ^[^[:space:]]+$ ]] || fail 125 "--append '$arg' is empty or contains white space"
@@ -218,6 +224,11 @@ qemu_args=(
 for disk in "${DISKS[@]}"; do
 	qemu_args+=(-drive "file=$(qemu_escape "$disk"),format=raw,if=virtio,cache=writethrough")
 done
+if [ -n "$NVME" ]; then
+	# shellcheck disable=SC2054 # QEMU option values are comma-separated
+	qemu_args+=(-drive "file=$(qemu_escape "$NVME"),format=raw,if=none,id=nvme0,cache=writethrough"
+		-device nvme,serial=envcrypt0,drive=nvme0)
+fi
 
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null | tee "$OUT/output.txt"
 qemu_status=${PIPESTATUS[0]}

@@ -217,7 +217,7 @@ if ref_intact; then
 else
 	tap_fail "reference intact after the races" "the data written before" "a mismatch"
 fi
-expect_eq "target error counter" 0 "$(dmsetup status "$NAME" | awk '{ print $NF }')"
+expect_eq "target error counter" 0 "$(dmsetup status "$NAME" | awk '{ print $11 }')"
 expect_eq "no kernel warning during the races" "" \
 	"$(dmesg_since_mark | grep -E 'WARNING|BUG|Call Trace|refcount|list_(add|del) corruption|general protection')"
 tap_done

@@ -79,7 +79,7 @@ else
 fi
 expect_eq "no OOM kill in the cgroup" "oom_kill 0" "$(grep '^oom_kill ' "$CGROUP/memory.events")"
 expect_succeeds "swapoff brings everything back" timeout 120 swapoff "/dev/mapper/$NAME"
-expect_eq "target error counter" 0 "$(dmsetup status "$NAME" | awk '{ print $NF }')"
+expect_eq "target error counter" 0 "$(dmsetup status "$NAME" | awk '{ print $11 }')"
 expect_eq "no hung task, OOM or warning in the kernel log" "" \
 	"$(dmesg_since_mark | grep -E 'blocked for more than|hung_task|Out of memory|oom-kill|BUG|WARNING|Call Trace')"
 tap_done
