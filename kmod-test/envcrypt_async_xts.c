@@ -87,6 +87,21 @@ static enum hrtimer_restart atest_timer_fn(struct hrtimer *timer)
 	return HRTIMER_NORESTART;
 }
 
+/*
+ * Linux 6.13 added hrtimer_setup(), which also sets the callback, and later
+ * kernels removed hrtimer_init(); Kbuild probes the headers for the former.
+ */
+static void atest_timer_setup(struct hrtimer *timer)
+{
+#ifdef ATEST_HAVE_HRTIMER_SETUP
+	hrtimer_setup(timer, atest_timer_fn, CLOCK_MONOTONIC,
+		      HRTIMER_MODE_REL_HARD);
+#else
+	hrtimer_init(timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_HARD);
+	timer->function = atest_timer_fn;
+#endif
+}
+
 static void atest_work_fn(struct work_struct *work)
 {
 	struct atest_req_ctx *rctx = container_of(work, struct atest_req_ctx,
@@ -135,8 +150,7 @@ static int atest_crypt(struct skcipher_request *req, bool encrypt)
 	rctx->backlogged = false;
 	if (turn < 5) {
 		atomic_long_inc(&atest_stats[ATEST_HARDIRQ]);
-		hrtimer_init(&rctx->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_HARD);
-		rctx->timer.function = atest_timer_fn;
+		atest_timer_setup(&rctx->timer);
 		hrtimer_start(&rctx->timer, ns_to_ktime(ATEST_DELAY_NS),
 			      HRTIMER_MODE_REL_HARD);
 		return -EINPROGRESS;

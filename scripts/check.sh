@@ -2,7 +2,9 @@
 # make check: every test suite, each producing TAP 13, results in
 # build/results/<suite>.tap, then one summary.  Usage: check.sh KVER...
 #
-# Suites: lint; helper unit tests (GoogleTest), once as built and once
+# Suites: lint; kmod-next, a compile check of the modules against the
+# newest kernel headers of Debian trixie-backports (scripts/kbuild-next.sh);
+# helper unit tests (GoogleTest), once as built and once
 # under AddressSanitizer and UndefinedBehaviorSanitizer (build/asan); each
 # libFuzzer target of helper/fuzz/ for FUZZ_CHECK_SECONDS (default 20), two
 # at a time (scripts/fuzz.sh); host tests
@@ -32,6 +34,7 @@ run_suite() { # run_suite <name> <command...>
 }
 
 run_suite lint "$TOP/scripts/lint.sh"
+run_suite kmod-next "$TOP/scripts/kbuild-next.sh"
 run_suite unit "$TOP/scripts/unit-tap.sh"
 # Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
