@@ -9,6 +9,9 @@
 #   make demo       the end-to-end job in a guest, narrated
 #   make bench      performance comparison with dm-crypt in a guest
 #   make fuzz       each libFuzzer target of helper/fuzz/ for FUZZ_SECONDS (600)
+#   make kmod-next  compile check of the modules against the newest kernel
+#                   headers of Debian trixie-backports, in a cached trixie
+#                   root (build/kbuild-next/); also a suite of make check
 #   make deps       install the Debian packages all of the above need (root)
 #   make install / uninstall   (DESTDIR, PREFIX)
 
@@ -27,7 +30,7 @@ KERNELS ?= $(shell $(TOP)/scripts/kernels.sh)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all kmod kmod-matrix helper test-programs check check-only demo demo-only bench deps lint install uninstall clean
+.PHONY: all kmod kmod-matrix kmod-next helper test-programs check check-only demo demo-only bench deps lint install uninstall clean
 
 all: kmod helper
 
@@ -35,13 +38,26 @@ kmod:
 	@test -n "$(KVER)" || { echo "make: no kernel build tree in /lib/modules/*/build; run make deps" >&2; exit 1; }
 	$(MAKE) -C $(KDIR) M=$(TOP)/kmod W=1 modules
 
-# One module per kernel of the matrix, in build/kmod/<kver>/, for the guests.
+# One module per kernel of the matrix, in build/kmod/<kver>/, for the guests,
+# and the test-only modules of kmod-test/ in build/kmod-test/<kver>/ (never
+# installed).
 kmod-matrix:
 	@for k in $(KERNELS); do \
 		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod W=1 clean >/dev/null && \
 		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod W=1 modules || exit 1; \
 		mkdir -p $(BUILD)/kmod/$$k && cp $(TOP)/kmod/dm-envcrypt.ko $(BUILD)/kmod/$$k/ || exit 1; \
+		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod-test W=1 clean >/dev/null && \
+		$(MAKE) -C /lib/modules/$$k/build M=$(TOP)/kmod-test W=1 modules || exit 1; \
+		mkdir -p $(BUILD)/kmod-test/$$k && cp $(TOP)/kmod-test/*.ko $(BUILD)/kmod-test/$$k/ || exit 1; \
 	done
+
+# The same three module directories (kmod/, kmod-test/, bench/xtsbench/),
+# W=1 and -Werror, against the newest linux-headers-*-amd64 of Debian
+# trixie-backports: they need trixie's gcc and kbuild tools, so the build
+# runs in a trixie root that scripts/kbuild-next.sh makes with mmdebstrap
+# and caches in build/kbuild-next/.  A compile check only: TAP output.
+kmod-next:
+	$(TOP)/scripts/kbuild-next.sh
 
 helper:
 	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null
@@ -148,6 +164,7 @@ uninstall:
 
 clean:
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean
+	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod-test clean
 	rm -rf $(BUILD)
 
 # Sanitizer and fuzz builds (Documentation/dev-tools/testing.rst, "Fuzzing").

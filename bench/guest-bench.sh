@@ -64,6 +64,10 @@ setup_config() { # setup_config <config> <backing>
 		table="${table% 1 sector_size:4096} 3 sector_size:4096 no_read_workqueue no_write_workqueue"
 		;;
 	envcrypt) table=$(envcrypt_table "$len" "$dev" "$OFFSET" "$KEY_DESC" 4096) ;;
+	envcryptold)
+		table=$(envcrypt_table "$len" "$dev" "$OFFSET" "$KEY_DESC" 4096)
+		table=${table/ envcrypt / envcryptold }
+		;;
 	esac
 	dmsetup create bench --table "$table" >&2 || die "cannot create $config on $dev: $(dmesg | tail -n 2)"
 	udevadm settle --timeout=30
@@ -96,6 +100,12 @@ measure_crypto() {
 
 guest_setup || die "guest set-up failed"
 modprobe dm_crypt || die "no dm_crypt module"
+case " $CONFIGS " in
+*" envcryptold "*)
+	insmod "${BENCH_PROBE_DIR:-$ENVCRYPT_TOP/build/bench/mod}/$ENVCRYPT_KVER/dm-envcryptold.ko" ||
+		die "cannot load the baseline target (BENCH_BASELINE)"
+	;;
+esac
 head -c 64 /dev/urandom >/tmp/bench.key
 add_logon_key "$KEY_DESC" /tmp/bench.key >/dev/null || die "cannot add the key"
 brd_device 512 >/dev/null || die "no brd device"
@@ -112,7 +122,7 @@ for run in $(seq 1 "$RUNS"); do
 				echo "bench: run $run/$RUNS $device $config $job" >&2
 				run_fio "$target" "$job" "$OUT/fio/$device-$config-$job-$run.json"
 			done
-			[ "$config" = envcrypt ] && dmsetup status bench >"$OUT/envcrypt-status-$device.txt"
+			case $config in envcrypt*) dmsetup status bench >"$OUT/$config-status-$device.txt" ;; esac
 			teardown_config
 		done
 	done

@@ -13,6 +13,12 @@
 # helper timings) reach the guest script; after a subset run the fio JSON
 # files stay in BENCH_OUT and no report is written (bench/report.py needs the
 # full set).
+#
+# Same-boot A/B: BENCH_BASELINE=REV (a git revision) also builds the target
+# as it was at REV, under the module and target name "envcryptold", and
+# adds the configuration envcryptold beside envcrypt, so that old and new
+# code run interleaved in one boot (e.g. BENCH_BASELINE=main
+# BENCH_CONFIGS="envcryptold envcrypt").  bench/ab.py compares the two.
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${BENCH_OUT:-$TOP/build/bench}
@@ -35,9 +41,25 @@ build_probe() { # the crypto speed module for each kernel
 		mkdir -p "$PROBE_DIR/$k" && cp "$TOP/bench/xtsbench/xtsbench.ko" "$PROBE_DIR/$k/"
 }
 
+# The target as of BENCH_BASELINE, renamed so that both load side by side.
+build_baseline() {
+	local k=$1 src=$OUT/baseline-src
+	rm -rf "$src" && mkdir -p "$src" || return 1
+	git -C "$TOP" archive "$BENCH_BASELINE" kmod | tar -x -C "$src" || return 1
+	sed -i 's/\.name = "envcrypt",/.name = "envcryptold",/' "$src/kmod/dm-envcrypt.c" &&
+		grep -q '"envcryptold"' "$src/kmod/dm-envcrypt.c" &&
+		mv "$src/kmod/dm-envcrypt.c" "$src/kmod/dm-envcryptold.c" &&
+		sed -i 's/dm-envcrypt\.o/dm-envcryptold.o/' "$src/kmod/Kbuild" &&
+		make -s -C "/lib/modules/$k/build" M="$src/kmod" W=1 modules &&
+		mkdir -p "$PROBE_DIR/$k" && cp "$src/kmod/dm-envcryptold.ko" "$PROBE_DIR/$k/"
+}
+
 status=0
 for k in "$@"; do
 	build_probe "$k" || { echo "bench: cannot build xtsbench for $k" >&2; exit 1; }
+	if [ -n "${BENCH_BASELINE:-}" ]; then
+		build_baseline "$k" || { echo "bench: cannot build the target of $BENCH_BASELINE for $k" >&2; exit 1; }
+	fi
 	rm -rf "$OUT/$k"
 	mkdir -p "$OUT/$k"
 	disk=$OUT/$k/virtio.img

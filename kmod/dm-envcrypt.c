@@ -26,16 +26,31 @@
  * discover that the submitter had more I/O queued behind it.  Probes that
  * find nothing space themselves out, so true QD1 rarely pays for one.
  *
- * When the FPU is usable the cipher is called through its internal
- * synchronous implementation ("__xts(aes)"), skipping the SIMD wrapper;
- * otherwise through "xts(aes)", which may be asynchronous: a request
- * answered with -EINPROGRESS/-EBUSY continues from its completion callback.
+ * When the FPU is usable the cipher is called synchronously (the fast
+ * path, see envcrypt_alloc_sync_cipher()); otherwise through "xts(aes)",
+ * which may be asynchronous: a request answered with -EINPROGRESS/-EBUSY
+ * goes back to the workers when it completes, and the rest of the I/O (further units, submitting the write,
+ * completing the bio) runs there, in process context: the completion may
+ * come from a hard interrupt, where none of that may run.  Drivers that
+ * allocate memory per request are never chosen (they fail under the memory
+ * pressure that swapping to the device means).  Bounce memory is capped
+ * per device (ENVCRYPT_BOUNCE_*) and shown by STATUS.
+ *
+ * Polled I/O (io_uring with hipri): reads are remapped, so dm core polls
+ * the lower device for them; the ciphertext bio of a write is never polled
+ * (nobody would reap it) and completes by interrupt while dm core polls.
+ *
+ * Key messages, preresume, postsuspend and status are serialised by
+ * key_lock; the target keeps its own idea of being suspended, so that a
+ * "key wipe" cannot slip in between a successful preresume and the moment
+ * dm core marks the device live.
  */
 
 #include <linux/module.h>
 #include <linux/init.h>
 #include <linux/bio.h>
 #include <linux/blkdev.h>
+#include <linux/ctype.h>
 #include <linux/device-mapper.h>
 #include <linux/key.h>
 #include <linux/key-type.h>
@@ -103,6 +118,23 @@
  */
 #define ENVCRYPT_STASH_PAGES		BIO_MAX_VECS
 #define ENVCRYPT_STASH_IDLE_MSECS	1000
+/*
+ * Bounce memory of one device (the mempool's reserve, the stash and the
+ * pages of writes in flight) is capped: as dm-crypt, all devices share 2%
+ * of RAM (1/ENVCRYPT_BOUNCE_RAM_SHARE), and each gets at least the reserve,
+ * a full stash and two largest writes.  Past its cap a device does not ask
+ * the page allocator for more; its writers wait for the reserve, which
+ * finishing writes refill.  max_bounce_kib overrides the share.
+ */
+#define ENVCRYPT_BOUNCE_RAM_SHARE	50
+#define ENVCRYPT_BOUNCE_MIN_PAGES	(4 * BIO_MAX_VECS)
+
+static unsigned int max_bounce_kib;
+module_param(max_bounce_kib, uint, 0644);
+MODULE_PARM_DESC(max_bounce_kib,
+		 "Bounce memory cap per device in KiB (0: a share of 2% of RAM)");
+
+static atomic_t envcrypt_devices = ATOMIC_INIT(0);
 
 struct envcrypt_stats {
 	atomic64_t reads;
@@ -133,7 +165,16 @@ struct envcrypt_ctx {
 	unsigned int sector_size;	/* data unit: 512 or 4096 bytes */
 	unsigned int unit_sectors;	/* sector_size >> SECTOR_SHIFT */
 	bool allow_discards;
+
+	/*
+	 * key_lock protects key_valid, key_desc, suspended and the keys of
+	 * both transforms.  suspended is true from postsuspend to the next
+	 * successful preresume (and for a table not yet resumed): key
+	 * messages need it, so none can run once a resume is under way.
+	 */
+	struct mutex key_lock;
 	bool key_valid;			/* false after "key wipe" */
+	bool suspended;
 	char *key_desc;			/* description of the logon key */
 
 	struct crypto_skcipher *tfm;		/* may be asynchronous */
@@ -152,6 +193,8 @@ struct envcrypt_ctx {
 	unsigned long stash_used;	/* jiffies of the last take */
 	struct delayed_work stash_trim;
 	struct mutex bounce_lock;	/* one blocking page allocator at a time */
+	bool bounce_waiting;		/* under stash_lock: a writer sleeps */
+	atomic_long_t bounce_pages;	/* pages held, see ENVCRYPT_BOUNCE_* */
 	struct workqueue_struct *crypt_wq;	/* runs the workers, any CPU */
 	struct envcrypt_bh_queue __percpu *bh_queues;
 	spinlock_t queue_lock;		/* protects queue; taken in hardirq */
@@ -173,6 +216,8 @@ struct envcrypt_io {
 	sector_t unit_sector;		/* IV of the next unit */
 	unsigned int bytes;		/* size of the whole I/O */
 	blk_status_t status;
+	int crypt_err;			/* of the last asynchronous request */
+	bool continuing;		/* queued after an async completion */
 	bio_end_io_t *orig_end_io;	/* reads: dm's completion */
 	struct list_head queue_entry;	/* on ec->queue */
 	struct llist_node bh_entry;	/* on a bh_queue */
@@ -288,6 +333,12 @@ static void envcrypt_crypt_finished(struct envcrypt_io *io, int err)
 		envcrypt_read_done(io);
 }
 
+/*
+ * The completion callback of an asynchronous request: any context, hard
+ * interrupts included.  Nothing here may sleep, submit or complete a bio,
+ * or start the next request (a driver may call back from inside its own
+ * submission path): the rest of the I/O goes to the workers.
+ */
 static void envcrypt_crypt_resume(void *data, int err)
 {
 	struct envcrypt_io *io = data;
@@ -295,6 +346,17 @@ static void envcrypt_crypt_resume(void *data, int err)
 	/* A backlogged request has started; its completion follows. */
 	if (err == -EINPROGRESS)
 		return;
+	io->crypt_err = err;
+	io->continuing = true;
+	envcrypt_queue_io(io);
+}
+
+/* In a worker: the rest of an I/O whose last request was asynchronous. */
+static void envcrypt_crypt_continue(struct envcrypt_io *io)
+{
+	int err = io->crypt_err;
+
+	io->continuing = false;
 	if (!err)
 		err = envcrypt_crypt_units(io);
 	if (err != -EINPROGRESS)
@@ -431,10 +493,50 @@ static int envcrypt_map_read(struct envcrypt_io *io)
 
 /* ---- writes: encrypt into bounce pages, submit the clone ------------- */
 
-/* Is the mempool's reserve full?  If not, a writer may be waiting on it. */
-static bool envcrypt_reserve_full(struct envcrypt_ctx *ec)
+/* The number of bounce pages this device may hold. */
+static unsigned long envcrypt_bounce_cap(void)
 {
-	return READ_ONCE(ec->page_pool.curr_nr) >= ec->page_pool.min_nr;
+	unsigned long cap = (unsigned long)READ_ONCE(max_bounce_kib) >>
+			    (PAGE_SHIFT - 10);
+
+	if (!cap)
+		cap = totalram_pages() / ENVCRYPT_BOUNCE_RAM_SHARE /
+		      max(atomic_read(&envcrypt_devices), 1);
+	return max_t(unsigned long, cap, ENVCRYPT_BOUNCE_MIN_PAGES);
+}
+
+/*
+ * The mempool's allocator: counts every page and refuses past the cap, so
+ * that mempool_alloc() falls back to its reserve (and waits for it).
+ */
+static void *envcrypt_page_alloc(gfp_t gfp, void *data)
+{
+	struct envcrypt_ctx *ec = data;
+	struct page *page;
+
+	if (atomic_long_inc_return(&ec->bounce_pages) > envcrypt_bounce_cap())
+		page = NULL;
+	else
+		page = alloc_page(gfp);
+	if (!page)
+		atomic_long_dec(&ec->bounce_pages);
+	return page;
+}
+
+static void envcrypt_page_free(void *element, void *data)
+{
+	struct envcrypt_ctx *ec = data;
+
+	__free_page(element);
+	atomic_long_dec(&ec->bounce_pages);
+}
+
+/* Tells envcrypt_free_bounce() to refill the mempool, not the stash. */
+static void envcrypt_set_bounce_waiting(struct envcrypt_ctx *ec, bool waiting)
+{
+	spin_lock_irq(&ec->stash_lock);
+	ec->bounce_waiting = waiting;
+	spin_unlock_irq(&ec->stash_lock);
 }
 
 /* Pages through the mempool: its reserve, if short, is refilled first. */
@@ -485,9 +587,9 @@ static void envcrypt_stash_trim(struct work_struct *work)
 }
 
 /*
- * Gives a ciphertext bio's pages back: to the mempool while its reserve
- * is short (a writer may be waiting there), else to the stash while it has
- * room, else to the page allocator.
+ * Gives a ciphertext bio's pages back: to the stash while it has room and
+ * no writer waits for pages, else through the mempool, which refills its
+ * reserve first (waking the writer) and frees the rest.
  */
 static void envcrypt_free_bounce(struct envcrypt_ctx *ec, struct bio *clone)
 {
@@ -501,7 +603,7 @@ static void envcrypt_free_bounce(struct envcrypt_ctx *ec, struct bio *clone)
 	was_empty = !ec->stash_nr;
 	bio_for_each_segment_all(bv, clone, iter_all) {
 		if (ec->stash_nr < ENVCRYPT_STASH_PAGES &&
-		    envcrypt_reserve_full(ec)) {
+		    !ec->bounce_waiting) {
 			list_add(&bv->bv_page->lru, &ec->stash);
 			ec->stash_nr++;
 		} else {
@@ -530,8 +632,12 @@ static struct bio *envcrypt_alloc_bounce(struct envcrypt_io *io, gfp_t gfp)
 	LIST_HEAD(kept);
 	struct bio *clone;
 
-	clone = bio_alloc_bioset(ec->dev->bdev, nr_pages, io->bio->bi_opf, gfp,
-				 &ec->bs);
+	/*
+	 * Never polled: dm core polls only its own clone of the bio, so a
+	 * polled ciphertext bio would wait for a completion nobody reaps.
+	 */
+	clone = bio_alloc_bioset(ec->dev->bdev, nr_pages,
+				 io->bio->bi_opf & ~REQ_POLLED, gfp, &ec->bs);
 	if (!clone)
 		return NULL;
 	envcrypt_stash_take(ec, &kept, nr_pages);
@@ -563,7 +669,10 @@ static struct bio *envcrypt_alloc_bounce_wait(struct envcrypt_io *io)
 	if (clone)
 		return clone;
 	mutex_lock(&ec->bounce_lock);
+	/* Set before the stash is taken: no page is stashed behind our back. */
+	envcrypt_set_bounce_waiting(ec, true);
 	clone = envcrypt_alloc_bounce(io, GFP_NOIO);
+	envcrypt_set_bounce_waiting(ec, false);
 	mutex_unlock(&ec->bounce_lock);
 	return clone;
 }
@@ -704,7 +813,9 @@ static void envcrypt_worker_fn(struct work_struct *work)
 	while ((io = envcrypt_next_io(worker))) {
 		/* Read before the I/O is handed on: it may complete at once. */
 		batched += io->bytes;
-		if (envcrypt_is_write(io))
+		if (io->continuing)
+			envcrypt_crypt_continue(io);
+		else if (envcrypt_is_write(io))
 			envcrypt_write_queued(io);
 		else
 			envcrypt_run_crypt(io);
@@ -761,6 +872,7 @@ static int envcrypt_map(struct dm_target *ti, struct bio *bio)
 	io->unit_sector = target_sector;
 	io->bytes = bio->bi_iter.bi_size;
 	io->status = BLK_STS_OK;
+	io->continuing = false;
 	atomic_inc(&ec->inflight);
 
 	return bio_data_dir(bio) == WRITE ? envcrypt_map_write(io) :
@@ -769,7 +881,10 @@ static int envcrypt_map(struct dm_target *ti, struct bio *bio)
 
 /* ---- key handling ----------------------------------------------------- */
 
-/* Sets the key of both transforms; it is copied into their contexts. */
+/*
+ * Sets the key of both transforms; it is copied into their contexts.  On
+ * failure the two may disagree: the caller wipes both (key_lock held).
+ */
 static int envcrypt_setkey(struct envcrypt_ctx *ec, const u8 *key)
 {
 	int r = crypto_skcipher_setkey(ec->tfm, key, ENVCRYPT_KEY_SIZE);
@@ -780,23 +895,46 @@ static int envcrypt_setkey(struct envcrypt_ctx *ec, const u8 *key)
 }
 
 /*
- * Loads the 64-byte payload of logon key @desc into the cipher.  The key is
- * found through the keyrings of the calling process (envcryptctl's thread
- * keyring); the payload is copied straight from the key into the tfm, so
+ * Marks the key wiped and gives both transforms the same random key, which
+ * is then forgotten: whatever they held before is gone, and they agree.
+ * key_lock held.
+ */
+static int envcrypt_wipe_key(struct envcrypt_ctx *ec)
+{
+	u8 junk[ENVCRYPT_KEY_SIZE];
+	int r;
+
+	ec->key_valid = false;
+	get_random_bytes(junk, sizeof(junk));
+	r = envcrypt_setkey(ec, junk);
+	memzero_explicit(junk, sizeof(junk));
+	return r;
+}
+
+/*
+ * Finds logon key @desc through the keyrings of the calling process
+ * (envcryptctl's thread keyring).  A missing key may mean an upcall to
+ * /sbin/request-key, which can take seconds: never called under key_lock.
+ */
+static struct key *envcrypt_find_key(const char *desc, char **error)
+{
+	struct key *key = request_key(&key_type_logon, desc, NULL);
+
+	if (IS_ERR(key))
+		*error = "Key not found";
+	return key;
+}
+
+/*
+ * Loads the 64-byte payload of @key into the cipher and drops the
+ * reference.  The payload is copied straight from the key into the tfm, so
  * no copy of the key stays in the target.
  */
-static int envcrypt_load_key(struct envcrypt_ctx *ec, const char *desc,
+static int envcrypt_load_key(struct envcrypt_ctx *ec, struct key *key,
 			     char **error)
 {
 	const struct user_key_payload *payload;
-	struct key *key;
 	int r;
-
-	key = request_key(&key_type_logon, desc, NULL);
-	if (IS_ERR(key)) {
-		*error = "Key not found";
-		return PTR_ERR(key);
-	}
 
 	down_read(&key->sem);
 	payload = user_key_payload_locked(key);
@@ -813,70 +951,102 @@ static int envcrypt_load_key(struct envcrypt_ctx *ec, const char *desc,
 	}
 	up_read(&key->sem);
 	key_put(key);
-
-	if (!r)
-		ec->key_valid = true;
 	return r;
 }
 
-/* Replaces the key in the tfm with random bytes that are then forgotten. */
-static int envcrypt_wipe_key(struct envcrypt_ctx *ec)
+/*
+ * Can the table status echo @c so that "dmsetup load" of "dmsetup table"
+ * gives it back?  libdevmapper doubles every backslash it passes to the
+ * kernel, so an argument loaded through it never holds a character that
+ * dm_split_args() takes as white space, and backslashes are literal: they
+ * are echoed as they are.  A white-space character can only come from a
+ * raw ioctl escaping it; dmsetup ends a table line at a newline and cuts
+ * it at '#' (a comment).  Such descriptions are refused rather than shown
+ * in a form that would load differently.
+ */
+static bool envcrypt_desc_char_ok(unsigned char c)
 {
-	u8 *junk = kmalloc(ENVCRYPT_KEY_SIZE, GFP_KERNEL);
-	int r;
-
-	if (!junk)
-		return -ENOMEM;
-	ec->key_valid = false;
-	get_random_bytes(junk, ENVCRYPT_KEY_SIZE);
-	r = envcrypt_setkey(ec, junk);
-	kfree_sensitive(junk);
-	return r;
+	return c >= 0x20 && c != 0x7f && !isspace(c) && c != '#';
 }
 
 /* Parses "logon:<desc>" and returns a copy of <desc>, or NULL. */
 static char *envcrypt_parse_key_ref(const char *key_ref)
 {
 	size_t prefix_len = strlen(ENVCRYPT_KEY_PREFIX);
+	const unsigned char *c;
 
 	if (strncmp(key_ref, ENVCRYPT_KEY_PREFIX, prefix_len) ||
 	    !key_ref[prefix_len])
 		return NULL;
+	for (c = (const unsigned char *)key_ref + prefix_len; *c; c++)
+		if (!envcrypt_desc_char_ok(*c))
+			return NULL;
 	return kstrdup(key_ref + prefix_len, GFP_KERNEL);
 }
 
 /* ---- suspend/resume, messages, status --------------------------------- */
 
+/*
+ * Once this returns 0 the device goes live on the key it checked: key
+ * messages are refused from here on (suspended is false) until the next
+ * postsuspend.
+ */
 static int envcrypt_preresume(struct dm_target *ti)
 {
 	struct envcrypt_ctx *ec = ti->private;
+	int r = 0;
 
-	if (!ec->key_valid) {
+	mutex_lock(&ec->key_lock);
+	if (ec->key_valid) {
+		ec->suspended = false;
+	} else {
 		DMERR("Refusing to resume with a wiped key; send \"key set\" first");
-		return -ENOKEY;
+		r = -ENOKEY;
 	}
-	return 0;
+	mutex_unlock(&ec->key_lock);
+	return r;
 }
 
-static int envcrypt_message_key_set(struct envcrypt_ctx *ec,
-				    const char *key_ref)
+/* No I/O of the target is in flight any more (dm core waited for it). */
+static void envcrypt_postsuspend(struct dm_target *ti)
 {
-	char *desc = envcrypt_parse_key_ref(key_ref);
-	char *error = NULL;
+	struct envcrypt_ctx *ec = ti->private;
+
+	mutex_lock(&ec->key_lock);
+	ec->suspended = true;
+	mutex_unlock(&ec->key_lock);
+}
+
+/*
+ * "key set", with key_lock held and the target suspended; @desc and @key
+ * are what the caller parsed and looked up (NULL or an error pointer if
+ * that failed), and are consumed.  The old key is wiped first: a "key set"
+ * that fails for any reason leaves the target wiped, refusing to resume,
+ * never on a key the caller did not ask for.
+ */
+static int envcrypt_message_key_set(struct envcrypt_ctx *ec, char *desc,
+				    struct key *key, char *error)
+{
 	int r;
 
+	envcrypt_wipe_key(ec);
 	if (!desc) {
-		DMWARN("key set: key must be logon:<description>");
+		DMWARN("key set: key must be logon:<description> without blanks or '#'");
 		return -EINVAL;
 	}
-	r = envcrypt_load_key(ec, desc, &error);
+	if (IS_ERR(key))
+		r = PTR_ERR(key);
+	else
+		r = envcrypt_load_key(ec, key, &error);
 	if (r) {
-		DMWARN("key set %s: %s", key_ref, error);
+		DMWARN("key set: %s; the key stays wiped", error);
 		kfree(desc);
+		envcrypt_wipe_key(ec);
 		return r;
 	}
 	kfree(ec->key_desc);
 	ec->key_desc = desc;
+	ec->key_valid = true;
 	return 0;
 }
 
@@ -884,20 +1054,41 @@ static int envcrypt_message(struct dm_target *ti, unsigned int argc,
 			    char **argv, char *result, unsigned int maxlen)
 {
 	struct envcrypt_ctx *ec = ti->private;
+	bool is_key = argc >= 2 && !strcasecmp(argv[0], "key");
+	bool wipe = is_key && argc == 2 && !strcasecmp(argv[1], "wipe");
+	bool set = is_key && argc == 3 && !strcasecmp(argv[1], "set");
+	struct key *key = NULL;
+	char *desc = NULL;
+	char *error = NULL;
+	int r;
 
-	if (argc < 2 || strcasecmp(argv[0], "key"))
-		goto invalid;
-	if (!dm_suspended(ti)) {
-		DMWARN("key messages are accepted only while suspended");
-		return -EBUSY;
+	if (!wipe && !set) {
+		DMWARN("Unrecognised message; expected \"key wipe\" or \"key set logon:<desc>\"");
+		return -EINVAL;
 	}
-	if (argc == 2 && !strcasecmp(argv[1], "wipe"))
-		return envcrypt_wipe_key(ec);
-	if (argc == 3 && !strcasecmp(argv[1], "set"))
-		return envcrypt_message_key_set(ec, argv[2]);
-invalid:
-	DMWARN("Unrecognised message; expected \"key wipe\" or \"key set logon:<desc>\"");
-	return -EINVAL;
+	/* The lookup may wait for user space: done before taking key_lock. */
+	if (set) {
+		desc = envcrypt_parse_key_ref(argv[2]);
+		if (desc)
+			key = envcrypt_find_key(desc, &error);
+	}
+
+	mutex_lock(&ec->key_lock);
+	if (!ec->suspended || !dm_suspended(ti)) {
+		DMWARN("key messages are accepted only while suspended");
+		r = -EBUSY;
+	} else if (wipe) {
+		r = envcrypt_wipe_key(ec);
+	} else {
+		r = envcrypt_message_key_set(ec, desc, key, error);
+		desc = NULL;
+		key = NULL;
+	}
+	mutex_unlock(&ec->key_lock);
+	if (!IS_ERR_OR_NULL(key))
+		key_put(key);
+	kfree(desc);
+	return r;
 }
 
 static void envcrypt_status(struct dm_target *ti, status_type_t type,
@@ -908,18 +1099,23 @@ static void envcrypt_status(struct dm_target *ti, status_type_t type,
 	struct envcrypt_stats *stats = &ec->stats;
 	unsigned int sz = 0;
 
+	/* key_desc may be replaced and key_valid change under a message. */
+	mutex_lock(&ec->key_lock);
 	switch (type) {
 	case STATUSTYPE_INFO:
-		DMEMIT("%s %u %s %lld %lld %lld %lld %lld",
+		DMEMIT("%s %u %s %lld %lld %lld %lld %lld %ld %lu",
 		       crypto_skcipher_driver_name(ec->tfm), ec->sector_size,
 		       ec->key_valid ? "valid" : "wiped",
 		       atomic64_read(&stats->reads),
 		       atomic64_read(&stats->writes),
 		       atomic64_read(&stats->read_bytes),
 		       atomic64_read(&stats->write_bytes),
-		       atomic64_read(&stats->errors));
+		       atomic64_read(&stats->errors),
+		       atomic_long_read(&ec->bounce_pages),
+		       envcrypt_bounce_cap());
 		break;
 	case STATUSTYPE_TABLE:
+		/* Echoed as is: see envcrypt_desc_char_ok(). */
 		DMEMIT("%s %llu %s%s %u sector_size:%u%s", ec->dev->name,
 		       (unsigned long long)ec->start, ENVCRYPT_KEY_PREFIX,
 		       ec->key_desc, ec->allow_discards ? 2 : 1,
@@ -935,6 +1131,7 @@ static void envcrypt_status(struct dm_target *ti, status_type_t type,
 		       ec->key_valid ? "valid" : "wiped");
 		break;
 	}
+	mutex_unlock(&ec->key_lock);
 }
 
 static int envcrypt_iterate_devices(struct dm_target *ti,
@@ -956,8 +1153,13 @@ static void envcrypt_io_hints(struct dm_target *ti, struct queue_limits *limits)
 					    limits->physical_block_size,
 					    ec->sector_size);
 	limits->io_min = max_t(unsigned int, limits->io_min, ec->sector_size);
-	/* Keeps every data unit within one page of the caller's buffer. */
-	limits->dma_alignment = limits->logical_block_size - 1;
+	/*
+	 * Keeps every data unit within one page of the caller's buffer; a
+	 * lower device that needs more alignment keeps its own (bios are
+	 * remapped to it with the caller's pages for reads).
+	 */
+	limits->dma_alignment = max_t(unsigned int, limits->dma_alignment,
+				      limits->logical_block_size - 1);
 }
 
 /* ---- construction and destruction ------------------------------------- */
@@ -995,8 +1197,11 @@ static void envcrypt_dtr(struct dm_target *ti)
 	if (ec->dev)
 		dm_put_device(ti, ec->dev);
 	kfree(ec->key_desc);
+	mutex_destroy(&ec->key_lock);
+	mutex_destroy(&ec->bounce_lock);
 	kfree(ec);
 	ti->private = NULL;
+	atomic_dec(&envcrypt_devices);
 }
 
 static int envcrypt_parse_options(struct envcrypt_ctx *ec,
@@ -1058,15 +1263,42 @@ static int envcrypt_check_geometry(struct dm_target *ti, char **error)
 }
 
 /*
- * The internal synchronous cipher exists where the architecture has a SIMD
- * implementation behind a wrapper (x86 AES-NI/VAES); it is optional.  It
- * must be the same implementation as the wrapper's, or the two could
- * disagree on nothing but speed: check by driver name.
+ * The fast path: a synchronous implementation called directly whenever
+ * the FPU is usable (envcrypt_crypt_one_unit()).  Chosen by what the
+ * running kernel offers:
+ *  - xts(aes) is itself synchronous: it is the fast path, nothing more is
+ *    needed.  So from 6.16 on, where x86 registers its AES-NI/VAES
+ *    implementations directly (usable in process and softirq context)
+ *    and "__xts(aes)" no longer exists; so too on a CPU without them.
+ *  - xts(aes) is the asynchronous SIMD wrapper (x86 up to 6.15): its
+ *    internal "__xts(aes)" is the fast path, if it is the very
+ *    implementation the wrapper runs (checked by driver name: an
+ *    accelerator that outranks it must serve every unit, so that STATUS
+ *    names the driver actually in use).
+ *  - otherwise (an asynchronous accelerator): no fast path.
  */
+static bool envcrypt_cipher_is_sync(struct crypto_skcipher *tfm)
+{
+	struct crypto_skcipher *sync;
+	bool same;
+
+	sync = crypto_alloc_skcipher(ENVCRYPT_CIPHER, 0,
+				     CRYPTO_ALG_ASYNC |
+				     CRYPTO_ALG_ALLOCATES_MEMORY);
+	if (IS_ERR(sync))
+		return false;
+	same = !strcmp(crypto_skcipher_driver_name(sync),
+		       crypto_skcipher_driver_name(tfm));
+	crypto_free_skcipher(sync);
+	return same;
+}
+
 static void envcrypt_alloc_sync_cipher(struct envcrypt_ctx *ec)
 {
 	struct crypto_skcipher *tfm;
 
+	if (envcrypt_cipher_is_sync(ec->tfm))
+		return;
 	tfm = crypto_alloc_skcipher(ENVCRYPT_SYNC_CIPHER, CRYPTO_ALG_INTERNAL,
 				    CRYPTO_ALG_INTERNAL | CRYPTO_ALG_ASYNC);
 	if (IS_ERR(tfm))
@@ -1084,7 +1316,12 @@ static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
 	struct envcrypt_ctx *ec = ti->private;
 	unsigned int reqsize;
 
-	ec->tfm = crypto_alloc_skcipher(ENVCRYPT_CIPHER, 0, 0);
+	/*
+	 * As dm-crypt: a driver that allocates memory per request could fail
+	 * I/O under memory pressure (or deadlock when swapping to us).
+	 */
+	ec->tfm = crypto_alloc_skcipher(ENVCRYPT_CIPHER, 0,
+					CRYPTO_ALG_ALLOCATES_MEMORY);
 	if (IS_ERR(ec->tfm)) {
 		int r = PTR_ERR(ec->tfm);
 
@@ -1098,8 +1335,10 @@ static int envcrypt_alloc_cipher(struct dm_target *ti, char **error)
 		reqsize = max(reqsize, crypto_skcipher_reqsize(ec->sync_tfm));
 	ec->req_offset = ALIGN(sizeof(struct envcrypt_io),
 			       crypto_tfm_ctx_alignment());
-	ti->per_io_data_size = ec->req_offset + sizeof(struct skcipher_request) +
-			       reqsize;
+	/* The request's context may need kmalloc's alignment (as dm-crypt). */
+	ti->per_io_data_size = ALIGN(ec->req_offset +
+				     sizeof(struct skcipher_request) + reqsize,
+				     ARCH_KMALLOC_MINALIGN);
 	return 0;
 }
 
@@ -1147,7 +1386,8 @@ static int envcrypt_alloc_io_resources(struct dm_target *ti, char **error)
 	if (r)
 		goto fail;
 	/* Enough for the largest write bio on its own: always progresses. */
-	r = mempool_init_page_pool(&ec->page_pool, BIO_MAX_VECS, 0);
+	r = mempool_init(&ec->page_pool, BIO_MAX_VECS, envcrypt_page_alloc,
+			 envcrypt_page_free, ec);
 	if (r)
 		goto fail;
 	ec->crypt_wq = alloc_workqueue("kenvcryptd/%s",
@@ -1176,6 +1416,7 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 {
 	struct envcrypt_ctx *ec;
 	struct dm_arg_set as;
+	struct key *key;
 	unsigned long long start;
 	char dummy;
 	int r;
@@ -1191,8 +1432,13 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 		return -ENOMEM;
 	}
 	ti->private = ec;
+	/* Counted before the mempool fills: the cap shares RAM between us. */
+	atomic_inc(&envcrypt_devices);
 	ec->sector_size = 4096;
 	mutex_init(&ec->bounce_lock);
+	mutex_init(&ec->key_lock);
+	/* Not live until resumed: key messages may come before that. */
+	ec->suspended = true;
 	spin_lock_init(&ec->stash_lock);
 	INIT_LIST_HEAD(&ec->stash);
 	INIT_DELAYED_WORK(&ec->stash_trim, envcrypt_stash_trim);
@@ -1240,9 +1486,15 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	r = envcrypt_alloc_cipher(ti, &ti->error);
 	if (r)
 		goto bad;
-	r = envcrypt_load_key(ec, ec->key_desc, &ti->error);
+	key = envcrypt_find_key(ec->key_desc, &ti->error);
+	if (IS_ERR(key)) {
+		r = PTR_ERR(key);
+		goto bad;
+	}
+	r = envcrypt_load_key(ec, key, &ti->error);
 	if (r)
 		goto bad;
+	ec->key_valid = true;
 	r = envcrypt_alloc_io_resources(ti, &ti->error);
 	if (r)
 		goto bad;
@@ -1255,6 +1507,12 @@ static int envcrypt_ctr(struct dm_target *ti, unsigned int argc, char **argv)
 	 * as a write that fails before submission is already completed.
 	 */
 	ti->accounts_remapped_io = true;
+	/*
+	 * Every write allocates bounce pages: without a limit, swap-out
+	 * could have so many writes in flight that reclaim deadlocks on the
+	 * very memory it is trying to free (as dm-crypt once did).
+	 */
+	ti->limit_swap_bios = true;
 	return 0;
 
 bad:
@@ -1264,12 +1522,13 @@ bad:
 
 static struct target_type envcrypt_target = {
 	.name = "envcrypt",
-	.version = {1, 0, 0},
+	.version = {1, 2, 0},
 	.module = THIS_MODULE,
 	.ctr = envcrypt_ctr,
 	.dtr = envcrypt_dtr,
 	.map = envcrypt_map,
 	.preresume = envcrypt_preresume,
+	.postsuspend = envcrypt_postsuspend,
 	.status = envcrypt_status,
 	.message = envcrypt_message,
 	.iterate_devices = envcrypt_iterate_devices,

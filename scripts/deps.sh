@@ -3,7 +3,8 @@
 # benchmarks need.  Adds bookworm-backports for the Linux 6.12 kernel.
 # The kernel matrix is one 6.1 (Debian 12) and one 6.12 (backports) kernel;
 # their exact ABI names are resolved from the metapackages so a point
-# release does not break the build.
+# release does not break the build.  mmdebstrap and curl make the trixie
+# root of make kmod-next (scripts/kbuild-next.sh).
 set -eu
 
 SOURCES=/etc/apt/sources.list.d/envcrypt-backports.sources
@@ -43,7 +44,7 @@ PACKAGES="build-essential make gcc bc flex bison libelf-dev dwarves
  libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libgtest-dev
  qemu-system-x86 busybox-static cpio kmod keyutils dmsetup cryptsetup-bin
  fio e2fsprogs python3-cryptography python3-pykmip openssl udev
- linux-source-6.1 xz-utils gnuplot-nox dkms"
+ linux-source-6.1 xz-utils gnuplot-nox dkms mmdebstrap curl"
 
 need_root
 add_backports

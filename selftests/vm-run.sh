@@ -4,7 +4,9 @@
 # guest's root.  Every guest test, the demo and the benchmarks go through it.
 #
 #   selftests/vm-run.sh --kernel KVER --out DIR [--disk IMAGE]... [--mem MiB]
-#                       [--cpus N] [--timeout SEC] -- COMMAND [ARGS...]
+#                       [--cpus N] [--timeout SEC] [--append ARG]...
+#                       [--nvme IMAGE]
+#                       -- COMMAND [ARGS...]
 #
 #   --kernel KVER   boot /boot/vmlinuz-KVER with modules from /lib/modules/KVER
 #   --out DIR       host directory shared writable with the guest at /run/out
@@ -12,9 +14,14 @@
 #   --disk IMAGE    raw image attached as virtio-blk, in order: /dev/vda,
 #                   /dev/vdb, ...; written through, so the host sees every byte
 #                   the guest wrote once vm-run returns
+#   --nvme IMAGE    raw image attached as an emulated NVMe controller with
+#                   one namespace (/dev/nvme0n1 once the guest loads nvme);
+#                   with --append nvme.poll_queues=N it has poll queues
 #   --mem MiB       guest memory (default 2048)
 #   --cpus N        guest vCPUs (default 2)
 #   --timeout SEC   wall-clock limit for the whole guest (default 1200)
+#   --append ARG    one more kernel command-line parameter (no white space),
+#                   e.g. slub_debug=FZPU (selftests/run.sh does)
 #
 # The guest runs `qemu-system-x86_64 -accel tcg -cpu max -nographic` with no
 # network (stock kernels hang under KVM on these machines).  A cached busybox
@@ -49,12 +56,14 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KVER=
 OUT=
 DISKS=()
+NVME=
 MEM=2048
 CPUS=2
 TIMEOUT=1200
+APPEND=()
 
 usage() {
-	sed -n '6,7p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+	sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
 	exit 125
 }
 
@@ -74,9 +83,11 @@ while [ $# -gt 0 ]; do
 	--kernel) KVER=${2-} ;;
 	--out) OUT=${2-} ;;
 	--disk) DISKS+=("${2-}") ;;
+	--nvme) NVME=${2-} ;;
 	--mem) MEM=${2-} ;;
 	--cpus) CPUS=${2-} ;;
 	--timeout) TIMEOUT=${2-} ;;
+	--append) APPEND+=("${2-}") ;;
 	--) shift; break ;;
 	-h | --help) usage ;;
 	*) echo "vm-run: unknown argument '$1'" >&2; usage ;;
@@ -92,8 +103,11 @@ is_number "$TIMEOUT" || fail 125 "--timeout '$TIMEOUT' is not a positive number 
 [ -d "/lib/modules/$KVER/kernel" ] || fail 125 "no modules in /lib/modules/$KVER"
 command -v qemu-system-x86_64 >/dev/null || fail 125 "qemu-system-x86_64 not installed (make deps)"
 [ -x /bin/busybox ] || fail 125 "/bin/busybox missing (busybox-static, make deps)"
-for disk in "${DISKS[@]}"; do
-	[ -f "$disk" ] && [ -w "$disk" ] || fail 125 "--disk '$disk' is not a writable image file"
+for disk in "${DISKS[@]}" ${NVME:+"$NVME"}; do
+	[ -f "$disk" ] && [ -w "$disk" ] || fail 125 "disk '$disk' is not a writable image file"
+done
+for arg in "${APPEND[@]}"; do
+	[[ $arg =~ ^[^[:space:]]+$ ]] || fail 125 "--append '$arg' is empty or contains white space"
 done
 [[ $TOP != *[[:space:]]* ]] || fail 125 "the repository path '$TOP' contains white space (it goes on the kernel command line)"
 mkdir -p "$OUT" || fail 125 "cannot create --out directory '$OUT'"
@@ -198,7 +212,7 @@ qemu_args=(
 	-accel tcg -cpu max -smp "$CPUS" -m "$MEM"
 	-nographic -nodefaults -no-reboot -nic none
 	-kernel "/boot/vmlinuz-$KVER" -initrd "$INITRAMFS"
-	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh"
+	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh${APPEND[*]:+ ${APPEND[*]}}"
 	-serial "file:$(qemu_escape "$OUT/console.txt")" -serial stdio
 	-fsdev local,path=/,readonly=on,security_model=none,multidevs=remap,id=root
 	-device virtio-9p-pci,fsdev=root,mount_tag=root
@@ -210,6 +224,11 @@ qemu_args=(
 for disk in "${DISKS[@]}"; do
 	qemu_args+=(-drive "file=$(qemu_escape "$disk"),format=raw,if=virtio,cache=writethrough")
 done
+if [ -n "$NVME" ]; then
+	# shellcheck disable=SC2054 # QEMU option values are comma-separated
+	qemu_args+=(-drive "file=$(qemu_escape "$NVME"),format=raw,if=none,id=nvme0,cache=writethrough"
+		-device nvme,serial=envcrypt0,drive=nvme0)
+fi
 
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null | tee "$OUT/output.txt"
 qemu_status=${PIPESTATUS[0]}

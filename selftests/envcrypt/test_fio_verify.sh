@@ -30,7 +30,7 @@ verify_on() { # verify_on <label> <device>
 	fi
 	echo "$output" | grep -E 'READ:|WRITE:|err=' | sed 's/^ */  /'
 	expect_eq "$label: no fio job reports a non-zero err=" "" "$(echo "$output" | grep -o 'err= *[0-9]*' | grep -v 'err= *0$')"
-	expect_eq "$label: target error counter" 0 "$(dmsetup status "$name" | awk '{ print $NF }')"
+	expect_eq "$label: target error counter" 0 "$(dmsetup status "$name" | awk '{ print $11 }')"
 }
 
 guest_setup

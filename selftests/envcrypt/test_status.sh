@@ -1,9 +1,12 @@
 #!/bin/bash
 # Status: "dmsetup status" (STATUSTYPE_INFO) is
 #   <driver> <sector_size> <valid|wiped> <reads> <writes> <read_bytes> <write_bytes> <errors>
+#   <bounce_pages> <bounce_cap>
 # where the driver is a hardware-accelerated xts(aes) (aesni or vaes), and the
 # counters move with I/O: after a 64 KiB direct write and read, writes/reads
-# went up and the byte counters by at least 64 KiB, errors stay 0.
+# went up and the byte counters by at least 64 KiB, errors stay 0; the
+# bounce fields are numbers, the first at most the second
+# (test_bounce_cap.sh checks their values).
 # "dmsetup table" (STATUSTYPE_TABLE) echoes the arguments, options included:
 #   <major:minor> <dev_offset> logon:<desc> <#opt> sector_size:<n> [allow_discards]
 
@@ -27,19 +30,24 @@ for sector_size in 4096 512; do
 		"0 16384 envcrypt $devno 8192 logon:$KEY_DESC 1 sector_size:$sector_size" \
 		"$(dmsetup table "$NAME")"
 
-	read -r _ _ target driver size state reads writes read_bytes write_bytes errors extra \
+	read -r _ _ target driver size state reads writes read_bytes write_bytes errors bounce bounce_cap extra \
 		<<<"$(dmsetup status "$NAME")"
 	status="$(dmsetup status "$NAME")"
-	expect_eq "status has 11 fields (sector_size $sector_size)" "envcrypt, no extra" \
+	expect_eq "status has 13 fields (sector_size $sector_size)" "envcrypt, no extra" \
 		"$target, ${extra:-no extra}"
 	expect_match "crypto driver is AES-NI or VAES" "aesni|vaes" "$driver"
 	expect_eq "status sector size" "$sector_size" "$size"
 	expect_eq "status key state" valid "$state"
+	if [[ $bounce =~ ^[0-9]+$ && $bounce_cap =~ ^[0-9]+$ ]] && ((bounce <= bounce_cap)); then
+		tap_ok "bounce pages $bounce within cap $bounce_cap"
+	else
+		tap_fail "bounce fields" "two numbers, the first at most the second" "'$bounce' '$bounce_cap'"
+	fi
 
 	head -c 65536 /dev/urandom >/tmp/status.data
 	dd if=/tmp/status.data of="/dev/mapper/$NAME" bs=64K oflag=direct conv=fsync status=none
 	dd if="/dev/mapper/$NAME" of=/dev/null bs=64K count=1 iflag=direct status=none
-	read -r _ _ _ _ _ _ reads2 writes2 read_bytes2 write_bytes2 errors2 _ <<<"$(dmsetup status "$NAME")"
+	read -r _ _ _ _ _ _ reads2 writes2 read_bytes2 write_bytes2 errors2 _ _ _ <<<"$(dmsetup status "$NAME")"
 	moved="reads $reads->$reads2 writes $writes->$writes2 read_bytes $read_bytes->$read_bytes2 write_bytes $write_bytes->$write_bytes2 (status before: $status)"
 	if ((reads2 > reads && writes2 > writes && read_bytes2 >= read_bytes + 65536 &&
 		write_bytes2 >= write_bytes + 65536)); then
