@@ -156,6 +156,99 @@ check_eq "envcrypt: no unit is enabled, started or stopped by the package" "" \
 check_eq "no maintainer script touches /etc/envcrypt/ or /var/lib/envcrypt" "" \
 	"$(cat "$WORK/scripts" "$WORK/dkms-scripts" | grep -n '/etc/envcrypt\|/var/lib/envcrypt')"
 
+# Install, reinstall (dpkg's upgrade path: prerm upgrade, postinst configure
+# with the old version) and purge in a throw-away root with dpkg --root: a
+# static busybox is its /bin/sh, stubs stand for dkms (it records its calls
+# and what it installed), deb-systemd-helper and ldconfig, and its
+# /lib/modules has two kernels with headers and one without.  This runs the
+# real maintainer scripts and dpkg's conffile handling; it does not run the
+# real DKMS, systemd or udev (the booted-Debian tests do).
+R=$WORK/chroot
+if [ "$(id -u)" != 0 ] || [ ! -x /bin/busybox ] || ! file -L /bin/busybox 2>/dev/null | grep -q 'statically linked'; then
+	skip "install, reinstall and purge in a throw-away root" "needs root and busybox-static (make deps)"
+else
+	mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,usr/lib/dkms,etc,tmp,dev,var/lib/dpkg/info,var/lib/dpkg/updates,var/log}
+	mkdir -p "$R"/lib/modules/{6.1.0-9-amd64,6.12.9+bpo-amd64}/{kernel,build} "$R/lib/modules/6.1.0-8-amd64/kernel"
+	touch "$R/var/lib/dpkg/status" "$R/var/lib/dpkg/available"
+	mknod -m 666 "$R/dev/null" c 1 3
+	cp /bin/busybox "$R/bin/busybox"
+	chroot "$R" /bin/busybox --install -s /bin
+	printf '#!/bin/sh\nexit 0\n' >"$R/sbin/ldconfig"
+	printf '#!/bin/sh\necho "deb-systemd-helper $*" >>/var/log/calls\n' >"$R/usr/bin/deb-systemd-helper"
+	# dkms: "status" answers from what "install" recorded; everything is logged.
+	cat >"$R/usr/sbin/dkms" <<'STUB'
+#!/bin/sh
+echo "dkms $*" >>/var/log/calls
+case $1 in
+status) grep -s -- "^$5 -k ${7:-.*}\$" /var/log/dkms.installed | sed 's/^.*$/dm-envcrypt: installed/' ;;
+install) echo "$5 -k $7" >>/var/log/dkms.installed ;;
+remove) : >/var/log/dkms.installed ;;
+esac
+exit 0
+STUB
+	# common.postinst, as DKMS's: add, then build and install for the kernels it picks.
+	cat >"$R/usr/lib/dkms/common.postinst" <<'STUB'
+#!/bin/sh
+echo "common.postinst $*" >>/var/log/calls
+dkms add -m "$1" -v "$2"
+dkms install -m "$1" -v "$2" -k 6.12.9+bpo-amd64
+STUB
+	chmod 0755 "$R/sbin/ldconfig" "$R/usr/bin/deb-systemd-helper" "$R/usr/sbin/dkms" "$R/usr/lib/dkms/common.postinst"
+	dpkg_root() { dpkg --root="$R" --force-depends --force-confold "$@" >>"$WORK/dpkg.log" 2>&1; }
+	installed() { # installed FILE...: which of the files exist in the root
+		local f
+		for f in "$@"; do [ -e "$R$f" ] && echo "$f"; done
+	}
+	pkg_files=(/usr/sbin/envcryptctl /lib/udev/rules.d/61-envcrypt.rules
+		/lib/systemd/system/envcrypt-attach@.service /etc/envcrypttab /etc/envcrypt/envcrypt.conf
+		"$src/dm-envcrypt.c")
+
+	if dpkg_root -i "$deb" "$dkms_deb"; then
+		ok "dpkg --root -i both packages"
+	else
+		not_ok "dpkg --root -i both packages"
+		tail -n 20 "$WORK/dpkg.log" | diag
+	fi
+	check_eq "installed: the package files are in place" "$(printf '%s\n' "${pkg_files[@]}")" \
+		"$(installed "${pkg_files[@]}")"
+	check_eq "installed: dkms registered the module and built it for both kernels with headers" \
+		"dkms add -m dm-envcrypt -v $version
+dkms install -m dm-envcrypt -v $version -k 6.1.0-9-amd64
+dkms install -m dm-envcrypt -v $version -k 6.12.9+bpo-amd64" "$(grep '^dkms \(add\|install\)' "$R/var/log/calls" | sort)"
+	check_eq "installed: the kernel without headers is named" "1" \
+		"$(grep -c 'envcrypt-dkms: kernel 6.1.0-8-amd64 has no headers' "$WORK/dpkg.log")"
+
+	echo "data /dev/vdz" >"$R/etc/envcrypttab"
+	echo "not a real key" >"$R/etc/envcrypt/root.key"
+	: >"$R/var/log/calls"
+	if dpkg_root -i "$deb" "$dkms_deb"; then
+		ok "dpkg --root -i again (upgrade path)"
+	else
+		not_ok "dpkg --root -i again (upgrade path)"
+		tail -n 20 "$WORK/dpkg.log" | diag
+	fi
+	check_eq "upgrade: the edited conffile /etc/envcrypttab is kept" "data /dev/vdz" "$(cat "$R/etc/envcrypttab")"
+	check_eq "upgrade: the old module is removed from DKMS, the new one registered and built" \
+		"dkms remove -m dm-envcrypt -v $version --all
+dkms add -m dm-envcrypt -v $version
+dkms install -m dm-envcrypt -v $version -k 6.12.9+bpo-amd64
+dkms install -m dm-envcrypt -v $version -k 6.1.0-9-amd64" "$(grep '^dkms \(add\|install\|remove\)' "$R/var/log/calls")"
+
+	: >"$R/var/log/calls"
+	if dpkg_root --purge envcrypt envcrypt-dkms; then
+		ok "dpkg --root --purge both packages"
+	else
+		not_ok "dpkg --root --purge both packages"
+		tail -n 20 "$WORK/dpkg.log" | diag
+	fi
+	check_eq "purged: no package file and no conffile is left" "" "$(installed "${pkg_files[@]}")"
+	check_eq "purged: the module is removed from DKMS" "dkms remove -m dm-envcrypt -v $version --all" \
+		"$(grep '^dkms remove' "$R/var/log/calls")"
+	check_eq "purged: the local KMS root key is kept" "not a real key" "$(cat "$R/etc/envcrypt/root.key" 2>&1)"
+	check_eq "purged: dpkg knows neither package" "" \
+		"$(dpkg --root="$R" -l 2>/dev/null | awk '$2 ~ /^envcrypt/ { print $1, $2 }')"
+fi
+
 # One version.
 changelog=$(dpkg-parsechangelog -l "$TOP/debian/changelog" -SVersion)
 check_eq "debian/changelog is at VERSION ($version)" "$version" "$changelog"
