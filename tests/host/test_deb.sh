@@ -10,14 +10,19 @@
 #  - the maintainer scripts register the module with DKMS and remove it,
 #    enable, start and stop no unit, and never touch /etc/envcrypt or
 #    /var/lib/envcrypt (key material survives a purge);
+#  - dpkg --root installs both into a throw-away root, installs them again
+#    (dpkg's upgrade path) and purges them, running the real maintainer
+#    scripts against stubs of dkms and deb-systemd-helper: the files, the
+#    DKMS calls per kernel, an edited conffile kept, the root key kept;
 #  - one version everywhere: VERSION, debian/changelog, both packages, the
 #    DKMS source directory and its dkms.conf, the helper's CMake project,
 #    envcryptctl --version of the packaged binary, and MODULE_VERSION of
 #    kmod/dm-envcrypt.c.
 # It runs make deb once and reuses its helper build (build/deb/ keeps it, so
 # a second run recompiles nothing).  It does not install the packages into
-# a running system: install, upgrade and purge on a booted Debian are the
-# guest tests' (Documentation/admin-guide/packaging.rst, "What is tested").
+# a running system: the real DKMS, systemd and udev after installation,
+# and upgrades between versions, are for the booted-Debian guest tests
+# (Documentation/admin-guide/packaging.rst, "What is tested").
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh
