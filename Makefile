@@ -105,13 +105,17 @@ UNITS := envcrypt-attach@.service envcrypt.target envcrypt-remote.target \
 # envcrypt.conf is never overwritten), and registers the module source with
 # DKMS, which builds it for every installed kernel that has headers (a
 # warning names each kernel without them) and again on every kernel
-# upgrade (scripts/dkms-install.sh).  Without DESTDIR, dkms must be
-# installed: that is checked before any file is copied, so a failed check
-# leaves nothing half-installed.  With DESTDIR (packaging), files are only
+# upgrade (scripts/dkms-install.sh).  Without DESTDIR, it must run as root
+# and dkms must be installed: both are checked before any file is copied,
+# so a failed check leaves nothing half-installed.  With DESTDIR (packaging), files are only
 # staged; DKMS and the udev/systemd reloads are left to the package.
 MAN5 := envcrypttab.5 envcrypt.conf.5
 MAN8 := envcryptctl.8
 install: helper-bin
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
+		echo "make install: run as root (it writes to /lib, /etc and /usr/src), or stage with DESTDIR=; nothing was installed" >&2; \
+		exit 1; \
+	fi
 	@if [ -z "$(DESTDIR)" ] && ! command -v dkms >/dev/null; then \
 		echo "make install: dkms is not installed (apt-get install dkms, or make deps); nothing was installed" >&2; \
 		exit 1; \

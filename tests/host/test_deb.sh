@@ -25,7 +25,7 @@
 # (Documentation/admin-guide/packaging.rst, "What is tested").
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
-# shellcheck source=tests/host/lib/tap.sh
+# shellcheck source=tests/host/lib/tap.sh disable=SC1091
 . "$TOP/tests/host/lib/tap.sh"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/envcrypt-deb.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
