@@ -12,6 +12,7 @@
 #   make kmod-next  compile check of the modules against the newest kernel
 #                   headers of Debian trixie-backports, in a cached trixie
 #                   root (build/kbuild-next/); also a suite of make check
+#   make deb        Debian packages envcrypt and envcrypt-dkms in build/deb/
 #   make deps       install the Debian packages all of the above need (root)
 #   make install / uninstall   (DESTDIR, PREFIX)
 
@@ -30,7 +31,7 @@ KERNELS ?= $(shell $(TOP)/scripts/kernels.sh)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all kmod kmod-matrix kmod-next helper test-programs check check-only demo demo-only bench deps lint install uninstall clean
+.PHONY: all kmod kmod-matrix kmod-next helper helper-bin deb test-programs check check-only demo demo-only bench deps lint install uninstall clean
 
 all: kmod helper
 
@@ -63,6 +64,11 @@ helper:
 	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null
 	cmake --build $(BUILD)/helper -j$$(nproc)
 
+# envcryptctl alone, without the unit tests: what install and the packages need.
+helper-bin:
+	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null
+	cmake --build $(BUILD)/helper -j$$(nproc) --target envcryptctl
+
 # Same build tree, same objects: only the link differs (helper/CMakeLists.txt).
 test-programs: helper
 	cmake --build $(BUILD)/helper -j$$(nproc) --target envcryptctl-test envcrypt-test-dk-dump
@@ -90,8 +96,11 @@ bench: kmod-matrix helper
 deps:
 	$(TOP)/scripts/deps.sh
 
+# The one version of the helper, the module, its DKMS package and the
+# Debian packages (Documentation/admin-guide/packaging.rst).
+VERSION := $(shell cat $(TOP)/VERSION)
 DKMS_NAME := dm-envcrypt
-DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' $(TOP)/kmod/dkms.conf)
+DKMS_VERSION := $(VERSION)
 DKMS_SRC := /usr/src/$(DKMS_NAME)-$(DKMS_VERSION)
 
 # Where install puts things.  udev and systemd read only their own
@@ -107,17 +116,30 @@ SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@UNITDIR@|$(SYSTEMDUNITDIR)|g'
 UNITS := envcrypt-attach@.service envcrypt.target envcrypt-remote.target \
 	envcrypt-preflight.service envcrypt-preflight.timer
 
-# Installs the helper, its man page, udev rules, systemd units and
+# Installs the helper, its man pages, udev rules, systemd units and
 # generator, documentation and examples (an existing /etc/envcrypttab or
 # envcrypt.conf is never overwritten), and registers the module source with
-# DKMS, which builds it for the installed kernels and again on every kernel
-# upgrade.  With DESTDIR (packaging), files are only staged; DKMS and the
-# udev/systemd reloads are left to the package's postinst.
-install: helper
-	install -D -m 0755 $(BUILD)/envcryptctl $(DESTDIR)$(SBINDIR)/envcryptctl
-	if [ -f $(TOP)/Documentation/admin-guide/envcryptctl.8 ]; then \
-		install -D -m 0644 $(TOP)/Documentation/admin-guide/envcryptctl.8 $(DESTDIR)$(MANDIR)/man8/envcryptctl.8; \
+# DKMS, which builds it for every installed kernel that has headers (a
+# warning names each kernel without them) and again on every kernel
+# upgrade (scripts/dkms-install.sh).  Without DESTDIR, it must run as root
+# and dkms must be installed: both are checked before any file is copied,
+# so a failed check leaves nothing half-installed.  With DESTDIR (packaging), files are only
+# staged; DKMS and the udev/systemd reloads are left to the package.
+MAN5 := envcrypttab.5 envcrypt.conf.5
+MAN8 := envcryptctl.8
+install: helper-bin
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" != 0 ]; then \
+		echo "make install: run as root (it writes to /lib, /etc and /usr/src), or stage with DESTDIR=; nothing was installed" >&2; \
+		exit 1; \
 	fi
+	@if [ -z "$(DESTDIR)" ] && ! command -v dkms >/dev/null; then \
+		echo "make install: dkms is not installed (apt-get install dkms, or make deps); nothing was installed" >&2; \
+		exit 1; \
+	fi
+	install -D -m 0755 $(BUILD)/envcryptctl $(DESTDIR)$(SBINDIR)/envcryptctl
+	install -d $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 $(addprefix $(TOP)/Documentation/admin-guide/,$(MAN5)) $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(addprefix $(TOP)/Documentation/admin-guide/,$(MAN8)) $(DESTDIR)$(MANDIR)/man8/
 	install -d $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSTEMDGENERATORDIR)
 	$(SUBST) $(TOP)/helper/udev/61-envcrypt.rules >$(DESTDIR)$(UDEVRULESDIR)/61-envcrypt.rules
 	chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/61-envcrypt.rules
@@ -136,14 +158,15 @@ install: helper
 		install -D -m 0644 $(TOP)/helper/examples/envcrypt.conf $(DESTDIR)$(SYSCONFDIR)/envcrypt/envcrypt.conf
 	install -d $(DESTDIR)$(DKMS_SRC)
 	install -m 0644 $(TOP)/kmod/dm-envcrypt.c $(TOP)/kmod/compat.h $(TOP)/kmod/Kbuild \
-		$(TOP)/kmod/Makefile $(TOP)/kmod/dkms.conf $(DESTDIR)$(DKMS_SRC)/
+		$(TOP)/kmod/Makefile $(DESTDIR)$(DKMS_SRC)/
+	sed 's/#MODULE_VERSION#/$(DKMS_VERSION)/' $(TOP)/kmod/dkms.conf >$(DESTDIR)$(DKMS_SRC)/dkms.conf
+	chmod 0644 $(DESTDIR)$(DKMS_SRC)/dkms.conf
 	if [ -z "$(DESTDIR)" ]; then \
 		udevadm control --reload 2>/dev/null || true; \
 		systemctl daemon-reload 2>/dev/null || true; \
 	fi
-	if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null; then \
-		dkms add $(DKMS_NAME)/$(DKMS_VERSION) 2>/dev/null || true; \
-		dkms build $(DKMS_NAME)/$(DKMS_VERSION) && dkms install $(DKMS_NAME)/$(DKMS_VERSION); \
+	if [ -z "$(DESTDIR)" ]; then \
+		$(TOP)/scripts/dkms-install.sh $(DKMS_NAME) $(DKMS_VERSION); \
 	fi
 
 # Removes what install put there, except /etc/envcrypttab and
@@ -153,7 +176,8 @@ uninstall:
 	if [ -z "$(DESTDIR)" ] && command -v dkms >/dev/null; then \
 		dkms remove $(DKMS_NAME)/$(DKMS_VERSION) --all 2>/dev/null || true; \
 	fi
-	rm -f $(DESTDIR)$(SBINDIR)/envcryptctl $(DESTDIR)$(MANDIR)/man8/envcryptctl.8
+	rm -f $(DESTDIR)$(SBINDIR)/envcryptctl $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(MAN8)) \
+		$(addprefix $(DESTDIR)$(MANDIR)/man5/,$(MAN5))
 	rm -f $(DESTDIR)$(UDEVRULESDIR)/61-envcrypt.rules $(DESTDIR)$(SYSTEMDGENERATORDIR)/envcrypt-generator
 	rm -f $(addprefix $(DESTDIR)$(SYSTEMDUNITDIR)/,$(UNITS))
 	rm -rf $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DKMS_SRC)
@@ -161,6 +185,23 @@ uninstall:
 		udevadm control --reload 2>/dev/null || true; \
 		systemctl daemon-reload 2>/dev/null || true; \
 	fi
+
+# Debian packages envcrypt and envcrypt-dkms (debian/), built with
+# dpkg-buildpackage from a copy of the tree in build/deb/envcrypt-<version>/,
+# so that everything it writes, the .deb files included, stays in build/deb/
+# (Documentation/admin-guide/packaging.rst).  The copy is made afresh each
+# time, but its build/ (the helper's objects) is kept and the copied files
+# keep their times, so a second make deb only recompiles what changed
+# (dpkg-buildpackage -nc); rm -rf build/deb for a build from scratch.
+DEB_DIR := $(BUILD)/deb
+DEB_SRC := $(DEB_DIR)/envcrypt-$(VERSION)
+deb:
+	mkdir -p $(DEB_SRC)
+	find $(DEB_DIR) -mindepth 1 -maxdepth 1 ! -name envcrypt-$(VERSION) -exec rm -rf {} +
+	find $(DEB_SRC) -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
+	tar -C $(TOP) --exclude=./build --exclude=./.git --exclude-vcs-ignores -cf - . | tar -C $(DEB_SRC) -xf -
+	cd $(DEB_SRC) && dpkg-buildpackage -b -nc -us -uc
+	@ls -1 $(DEB_DIR)/*.deb
 
 clean:
 	-$(MAKE) -C $(KDIR) M=$(TOP)/kmod clean

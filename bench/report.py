@@ -7,8 +7,8 @@ Reads BENCH_DIR/<kver>/fio/<device>-<config>-<job>-<run>.json and
 BENCH_DIR/<kver>/xtsbench.txt and BENCH_DIR/<kver>/helper-timings.txt
 (envcryptctl attach and attach-all of 32 disks).  Every value is the median of the runs; the
 Markdown also shows the spread ((max - min) / median) and the ratios of
-envcrypt to both dm-crypt configurations, and checks the targets of
-DESIGN.md section 8.
+envcrypt to both dm-crypt configurations, and checks the performance
+targets (targets(), Documentation/performance.rst).
 """
 import csv
 import glob
@@ -161,7 +161,7 @@ def helper_timings(bench_dir, kver):
 
 
 def targets(rows, device):
-    """The DESIGN.md section 8 targets, each with its verdict."""
+    """The performance targets, each with its verdict."""
     lines = []
 
     def check(text, ok):

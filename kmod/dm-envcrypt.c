@@ -1551,3 +1551,4 @@ module_exit(dm_envcrypt_exit);
 MODULE_AUTHOR("envcrypt developers");
 MODULE_DESCRIPTION(DM_NAME " target for envelope-encrypted AES-256-XTS disks");
 MODULE_LICENSE("GPL");
+MODULE_VERSION("1.0.0");

@@ -28,7 +28,7 @@ namespace {
 
 using json = nlohmann::ordered_json;
 
-constexpr const char* kVersion = "envcryptctl 0.1";
+constexpr const char* kVersion = "envcryptctl " ENVCRYPT_VERSION;
 
 std::string human_bytes(std::uint64_t bytes) {
   static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};

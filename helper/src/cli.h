@@ -1,4 +1,4 @@
-// envcryptctl's command line (DESIGN.md section 6, envcryptctl(8)): parses
+// envcryptctl's command line (envcryptctl(8)): parses
 // with CLI11, calls the operations in volume.h and the KMS backends, prints
 // text or --json.  Errors are one line, "envcryptctl: <what>: <why>", and the
 // exit status is the ErrorCode (result.h).

@@ -1,4 +1,4 @@
-// envcrypt configuration (DESIGN.md section 5): TOML at
+// envcrypt configuration: TOML at
 // /etc/envcrypt/envcrypt.conf, overridden by --config or ENVCRYPT_CONFIG.
 // A missing file means all defaults; unknown keys are errors naming the key.
 #pragma once

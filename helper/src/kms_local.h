@@ -1,4 +1,4 @@
-// The embedded local KMS (DESIGN.md section 5): CMKs of one region kept in a
+// The embedded local KMS: CMKs of one region kept in a
 // keystore directory, their material sealed with AES-256-GCM under a root key
 // file, every change an atomic locked replacement of the region's keystore
 // file, every operation one line of an HMAC-chained audit log.

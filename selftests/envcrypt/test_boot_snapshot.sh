@@ -1,5 +1,5 @@
 #!/bin/bash
-# Snapshots and copies (DESIGN.md section 1): a disk on an LVM-style volume
+# Snapshots and copies: a disk on an LVM-style volume
 # (dm-linear over a loop device), under a customer CMK, is attached and
 # written (data A).  A dm-snapshot of the volume is taken while the disk is
 # attached, the way LVM does it (suspend, origin becomes snapshot-origin over

@@ -33,7 +33,7 @@ not_ok() { # not_ok WHAT EXPECTED SEEN
 check_eq() { if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "$2" "$3"; fi; }
 
 echo "TAP version 13"
-echo "1..$((8 + $(echo "$KERNELS" | wc -w)))"
+echo "1..$((11 + $(echo "$KERNELS" | wc -w)))"
 
 if out=$(make -C "$TOP" install DESTDIR="$STAGE" PREFIX=/usr 2>&1); then
 	ok "make install DESTDIR=... PREFIX=/usr"
@@ -41,7 +41,7 @@ else
 	not_ok "make install DESTDIR=... PREFIX=/usr" "exit 0" "$(tail -n 20 <<<"$out")"
 fi
 
-version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$TOP/kmod/dkms.conf")
+version=$(cat "$TOP/VERSION")
 expected=$(
 	cat <<EOF
 0644 /etc/envcrypt/envcrypt.conf
@@ -54,6 +54,8 @@ expected=$(
 0755 /lib/systemd/system-generators/envcrypt-generator
 0644 /lib/udev/rules.d/61-envcrypt.rules
 0755 /usr/sbin/envcryptctl
+0644 /usr/share/man/man5/envcrypt.conf.5
+0644 /usr/share/man/man5/envcrypttab.5
 0644 /usr/share/man/man8/envcryptctl.8
 0644 /usr/share/doc/envcrypt/examples/envcrypt.conf
 0644 /usr/share/doc/envcrypt/examples/envcrypttab
@@ -71,6 +73,9 @@ listing() {
 	(cd "$STAGE" && find . -type f -printf '%m %p\n' 2>/dev/null) | sed 's| \./| /|; s|^\([0-7]\{3\}\) |0\1 |' | sort -k2
 }
 check_eq "the staged file list and modes" "$(sort -k2 <<<"$expected")" "$(listing)"
+
+check_eq "the staged dkms.conf has the version of VERSION" "PACKAGE_VERSION=\"$version\"" \
+	"$(grep '^PACKAGE_VERSION=' "$STAGE/usr/src/dm-envcrypt-$version/dkms.conf" 2>/dev/null)"
 
 left=$(grep -l '@SBINDIR@\|@UNITDIR@' -r "$STAGE" 2>/dev/null)
 check_eq "no @SBINDIR@ or @UNITDIR@ left" "" "$left"
@@ -124,6 +129,26 @@ make -C "$TOP" uninstall DESTDIR="$STAGE" PREFIX=/usr >/dev/null 2>&1
 check_eq "uninstall leaves only the administrator's /etc files" \
 	"0644 /etc/envcrypt/envcrypt.conf
 0644 /etc/envcrypttab" "$(listing)"
+
+# make install's DKMS step (scripts/dkms-install.sh) against a stub dkms
+# that records its calls, and a module tree of three kernels: two with
+# headers, one without, plus a running kernel that has no module tree.
+mkdir -p "$WORK/bin" "$WORK/modules/6.1.0-9-amd64/kernel" "$WORK/modules/6.1.0-9-amd64/build" \
+	"$WORK/modules/6.12.9+bpo-amd64/kernel" "$WORK/modules/6.12.9+bpo-amd64/build" \
+	"$WORK/modules/6.1.0-8-amd64/kernel"
+printf '#!/bin/sh\necho "$*" >>"%s"\n' "$WORK/dkms.calls" >"$WORK/bin/dkms"
+chmod +x "$WORK/bin/dkms"
+out=$(PATH="$WORK/bin:$PATH" MODULES_DIR="$WORK/modules" RUNNING_KERNEL=6.18.1-cloud \
+	"$TOP/scripts/dkms-install.sh" dm-envcrypt "$version" 2>&1)
+rc=$?
+check_eq "dkms-install.sh registers once and installs for every kernel with headers" \
+	"0 status -m dm-envcrypt -v $version
+add dm-envcrypt/$version
+install dm-envcrypt/$version -k 6.1.0-9-amd64
+install dm-envcrypt/$version -k 6.12.9+bpo-amd64" "$rc $(cat "$WORK/dkms.calls" 2>/dev/null)"
+check_eq "dkms-install.sh warns for each kernel without headers, the running one included" \
+	"make install: warning: kernel 6.1.0-8-amd64 has no headers
+make install: warning: kernel 6.18.1-cloud has no headers" "$(grep -o '^make install: warning: kernel [^ ]* has no headers' <<<"$out")"
 
 # DKMS, in a private tree, from the source install staged.
 make -C "$TOP" install DESTDIR="$STAGE" PREFIX=/usr >/dev/null 2>&1
