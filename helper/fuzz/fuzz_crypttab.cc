@@ -1,7 +1,8 @@
 // envcrypttab parsing (crypttab.h): the file is root's, but udev and the
 // systemd generator act on what it says, so a parser bug there misroutes
 // boot.  Properties: no sanitizer finding; every accepted entry has a name
-// and exactly one of a device path and a uuid, and says where it came from.
+// and exactly one of a device path and a uuid, and says where it came from;
+// every skipped line's message is one line of printable ASCII.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -12,12 +13,13 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using envcrypt::fuzz::require;
   const std::string text(reinterpret_cast<const char*>(data), size);
-  envcrypt::Result<std::vector<envcrypt::TabEntry>> entries =
-      envcrypt::parse_envcrypttab(text, "fuzz.tab");
-  if (!entries.ok()) {
-    return 0;
+  const envcrypt::Envcrypttab tab = envcrypt::parse_envcrypttab(text, "fuzz.tab");
+  for (const envcrypt::Error& skipped : tab.skipped) {
+    for (const char c : skipped.message()) {
+      require(c >= 0x20 && c < 0x7f, "a skipped line's message is printable ASCII");
+    }
   }
-  for (const envcrypt::TabEntry& entry : *entries) {
+  for (const envcrypt::TabEntry& entry : tab.entries) {
     require(!entry.name.empty(), "an accepted entry has a name");
     require(entry.device_path.empty() != entry.uuid.empty(),
             "an accepted entry has exactly one of a device path and a uuid");

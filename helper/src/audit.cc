@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "crypto.h"
@@ -497,6 +498,36 @@ ChainTail tail_of(const std::string& contents) {
   }
   return tail;
 }
+
+// A deferred event's MAC: HMAC(chain key, domain || its JSON without the
+// MAC), a domain no log line starts with, so neither can pass for the other.
+constexpr std::string_view kDeferredDomain = "envcrypt-deferred-audit-v1";
+constexpr std::string_view kDeferredRejected = "DeferredAuditRejected";
+constexpr std::size_t kDeferredTimeDigits = 20;
+
+// "<unix time, 20 digits>-<pid>-<n>.json": names sort in the order the
+// events were kept (within a second, per process).
+std::string deferred_name(std::int64_t unix_time) {
+  static unsigned counter = 0;
+  std::string time = std::to_string(unix_time);
+  time.insert(0, kDeferredTimeDigits - std::min(time.size(), kDeferredTimeDigits), '0');
+  std::string number = std::to_string(counter++);
+  number.insert(0, kDeferredTimeDigits - std::min(number.size(), kDeferredTimeDigits), '0');
+  return time + "-" + std::to_string(::getpid()) + "-" + number + ".json";
+}
+
+std::vector<std::filesystem::path> deferred_files(const std::filesystem::path& spool) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(spool, ec)) {
+    if (entry.path().extension() == ".json" && !entry.is_symlink(ec) && entry.is_regular_file(ec)) {
+      files.push_back(entry.path());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 }  // namespace
 
 std::string disk_from_context(const EncryptionContext& context) {
@@ -589,9 +620,103 @@ Result<std::uint64_t> AuditLog::append(const AuditEvent& event, const AuditPhase
   if (fd < 0) {
     return io_error("open", path_, errno);
   }
+  if (Status deferred = write_deferred(fd); !deferred.ok()) {
+    ::close(fd);
+    return deferred.error();
+  }
   Result<std::uint64_t> written = append_line(fd, event, phase);
   ::close(fd);
   return written;
+}
+
+Status AuditLog::defer(const AuditEvent& event, std::string_view reason) {
+  if (spool_.empty()) {
+    return Error(ErrorCode::kIo, "no place to keep the audit line for later");
+  }
+  ENVCRYPT_TRY(ensure_private_directory(spool_));
+  const std::int64_t now = clock_();
+  const std::string id = deferred_name(now);
+  ordered_json kept;
+  kept["id"] = id;
+  kept["time"] = now;
+  kept["principal"] = principal_;
+  kept["reason"] = std::string(reason);
+  kept["operation"] = event.operation;
+  kept["key_id"] = event.key_id;
+  kept["key_version"] = event.key_version ? ordered_json(*event.key_version) : ordered_json();
+  kept["context"] = event.context;
+  kept["result"] = event.result;
+  kept["details"] = event.details;
+  const std::string body = kept.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  kept["mac"] = line_mac(keys_, kDeferredDomain, body);
+  return write_file_atomically(spool_ / id, kept.dump() + "\n");
+}
+
+AuditEvent AuditLog::deferred_event(const std::string& text, const std::string& id) const {
+  ordered_json kept = parse_object(text);
+  const std::string mac = kept.is_object() && kept.contains("mac") && kept["mac"].is_string()
+                              ? kept["mac"].get<std::string>()
+                              : std::string();
+  if (kept.is_object()) {
+    kept.erase("mac");
+  }
+  const std::string body = kept.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  AuditEvent event{std::string(kDeferredRejected), "", std::nullopt, {}, "", {{"deferred_id", id}}};
+  const bool names_itself = kept.is_object() && kept.contains("id") && kept["id"].is_string() &&
+                            kept["id"].get<std::string>() == id;
+  if (mac.empty() || !same_mac(mac, line_mac(keys_, kDeferredDomain, body)) || !names_itself) {
+    event.result = "the kept audit line fails its MAC: not written as the event it claims";
+    return event;
+  }
+  try {
+    event.operation = kept.at("operation").get<std::string>();
+    event.key_id = kept.at("key_id").get<std::string>();
+    if (kept.at("key_version").is_number_unsigned()) {
+      event.key_version = kept.at("key_version").get<std::uint32_t>();
+    }
+    event.context = kept.at("context").get<EncryptionContext>();
+    event.result = kept.at("result").get<std::string>();
+    event.details = kept.at("details").get<std::map<std::string, std::string>>();
+    event.details["deferred_id"] = id;
+    event.details["deferred_time"] = format_rfc3339(kept.at("time").get<std::int64_t>());
+    event.details["deferred_principal"] = kept.at("principal").get<std::string>();
+    event.details["deferred_reason"] = kept.at("reason").get<std::string>();
+  } catch (const ordered_json::exception&) {
+    // A MAC over a malformed record: written by a bug, not by us as such.
+    return {std::string(kDeferredRejected), "", std::nullopt, {}, "malformed kept audit line",
+            {{"deferred_id", id}}};
+  }
+  return event;
+}
+
+Status AuditLog::write_deferred(int fd) {
+  if (spool_.empty()) {
+    return OkStatus();
+  }
+  for (const std::filesystem::path& file : deferred_files(spool_)) {
+    const std::string id = file.filename().string();
+    // A file that cannot be read as ours (its mode, its owner) is reported
+    // in the log, not left to block every later append.
+    const Result<std::optional<std::string>> text = read_private_file(file);
+    const AuditEvent event =
+        text.ok()
+            ? deferred_event(text->value_or(""), id)
+            : AuditEvent{
+                  std::string(kDeferredRejected), "", std::nullopt, {}, text.error().message(),
+                  {{"deferred_id", id}}};
+    ENVCRYPT_ASSIGN_OR_RETURN(const std::string end, read_tail(fd, path_));
+    // A run stopped between the append and the unlink wrote it already.
+    if (end.find(R"("deferred_id":")" + id + "\"") == std::string::npos) {
+      Result<std::uint64_t> written = append_line(fd, event, {});
+      if (!written.ok()) {
+        return written.error();
+      }
+    }
+    if (::unlink(file.c_str()) != 0 && errno != ENOENT) {
+      return io_error("unlink", file, errno);
+    }
+  }
+  return OkStatus();
 }
 
 Result<std::uint64_t> AuditLog::append_line(int fd, const AuditEvent& event,

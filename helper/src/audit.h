@@ -116,8 +116,21 @@ class AuditLog {
 
   // Appends one line (durable when this returns) and answers its sequence
   // number.  A log still in the unkeyed format of envcryptctl 0.1 first
-  // gets the line that seals it (operation AuditChainKeyed).
+  // gets the line that seals it (operation AuditChainKeyed).  Events kept
+  // by defer() are written first, oldest first.
   Result<std::uint64_t> append(const AuditEvent& event, const AuditPhase& phase = {});
+
+  // Where defer() keeps events: a root-only directory off the log's file
+  // system (under /run).  Unset: defer() refuses.
+  void defer_to(std::filesystem::path spool) { spool_ = std::move(spool); }
+  // Keeps `event` for a log that cannot be written now (its file system is
+  // read-only: a read-only root, a /var not yet writable), because `reason`:
+  // one file in the spool, MACed under the chain key, durable when this
+  // returns.  The next append() writes it as a line of its own, with its
+  // time, principal and reason in details.deferred_*; a kept file that
+  // fails its MAC becomes a DeferredAuditRejected line, never the event it
+  // claims.  Nothing is lost while /run lasts; nothing is back-dated.
+  Status defer(const AuditEvent& event, std::string_view reason);
   // The operations' lines; intent lines are left out (verify() checks them).
   Result<std::vector<AuditRecord>> query(const AuditFilter& filter) const;
   Result<AuditVerification> verify(const std::optional<AuditAnchor>& anchor = std::nullopt) const;
@@ -139,11 +152,16 @@ class AuditLog {
                                   const AuditEvent& event, const AuditPhase& phase,
                                   bool torn_before);
   Status write_head(std::uint64_t seq, const std::string& mac) const;
+  // Writes the events defer() kept, to the log open (and locked) as `fd`.
+  Status write_deferred(int fd);
+  // A kept file's event, or the DeferredAuditRejected event that replaces it.
+  [[nodiscard]] AuditEvent deferred_event(const std::string& text, const std::string& id) const;
 
   std::filesystem::path path_;
   std::string principal_;
   std::function<std::int64_t()> clock_;
   AuditKeys keys_;
+  std::filesystem::path spool_;
 };
 
 }  // namespace envcrypt

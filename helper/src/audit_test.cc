@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -106,6 +107,110 @@ class AuditTest : public ::testing::Test {
   std::int64_t now_ = kStart;
   std::optional<AuditLog> log_;
 };
+
+// ----- lines kept for later (a read-only keystore) -----
+
+std::vector<std::filesystem::path> spooled(const std::filesystem::path& spool) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(spool, ec)) {
+    files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+TEST_F(AuditTest, AKeptLineIsWrittenByTheNextAppendWithItsOwnTime) {
+  const std::filesystem::path spool = dir_ / "spool";
+  log_->defer_to(spool);
+  const std::int64_t kept_at = now_;
+  ASSERT_TRUE(log_->defer({"Decrypt", "key-a", 1, {{"disk_uuid", "disk-3"}}, "ok", {}},
+                          "open audit.log: Read-only file system")
+                  .ok());
+  ASSERT_EQ(spooled(spool).size(), 1U);
+  const std::string id = spooled(spool)[0].filename().string();
+  EXPECT_EQ(read_lines(path()).size(), 5U) << "nothing written to the log yet";
+
+  now_ += 300;
+  append({"Decrypt", "key-b", 1, {{"disk_uuid", "disk-2"}}, "ok", {}});
+  const std::vector<std::string> lines = read_lines(path());
+  ASSERT_EQ(lines.size(), 7U);
+  const auto kept = nlohmann::json::parse(lines[5]);
+  EXPECT_EQ(kept["seq"], 6);
+  EXPECT_EQ(kept["operation"], "Decrypt");
+  EXPECT_EQ(kept["disk"], "disk-3");
+  // Written now, saying when it happened: nothing is back-dated.
+  EXPECT_EQ(kept["time"], format_rfc3339(kStart + 600));
+  EXPECT_EQ(kept["details"]["deferred_time"], format_rfc3339(kept_at));
+  EXPECT_EQ(kept["details"]["deferred_principal"], "host/test");
+  EXPECT_EQ(kept["details"]["deferred_reason"], "open audit.log: Read-only file system");
+  EXPECT_EQ(kept["details"]["deferred_id"], id);
+  EXPECT_EQ(nlohmann::json::parse(lines[6])["disk"], "disk-2");
+  EXPECT_TRUE(spooled(spool).empty());
+  EXPECT_TRUE(verify().intact) << verify().problem;
+}
+
+TEST_F(AuditTest, KeptLinesAreWrittenInTheOrderTheyWereKept) {
+  const std::filesystem::path spool = dir_ / "spool";
+  log_->defer_to(spool);
+  for (const char* disk : {"disk-7", "disk-8", "disk-9"}) {
+    ASSERT_TRUE(log_->defer({"Decrypt", "key-a", 1, {{"disk_uuid", disk}}, "ok", {}}, "ro").ok());
+  }
+  append({"ListKeys", "", std::nullopt, {}, "ok", {}});
+  const std::vector<std::string> lines = read_lines(path());
+  ASSERT_EQ(lines.size(), 9U);
+  EXPECT_EQ(nlohmann::json::parse(lines[5])["disk"], "disk-7");
+  EXPECT_EQ(nlohmann::json::parse(lines[6])["disk"], "disk-8");
+  EXPECT_EQ(nlohmann::json::parse(lines[7])["disk"], "disk-9");
+  EXPECT_EQ(nlohmann::json::parse(lines[8])["operation"], "ListKeys");
+  EXPECT_TRUE(verify().intact) << verify().problem;
+}
+
+TEST_F(AuditTest, AKeptLineThatWasAlteredIsNotWrittenAsWhatItClaims) {
+  const std::filesystem::path spool = dir_ / "spool";
+  log_->defer_to(spool);
+  ASSERT_TRUE(log_->defer({"Decrypt", "key-a", 1, {{"disk_uuid", "disk-3"}}, "ok", {}}, "ro").ok());
+  const std::filesystem::path file = spooled(spool).at(0);
+  std::string text = *read_private_file(file).value();
+  text.replace(text.find("disk-3"), 6, "disk-4");
+  ASSERT_TRUE(write_file_atomically(file, text).ok());
+
+  append({"ListKeys", "", std::nullopt, {}, "ok", {}});
+  const std::vector<std::string> lines = read_lines(path());
+  ASSERT_EQ(lines.size(), 7U);
+  const auto rejected = nlohmann::json::parse(lines[5]);
+  EXPECT_EQ(rejected["operation"], "DeferredAuditRejected");
+  EXPECT_EQ(rejected["disk"], "");
+  EXPECT_EQ(rejected["result"],
+            "the kept audit line fails its MAC: not written as the event it claims");
+  EXPECT_EQ(rejected["details"]["deferred_id"], file.filename().string());
+  EXPECT_TRUE(spooled(spool).empty());
+}
+
+TEST_F(AuditTest, AKeptLineAlreadyWrittenBeforeACrashIsNotWrittenTwice) {
+  const std::filesystem::path spool = dir_ / "spool";
+  log_->defer_to(spool);
+  ASSERT_TRUE(log_->defer({"Decrypt", "key-a", 1, {{"disk_uuid", "disk-3"}}, "ok", {}}, "ro").ok());
+  const std::filesystem::path file = spooled(spool).at(0);
+  const std::string text = *read_private_file(file).value();
+  append({"ListKeys", "", std::nullopt, {}, "ok", {}});
+  // A run stopped after writing the kept line, before removing its file.
+  ASSERT_TRUE(write_file_atomically(file, text).ok());
+  std::vector<std::string> lines = read_lines(path());
+  lines.pop_back();  // the ListKeys line: the kept line is the last again
+  write_lines(path(), lines);
+  ASSERT_TRUE(write_file_atomically(head_path(), "").ok());
+  append({"ListAliases", "", std::nullopt, {}, "ok", {}});
+  lines = read_lines(path());
+  ASSERT_EQ(lines.size(), 7U);
+  EXPECT_EQ(nlohmann::json::parse(lines[5])["details"]["deferred_id"], file.filename().string());
+  EXPECT_EQ(nlohmann::json::parse(lines[6])["operation"], "ListAliases");
+  EXPECT_TRUE(spooled(spool).empty());
+}
+
+TEST_F(AuditTest, DeferWithoutASpoolIsRefused) {
+  EXPECT_FALSE(log_->defer({"Decrypt", "key-a", 1, {}, "ok", {}}, "ro").ok());
+}
 
 TEST(AuditKeys, DerivedWithHkdfSha256FromTheRootKey) {
   const AuditKeys keys = keys_from(0x11);

@@ -43,7 +43,7 @@ TabEntry auto_entry(const std::string& uuid, std::string_view cmk_uri) {
   TabEntry entry;
   entry.name = auto_entry_name(uuid);
   entry.uuid = uuid;
-  entry.netdev = cmk_uri.starts_with("kmip://");
+  entry.remote_kms = cmk_uri.starts_with("kmip://");
   entry.source = "[boot] auto_attach";
   return entry;
 }

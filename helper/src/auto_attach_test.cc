@@ -27,10 +27,10 @@ TEST(AutoAttach, EntryFindsTheDiskByUuidAndNeedsTheNetworkForKmip) {
   EXPECT_EQ(local.uuid, kUuid);
   EXPECT_TRUE(local.device_path.empty());
   EXPECT_EQ(local.device_spec(), std::string("UUID=") + kUuid);
-  EXPECT_FALSE(local.netdev);
+  EXPECT_FALSE(local.needs_network());
   EXPECT_FALSE(local.nofail);
   EXPECT_FALSE(local.noauto);
-  EXPECT_TRUE(auto_entry(kUuid, "kmip://kms.example:5696/42").netdev);
+  EXPECT_TRUE(auto_entry(kUuid, "kmip://kms.example:5696/42").remote_kms);
 }
 
 TEST(AutoAttach, AddsOnlyUnlistedAutoNames) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <iosfwd>
 #include <map>
 #include <memory>
 #include <optional>
@@ -126,6 +127,9 @@ Result<const TabEntry*> entry_for_device(const std::vector<TabEntry>& table,
 
 // systemd-escape: a string, or with `path` a file system path, as a unit name part.
 std::string systemd_escape(std::string_view text, bool path);
+// A path as one word of a unit file setting that unquotes and expands
+// specifiers (RequiresMountsFor=, SourcePath=): '\\', quotes and '%' escaped.
+std::string unit_file_word(std::string_view path);
 // envcrypt-attach@<escaped name>.service
 std::string attach_unit_name(const std::string& name);
 
@@ -135,12 +139,39 @@ struct GeneratedFile {
   std::optional<std::filesystem::path> symlink_to;
 };
 
+// What the generator takes from envcrypt.conf.
+struct GeneratorSettings {
+  // Files and directories every attach may read: the local keystore, its
+  // root key, the KMIP credentials (each becomes RequiresMountsFor=).
+  std::vector<std::filesystem::path> kms_paths;
+  // [boot] attach_timeout_seconds: part of each attach's time budget.
+  std::chrono::seconds attach_timeout = kDefaultAttachTimeout;
+};
+
+// The longest one attach unit may run: the wait for its device, the retries
+// until the attach deadline, and one more KMS call after it (90 s, the
+// longest a KMIP call is let run at boot).
+std::chrono::milliseconds attach_start_timeout(const TabEntry& entry,
+                                               const GeneratorSettings& settings);
+
 // The systemd generator's output for `table` (read from `tab_path`), keyed by
 // path relative to the generator's output directory; `unit_dir` holds the
 // installed envcrypt-attach@.service.
 std::map<std::filesystem::path, GeneratedFile> generate_units(
     const std::vector<TabEntry>& table, const std::filesystem::path& tab_path,
-    const std::filesystem::path& unit_dir);
+    const std::filesystem::path& unit_dir, const GeneratorSettings& settings = {});
+
+// The boot-time off switch, like systemd-cryptsetup's luks=no: false when
+// the kernel command line says envcrypt=no (or 0, false, off, n, f), or,
+// inside an initramfs (`in_initrd`), rd.envcrypt=no.  The last setting
+// wins; a bare "envcrypt" means yes; a value that is no boolean is warned
+// about on `err` and ignored.
+bool boot_attach_enabled(std::string_view cmdline, bool in_initrd, std::ostream& err);
+
+// The same for this boot: $ENVCRYPT_CMDLINE (tests) or /proc/cmdline, in an
+// initramfs when /etc/initrd-release exists.  An unreadable command line
+// leaves attaching on.
+bool boot_attach_enabled_now(std::ostream& err);
 
 // Writes them under `out_dir` (which systemd gives the generator).
 Status write_generated(const std::map<std::filesystem::path, GeneratedFile>& files,

@@ -34,15 +34,47 @@ Result<bool> auto_attach_enabled(const BootCommandHooks& hooks) {
 }
 
 // The table, plus the implicit entries of auto-attached disks that --name
-// asks for (auto_attach.h).
-Result<std::vector<TabEntry>> read_table_for_names(const BootArgs& args,
-                                                   const BootCommandHooks& hooks) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args.tab));
+// asks for (auto_attach.h); its bad lines are logged and skipped.
+Result<Envcrypttab> read_table_for_names(const BootArgs& args, const BootCommandHooks& hooks) {
+  ENVCRYPT_ASSIGN_OR_RETURN(Envcrypttab tab, read_envcrypttab(args.tab));
+  log_skipped_lines(tab, *hooks.err);
   ENVCRYPT_ASSIGN_OR_RETURN(bool auto_attach, auto_attach_enabled(hooks));
   if (auto_attach) {
-    add_auto_entries(table, args.names);
+    add_auto_entries(tab.entries, args.names);
   }
-  return table;
+  return tab;
+}
+
+// A run over the whole table (no --name) that skipped a bad line did not do
+// all it was asked: it fails with exit 2 once the good lines are attached,
+// unless a disk's own failure already gives the exit code.
+Status skipped_lines_status(const Envcrypttab& tab, const BootArgs& args) {
+  if (tab.skipped.empty() || !args.names.empty()) {
+    return OkStatus();
+  }
+  return Error(ErrorCode::kUsage, std::to_string(tab.skipped.size()) + " envcrypttab " +
+                                      (tab.skipped.size() == 1 ? "line" : "lines") +
+                                      " skipped, first " + tab.skipped.front().message());
+}
+
+// envcrypt.conf's part in the units: the KMS files and the attach timeout.
+// A configuration that does not load leaves the defaults: the boot still
+// gets units, and attach-all reports the configuration error itself.
+GeneratorSettings generator_settings(const BootCommandHooks& hooks) {
+  Config config;
+  if (auto registry = hooks.registry(); registry.ok()) {
+    config = (*registry)->config();
+  } else {
+    *hooks.err << "envcryptctl: warning: generate-units: " << registry.error().message()
+               << " (using the defaults)\n";
+  }
+  GeneratorSettings settings;
+  settings.attach_timeout = config.boot.attach_timeout;
+  settings.kms_paths = {config.local_dir, config.local_root_key};
+  for (const auto& [name, endpoint] : config.kmip_endpoints) {
+    settings.kms_paths.insert(settings.kms_paths.end(), {endpoint.ca, endpoint.cert, endpoint.key});
+  }
+  return settings;
 }
 
 Result<AttachPolicy> attach_policy(const BootCommandHooks& hooks) {
@@ -144,9 +176,14 @@ BootSelection selection_of(const BootArgs& args) {
 
 // udev IMPORT{program} output for the entry naming DEVICE.  No match is an
 // answer, not a failure: every property is printed empty and the exit is 0,
-// so the rules see the properties cleared.
+// so the rules see the properties cleared.  With envcrypt=no on the kernel
+// command line nothing matches, so udev starts and runs nothing.
 Status tab_match(const BootArgs& args, const BootCommandHooks& hooks) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args.tab));
+  if (!boot_attach_enabled_now(*hooks.err)) {
+    *hooks.out << tab_match_output({});
+    return OkStatus();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab_entries(args.tab, *hooks.err));
   auto actions = system_boot_actions(hooks.registry);
   ENVCRYPT_ASSIGN_OR_RETURN(const TabEntry* entry, entry_for_device(table, args.device, *actions));
   std::optional<TabEntry> implicit;
@@ -162,7 +199,7 @@ Status tab_match(const BootArgs& args, const BootCommandHooks& hooks) {
   }
   ENVCRYPT_TRY(check_mapping_name(entry->name));
   *hooks.out << tab_match_output(
-      {entry->name, attach_unit_name(entry->name), entry->netdev, entry->noauto});
+      {entry->name, attach_unit_name(entry->name), entry->needs_network(), entry->noauto});
   return OkStatus();
 }
 
@@ -183,12 +220,13 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
                              "only the entries naming this device, attached from it (udev)");
   attach_command->callback([args, hooks] {
     hooks.select("attach-all", [args, hooks]() -> Status {
-      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table_for_names(*args, hooks));
+      ENVCRYPT_ASSIGN_OR_RETURN(Envcrypttab tab, read_table_for_names(*args, hooks));
       auto actions = system_boot_actions(hooks.registry);
       ENVCRYPT_ASSIGN_OR_RETURN(AttachPolicy policy, attach_policy(hooks));
       ENVCRYPT_ASSIGN_OR_RETURN(BootReport result,
-                                attach_all(table, selection_of(*args), *actions, policy));
-      return report(result, "attach-all", hooks);
+                                attach_all(tab.entries, selection_of(*args), *actions, policy));
+      ENVCRYPT_TRY(report(result, "attach-all", hooks));
+      return skipped_lines_status(tab, *args);
     });
   });
 
@@ -198,7 +236,8 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
   detach_command->add_option("--name", args->names, "only this entry (repeatable)");
   detach_command->callback([args, hooks] {
     hooks.select("detach-all", [args, hooks]() -> Status {
-      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_table_for_names(*args, hooks));
+      ENVCRYPT_ASSIGN_OR_RETURN(Envcrypttab tab, read_table_for_names(*args, hooks));
+      const std::vector<TabEntry>& table = tab.entries;
       auto actions = system_boot_actions(hooks.registry);
       BootSelection selection;
       selection.names = args->names;
@@ -227,11 +266,16 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
   generate->add_option("DIR", args->out_dir, "the generator's output directory")->required();
   generate->add_option("--unit-dir", args->unit_dir, "where envcrypt-attach@.service is installed");
   generate->callback([args, hooks] {
-    hooks.select("generate-units", [args]() -> Status {
+    hooks.select("generate-units", [args, hooks]() -> Status {
+      // envcrypt=no: no units, so the boot attaches nothing (luks=no).
+      if (!boot_attach_enabled_now(*hooks.err)) {
+        return OkStatus();
+      }
       const std::filesystem::path path = envcrypttab_path(
           args->tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(args->tab));
-      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args->tab));
-      return write_generated(generate_units(table, path, args->unit_dir), args->out_dir);
+      ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab_entries(args->tab, *hooks.err));
+      return write_generated(generate_units(table, path, args->unit_dir, generator_settings(hooks)),
+                             args->out_dir);
     });
   });
 }

@@ -1,9 +1,16 @@
 #include "boot.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <map>
+#include <memory>
 #include <set>
+#include <sstream>
 
 namespace envcrypt {
 namespace {
@@ -123,8 +130,8 @@ constexpr const char* kUuidD = "dddddddd-0000-4000-8000-000000000004";
 
 std::vector<TabEntry> table(const std::string& text) {
   auto parsed = parse_envcrypttab(text, "/etc/envcrypttab");
-  EXPECT_TRUE(parsed.ok()) << parsed.error().message();
-  return parsed.ok() ? *parsed : std::vector<TabEntry>{};
+  EXPECT_TRUE(parsed.skipped.empty()) << parsed.skipped.front().message();
+  return parsed.entries;
 }
 
 const DiskResult& disk(const BootReport& report, const std::string& name) {
@@ -432,6 +439,32 @@ TEST(EntryForDevice, FirstMatchOrNone) {
   EXPECT_EQ(*none, nullptr);
 }
 
+TEST(AttachAll, ANamedNofailDiskThatIsMissingFailsTheRun) {
+  // The attach unit runs "attach-all --name <name>": a nofail disk's unit
+  // must fail visibly (systemctl --failed), the boot need not wait for it.
+  FakeActions fake;
+  BootSelection named;
+  named.names = {"gone"};
+  auto report = attach_all(table("gone /dev/vdz nofail\n"), named, fake);
+  ASSERT_TRUE(report.ok());
+  ASSERT_NE(report->first_failure(), nullptr);
+  EXPECT_EQ(report->first_failure()->error->code(), ErrorCode::kNotFound);
+  EXPECT_FALSE(report->disks[0].nofail);
+  EXPECT_EQ(report->summary(), "1 missing");
+}
+
+TEST(AttachAll, ANamedNofailDiskThatFailsFailsTheRun) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}};
+  fake.attach_errors.emplace("/dev/vdb", Error(ErrorCode::kDenied, "CMK is Disabled"));
+  BootSelection named;
+  named.names = {"off"};
+  auto report = attach_all(table("off /dev/vdb nofail\n"), named, fake);
+  ASSERT_TRUE(report.ok());
+  ASSERT_NE(report->first_failure(), nullptr);
+  EXPECT_EQ(report->first_failure()->error->code(), ErrorCode::kDenied);
+}
+
 TEST(SystemdEscape, MatchesSystemdEscape) {
   // Expected values from systemd-escape(1).
   EXPECT_EQ(systemd_escape("a-b+c.d", false), "a\\x2db\\x2bc.d");
@@ -442,43 +475,249 @@ TEST(SystemdEscape, MatchesSystemdEscape) {
   EXPECT_EQ(attach_unit_name("data-1"), "envcrypt-attach@data\\x2d1.service");
 }
 
-TEST(GenerateUnits, OneInstancePerLineWithOrdering) {
-  auto tab = table(
-      "data /dev/vdb\n"
-      "kmip /dev/vdc netdev,x-systemd.device-timeout=30\n"
-      "spare /dev/vdd nofail\n"
-      "manual /srv/manual.img noauto\n");
-  auto files = generate_units(tab, "/etc/envcrypttab", "/lib/systemd/system");
+// What the real systemd-escape prints for `args`, or nullopt without it.
+std::optional<std::string> run_systemd_escape(const std::vector<std::string>& args) {
+  constexpr const char* kBinary = "/usr/bin/systemd-escape";
+  if (::access(kBinary, X_OK) != 0) {
+    return std::nullopt;
+  }
+  std::string command = kBinary;
+  for (const std::string& arg : args) {
+    std::string quoted = "'";
+    for (const char c : arg) {
+      quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    }
+    command += " " + quoted + "'";
+  }
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
+  if (!pipe) {
+    return std::nullopt;
+  }
+  std::string out;
+  std::array<char, 256> buffer{};
+  while (std::fgets(buffer.data(), buffer.size(), pipe.get()) != nullptr) {
+    out += buffer.data();
+  }
+  if (!out.empty() && out.back() == '\n') {
+    out.pop_back();
+  }
+  return out;
+}
 
-  const auto& data = files.at("envcrypt-attach@data.service.d/50-envcrypttab.conf").contents;
-  EXPECT_NE(data.find("BindsTo=dev-vdb.device\n"), std::string::npos) << data;
-  EXPECT_NE(data.find("Before=local-fs-pre.target\n"), std::string::npos) << data;
-  EXPECT_EQ(data.find("network-online"), std::string::npos) << data;
+// Every kind of name envcrypttab allows (letters, digits, . _ + -, a
+// leading '.') and, for the escaping itself, bytes it refuses (blanks, '\',
+// '/', UTF-8), checked against systemd-escape(1), so the unit udev's
+// SYSTEMD_WANTS names is the unit the generator configured.
+TEST(SystemdEscape, AgreesWithTheRealSystemdEscape) {
+  const std::vector<std::string> names = {"data",
+                                          "data-one",
+                                          "a.b",
+                                          ".hidden",
+                                          "..x",
+                                          "x.",
+                                          "_under",
+                                          "a+b",
+                                          "A9_z.+-",
+                                          "a--b",
+                                          "envcrypt-4f0c6d8e-0d1a-4c55",
+                                          "with space",
+                                          "back\\slash",
+                                          "caf\xc3\xa9",
+                                          "tab\there",
+                                          "colon:ok",
+                                          "at@sign",
+                                          std::string(86, 'n')};
+  if (!run_systemd_escape({"probe"})) {
+    GTEST_SKIP() << "/usr/bin/systemd-escape is not installed";
+  }
+  for (const std::string& name : names) {
+    EXPECT_EQ(attach_unit_name(name),
+              run_systemd_escape({"--template=envcrypt-attach@.service", name}).value())
+        << name;
+    EXPECT_EQ(systemd_escape("/dev/mapper/" + name, true),
+              run_systemd_escape({"--path", "/dev/mapper/" + name}).value())
+        << name;
+  }
+}
 
-  const auto& kmip = files.at("envcrypt-attach@kmip.service.d/50-envcrypttab.conf").contents;
-  EXPECT_NE(kmip.find("After=network-online.target\n"), std::string::npos) << kmip;
-  EXPECT_NE(kmip.find("Wants=network-online.target\n"), std::string::npos) << kmip;
-  EXPECT_EQ(kmip.find("local-fs-pre"), std::string::npos) << kmip;
-  EXPECT_NE(files.at("dev-vdc.device.d/50-envcrypt-timeout.conf")
-                .contents.find("JobRunningTimeoutSec=30\n"),
-            std::string::npos);
+constexpr const char* kHeaderComment = "# Generated by envcrypt-generator from /etc/envcrypttab:";
 
+GeneratorSettings settings_with_keystore() {
+  GeneratorSettings settings;
+  settings.kms_paths = {"/var/lib/envcrypt/kms", "/etc/envcrypt/root.key"};
+  settings.attach_timeout = seconds(90);
+  return settings;
+}
+
+TEST(GenerateUnits, ALocalDiskIsRequiredBoundAndOrderedBeforeItsBlockdevTarget) {
+  auto files = generate_units(table("data-1 /dev/vdb\n"), "/etc/envcrypttab", "/lib/systemd/system",
+                              settings_with_keystore());
+  EXPECT_EQ(files.at("envcrypt-attach@data\\x2d1.service.d/50-envcrypttab.conf").contents,
+            std::string(kHeaderComment) +
+                "1\n"
+                "[Unit]\n"
+                "SourcePath=/etc/envcrypttab\n"
+                "Before=blockdev@dev-mapper-data\\x2d1.target\n"
+                "Wants=blockdev@dev-mapper-data\\x2d1.target\n"
+                "Before=envcrypt.target\n"
+                "BindsTo=dev-vdb.device\n"
+                "After=dev-vdb.device\n"
+                "RequiresMountsFor=/var/lib/envcrypt/kms\n"
+                "RequiresMountsFor=/etc/envcrypt/root.key\n"
+                "\n"
+                "[Service]\n"
+                "TimeoutStartSec=180\n");
+  // 90 s for the device, 180 s for the attach, 30 s for udev.
+  EXPECT_EQ(files.at("dev-mapper-data\\x2d1.device.d/50-envcrypt-mapping-timeout.conf").contents,
+            std::string(kHeaderComment) + "1\n[Unit]\nJobTimeoutSec=300\n");
+  EXPECT_FALSE(files.contains("dev-vdb.device.d/50-envcrypt-timeout.conf"));
   const fs::path template_unit = "/lib/systemd/system/envcrypt-attach@.service";
-  EXPECT_EQ(files.at("envcrypt.target.requires/envcrypt-attach@data.service").symlink_to,
+  EXPECT_EQ(files.at("envcrypt.target.requires/envcrypt-attach@data\\x2d1.service").symlink_to,
             template_unit);
-  EXPECT_EQ(files.at("envcrypt-remote.target.requires/envcrypt-attach@kmip.service").symlink_to,
+  EXPECT_EQ(files.at("dev-mapper-data\\x2d1.device.requires/envcrypt-attach@data\\x2d1.service")
+                .symlink_to,
             template_unit);
-  EXPECT_EQ(files.at("envcrypt.target.wants/envcrypt-attach@spare.service").symlink_to,
-            template_unit);
-  EXPECT_TRUE(files.contains("dev-mapper-manual.device.requires/envcrypt-attach@manual.service"));
-  EXPECT_FALSE(files.contains("envcrypt.target.requires/envcrypt-attach@manual.service"));
-  EXPECT_FALSE(files.contains("envcrypt.target.wants/envcrypt-attach@manual.service"));
-  // An image file has no device unit to bind to.
-  EXPECT_EQ(
-      files.at("envcrypt-attach@manual.service.d/50-envcrypttab.conf").contents.find("BindsTo="),
-      std::string::npos);
-  EXPECT_TRUE(files.contains("sysinit.target.wants/envcrypt.target"));
+  EXPECT_EQ(files.at("sysinit.target.wants/envcrypt.target").symlink_to,
+            fs::path("/lib/systemd/system/envcrypt.target"));
+  EXPECT_EQ(files.size(), 5U);
+}
+
+TEST(GenerateUnits, ANofailDiskIsOnlyWantedAndDoesNotHoldUpTheBoot) {
+  auto files = generate_units(table("spare UUID=" + std::string(kUuidA) + " nofail\n"),
+                              "/etc/envcrypttab", "/lib/systemd/system", {});
+  EXPECT_EQ(files.at("envcrypt-attach@spare.service.d/50-envcrypttab.conf").contents,
+            std::string(kHeaderComment) +
+                "1\n"
+                "[Unit]\n"
+                "SourcePath=/etc/envcrypttab\n"
+                "Before=blockdev@dev-mapper-spare.target\n"
+                "Wants=blockdev@dev-mapper-spare.target\n"
+                "Wants=dev-disk-by\\x2denvcrypt\\x2duuid-aaaaaaaa\\x2d0000\\x2d4000\\x2d8000\\x2d"
+                "000000000001.device\n"
+                "After=dev-disk-by\\x2denvcrypt\\x2duuid-aaaaaaaa\\x2d0000\\x2d4000\\x2d8000\\x2d"
+                "000000000001.device\n"
+                "\n"
+                "[Service]\n"
+                "TimeoutStartSec=180\n");
+  EXPECT_TRUE(files.contains("envcrypt.target.wants/envcrypt-attach@spare.service"));
+  EXPECT_FALSE(files.contains("envcrypt.target.requires/envcrypt-attach@spare.service"));
+}
+
+TEST(GenerateUnits, NetdevIsTheDevicesRemoteKmsTheKeyServers) {
+  auto files = generate_units(table("nbd /dev/nbd0 _netdev,x-systemd.device-timeout=1500ms\n"
+                                    "kmip /dev/vdc remote-kms,x-systemd.device-timeout=2min\n"),
+                              "/etc/envcrypttab", "/lib/systemd/system", {});
+  EXPECT_EQ(files.at("envcrypt-attach@nbd.service.d/50-envcrypttab.conf").contents,
+            std::string(kHeaderComment) +
+                "1\n"
+                "[Unit]\n"
+                "SourcePath=/etc/envcrypttab\n"
+                "Before=blockdev@dev-mapper-nbd.target\n"
+                "Wants=blockdev@dev-mapper-nbd.target\n"
+                "Before=envcrypt-remote.target\n"
+                "BindsTo=dev-nbd0.device\n"
+                "After=dev-nbd0.device\n"
+                "After=network-online.target\n"
+                "Wants=network-online.target\n"
+                "After=remote-fs-pre.target\n"
+                "\n"
+                "[Service]\n"
+                "TimeoutStartSec=181500ms\n");
+  EXPECT_EQ(files.at("dev-nbd0.device.d/50-envcrypt-timeout.conf").contents,
+            std::string(kHeaderComment) + "1\n[Unit]\nJobRunningTimeoutSec=1500ms\n");
+  const auto& kmip = files.at("envcrypt-attach@kmip.service.d/50-envcrypttab.conf").contents;
+  EXPECT_NE(kmip.find("\nAfter=network-online.target\nWants=network-online.target\n"
+                      "Before=remote-fs-pre.target\n"),
+            std::string::npos)
+      << kmip;
+  EXPECT_NE(kmip.find("\nTimeoutStartSec=300\n"), std::string::npos) << kmip;
+  // 2 min for the device, 300 s for the attach, 30 s for udev.
+  EXPECT_EQ(files.at("dev-mapper-kmip.device.d/50-envcrypt-mapping-timeout.conf").contents,
+            std::string(kHeaderComment) + "2\n[Unit]\nJobTimeoutSec=450\n");
+  EXPECT_TRUE(files.contains("envcrypt-remote.target.requires/envcrypt-attach@nbd.service"));
+  EXPECT_TRUE(files.contains("envcrypt-remote.target.requires/envcrypt-attach@kmip.service"));
   EXPECT_TRUE(files.contains("remote-fs.target.wants/envcrypt-remote.target"));
+  EXPECT_FALSE(files.contains("sysinit.target.wants/envcrypt.target"));
+}
+
+TEST(GenerateUnits, AnImageFileAndADetachedHeaderNeedTheirMounts) {
+  GeneratorSettings settings = settings_with_keystore();
+  settings.attach_timeout = seconds(30);
+  auto files =
+      generate_units(table("img /srv/disks/100%\\x20.img noauto,header=/srv/hdr/it's.hdr\n"),
+                     "/etc/envcrypttab", "/lib/systemd/system", settings);
+  EXPECT_EQ(files.at("envcrypt-attach@img.service.d/50-envcrypttab.conf").contents,
+            std::string(kHeaderComment) +
+                "1\n"
+                "[Unit]\n"
+                "SourcePath=/etc/envcrypttab\n"
+                "Before=blockdev@dev-mapper-img.target\n"
+                "Wants=blockdev@dev-mapper-img.target\n"
+                "Before=envcrypt.target\n"
+                "Wants=modprobe@loop.service\n"
+                "After=modprobe@loop.service\n"
+                "RequiresMountsFor=/srv/disks/100%%\\\\x20.img\n"
+                "RequiresMountsFor=/srv/hdr/it\\'s.hdr\n"
+                "RequiresMountsFor=/var/lib/envcrypt/kms\n"
+                "RequiresMountsFor=/etc/envcrypt/root.key\n"
+                "\n"
+                "[Service]\n"
+                "TimeoutStartSec=120\n");
+  // No device to wait for: 120 s for the attach, 30 s for udev.
+  EXPECT_EQ(files.at("dev-mapper-img.device.d/50-envcrypt-mapping-timeout.conf").contents,
+            std::string(kHeaderComment) + "1\n[Unit]\nJobTimeoutSec=150\n");
+  // noauto: only a use of /dev/mapper/img pulls it in.
+  EXPECT_TRUE(files.contains("dev-mapper-img.device.requires/envcrypt-attach@img.service"));
+  EXPECT_FALSE(files.contains("envcrypt.target.requires/envcrypt-attach@img.service"));
+  EXPECT_FALSE(files.contains("sysinit.target.wants/envcrypt.target"));
+}
+
+TEST(UnitFileWord, EscapesWhatSystemdUnquotesOrExpands) {
+  EXPECT_EQ(unit_file_word("/plain/path"), "/plain/path");
+  EXPECT_EQ(unit_file_word("/a%b"), "/a%%b");
+  EXPECT_EQ(unit_file_word("/a\\x2db"), "/a\\\\x2db");
+  EXPECT_EQ(unit_file_word("/\"q'"), "/\\\"q\\'");
+}
+
+TEST(BootSwitch, EnvcryptNoOnTheKernelCommandLineTurnsAttachingOff) {
+  std::ostringstream err;
+  EXPECT_TRUE(boot_attach_enabled("BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro quiet", false, err));
+  EXPECT_FALSE(boot_attach_enabled("root=/dev/vda1 envcrypt=no quiet", false, err));
+  EXPECT_FALSE(boot_attach_enabled("envcrypt=0", false, err));
+  EXPECT_FALSE(boot_attach_enabled("envcrypt=OFF", false, err));
+  EXPECT_TRUE(boot_attach_enabled("envcrypt=no envcrypt=yes", false, err));
+  EXPECT_TRUE(boot_attach_enabled("envcrypt=no envcrypt", false, err));
+  EXPECT_TRUE(boot_attach_enabled("xenvcrypt=no envcrypt.x=no", false, err));
+  EXPECT_TRUE(boot_attach_enabled("foo=\"envcrypt=no bar\"", false, err));
+  EXPECT_EQ(err.str(), "");
+  // rd.envcrypt= is the initramfs's; envcrypt= applies in both.
+  EXPECT_TRUE(boot_attach_enabled("rd.envcrypt=no", false, err));
+  EXPECT_FALSE(boot_attach_enabled("rd.envcrypt=no", true, err));
+  EXPECT_FALSE(boot_attach_enabled("envcrypt=no", true, err));
+  EXPECT_EQ(err.str(), "");
+}
+
+TEST(BootSwitch, AValueThatIsNoBooleanIsWarnedAboutAndIgnored) {
+  std::ostringstream err;
+  EXPECT_TRUE(boot_attach_enabled("envcrypt=nope\x1b", false, err));
+  EXPECT_FALSE(boot_attach_enabled("envcrypt=no envcrypt=maybe", false, err));
+  EXPECT_EQ(err.str(),
+            "envcryptctl: warning: kernel command line: envcrypt=nope\\x1b is not a boolean "
+            "(yes/no), ignored\n"
+            "envcryptctl: warning: kernel command line: envcrypt=maybe is not a boolean "
+            "(yes/no), ignored\n");
+}
+
+TEST(BootSwitch, ReadsTheCommandLineFileTestsName) {
+  const fs::path file = fs::path(::testing::TempDir()) / ("cmdline-" + std::to_string(::getpid()));
+  std::ofstream(file) << "root=/dev/vda1 envcrypt=no\n";
+  ::setenv("ENVCRYPT_CMDLINE", file.c_str(), 1);
+  std::ostringstream err;
+  EXPECT_FALSE(boot_attach_enabled_now(err));
+  std::ofstream(file) << "root=/dev/vda1\n";
+  EXPECT_TRUE(boot_attach_enabled_now(err));
+  ::unsetenv("ENVCRYPT_CMDLINE");
+  fs::remove(file);
 }
 
 TEST(GenerateUnits, EmptyTableWritesNothing) {

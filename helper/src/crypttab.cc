@@ -9,10 +9,13 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <ostream>
 #include <sstream>
 #include <string_view>
 
 #include "mapping_name.h"
+#include "printable.h"
 
 namespace envcrypt {
 namespace {
@@ -59,9 +62,22 @@ Result<std::string> canonical_uuid(std::string_view text) {
   }
   if (uuid.size() != 36) {
     return Error(ErrorCode::kUsage,
-                 "'" + std::string(text) + "' is not a uuid (8-4-4-4-12 hexadecimal digits)");
+                 "'" + printable(text) + "' is not a uuid (8-4-4-4-12 hexadecimal digits)");
   }
   return uuid;
+}
+
+// Paths end up in unit files (RequiresMountsFor=) and logs: printable ASCII
+// only, so each can be escaped for both and stays one word.
+Status check_path_bytes(const char* what, std::string_view path) {
+  for (const char ch : path) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c >= 0x7f) {
+      return Error(ErrorCode::kUsage, std::string(what) + " '" + printable(path) + "' contains '" +
+                                          escaped_byte(c) + "' (printable ASCII only)");
+    }
+  }
+  return OkStatus();
 }
 
 Status parse_device(std::string_view spec, TabEntry& entry) {
@@ -71,7 +87,7 @@ Status parse_device(std::string_view spec, TabEntry& entry) {
     std::transform(tag.begin(), tag.end(), tag.begin(),
                    [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
     if (tag != "UUID") {
-      return Error(ErrorCode::kUsage, "device '" + std::string(spec) +
+      return Error(ErrorCode::kUsage, "device '" + printable(spec) +
                                           "': only UUID=<envcrypt header uuid> or a path "
                                           "(/dev/..., /dev/disk/by-id/...) name a disk");
     }
@@ -80,29 +96,33 @@ Status parse_device(std::string_view spec, TabEntry& entry) {
   }
   if (spec.front() != '/') {
     return Error(ErrorCode::kUsage,
-                 "device '" + std::string(spec) + "' is not an absolute path or UUID=<uuid>");
+                 "device '" + printable(spec) + "' is not an absolute path or UUID=<uuid>");
   }
+  ENVCRYPT_TRY(check_path_bytes("device", spec));
   entry.device_path = std::filesystem::path(spec).lexically_normal();
   return OkStatus();
 }
 
-// "90", "90s", "2min": seconds.
-Result<std::chrono::seconds> parse_duration(std::string_view text) {
-  std::uint64_t value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
-  std::uint64_t multiplier = 0;
-  if (unit.empty() || unit == "s" || unit == "sec") {
-    multiplier = 1;
-  } else if (unit == "min" || unit == "m") {
-    multiplier = 60;
+// One "<number><unit>" part of a duration, in milliseconds per unit.
+struct TimeUnit {
+  std::string_view name;
+  std::uint64_t ms;
+};
+// systemd.time(7)'s spellings of the units envcrypttab takes.
+constexpr std::array kTimeUnits = {
+    TimeUnit{"ms", 1},          TimeUnit{"msec", 1},       TimeUnit{"s", 1000},
+    TimeUnit{"sec", 1000},      TimeUnit{"second", 1000},  TimeUnit{"seconds", 1000},
+    TimeUnit{"m", 60000},       TimeUnit{"min", 60000},    TimeUnit{"minute", 60000},
+    TimeUnit{"minutes", 60000}, TimeUnit{"h", 3600000},    TimeUnit{"hr", 3600000},
+    TimeUnit{"hour", 3600000},  TimeUnit{"hours", 3600000}};
+
+std::optional<std::uint64_t> unit_ms(std::string_view name) {
+  for (const TimeUnit& unit : kTimeUnits) {
+    if (unit.name == name) {
+      return unit.ms;
+    }
   }
-  if (ec != std::errc() || multiplier == 0 || value > 86400) {
-    return Error(ErrorCode::kUsage, "'" + std::string(text) +
-                                        "' is not a duration (seconds, or N s / N min, "
-                                        "at most a day)");
-  }
-  return std::chrono::seconds(static_cast<std::int64_t>(value * multiplier));
+  return std::nullopt;
 }
 
 Status parse_option(std::string_view option, TabEntry& entry) {
@@ -112,7 +132,7 @@ Status parse_option(std::string_view option, TabEntry& entry) {
   const bool has_value = eq != std::string_view::npos;
   auto flag = [&](bool& target) -> Status {
     if (has_value) {
-      return Error(ErrorCode::kUsage, "option '" + std::string(key) + "' takes no value");
+      return Error(ErrorCode::kUsage, "option '" + printable(key) + "' takes no value");
     }
     target = true;
     return OkStatus();
@@ -130,8 +150,14 @@ Status parse_option(std::string_view option, TabEntry& entry) {
   if (key == "noauto") {
     return flag(entry.noauto);
   }
-  if (key == "netdev" || key == "_netdev") {
-    return flag(entry.netdev);
+  // crypttab(5)'s _netdev is about the device (iSCSI, NBD).  That the key
+  // server is remote is said apart, by remote-kms; netdev, which meant that
+  // before _netdev was the device's, keeps meaning it.
+  if (key == "_netdev") {
+    return flag(entry.remote_device);
+  }
+  if (key == "remote-kms" || key == "netdev") {
+    return flag(entry.remote_kms);
   }
   if (key == "auto" || key == "fail") {  // the defaults, accepted as in crypttab(5)
     bool ignored = false;
@@ -141,12 +167,13 @@ Status parse_option(std::string_view option, TabEntry& entry) {
     if (value.empty() || value.front() != '/') {
       return Error(ErrorCode::kUsage, "option header= needs an absolute file path");
     }
+    ENVCRYPT_TRY(check_path_bytes("header", value));
     entry.header_file = std::filesystem::path(value).lexically_normal();
     return OkStatus();
   }
   if (key == "x-systemd.device-timeout" || key == "device-timeout") {
     if (!has_value) {
-      return Error(ErrorCode::kUsage, "option " + std::string(key) + "= needs a duration");
+      return Error(ErrorCode::kUsage, "option " + printable(key) + "= needs a duration");
     }
     ENVCRYPT_ASSIGN_OR_RETURN(entry.device_timeout, parse_duration(value));
     return OkStatus();
@@ -154,11 +181,11 @@ Status parse_option(std::string_view option, TabEntry& entry) {
   if (std::find(kCryptsetupOnlyOptions.begin(), kCryptsetupOnlyOptions.end(), key) !=
       kCryptsetupOnlyOptions.end()) {
     return Error(ErrorCode::kUsage,
-                 "option '" + std::string(key) +
+                 "option '" + printable(key) +
                      "' is a cryptsetup option that does not apply: the envcrypt header holds "
                      "the cipher and geometry, the KMS the key");
   }
-  return Error(ErrorCode::kUsage, "unknown option '" + std::string(option) + "'");
+  return Error(ErrorCode::kUsage, "unknown option '" + printable(option) + "'");
 }
 
 Status parse_options(std::string_view text, TabEntry& entry) {
@@ -170,7 +197,7 @@ Status parse_options(std::string_view text, TabEntry& entry) {
     const std::size_t comma = std::min(text.find(',', start), text.size());
     const std::string_view option = text.substr(start, comma - start);
     if (option.empty()) {
-      return Error(ErrorCode::kUsage, "empty option in '" + std::string(text) + "'");
+      return Error(ErrorCode::kUsage, "empty option in '" + printable(text) + "'");
     }
     ENVCRYPT_TRY(parse_option(option, entry));
     start = comma + 1;
@@ -195,7 +222,7 @@ Result<TabEntry> parse_line(std::string_view line) {
   const std::string_view options = fields.size() >= 3 ? fields.back() : "-";
   if (fields.size() == 4 && fields[2] != "none" && fields[2] != "-") {
     return Error(ErrorCode::kUsage,
-                 "key file '" + std::string(fields[2]) +
+                 "key file '" + printable(fields[2]) +
                      "': envcrypt disks take their key from the KMS; write 'none' or omit it");
   }
   ENVCRYPT_TRY(parse_options(options, entry));
@@ -204,13 +231,54 @@ Result<TabEntry> parse_line(std::string_view line) {
 
 }  // namespace
 
+Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  const auto malformed = [&] {
+    return Error(ErrorCode::kUsage, "'" + printable(text) +
+                                        "' is not a duration (a number of ms, s, min or h; "
+                                        "a bare number is seconds)");
+  };
+  if (text.empty()) {
+    return malformed();
+  }
+  // Each part is bounded before it is scaled, and the sum after every part,
+  // so nothing overflows and "86400min" is refused like "25h".
+  const auto limit = static_cast<std::uint64_t>(kMaxDeviceTimeout.count());
+  std::uint64_t total = 0;
+  const char* at = text.data();
+  const char* const end = text.data() + text.size();
+  while (at < end) {
+    std::uint64_t value = 0;
+    const auto [unit_start, ec] = std::from_chars(at, end, value);
+    if (ec != std::errc() && ec != std::errc::result_out_of_range) {
+      return malformed();
+    }
+    const char* unit_end = unit_start;
+    while (unit_end < end && std::isalpha(static_cast<unsigned char>(*unit_end)) != 0) {
+      ++unit_end;
+    }
+    const std::string_view name(unit_start, static_cast<std::size_t>(unit_end - unit_start));
+    // A bare number is seconds, but only on its own ("90"), as in systemd.
+    const auto scale = name.empty() && at == text.data() && unit_end == end
+                           ? std::optional<std::uint64_t>(1000)
+                           : unit_ms(name);
+    if (!scale) {
+      return malformed();
+    }
+    if (ec == std::errc::result_out_of_range || value > limit ||
+        (total += value * *scale) > limit) {
+      return Error(ErrorCode::kUsage, "'" + printable(text) + "' is longer than a day (24h)");
+    }
+    at = unit_end;
+  }
+  return std::chrono::milliseconds(static_cast<std::int64_t>(total));
+}
+
 std::string TabEntry::device_spec() const {
   return uuid.empty() ? device_path.string() : "UUID=" + uuid;
 }
 
-Result<std::vector<TabEntry>> parse_envcrypttab(const std::string& text,
-                                                const std::filesystem::path& file) {
-  std::vector<TabEntry> entries;
+Envcrypttab parse_envcrypttab(const std::string& text, const std::filesystem::path& file) {
+  Envcrypttab tab;
   std::map<std::string, unsigned> name_lines;
   std::istringstream in(text);
   std::string line;
@@ -221,21 +289,23 @@ Result<std::vector<TabEntry>> parse_envcrypttab(const std::string& text,
     if (first == std::string::npos || line[first] == '#') {
       continue;
     }
-    const std::string where = file.string() + ":" + std::to_string(number);
+    const std::string where = printable(file.string()) + ":" + std::to_string(number);
     auto entry = parse_line(line);
     if (!entry.ok()) {
-      return entry.error().with_context(where);
+      tab.skipped.push_back(entry.error().with_context(where));
+      continue;
     }
     if (auto [it, inserted] = name_lines.emplace(entry->name, number); !inserted) {
-      return Error(ErrorCode::kUsage, where + ": name '" + entry->name +
-                                          "' is already used on line " +
-                                          std::to_string(it->second));
+      tab.skipped.emplace_back(ErrorCode::kUsage, where + ": name '" + entry->name +
+                                                      "' is already used on line " +
+                                                      std::to_string(it->second));
+      continue;
     }
     entry->source = where;
     entry->line = number;
-    entries.push_back(std::move(entry).value());
+    tab.entries.push_back(std::move(entry).value());
   }
-  return entries;
+  return tab;
 }
 
 std::filesystem::path envcrypttab_path(const std::optional<std::filesystem::path>& explicit_path) {
@@ -248,13 +318,13 @@ std::filesystem::path envcrypttab_path(const std::optional<std::filesystem::path
   return kDefaultTabPath;
 }
 
-Result<std::vector<TabEntry>> load_envcrypttab(const std::filesystem::path& path, bool missing_ok) {
+Result<Envcrypttab> load_envcrypttab(const std::filesystem::path& path, bool missing_ok) {
   std::ifstream in(path);
   if (!in) {
     const int err = errno;
     if (err == ENOENT) {
       if (missing_ok) {
-        return std::vector<TabEntry>{};
+        return Envcrypttab{};
       }
       return Error(ErrorCode::kNotFound, path.string() + ": no such file");
     }
@@ -268,10 +338,23 @@ Result<std::vector<TabEntry>> load_envcrypttab(const std::filesystem::path& path
   return parse_envcrypttab(text.str(), path);
 }
 
-Result<std::vector<TabEntry>> read_envcrypttab(const std::string& tab_option) {
+Result<Envcrypttab> read_envcrypttab(const std::string& tab_option) {
   const std::filesystem::path path = envcrypttab_path(
       tab_option.empty() ? std::nullopt : std::optional<std::filesystem::path>(tab_option));
   return load_envcrypttab(path, path == kDefaultTabPath);
+}
+
+void log_skipped_lines(const Envcrypttab& tab, std::ostream& err) {
+  for (const Error& line : tab.skipped) {
+    err << "envcryptctl: warning: " << line.message() << " (line skipped)\n";
+  }
+}
+
+Result<std::vector<TabEntry>> read_envcrypttab_entries(const std::string& tab_option,
+                                                       std::ostream& err) {
+  ENVCRYPT_ASSIGN_OR_RETURN(Envcrypttab tab, read_envcrypttab(tab_option));
+  log_skipped_lines(tab, err);
+  return std::move(tab.entries);
 }
 
 }  // namespace envcrypt

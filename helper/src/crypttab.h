@@ -15,8 +15,10 @@
 
 #include <chrono>
 #include <filesystem>
+#include <iosfwd>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "result.h"
@@ -36,20 +38,43 @@ struct TabEntry {
   bool discard = false;
   bool nofail = false;  // a missing or failing disk does not fail the run
   bool noauto = false;  // attach-all and the generator skip it unless named
-  bool netdev = false;  // needs the network (a KMIP KMS): attached after network-online
+  // _netdev (crypttab(5)): the device itself is reached over the network
+  // (iSCSI, NBD), so the attach is ordered after remote-fs-pre.target.
+  bool remote_device = false;
+  // remote-kms (or the older netdev): the CMK is on a remote key server, so
+  // the attach waits for network-online.target but not for remote storage.
+  bool remote_kms = false;
   // How long attach-all waits for the device to appear (0: not at all).
-  std::chrono::seconds device_timeout{0};
+  std::chrono::milliseconds device_timeout{0};
   std::string source;  // "<file>:<line>", for messages
   unsigned line = 0;
 
   // How the device was written in the file: the path, or UUID=<uuid>.
   [[nodiscard]] std::string device_spec() const;
+  // Either kind of remote: nothing to attach before the network is up.
+  [[nodiscard]] bool needs_network() const { return remote_device || remote_kms; }
 };
 
-// Parses the text of an envcrypttab; `file` names it in errors, which read
-// "<file>:<line>: <problem>" and are ErrorCode::kUsage.
-Result<std::vector<TabEntry>> parse_envcrypttab(const std::string& text,
-                                                const std::filesystem::path& file);
+// The longest x-systemd.device-timeout= (a day), after unit conversion.
+inline constexpr std::chrono::milliseconds kMaxDeviceTimeout{std::chrono::hours(24)};
+
+// "90", "1500ms", "90s", "2min", "1h", "1h30min" (systemd.time(7): a bare
+// number is seconds); ErrorCode::kUsage when malformed or over a day.
+Result<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+// A table as read: the good lines, and one error per bad line, which is
+// skipped (as systemd-cryptsetup-generator skips a bad crypttab line), so
+// one typo does not keep every other disk from attaching.
+struct Envcrypttab {
+  std::vector<TabEntry> entries;
+  // "<file>:<line>: <problem>", ErrorCode::kUsage; bytes from the file are
+  // escaped (printable.h), so each is one line.
+  std::vector<Error> skipped;
+};
+
+// Parses the text of an envcrypttab; `file` names it in the skipped lines'
+// errors.  A line whose name an earlier line already uses is skipped too.
+Envcrypttab parse_envcrypttab(const std::string& text, const std::filesystem::path& file);
 
 // The table to use: `explicit_path` (--tab), else $ENVCRYPT_TAB, else
 // /etc/envcrypttab.
@@ -57,11 +82,20 @@ std::filesystem::path envcrypttab_path(const std::optional<std::filesystem::path
 
 // Reads and parses `path`.  A missing file is an empty table when
 // `missing_ok`, otherwise ErrorCode::kNotFound.
-Result<std::vector<TabEntry>> load_envcrypttab(const std::filesystem::path& path, bool missing_ok);
+Result<Envcrypttab> load_envcrypttab(const std::filesystem::path& path, bool missing_ok);
 
 // The table the commands act on: `tab_option` (--tab; empty if not given),
 // else $ENVCRYPT_TAB, else /etc/envcrypttab, where a missing default file is
 // simply an empty table (nothing to attach).
-Result<std::vector<TabEntry>> read_envcrypttab(const std::string& tab_option);
+Result<Envcrypttab> read_envcrypttab(const std::string& tab_option);
+
+// One warning line per skipped line on `err`:
+// "envcryptctl: warning: <file>:<line>: <problem> (line skipped)".
+void log_skipped_lines(const Envcrypttab& tab, std::ostream& err);
+
+// read_envcrypttab() for the commands a bad line does not fail (status,
+// detach-all, tab-match, rewrap): the skipped lines are logged on `err`.
+Result<std::vector<TabEntry>> read_envcrypttab_entries(const std::string& tab_option,
+                                                       std::ostream& err);
 
 }  // namespace envcrypt

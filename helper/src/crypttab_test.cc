@@ -5,12 +5,18 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 
 namespace envcrypt {
 namespace {
 
+// The entries of a table that must have no bad line.
 Result<std::vector<TabEntry>> parse(const std::string& text) {
-  return parse_envcrypttab(text, "/etc/envcrypttab");
+  Envcrypttab tab = parse_envcrypttab(text, "/etc/envcrypttab");
+  if (!tab.skipped.empty()) {
+    return tab.skipped.front();
+  }
+  return std::move(tab.entries);
 }
 
 TEST(Crypttab, ParsesEveryDeviceFormAndOption) {
@@ -32,7 +38,7 @@ TEST(Crypttab, ParsesEveryDeviceFormAndOption) {
   EXPECT_TRUE(data.device_path.empty());
   EXPECT_EQ(data.device_spec(), "UUID=4f0c6d8e-0d1a-4c55-9d0e-2b8f1a6c3e11");
   EXPECT_TRUE(data.discard);
-  EXPECT_FALSE(data.read_only || data.nofail || data.netdev || data.noauto);
+  EXPECT_FALSE(data.read_only || data.nofail || data.needs_network() || data.noauto);
   EXPECT_EQ(data.source, "/etc/envcrypttab:4");
   EXPECT_EQ(data.line, 4U);
 
@@ -42,7 +48,8 @@ TEST(Crypttab, ParsesEveryDeviceFormAndOption) {
   EXPECT_TRUE(logs.nofail);
 
   const TabEntry& arch = (*table)[2];
-  EXPECT_TRUE(arch.netdev);
+  EXPECT_TRUE(arch.remote_device);
+  EXPECT_FALSE(arch.remote_kms);
   EXPECT_EQ(arch.header_file, std::filesystem::path("/etc/envcrypt/vdc.hdr"));
   EXPECT_EQ(arch.device_timeout, std::chrono::seconds(120));
 
@@ -73,11 +80,19 @@ struct BadLine {
 
 class CrypttabErrors : public testing::TestWithParam<BadLine> {};
 
-TEST_P(CrypttabErrors, NameFileLineAndProblem) {
-  auto table = parse("# header comment\ngood /dev/vda\n" + GetParam().text + "\n");
-  ASSERT_FALSE(table.ok()) << GetParam().text;
-  EXPECT_EQ(table.error().code(), ErrorCode::kUsage);
-  EXPECT_EQ(table.error().message(), GetParam().message);
+// A bad line is skipped with its file, line and problem; the lines around
+// it still count.
+TEST_P(CrypttabErrors, SkippedWithFileLineAndProblem) {
+  Envcrypttab tab = parse_envcrypttab(
+      "# header comment\ngood /dev/vda\n" + GetParam().text + "\nafter /dev/vdz\n",
+      "/etc/envcrypttab");
+  ASSERT_EQ(tab.skipped.size(), 1U) << GetParam().text;
+  EXPECT_EQ(tab.skipped[0].code(), ErrorCode::kUsage);
+  EXPECT_EQ(tab.skipped[0].message(), GetParam().message);
+  ASSERT_EQ(tab.entries.size(), 2U);
+  EXPECT_EQ(tab.entries[0].name, "good");
+  EXPECT_EQ(tab.entries[1].name, "after");
+  EXPECT_EQ(tab.entries[1].line, 4U);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -118,11 +133,47 @@ INSTANTIATE_TEST_SUITE_P(
         BadLine{"a /dev/vdb x-systemd.device-timeout",
                 "/etc/envcrypttab:3: option x-systemd.device-timeout= needs a duration"},
         BadLine{"a /dev/vdb x-systemd.device-timeout=soon",
-                "/etc/envcrypttab:3: 'soon' is not a duration (seconds, or N s / N min, at most a "
-                "day)"},
-        BadLine{"a /dev/vdb device-timeout=2h",
-                "/etc/envcrypttab:3: '2h' is not a duration (seconds, or N s / N min, at most a "
-                "day)"},
+                "/etc/envcrypttab:3: 'soon' is not a duration (a number of ms, s, min or h; a "
+                "bare number is seconds)"},
+        BadLine{"a /dev/vdb device-timeout=25h",
+                "/etc/envcrypttab:3: '25h' is longer than a day (24h)"},
+        BadLine{"a /dev/vdb device-timeout=86400min",
+                "/etc/envcrypttab:3: '86400min' is longer than a day (24h)"},
+        BadLine{"a /dev/vdb device-timeout=1441min",
+                "/etc/envcrypttab:3: '1441min' is longer than a day (24h)"},
+        BadLine{"a /dev/vdb device-timeout=86400001ms",
+                "/etc/envcrypttab:3: '86400001ms' is longer than a day (24h)"},
+        BadLine{"a /dev/vdb device-timeout=23h61min",
+                "/etc/envcrypttab:3: '23h61min' is longer than a day (24h)"},
+        BadLine{"a /dev/vdb device-timeout=99999999999999999999999s",
+                "/etc/envcrypttab:3: '99999999999999999999999s' is longer than a day (24h)"},
+        BadLine{"a /dev/vdb device-timeout=1.5s",
+                "/etc/envcrypttab:3: '1.5s' is not a duration (a number of ms, s, min or h; a "
+                "bare number is seconds)"},
+        BadLine{"a /dev/vdb device-timeout=-5",
+                "/etc/envcrypttab:3: '-5' is not a duration (a number of ms, s, min or h; a "
+                "bare number is seconds)"},
+        BadLine{"a /dev/vdb device-timeout=1h30",
+                "/etc/envcrypttab:3: '1h30' is not a duration (a number of ms, s, min or h; a "
+                "bare number is seconds)"},
+        BadLine{"a /dev/vdb device-timeout=",
+                "/etc/envcrypttab:3: '' is not a duration (a number of ms, s, min or h; a bare "
+                "number is seconds)"},
+        BadLine{"a /dev/vdb device-timeout=5d",
+                "/etc/envcrypttab:3: '5d' is not a duration (a number of ms, s, min or h; a "
+                "bare number is seconds)"},
+        BadLine{"a /dev/vdb nofail,\x01\x1b[31m",
+                "/etc/envcrypttab:3: unknown option '\\x01\\x1b[31m'"},
+        BadLine{"a /dev/vdb x-\\x41", "/etc/envcrypttab:3: unknown option 'x-\\x5cx41'"},
+        BadLine{"a /dev/caf\xc3\xa9",
+                "/etc/envcrypttab:3: device '/dev/caf\\xc3\\xa9' contains '\\xc3' (printable "
+                "ASCII only)"},
+        BadLine{"a /dev/vdb header=/etc/\x7f.hdr",
+                "/etc/envcrypttab:3: header '/etc/\\x7f.hdr' contains '\\x7f' (printable "
+                "ASCII only)"},
+        BadLine{"a\xc3\xa9 /dev/vdb",
+                "/etc/envcrypttab:3: name 'a\\xc3\\xa9' contains '\\xc3' (use letters, digits "
+                "and . _ + -)"},
         BadLine{"a /dev/vdb luks,discard",
                 "/etc/envcrypttab:3: option 'luks' is a cryptsetup option that does not apply: the "
                 "envcrypt header holds the cipher and geometry, the KMS the key"},
@@ -142,12 +193,32 @@ class CrypttabFiles : public testing::Test {
   std::filesystem::path dir_;
 };
 
-TEST_F(CrypttabFiles, LoadsAFileAndNamesItInErrors) {
+TEST_F(CrypttabFiles, LoadsAFileAndNamesItInSkippedLines) {
   const auto path = dir_ / "tab";
-  std::ofstream(path) << "a /dev/vda\nb /dev/vdb nofaill\n";
+  std::ofstream(path) << "a /dev/vda\nb /dev/vdb nofaill\nc /dev/vdc\n";
   auto table = load_envcrypttab(path, false);
-  ASSERT_FALSE(table.ok());
-  EXPECT_EQ(table.error().message(), path.string() + ":2: unknown option 'nofaill'");
+  ASSERT_TRUE(table.ok()) << table.error().message();
+  ASSERT_EQ(table->entries.size(), 2U);
+  EXPECT_EQ(table->entries[1].name, "c");
+  ASSERT_EQ(table->skipped.size(), 1U);
+  EXPECT_EQ(table->skipped[0].message(), path.string() + ":2: unknown option 'nofaill'");
+
+  std::ostringstream err;
+  log_skipped_lines(*table, err);
+  EXPECT_EQ(err.str(), "envcryptctl: warning: " + path.string() +
+                           ":2: unknown option 'nofaill' (line skipped)\n");
+}
+
+TEST_F(CrypttabFiles, EntriesOnlyLogsTheSkippedLines) {
+  const auto path = dir_ / "tab";
+  std::ofstream(path) << "a /dev/vda\na /dev/vdb\n";
+  std::ostringstream err;
+  auto entries = read_envcrypttab_entries(path.string(), err);
+  ASSERT_TRUE(entries.ok()) << entries.error().message();
+  ASSERT_EQ(entries->size(), 1U);
+  EXPECT_EQ((*entries)[0].device_path, "/dev/vda");
+  EXPECT_EQ(err.str(), "envcryptctl: warning: " + path.string() +
+                           ":2: name 'a' is already used on line 1 (line skipped)\n");
 }
 
 TEST_F(CrypttabFiles, MissingFile) {
@@ -159,7 +230,78 @@ TEST_F(CrypttabFiles, MissingFile) {
 
   auto optional = load_envcrypttab(path, true);
   ASSERT_TRUE(optional.ok());
-  EXPECT_TRUE(optional->empty());
+  EXPECT_TRUE(optional->entries.empty());
+  EXPECT_TRUE(optional->skipped.empty());
+}
+
+TEST(Crypttab, NetdevIsTheDevicesAndRemoteKmsTheKeyServers) {
+  auto table = parse(
+      "dev /dev/nbd0 _netdev\n"
+      "kms /dev/vdb remote-kms\n"
+      "old /dev/vdc netdev\n"
+      "both /dev/nbd1 _netdev,remote-kms\n"
+      "local /dev/vdd\n");
+  ASSERT_TRUE(table.ok()) << table.error().message();
+  ASSERT_EQ(table->size(), 5U);
+  EXPECT_TRUE((*table)[0].remote_device);
+  EXPECT_FALSE((*table)[0].remote_kms);
+  EXPECT_FALSE((*table)[1].remote_device);
+  EXPECT_TRUE((*table)[1].remote_kms);
+  // netdev keeps the meaning it had: the key server is remote.
+  EXPECT_FALSE((*table)[2].remote_device);
+  EXPECT_TRUE((*table)[2].remote_kms);
+  EXPECT_TRUE((*table)[3].remote_device && (*table)[3].remote_kms);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_TRUE((*table)[i].needs_network()) << (*table)[i].name;
+  }
+  EXPECT_FALSE((*table)[4].needs_network());
+}
+
+TEST(CrypttabDuration, UnitsAsSystemdReadsThem) {
+  using std::chrono::milliseconds;
+  const std::vector<std::pair<std::string, milliseconds>> accepted = {
+      {"0", milliseconds(0)},
+      {"90", milliseconds(90000)},
+      {"1500ms", milliseconds(1500)},
+      {"90s", milliseconds(90000)},
+      {"90sec", milliseconds(90000)},
+      {"2min", milliseconds(120000)},
+      {"2m", milliseconds(120000)},
+      {"1h", milliseconds(3600000)},
+      {"1h30min", milliseconds(5400000)},
+      {"1min500ms", milliseconds(60500)},
+      {"24h", milliseconds(86400000)},
+      {"1440min", milliseconds(86400000)},
+      {"86400", milliseconds(86400000)},
+      {"86400000ms", milliseconds(86400000)},
+  };
+  for (const auto& [text, expected] : accepted) {
+    auto parsed = parse_duration(text);
+    ASSERT_TRUE(parsed.ok()) << text << ": " << parsed.error().message();
+    EXPECT_EQ(*parsed, expected) << text;
+  }
+  for (const char* refused : {"1441min", "86400min", "86401", "24h1ms", "25h", "2d", "1 h"}) {
+    EXPECT_FALSE(parse_duration(refused).ok()) << refused;
+  }
+}
+
+TEST(Crypttab, EveryBadLineIsSkippedAndCounted) {
+  Envcrypttab tab = parse_envcrypttab(
+      "one /dev/vda\n"
+      "typo /dev/vdb nofaill\n"
+      "two UUID=4f0c6d8e-0d1a-4c55-9d0e-2b8f1a6c3e11 nofail\n"
+      "lonely\n"
+      "one /dev/vdc\n",
+      "/etc/envcrypttab");
+  ASSERT_EQ(tab.entries.size(), 2U);
+  EXPECT_EQ(tab.entries[0].name, "one");
+  EXPECT_EQ(tab.entries[0].device_path, "/dev/vda");
+  EXPECT_EQ(tab.entries[1].name, "two");
+  ASSERT_EQ(tab.skipped.size(), 3U);
+  EXPECT_EQ(tab.skipped[0].message(), "/etc/envcrypttab:2: unknown option 'nofaill'");
+  EXPECT_EQ(tab.skipped[1].message(),
+            "/etc/envcrypttab:4: expected 'name device [options]', found 1 field");
+  EXPECT_EQ(tab.skipped[2].message(), "/etc/envcrypttab:5: name 'one' is already used on line 1");
 }
 
 TEST(CrypttabPath, ExplicitThenEnvironmentThenDefault) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <array>
@@ -245,13 +246,30 @@ std::filesystem::path Keystore::lock_path_of(std::string_view name) const {
   return dir_ / ("." + std::string(name) + ".lock");
 }
 
+bool on_read_only_file_system(const std::filesystem::path& path) {
+  struct statvfs st {};
+  return ::statvfs(path.c_str(), &st) == 0 && (st.f_flag & ST_RDONLY) != 0;
+}
+
 Status Keystore::update(std::string_view name, const Updater& updater) const {
   ENVCRYPT_TRY(check_name(name));
-  ENVCRYPT_ASSIGN_OR_RETURN(const FileLock lock, FileLock::acquire(lock_path_of(name)));
+  Result<FileLock> lock = FileLock::acquire(lock_path_of(name));
+  // On a read-only file system no lock file can be made, and no writer can
+  // change the file either: reading without the lock is safe, and an update
+  // that changes nothing (an unwrap) still works.
+  if (!lock.ok() && !on_read_only_file_system(dir_)) {
+    return lock.error();
+  }
   ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> current,
                             read_private_file(path_of(name)));
   ENVCRYPT_ASSIGN_OR_RETURN(const std::optional<std::string> next, updater(current));
   if (next && next != current) {
+    if (!lock.ok()) {
+      return Error(ErrorCode::kIo, dir_.string() +
+                                       " is on a read-only file system: the keystore cannot "
+                                       "change now (" +
+                                       lock.error().message() + ")");
+    }
     ENVCRYPT_TRY(write_file_atomically(path_of(name), *next));
   }
   return OkStatus();

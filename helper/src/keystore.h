@@ -28,6 +28,10 @@ Status check_private_fd(int fd, const std::filesystem::path& path);
 // existing `dir` is private.
 Status ensure_private_directory(const std::filesystem::path& dir);
 
+// Whether `path` is on a file system mounted read-only (a read-only root,
+// or one not yet remounted read-write at boot).
+bool on_read_only_file_system(const std::filesystem::path& path);
+
 // Writes `contents` to `path` atomically (temp, fsync, rename, dir fsync),
 // mode 0600.  The caller holds whatever lock serialises writers of `path`.
 Status write_file_atomically(const std::filesystem::path& path, std::string_view contents);

@@ -15,6 +15,7 @@
 
 #include "crypto.h"
 #include "keystore.h"
+#include "run_dir.h"
 #include "secret_io.h"
 
 namespace envcrypt {
@@ -621,11 +622,21 @@ struct LocalKms::Impl {
     AuditPhase phase{false, std::exchange(pending_intent, std::nullopt)};
     for (const AuditEvent& each : events) {
       const Result<std::uint64_t> logged = audit.append(each, std::exchange(phase, {}));
-      if (!logged.ok() && result.ok()) {
+      if (!logged.ok() && result.ok() && !keep_for_later(each, logged.error())) {
         return logged.error().with_context("audit log");
       }
     }
     return result;
+  }
+
+  // A read-only keystore (a read-only root, a /var not yet remounted) can
+  // unwrap but not log: the line is kept in the spool and written by the
+  // next append that can (AuditLog::defer).  Anything else, or a line that
+  // cannot be kept either, fails the operation as before.
+  bool keep_for_later(const AuditEvent& event, const Error& error) {
+    const bool read_only =
+        options.read_only ? options.read_only() : on_read_only_file_system(options.dir);
+    return read_only && audit.defer(event, error.message()).ok();
   }
 
   // ----- resolution, authorisation, state -----
@@ -879,6 +890,12 @@ Result<std::unique_ptr<LocalKms>> LocalKms::open(const LocalKmsOptions& options)
   ENVCRYPT_ASSIGN_OR_RETURN(
       AuditLog audit, AuditLog::open(resolved.dir / "audit.log", resolved.principal, resolved.clock,
                                      std::move(audit_keys)));
+  if (resolved.audit_spool.empty()) {
+    // One spool per keystore: several may share the run directory.
+    resolved.audit_spool = run_dir() / "audit-deferred" /
+                           sha256_hex(resolved.dir.lexically_normal().string()).substr(0, 16);
+  }
+  audit.defer_to(resolved.audit_spool);
   return std::unique_ptr<LocalKms>(new LocalKms(std::make_unique<Impl>(
       std::move(resolved), std::move(keystore), std::move(audit), std::move(root_key))));
 }

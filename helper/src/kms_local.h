@@ -34,6 +34,12 @@ struct LocalKmsOptions {
   // commit; an error fails the commit.  Only unit tests set it (to fail or
   // stop a commit); nothing reads it from a file or the environment.
   std::function<Status()> before_commit;
+  // Where an audit line goes that the keystore's file system cannot take
+  // yet (AuditLog::defer); empty: <run dir>/audit-deferred/<hash of dir>.
+  std::filesystem::path audit_spool;
+  // Whether the keystore's file system is read-only now; empty: statvfs.
+  // Only unit tests set it (their keystore is on a writable disk).
+  std::function<bool()> read_only;
 };
 
 struct KeyVersionInfo {

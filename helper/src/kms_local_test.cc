@@ -145,6 +145,50 @@ TEST_F(LocalKmsTest, GenerateDataKeyAndDecryptRoundTrip) {
   EXPECT_TRUE(open()->decrypt(key.wrapped, kContext).value().equals(key.plaintext.span()));
 }
 
+TEST_F(LocalKmsTest, AReadOnlyKeystoreUnwrapsAndKeepsTheAuditLineForLater) {
+  auto read_only = std::make_shared<bool>(false);
+  LocalKmsOptions opts = options();
+  opts.audit_spool = root_ / "run" / "audit-deferred";
+  opts.read_only = [read_only] { return *read_only; };
+  auto kms = LocalKms::open(opts).value();
+  const DataKey key = generate_data_key(*kms, "alias/acs/ecs", kContext, 64).value();
+  const std::filesystem::path log = opts.dir / "audit.log";
+  const std::filesystem::path saved = root_ / "audit.log.saved";
+  // The log cannot be opened for writing, as on a read-only root.
+  std::filesystem::rename(log, saved);
+  std::filesystem::create_directory(log);
+
+  // On a writable file system that is a failure: nothing happens unaudited.
+  EXPECT_FALSE(kms->decrypt(key.wrapped, kContext).ok());
+  // On a read-only one the unwrap works and its line is kept.
+  *read_only = true;
+  *now_ += 60;
+  const Result<SecretBytes> unwrapped = kms->decrypt(key.wrapped, kContext);
+  ASSERT_TRUE(unwrapped.ok()) << unwrapped.error().message();
+  EXPECT_TRUE(unwrapped->equals(key.plaintext.span()));
+  EXPECT_FALSE(std::filesystem::is_empty(opts.audit_spool));
+
+  // Writable again: the next operation writes the kept line first.
+  *read_only = false;
+  std::filesystem::remove(log);
+  std::filesystem::rename(saved, log);
+  *now_ += 60;
+  ASSERT_TRUE(kms->decrypt(key.wrapped, kContext).ok());
+  EXPECT_TRUE(std::filesystem::is_empty(opts.audit_spool));
+  const std::vector<AuditRecord> records = kms->audit_log().query({}).value();
+  ASSERT_GE(records.size(), 2U);
+  const AuditRecord& kept = records[records.size() - 2];
+  EXPECT_EQ(kept.operation, "Decrypt");
+  EXPECT_EQ(kept.result, "ok");
+  EXPECT_EQ(kept.unix_time, kStart + 120);
+  EXPECT_NE(kept.line.find(R"("deferred_time":")" + format_rfc3339(kStart + 60) + "\""),
+            std::string::npos)
+      << kept.line;
+  EXPECT_EQ(records.back().operation, "Decrypt");
+  EXPECT_EQ(records.back().line.find("deferred"), std::string::npos);
+  EXPECT_TRUE(kms->audit_log().verify().value().intact);
+}
+
 TEST_F(LocalKmsTest, KeyReferencesByIdAliasAndUri) {
   auto kms = open();
   CreateKeyRequest request;

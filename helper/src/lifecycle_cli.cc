@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -532,7 +533,7 @@ json disk_rewrap_json(const DiskRewrap& disk) {
 }
 
 Status Commands::rewrap_every(KmsRegistry& registry) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args_->tab));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab_entries(args_->tab, std::cerr));
   PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(
       auto disks,
@@ -576,7 +577,7 @@ Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool f
   if (force) {
     return OkStatus();
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(""));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab_entries("", std::cerr));
   PreflightEnvironment env = system_preflight_environment();
   return refuse_if_key_in_use(backend, keyref, force, table, env);
 }

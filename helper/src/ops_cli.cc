@@ -1,6 +1,7 @@
 #include "ops_cli.h"
 
 #include <iomanip>
+#include <iostream>
 #include <memory>
 #include <ostream>
 
@@ -47,10 +48,11 @@ json check_json(const DiskCheck& check) {
 }
 
 Status preflight(const OpsArgs& args, const BootCommandHooks& hooks) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(args.tab));
+  ENVCRYPT_ASSIGN_OR_RETURN(Envcrypttab tab, read_envcrypttab(args.tab));
+  log_skipped_lines(tab, *hooks.err);
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * kms, hooks.registry());
   PreflightEnvironment env = system_preflight_environment();
-  ENVCRYPT_ASSIGN_OR_RETURN(PreflightReport report, run_preflight(table, *kms, env));
+  ENVCRYPT_ASSIGN_OR_RETURN(PreflightReport report, run_preflight(tab.entries, *kms, env));
   if (*hooks.json) {
     json disks = json::array();
     for (const DiskCheck& check : report.disks) {
@@ -68,6 +70,12 @@ Status preflight(const OpsArgs& args, const BootCommandHooks& hooks) {
     *hooks.out << "preflight: " << report.summary() << '\n';
   }
   const DiskCheck* failure = report.first_counted_failure();
+  // A skipped line is a disk the next boot will not attach either.
+  if (failure == nullptr && !tab.skipped.empty()) {
+    return Error(ErrorCode::kUsage, std::to_string(tab.skipped.size()) + " envcrypttab " +
+                                        (tab.skipped.size() == 1 ? "line" : "lines") +
+                                        " skipped, first " + tab.skipped.front().message());
+  }
   if (failure == nullptr) {
     return OkStatus();
   }
@@ -137,7 +145,7 @@ Status header_restore(const OpsArgs& args, const BootCommandHooks& hooks) {
 }
 
 Result<std::vector<AttachFailure>> configured_errors(const std::string& tab) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(tab));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab_entries(tab, std::cerr));
   std::vector<AttachFailure> errors;
   for (const TabEntry& entry : table) {
     ENVCRYPT_ASSIGN_OR_RETURN(auto last, last_attach_error(entry.name));
@@ -205,7 +213,7 @@ Result<json> attach_errors_json(const std::string& tab) {
 }
 
 Status print_key_versions(const std::string& tab, const BootCommandHooks& hooks) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab(tab));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab_entries(tab, *hooks.err));
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * kms, hooks.registry());
   PreflightEnvironment env = system_preflight_environment();
   ENVCRYPT_ASSIGN_OR_RETURN(auto rows, key_versions(table, *kms, env));

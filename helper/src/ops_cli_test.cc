@@ -124,11 +124,12 @@ class OpsTest : public ::testing::Test {
     std::ofstream(tab_) << table_text;
     auto table = load_envcrypttab(tab_, false);
     EXPECT_TRUE(table.ok()) << table.error().message();
+    EXPECT_TRUE(table->skipped.empty()) << table->skipped.front().message();
     KmsRegistry registry(load_config(config.empty() ? config_ : config).value());
     PreflightEnvironment env = system_preflight_environment();
     env.module_available = [module] { return module; };
     env.attached = [attached]() -> Result<std::vector<AttachedDisk>> { return attached; };
-    auto report = run_preflight(*table, registry, env);
+    auto report = run_preflight(table->entries, registry, env);
     EXPECT_TRUE(report.ok()) << report.error().message();
     return std::move(report).value();
   }
@@ -397,7 +398,11 @@ TEST_F(OpsTest, PreflightUsageErrors) {
   std::ofstream(tab_) << "bad /dev/vdb discard,bogus\n";
   CliRun bad = run({"preflight", "--tab", tab_.string()});
   EXPECT_EQ(bad.code, static_cast<int>(ErrorCode::kUsage));
-  EXPECT_EQ(bad.err, "envcryptctl: preflight: " + tab_.string() + ":1: unknown option 'bogus'\n");
+  // The bad line is skipped (logged), and a preflight that skipped a line fails.
+  EXPECT_EQ(bad.err, "envcryptctl: warning: " + tab_.string() +
+                         ":1: unknown option 'bogus' (line skipped)\n"
+                         "envcryptctl: preflight: 1 envcrypttab line skipped, first " +
+                         tab_.string() + ":1: unknown option 'bogus'\n");
   EXPECT_EQ(run({"preflight", "extra"}).code, static_cast<int>(ErrorCode::kUsage));
 }
 

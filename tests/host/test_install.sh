@@ -96,7 +96,9 @@ mkdir -p "$WORK/gen"
 if ENVCRYPT_TAB=$WORK/tab sh "$WORK/generator" "$WORK/gen" "$WORK/gen.early" "$WORK/gen.late" 2>"$WORK/gen.err"; then
 	got=$(cd "$WORK/gen" && find . \( -type f -o -type l \) -printf '%p %l\n' | sort)
 	check_eq "the generator writes one instance per line, bound, ordered and wanted" \
-		"./dev-mapper-data.device.requires/envcrypt-attach@data.service /lib/systemd/system/envcrypt-attach@.service
+		"./dev-mapper-data.device.d/50-envcrypt-mapping-timeout.conf 
+./dev-mapper-data.device.requires/envcrypt-attach@data.service /lib/systemd/system/envcrypt-attach@.service
+./dev-mapper-net.device.d/50-envcrypt-mapping-timeout.conf 
 ./dev-mapper-net.device.requires/envcrypt-attach@net.service /lib/systemd/system/envcrypt-attach@.service
 ./envcrypt-attach@data.service.d/50-envcrypttab.conf 
 ./envcrypt-attach@net.service.d/50-envcrypttab.conf 
@@ -116,8 +118,10 @@ for unit in envcrypt-attach@.service envcrypt.target envcrypt-remote.target \
 	envcrypt-preflight.service envcrypt-preflight.timer; do
 	sed "s|/usr/sbin/envcryptctl|$TOP/build/envcryptctl|" "$STAGE/lib/systemd/system/$unit" >"$WORK/units/$unit"
 done
-if out=$(SYSTEMD_UNIT_PATH="$WORK/units:" systemd-analyze verify --man=no \
-	"$WORK/units/envcrypt-attach@data.service" "$WORK/units/envcrypt.target" \
+# The generator's drop-ins ($WORK/gen) are verified with the instances.
+if out=$(SYSTEMD_UNIT_PATH="$WORK/gen:$WORK/units:" systemd-analyze verify --man=no \
+	"$WORK/units/envcrypt-attach@data.service" "$WORK/units/envcrypt-attach@net.service" \
+	"$WORK/units/envcrypt.target" \
 	"$WORK/units/envcrypt-remote.target" "$WORK/units/envcrypt-preflight.service" \
 	"$WORK/units/envcrypt-preflight.timer" 2>&1) && [ -z "$out" ]; then
 	ok "systemd-analyze verify accepts the units"
