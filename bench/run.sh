@@ -14,8 +14,9 @@
 # proves every configuration runs; the numbers mean nothing).
 #
 # For experiments, BENCH_DEVICES, BENCH_CONFIGS and BENCH_JOBS (space-separated
-# subsets), BENCH_FIO_ARGS (added to every fio command) and BENCH_HELPER=0 (no
-# helper timings) reach the guest script; after a subset run the fio JSON
+# subsets), BENCH_FIO_ARGS (added to every fio command), BENCH_MODULES
+# (modprobe'd first) and BENCH_HELPER=0 (no helper timings) reach the guest
+# script; after a subset run the fio JSON
 # files stay in BENCH_OUT and no report is written (bench/report.py needs the
 # full set).
 #
@@ -99,6 +100,7 @@ for k in "$@"; do
 		${BENCH_DEVICES:+BENCH_DEVICES="$BENCH_DEVICES"} \
 		${BENCH_CONFIGS:+BENCH_CONFIGS="$BENCH_CONFIGS"} \
 		${BENCH_JOBS:+BENCH_JOBS="$BENCH_JOBS"} ${BENCH_FIO_ARGS:+BENCH_FIO_ARGS="$BENCH_FIO_ARGS"} ${BENCH_HELPER:+BENCH_HELPER="$BENCH_HELPER"} \
+		${BENCH_MODULES:+BENCH_MODULES="$BENCH_MODULES"} \
 		"$TOP/bench/guest-bench.sh"; then
 		echo "bench: $k: the guest run failed (see $OUT/$k/output.txt)" >&2
 		status=1
