@@ -12,6 +12,9 @@
 #   make kmod-next  compile check of the modules against the newest kernel
 #                   headers of Debian trixie-backports, in a cached trixie
 #                   root (build/kbuild-next/); also a suite of make check
+#   make check-next the runtime check on that newest kernel: kmod-next, then
+#                   the cipher-path guest tests in a guest booting it
+#                   (scripts/check-next.sh); not part of make check
 #   make deb        Debian packages envcrypt and envcrypt-dkms in build/deb/
 #   make deps       install the Debian packages all of the above need (root)
 #   make install / uninstall   (DESTDIR, PREFIX)
@@ -31,7 +34,7 @@ KERNELS ?= $(shell $(TOP)/scripts/kernels.sh)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all kmod kmod-matrix kmod-next helper helper-bin deb test-programs check check-only demo demo-only bench deps lint install uninstall clean
+.PHONY: all kmod kmod-matrix kmod-next check-next helper helper-bin deb test-programs check check-only demo demo-only bench deps lint install uninstall clean
 
 all: kmod helper
 
@@ -59,6 +62,13 @@ kmod-matrix:
 # and caches in build/kbuild-next/.  A compile check only: TAP output.
 kmod-next:
 	$(TOP)/scripts/kbuild-next.sh
+
+# The target at run time on that kernel: make kmod-next, then
+# scripts/kernel-next.sh unpacks the same kernel into build/kernel-next/ and
+# selftests/run.sh --kernel-dir boots it for the guest tests of the cipher
+# path.  Not part of make check (a download of about 120 MiB and a guest).
+check-next:
+	$(TOP)/scripts/check-next.sh
 
 helper:
 	cmake -S $(TOP)/helper -B $(BUILD)/helper -DENVCRYPT_BIN_DIR=$(BUILD) >/dev/null

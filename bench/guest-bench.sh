@@ -12,7 +12,10 @@
 # (default 5), BENCH_DEVICES (default "brd virtio"), BENCH_DISK (the virtio
 # disk, default /dev/vda), BENCH_CONFIGS (default all four), BENCH_JOBS
 # (default all six), BENCH_HELPER (0: skip the helper timings),
-# BENCH_PROBE_DIR (where <kver>/xtsbench.ko is, default build/bench/mod).
+# BENCH_PROBE_DIR (where <kver>/xtsbench.ko is, default build/bench/mod),
+# BENCH_MODULES (modules to modprobe first, e.g. aesni_intel: from 7.x the
+# builtin xts-aes-lib answers the xts(aes) lookup and the AES-NI module is
+# loaded only by udev's coldplug of the CPU, which the guest does not do).
 set -u
 . "$ENVCRYPT_TOP/selftests/lib/guest.sh"
 
@@ -100,6 +103,9 @@ measure_crypto() {
 
 guest_setup || die "guest set-up failed"
 modprobe dm_crypt || die "no dm_crypt module"
+for module in ${BENCH_MODULES:-}; do
+	modprobe "$module" || die "cannot load $module (BENCH_MODULES)"
+done
 case " $CONFIGS " in
 *" envcryptold "*)
 	insmod "${BENCH_PROBE_DIR:-$ENVCRYPT_TOP/build/bench/mod}/$ENVCRYPT_KVER/dm-envcryptold.ko" ||

@@ -3,14 +3,20 @@
 # no-workqueue) and envcrypt side by side on a brd and a virtio-blk disk,
 # then bench/report.py writes build/bench/results.{csv,md,png}.
 #
-#   bench/run.sh [--quick] KVER...
+#   bench/run.sh [--quick] [--kernel-dir DIR] KVER...
+#
+# --kernel-dir DIR: boot the kernels from DIR instead of the host's /
+# (selftests/vm-run.sh's option; scripts/kernel-next.sh makes one).  There is
+# no build tree for them on the host, so the target and the probe are the
+# ones make kmod-next placed in build/kmod/KVER/ and build/bench/mod/KVER/.
 #
 # --quick: one short run of every configuration (a smoke test for CI: it
 # proves every configuration runs; the numbers mean nothing).
 #
 # For experiments, BENCH_DEVICES, BENCH_CONFIGS and BENCH_JOBS (space-separated
-# subsets), BENCH_FIO_ARGS (added to every fio command) and BENCH_HELPER=0 (no
-# helper timings) reach the guest script; after a subset run the fio JSON
+# subsets), BENCH_FIO_ARGS (added to every fio command), BENCH_MODULES
+# (modprobe'd first) and BENCH_HELPER=0 (no helper timings) reach the guest
+# script; after a subset run the fio JSON
 # files stay in BENCH_OUT and no report is written (bench/report.py needs the
 # full set).
 #
@@ -27,15 +33,33 @@ OUT=${BENCH_OUT:-$TOP/build/bench}
 PROBE_DIR=$TOP/build/bench/mod
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-if [ "${1:-}" = --quick ]; then
-	RUNS=1
-	RUNTIME=1
-	shift
-fi
+KERNEL_DIR_ARGS=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick)
+		RUNS=1
+		RUNTIME=1
+		shift
+		;;
+	--kernel-dir)
+		KERNEL_DIR_ARGS=(--kernel-dir "${2-}")
+		shift 2
+		;;
+	*) break ;;
+	esac
+done
+# shellcheck disable=SC2046 # one kernel name per word
 [ $# -gt 0 ] || set -- $("$TOP/scripts/kernels.sh")
 
 build_probe() { # the crypto speed module for each kernel
 	local k=$1
+	if [ ${#KERNEL_DIR_ARGS[@]} -gt 0 ]; then
+		if [ -f "$PROBE_DIR/$k/xtsbench.ko" ] && [ -f "$TOP/build/kmod/$k/dm-envcrypt.ko" ]; then
+			return 0
+		fi
+		echo "bench: $k: no $PROBE_DIR/$k/xtsbench.ko or $TOP/build/kmod/$k/dm-envcrypt.ko (make kmod-next builds them)" >&2
+		return 1
+	fi
 	make -s -C "/lib/modules/$k/build" M="$TOP/bench/xtsbench" W=1 clean >/dev/null &&
 		make -s -C "/lib/modules/$k/build" M="$TOP/bench/xtsbench" W=1 modules &&
 		mkdir -p "$PROBE_DIR/$k" && cp "$TOP/bench/xtsbench/xtsbench.ko" "$PROBE_DIR/$k/"
@@ -57,22 +81,26 @@ build_baseline() {
 status=0
 for k in "$@"; do
 	build_probe "$k" || { echo "bench: cannot build xtsbench for $k" >&2; exit 1; }
-	if [ -n "${BENCH_BASELINE:-}" ]; then
+	if [ -n "${BENCH_BASELINE:-}" ] && [ ${#KERNEL_DIR_ARGS[@]} -gt 0 ]; then
+		echo "bench: $k: BENCH_BASELINE needs the kernel's build tree, which --kernel-dir kernels lack" >&2
+		exit 1
+	elif [ -n "${BENCH_BASELINE:-}" ]; then
 		build_baseline "$k" || { echo "bench: cannot build the target of $BENCH_BASELINE for $k" >&2; exit 1; }
 	fi
-	rm -rf "$OUT/$k"
+	rm -rf "${OUT:?}/$k"
 	mkdir -p "$OUT/$k"
 	disk=$OUT/$k/virtio.img
 	rm -f "$disk"
 	fallocate -l 640M "$disk" || truncate -s 640M "$disk"
 	echo "bench: $k: $RUNS run(s) of ${RUNTIME}s per job" >&2
 	started=$SECONDS
-	if ! "$TOP/selftests/vm-run.sh" --kernel "$k" --out "$OUT/$k" --disk "$disk" \
+	if ! "$TOP/selftests/vm-run.sh" --kernel "$k" "${KERNEL_DIR_ARGS[@]}" --out "$OUT/$k" --disk "$disk" \
 		--mem 2048 --cpus 2 --timeout 7200 -- \
 		env BENCH_RUNS="$RUNS" BENCH_RUNTIME="$RUNTIME" BENCH_PROBE_DIR="$PROBE_DIR" \
 		${BENCH_DEVICES:+BENCH_DEVICES="$BENCH_DEVICES"} \
 		${BENCH_CONFIGS:+BENCH_CONFIGS="$BENCH_CONFIGS"} \
 		${BENCH_JOBS:+BENCH_JOBS="$BENCH_JOBS"} ${BENCH_FIO_ARGS:+BENCH_FIO_ARGS="$BENCH_FIO_ARGS"} ${BENCH_HELPER:+BENCH_HELPER="$BENCH_HELPER"} \
+		${BENCH_MODULES:+BENCH_MODULES="$BENCH_MODULES"} \
 		"$TOP/bench/guest-bench.sh"; then
 		echo "bench: $k: the guest run failed (see $OUT/$k/output.txt)" >&2
 		status=1

@@ -12,6 +12,9 @@
 # reached, a cached root is used (and the output says so); with no cached
 # root that is a failure.  Output is TAP 13: one line for the root, one per
 # module, the compiler's messages as comments under a failing module.
+# The modules land in build/kbuild-next/out/<abi>/ and where the guests load
+# them: build/kmod/<abi>/, build/kmod-test/<abi>/, build/bench/mod/<abi>/
+# (scripts/check-next.sh boots that kernel with them).
 #
 # Environment: KBUILD_NEXT_DIR (cache, default build/kbuild-next),
 # KBUILD_NEXT_MIRROR (default http://deb.debian.org/debian),
@@ -34,6 +37,8 @@ EXTRA_PACKAGES="make,libc6-dev,binutils"
 # Where the sources are copied inside the root; stripped from messages so
 # that they name repository paths.
 SRC=/envcrypt-src
+# shellcheck source=scripts/lib/backports.sh
+. "$TOP/scripts/lib/backports.sh"
 
 n=0
 failed=0
@@ -75,34 +80,11 @@ skip_modules() { # after a failing root: the modules are not compiled
 }
 
 # newest_headers: prints "<abi> <version>" of the newest linux-headers-amd64
-# of trixie-backports (one download), or a reason on stderr.
+# of trixie-backports (InRelease verified with gpgv, Packages.xz against
+# it: scripts/lib/backports.sh, shared with scripts/kernel-next.sh so that
+# the guests boot the kernel of these headers), or a reason on stderr.
 newest_headers() {
-	local url=$MIRROR/dists/$SUITE-backports/main/binary-amd64/Packages.xz
-	if ! curl -fsS --connect-timeout 20 --max-time 120 -o "$tmp/Packages.xz" "$url" 2>"$tmp/curl.err"; then
-		echo "cannot fetch $url: $(tr -s '\n' ' ' <"$tmp/curl.err" | sed 's/ $//')" >&2
-		return 1
-	fi
-	local best="" ver abi
-	while read -r ver abi; do
-		if [ -z "$best" ] || dpkg --compare-versions "$ver" gt "${best#* }"; then
-			best="$abi $ver"
-		fi
-	done < <(xz -dc "$tmp/Packages.xz" | awk '
-		/^Package: / { pkg = $2; ver = ""; abi = "" }
-		pkg == "linux-headers-amd64" && /^Version: / { ver = $2 }
-		pkg == "linux-headers-amd64" && /^Depends: / {
-			if (match($0, /linux-headers-[0-9][^ ,]*-amd64/))
-				abi = substr($0, RSTART + 14, RLENGTH - 14)
-		}
-		/^$/ && ver != "" && abi != "" { print ver, abi; ver = "" }
-		END { if (ver != "" && abi != "") print ver, abi }')
-	abi=${best%% *}
-	# The name goes on to apt: accept only what a kernel ABI name looks like.
-	if ! [[ $abi =~ ^[0-9]+\.[0-9]+[0-9a-z.+~-]*-amd64$ ]]; then
-		echo "no linux-headers-amd64 in $url" >&2
-		return 1
-	fi
-	echo "$best"
+	backports_packages "$tmp" && backports_newest_headers "$tmp/Packages.xz"
 }
 
 # mounts_under DIR: the mount points at or below DIR, deepest first.
@@ -146,7 +128,8 @@ make_root() {
 
 # build_module DIR ABI: compiles DIR (kmod, ...) in the root; the log
 # goes to $tmp/build.log and $CACHE/out/ABI/DIR.log, the module to
-# $CACHE/out/ABI/, the reason of a failure to $why.
+# $CACHE/out/ABI/ and to where the guests load it from (place_module), the
+# reason of a failure to $why.
 build_module() {
 	local dir=$1 abi=$2 rc
 	why=""
@@ -173,7 +156,31 @@ build_module() {
 			why="no .ko to copy"
 		}
 	fi
+	if [ "$rc" = 0 ]; then
+		place_module "$dir" "$abi" || {
+			rc=1
+			why="cannot copy the module to $(guest_module_dir "$dir" "$abi")"
+		}
+	fi
 	return "$rc"
+}
+
+# guest_module_dir DIR ABI: where the guests look for DIR's modules, as
+# make kmod-matrix and bench/run.sh place them for the installed kernels
+# (selftests/run.sh and bench/run.sh --kernel-dir boot ABI with them).
+guest_module_dir() {
+	case $1 in
+	kmod) echo "$TOP/build/kmod/$2" ;;
+	kmod-test) echo "$TOP/build/kmod-test/$2" ;;
+	bench/xtsbench) echo "$TOP/build/bench/mod/$2" ;;
+	esac
+}
+
+place_module() {
+	local target
+	target=$(guest_module_dir "$1" "$2")
+	[ -n "$target" ] || return 0
+	mkdir -p "$target" && cp "$ROOT$SRC/$1"/*.ko "$target/"
 }
 
 echo "TAP version 13"

@@ -1,7 +1,10 @@
 #!/bin/bash
 # run.sh: the envcrypt kselftest suite for one kernel, from the host.
 #
-#   selftests/run.sh --kernel KVER [--keep] [TEST...]
+#   selftests/run.sh --kernel KVER [--kernel-dir DIR] [--keep] [TEST...]
+#
+# --kernel-dir DIR boots KVER from DIR instead of the host's / (vm-run.sh's
+# option of that name; scripts/kernel-next.sh makes one).
 #
 # Creates fresh disk images in a temporary directory under build/, boots ONE
 # guest (selftests/vm-run.sh) that runs selftests/envcrypt/test_*.sh (or only
@@ -47,11 +50,13 @@ KAT_REGIONS=(envcrypt-512 envcrypt-4096 dm-crypt-4096)
 . "$TOP/selftests/lib/kernel-log.sh"
 
 KVER=
+KERNEL_DIR_ARGS=()
 KEEP=0
 TESTS=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) KVER=${2-}; shift ;;
+	--kernel-dir) KERNEL_DIR_ARGS=(--kernel-dir "${2-}"); shift ;;
 	--keep) KEEP=1 ;;
 	-h | --help | -*) sed -n '4p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2; exit 2 ;;
 	*) TESTS+=("$(basename "$1")") ;;
@@ -94,7 +99,7 @@ echo "# kernel $KVER; guest output and logs in $WORK"
 start=$SECONDS
 
 # The guest's own header and plan are replaced by the ones above.
-"$TOP/selftests/vm-run.sh" --kernel "$KVER" --out "$OUT" --disk "$WORK/kat.img" \
+"$TOP/selftests/vm-run.sh" --kernel "$KVER" "${KERNEL_DIR_ARGS[@]}" --out "$OUT" --disk "$WORK/kat.img" \
 	--nvme "$WORK/nvme.img" --timeout "$VM_TIMEOUT" "${APPEND_ARGS[@]}" -- "$TOP/selftests/lib/tap-runner.sh" "$SUITE" "${TESTS[@]}" \
 	2>"$WORK/vm-run.err" | grep --line-buffered -avE '^(TAP version 13|1\.\.[0-9]+)$' | tee "$WORK/guest.tap"
 vm_status=${PIPESTATUS[0]}

@@ -5,10 +5,15 @@
 #
 #   selftests/vm-run.sh --kernel KVER --out DIR [--disk IMAGE]... [--mem MiB]
 #                       [--cpus N] [--timeout SEC] [--append ARG]...
-#                       [--nvme IMAGE]
+#                       [--nvme IMAGE] [--kernel-dir DIR]
 #                       -- COMMAND [ARGS...]
 #
 #   --kernel KVER   boot /boot/vmlinuz-KVER with modules from /lib/modules/KVER
+#   --kernel-dir DIR  take the kernel from DIR instead of the host's /: the
+#                   image DIR/boot/vmlinuz-KVER or DIR/lib/modules/KVER/vmlinuz,
+#                   the modules DIR/lib/modules/KVER (depmod -b DIR KVER run),
+#                   which the guest sees at /lib/modules/KVER (a 9p share on a
+#                   tmpfs over /lib/modules); scripts/kernel-next.sh makes one
 #   --out DIR       host directory shared writable with the guest at /run/out
 #                   (created if missing); results land here
 #   --disk IMAGE    raw image attached as virtio-blk, in order: /dev/vda,
@@ -61,6 +66,7 @@ MEM=2048
 CPUS=2
 TIMEOUT=1200
 APPEND=()
+KERNEL_DIR=
 
 usage() {
 	sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
@@ -88,6 +94,7 @@ while [ $# -gt 0 ]; do
 	--cpus) CPUS=${2-} ;;
 	--timeout) TIMEOUT=${2-} ;;
 	--append) APPEND+=("${2-}") ;;
+	--kernel-dir) KERNEL_DIR=${2-} ;;
 	--) shift; break ;;
 	-h | --help) usage ;;
 	*) echo "vm-run: unknown argument '$1'" >&2; usage ;;
@@ -99,8 +106,26 @@ done
 is_number "$MEM" || fail 125 "--mem '$MEM' is not a positive number of MiB"
 is_number "$CPUS" || fail 125 "--cpus '$CPUS' is not a positive number"
 is_number "$TIMEOUT" || fail 125 "--timeout '$TIMEOUT' is not a positive number of seconds"
-[ -r "/boot/vmlinuz-$KVER" ] || fail 125 "no kernel image /boot/vmlinuz-$KVER"
-[ -d "/lib/modules/$KVER/kernel" ] || fail 125 "no modules in /lib/modules/$KVER"
+# MODULES: the modules of KVER on the host; MODPROBE_ROOT: modprobe -d's
+# argument for them (none for the host's own).
+MODPROBE_ROOT=()
+if [ -n "$KERNEL_DIR" ]; then
+	[ -d "$KERNEL_DIR" ] || fail 125 "--kernel-dir '$KERNEL_DIR' is not a directory"
+	KERNEL_DIR=$(cd "$KERNEL_DIR" && pwd -P)
+	VMLINUZ=$KERNEL_DIR/boot/vmlinuz-$KVER
+	[ -r "$VMLINUZ" ] || VMLINUZ=$KERNEL_DIR/lib/modules/$KVER/vmlinuz
+	[ -r "$VMLINUZ" ] || fail 125 "no kernel image $KERNEL_DIR/boot/vmlinuz-$KVER or $KERNEL_DIR/lib/modules/$KVER/vmlinuz"
+	MODULES=$KERNEL_DIR/lib/modules/$KVER
+	[ -f "$MODULES/modules.dep" ] || fail 125 "no $MODULES/modules.dep (run depmod -b $KERNEL_DIR $KVER)"
+	MODULES=$(cd "$MODULES" && pwd -P)
+	MODPROBE_ROOT=(-d "$KERNEL_DIR")
+	[[ $KVER =~ ^[A-Za-z0-9._+~-]+$ ]] || fail 125 "kernel name '$KVER' does not fit on the kernel command line"
+else
+	VMLINUZ=/boot/vmlinuz-$KVER
+	[ -r "$VMLINUZ" ] || fail 125 "no kernel image /boot/vmlinuz-$KVER"
+	MODULES=/lib/modules/$KVER
+fi
+[ -d "$MODULES/kernel" ] || fail 125 "no modules in $MODULES"
 command -v qemu-system-x86_64 >/dev/null || fail 125 "qemu-system-x86_64 not installed (make deps)"
 [ -x /bin/busybox ] || fail 125 "/bin/busybox missing (busybox-static, make deps)"
 for disk in "${DISKS[@]}" ${NVME:+"$NVME"}; do
@@ -117,8 +142,8 @@ OUT=$(cd "$OUT" && pwd)
 initramfs_modules() {
 	local module steps=
 	for module in virtio_pci virtio_blk 9pnet_virtio 9p; do
-		steps+=$(modprobe -S "$KVER" --show-depends "$module")$'\n' ||
-			fail 125 "modprobe cannot resolve $module in /lib/modules/$KVER"
+		steps+=$(modprobe "${MODPROBE_ROOT[@]}" -S "$KVER" --show-depends "$module")$'\n' ||
+			fail 125 "modprobe cannot resolve $module in $MODULES"
 	done
 	awk '$1 == "insmod" && !seen[$2]++ { print $2 }' <<<"$steps"
 }
@@ -211,8 +236,8 @@ write_control_files "$@"
 qemu_args=(
 	-accel tcg -cpu max -smp "$CPUS" -m "$MEM"
 	-nographic -nodefaults -no-reboot -nic none
-	-kernel "/boot/vmlinuz-$KVER" -initrd "$INITRAMFS"
-	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh${APPEND[*]:+ ${APPEND[*]}}"
+	-kernel "$VMLINUZ" -initrd "$INITRAMFS"
+	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh${KERNEL_DIR:+ envcrypt_modules=$KVER}${APPEND[*]:+ ${APPEND[*]}}"
 	-serial "file:$(qemu_escape "$OUT/console.txt")" -serial stdio
 	-fsdev local,path=/,readonly=on,security_model=none,multidevs=remap,id=root
 	-device virtio-9p-pci,fsdev=root,mount_tag=root
@@ -221,6 +246,12 @@ qemu_args=(
 	-fsdev "local,path=$(qemu_escape "$TOP"),readonly=on,security_model=none,multidevs=remap,id=top"
 	-device virtio-9p-pci,fsdev=top,mount_tag=top
 )
+if [ -n "$KERNEL_DIR" ]; then
+	# Stage 1 mounts it at /lib/modules/KVER (envcrypt_modules=KVER).
+	# shellcheck disable=SC2054 # QEMU option values are comma-separated
+	qemu_args+=(-fsdev "local,path=$(qemu_escape "$MODULES"),readonly=on,security_model=none,multidevs=remap,id=modules"
+		-device virtio-9p-pci,fsdev=modules,mount_tag=modules)
+fi
 for disk in "${DISKS[@]}"; do
 	qemu_args+=(-drive "file=$(qemu_escape "$disk"),format=raw,if=virtio,cache=writethrough")
 done

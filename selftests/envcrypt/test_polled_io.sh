@@ -5,10 +5,11 @@
 # nvme.poll_queues=2), through dm-linear (the yardstick) and through
 # envcrypt (sector_size 4096).  Every fio run is bounded (FIO_LIMIT s).
 #
-# Where the kernel lets a device-mapper target be polled (6.12), envcrypt's
-# writes and reads complete, verified, within PACE times dm-linear's time
-# plus SLACK s, and its reads are polled on the NVMe device (its interrupt
-# count hardly moves while they run).  A ciphertext bio that inherits
+# Where the kernel lets a device-mapper target be polled (6.12, and 7.3
+# alike: every kernel but 6.1 takes this branch), envcrypt's writes and
+# reads complete, verified, within PACE times dm-linear's time plus SLACK s,
+# and its reads are polled on the NVMe device (its interrupt count hardly
+# moves while they run).  A ciphertext bio that inherits
 # REQ_POLLED is never reaped (dm core polls only its own clone): the write
 # then waits for the NVMe timeout (30 s, "completion polled"), and the run
 # fails its bound.  Where the kernel does not (6.1: dm takes REQ_NOWAIT
