@@ -29,9 +29,10 @@
  * When the FPU is usable the cipher is called synchronously (the fast
  * path, see envcrypt_alloc_sync_cipher()); otherwise through "xts(aes)",
  * which may be asynchronous: a request answered with -EINPROGRESS/-EBUSY
- * goes back to the workers when it completes, and the rest of the I/O (further units, submitting the write,
- * completing the bio) runs there, in process context: the completion may
- * come from a hard interrupt, where none of that may run.  Drivers that
+ * goes back to the workers when it completes, and the rest of the I/O
+ * (further units, submitting the write, completing the bio) runs there, in
+ * process context: the completion may come from a hard interrupt, where
+ * none of that may run.  Drivers that
  * allocate memory per request are never chosen (they fail under the memory
  * pressure that swapping to the device means).  Bounce memory is capped
  * per device (ENVCRYPT_BOUNCE_*) and shown by STATUS.
