@@ -54,7 +54,7 @@ TIMEOUT=900
 APPEND=()
 
 usage() {
-	sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+	sed -n '6,8p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
 	exit 125
 }
 
