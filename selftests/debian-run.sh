@@ -29,7 +29,8 @@
 # repository (mounted read-only at its host path), as root, with stdin from
 # /dev/null and the environment ENVCRYPT_TOP, ENVCRYPT_KVER, ENVCRYPT_OUT
 # (/run/debian-run/out = DIR/share/out) and DEBIAN_RUN_BOOT (--overlay: the
-# number of this boot of that overlay, from 1; else 1).  Then it powers off.
+# number of this boot of that overlay, from 1, counted in FILE.boots; else
+# 1).  Then it powers off.
 #
 # After the run DIR holds console.txt (the serial console: kernel, systemd
 # and the test unit's output), and DIR/share: output.txt (TEST's stdout and
