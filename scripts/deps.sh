@@ -79,7 +79,7 @@ PACKAGES="build-essential make gcc bc flex bison libelf-dev dwarves
  libtomlplusplus-dev nlohmann-json3-dev libcli11-dev libgtest-dev
  qemu-system-x86 busybox-static cpio kmod keyutils dmsetup cryptsetup-bin
  fio e2fsprogs python3-cryptography python3-pykmip openssl udev
- linux-source-6.1 xz-utils gnuplot-nox dkms mmdebstrap curl
+ linux-source-6.1 xz-utils gnuplot-nox dkms mmdebstrap curl qemu-utils
  debhelper dh-dkms lintian"
 
 need_root

@@ -1,0 +1,60 @@
+#!/bin/bash
+# check-debian.sh KVER...: the booted-Debian tests (selftests/debian/test_*.sh)
+# on each kernel, one after the other (one guest at a time), as one TAP 13
+# stream: per kernel, one line for its image (scripts/debian-image.sh) and
+# one per test, whose own output comes first as comments.  `make
+# check-debian` runs it for the kernels of scripts/kernels.sh.  Not part of
+# `make check` yet (Documentation/dev-tools/testing.rst).
+#
+# Environment: DEBIAN_TEST_TIMEOUT (s, per test, default 2400).  Exit 0 when
+# no line is "not ok".
+
+set -u
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+TEST_TIMEOUT=${DEBIAN_TEST_TIMEOUT:-2400}
+[ $# -gt 0 ] || {
+	echo "usage: scripts/check-debian.sh KVER..." >&2
+	exit 2
+}
+
+tests=("$TOP"/selftests/debian/test_*.sh)
+echo "TAP version 13"
+echo "1..$(($# * (${#tests[@]} + 1)))"
+n=0
+failed=0
+result() { # result OK|FAIL TEXT
+	n=$((n + 1))
+	if [ "$1" = OK ]; then
+		echo "ok $n - $2"
+	else
+		failed=$((failed + 1))
+		echo "not ok $n - $2"
+	fi
+}
+
+for kver in "$@"; do
+	start=$SECONDS
+	if log=$(nice "$TOP/scripts/debian-image.sh" "$kver" 2>&1 >/dev/null); then
+		echo "${log//$'\n'/$'\n'# }" | sed '1s/^/# /'
+		result OK "$kver: image ($((SECONDS - start)) s)"
+	else
+		echo "${log//$'\n'/$'\n'# }" | sed '1s/^/# /'
+		result FAIL "$kver: image (scripts/debian-image.sh failed)"
+		for test in "${tests[@]}"; do
+			result FAIL "$kver: $(basename "$test") # no image"
+		done
+		continue
+	fi
+	for test in "${tests[@]}"; do
+		start=$SECONDS
+		timeout -k 30 "$TEST_TIMEOUT" nice "$test" --kernel "$kver" 2>&1 | sed 's/^/# /'
+		status=${PIPESTATUS[0]}
+		case $status in
+		0) result OK "$kver: $(basename "$test") ($((SECONDS - start)) s)" ;;
+		124 | 137) result FAIL "$kver: $(basename "$test") # TIMEOUT $TEST_TIMEOUT seconds" ;;
+		*) result FAIL "$kver: $(basename "$test") (exit $status, $((SECONDS - start)) s)" ;;
+		esac
+	done
+done
+echo "# $failed failed of $n"
+[ "$failed" = 0 ]

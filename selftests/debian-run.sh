@@ -1,0 +1,255 @@
+#!/bin/bash
+# debian-run.sh: boot the Debian 12 image of scripts/debian-image.sh with
+# systemd as PID 1 on one of the host's kernels, run one command in the
+# booted system and bring its output and exit status back.
+#
+#   selftests/debian-run.sh --kernel KVER --image IMG [--overlay FILE]
+#                           [--disk IMG]... [--out DIR] [--timeout SEC]
+#                           [--append ARG]... -- TEST [ARGS...]
+#
+#   --kernel KVER   boot /boot/vmlinuz-KVER (the image must hold its modules)
+#   --image IMG     the raw image (build/debian/KVER.img); never written: the
+#                   guest's /dev/vda is a qcow2 overlay backed by it
+#   --overlay FILE  keep that overlay (created if missing, reused if not), so
+#                   that a later run boots what this one left; without it a
+#                   temporary overlay in DIR is removed after the run
+#   --disk IMG      raw image as virtio-blk, in order /dev/vdb, /dev/vdc, ...,
+#                   written through (the host sees every byte once we return)
+#   --out DIR       results (created; default a new build/debian-run/KVER.*)
+#   --timeout SEC   wall-clock limit of the whole guest (default 900)
+#   --append ARG    one more kernel command-line parameter (no white space)
+#
+# The guest: qemu-system-x86_64 -accel tcg -cpu max, 2 vCPUs, 2 GiB, the
+# host's kernel and an initramfs of our own (busybox, virtio and ext4
+# modules; cached in build/debian/initramfs/) that switch_roots into the
+# image's /sbin/init; -nic user (the host's loopback is 10.0.2.2 in the
+# guest).  debian-run.service in the image mounts DIR/share (9p, tag "run")
+# at /run/debian-run after multi-user.target and runs
+# selftests/lib/debian-guest.sh from there, which runs TEST with ARGS in the
+# repository (mounted read-only at its host path), as root, with stdin from
+# /dev/null and the environment ENVCRYPT_TOP, ENVCRYPT_KVER, ENVCRYPT_OUT
+# (/run/debian-run/out = DIR/share/out) and DEBIAN_RUN_BOOT (--overlay: the
+# number of this boot of that overlay, from 1, counted in FILE.boots; else
+# 1).  Then it powers off.
+#
+# After the run DIR holds console.txt (the serial console: kernel, systemd
+# and the test unit's output), and DIR/share: output.txt (TEST's stdout and
+# stderr, also printed on our stdout), status, boot-time.txt (systemd-analyze
+# time), multi-user-usec (CLOCK_MONOTONIC of multi-user.target), journal.txt,
+# dmesg.txt, failed-units.txt, system-state.txt and out/.
+#
+# Exit status: TEST's, except 1 when the guest died before TEST finished or
+# its kernel log shows BUG:, WARNING:, Oops, a panic ..., 124 when it did not
+# finish within --timeout (QEMU is killed), 125 when it could not be started.
+# Every failure message on stderr starts "debian-run: kernel KVER:".
+
+set -u
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KVER=
+IMAGE=
+OVERLAY=
+OUT=
+DISKS=()
+TIMEOUT=900
+APPEND=()
+
+usage() {
+	sed -n '6,8p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+	exit 125
+}
+
+fail() {
+	local status=$1
+	shift
+	echo "debian-run: kernel ${KVER:-<none>}: $*" >&2
+	exit "$status"
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--kernel) KVER=${2-} ;;
+	--image) IMAGE=${2-} ;;
+	--overlay) OVERLAY=${2-} ;;
+	--disk) DISKS+=("${2-}") ;;
+	--out) OUT=${2-} ;;
+	--timeout) TIMEOUT=${2-} ;;
+	--append) APPEND+=("${2-}") ;;
+	--) shift; break ;;
+	-h | --help) usage ;;
+	*) echo "debian-run: unknown argument '$1'" >&2; usage ;;
+	esac
+	[ $# -ge 2 ] || { echo "debian-run: $1 needs a value" >&2; usage; }
+	shift 2
+done
+if [ -z "$KVER" ] || [ -z "$IMAGE" ] || [ $# = 0 ]; then
+	usage
+fi
+[[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || fail 125 "--timeout '$TIMEOUT' is not a positive number of seconds"
+[ -r "/boot/vmlinuz-$KVER" ] || fail 125 "no kernel image /boot/vmlinuz-$KVER"
+[ -d "/lib/modules/$KVER/kernel" ] || fail 125 "no modules in /lib/modules/$KVER"
+[ -f "$IMAGE" ] || fail 125 "no image '$IMAGE' (scripts/debian-image.sh $KVER makes it)"
+IMAGE=$(realpath "$IMAGE")
+for tool in qemu-system-x86_64 qemu-img; do
+	command -v "$tool" >/dev/null || fail 125 "$tool not installed (make deps)"
+done
+[ -x /bin/busybox ] || fail 125 "/bin/busybox missing (busybox-static, make deps)"
+for disk in "${DISKS[@]}"; do
+	if ! [ -f "$disk" ] || ! [ -w "$disk" ]; then
+		fail 125 "disk '$disk' is not a writable image file"
+	fi
+done
+for arg in "${APPEND[@]}"; do
+	[[ $arg =~ ^[^[:space:]]+$ ]] || fail 125 "--append '$arg' is empty or contains white space"
+done
+[[ $TOP != *[[:space:]]* ]] || fail 125 "the repository path '$TOP' contains white space"
+if [ -z "$OUT" ]; then
+	mkdir -p "$TOP/build/debian-run" || fail 125 "cannot create $TOP/build/debian-run"
+	OUT=$(mktemp -d "$TOP/build/debian-run/$KVER.XXXXXX") ||
+		fail 125 "cannot create a directory in $TOP/build/debian-run"
+fi
+mkdir -p "$OUT" || fail 125 "cannot create --out directory '$OUT'"
+OUT=$(cd "$OUT" && pwd)
+
+# The modules the initramfs loads, in order, with their dependencies.
+initramfs_modules() {
+	local module steps=
+	for module in virtio_pci virtio_blk ext4; do
+		steps+=$(modprobe -S "$KVER" --show-depends "$module")$'\n' ||
+			fail 125 "modprobe cannot resolve $module in /lib/modules/$KVER"
+	done
+	awk '$1 == "insmod" && !seen[$2]++ { print $2 }' <<<"$steps"
+}
+
+# build/debian/initramfs/KVER.cpio.gz, unless the cached one was made from
+# the same init script, busybox and module files.
+build_initramfs() {
+	local dir=$TOP/build/debian/initramfs
+	local image=$dir/$KVER.cpio.gz
+	local modules stamp stage module name
+	mkdir -p "$dir" || fail 125 "cannot create $dir"
+	modules=$(initramfs_modules) || exit 125
+	stamp=$({
+		sha256sum "$TOP/selftests/lib/debian-initramfs-init"
+		# shellcheck disable=SC2086
+		stat -L -c '%n %s %Y' /bin/busybox $modules
+	} | sha256sum | cut -d' ' -f1)
+	INITRAMFS=$image
+	exec 9>"$dir/$KVER.lock"
+	timeout 600 flock 9 || fail 125 "$dir/$KVER.lock held for 10 minutes"
+	if [ -f "$image" ] && [ "$(cat "$dir/$KVER.stamp" 2>/dev/null)" = "$stamp" ]; then
+		exec 9>&-
+		return
+	fi
+	stage=$(mktemp -d "$dir/.stage.XXXXXX") || fail 125 "cannot create a staging directory in $dir"
+	mkdir -p "$stage"/{bin,dev,lib/modules,proc,sys,newroot}
+	cp /bin/busybox "$stage/bin/busybox"
+	cp "$TOP/selftests/lib/debian-initramfs-init" "$stage/init"
+	chmod 755 "$stage/init"
+	mknod "$stage/dev/console" c 5 1
+	for module in $modules; do
+		# busybox insmod takes plain .ko files only.
+		name=$(basename "$module")
+		case $name in
+		*.ko.xz) xz -dc "$module" >"$stage/lib/modules/${name%.xz}" ;;
+		*.ko.zst) zstd -qdc "$module" >"$stage/lib/modules/${name%.zst}" ;;
+		*.ko.gz) gzip -dc "$module" >"$stage/lib/modules/${name%.gz}" ;;
+		*) cp "$module" "$stage/lib/modules/$name" ;;
+		esac || fail 125 "cannot unpack $module"
+		echo "${name%.ko*}.ko" >>"$stage/modules.list"
+	done
+	(cd "$stage" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -1) >"$image.tmp" ||
+		fail 125 "cannot write $image"
+	mv -f "$image.tmp" "$image"
+	echo "$stamp" >"$dir/$KVER.stamp"
+	rm -rf "$stage"
+	exec 9>&-
+}
+
+# QEMU option values escape a comma by doubling it.
+qemu_escape() {
+	printf '%s' "${1//,/,,}"
+}
+
+# The overlay: qcow2 over the raw image, so the cached image stays clean.
+BOOT=1
+if [ -n "$OVERLAY" ]; then
+	if [ -f "$OVERLAY" ]; then
+		BOOT=$(($(cat "$OVERLAY.boots" 2>/dev/null || echo 0) + 1))
+	else
+		qemu-img create -q -f qcow2 -b "$IMAGE" -F raw "$OVERLAY" ||
+			fail 125 "cannot create the overlay $OVERLAY over $IMAGE"
+	fi
+	echo "$BOOT" >"$OVERLAY.boots"
+else
+	OVERLAY=$OUT/overlay.qcow2
+	rm -f "$OVERLAY"
+	qemu-img create -q -f qcow2 -b "$IMAGE" -F raw "$OVERLAY" ||
+		fail 125 "cannot create the overlay $OVERLAY over $IMAGE"
+	trap 'rm -f "$OVERLAY"' EXIT
+fi
+
+SHARE=$OUT/share
+rm -rf "$SHARE" "$OUT/console.txt"
+mkdir -p "$SHARE/out" || fail 125 "cannot write to $OUT"
+cp "$TOP/selftests/lib/debian-guest.sh" "$SHARE/guest.sh" || fail 125 "cannot write to $SHARE"
+{
+	printf 'DEBIAN_RUN_KVER=%q\n' "$KVER"
+	printf 'DEBIAN_RUN_TOP=%q\n' "$TOP"
+	printf 'DEBIAN_RUN_BOOT=%q\n' "$BOOT"
+} >"$SHARE/env"
+{
+	printf 'exec'
+	printf ' %q' "$@"
+	printf '\n'
+} >"$SHARE/command"
+
+# shellcheck source=selftests/lib/kernel-log.sh
+. "$TOP/selftests/lib/kernel-log.sh"
+
+build_initramfs
+
+# shellcheck disable=SC2054 # QEMU option values are comma-separated
+qemu_args=(
+	-accel tcg -cpu max -smp 2 -m 2048
+	-nographic -nodefaults -no-reboot
+	-kernel "/boot/vmlinuz-$KVER" -initrd "$INITRAMFS"
+	-append "console=ttyS0 panic=-1 rdinit=/init debian_run=1${APPEND[*]:+ ${APPEND[*]}}"
+	-serial "file:$(qemu_escape "$OUT/console.txt")"
+	-drive "file=$(qemu_escape "$OVERLAY"),format=qcow2,if=virtio,cache=writeback"
+	-nic user,model=virtio-net-pci
+	-fsdev "local,path=$(qemu_escape "$SHARE"),security_model=none,multidevs=remap,id=run"
+	-device virtio-9p-pci,fsdev=run,mount_tag=run
+	-fsdev "local,path=$(qemu_escape "$TOP"),readonly=on,security_model=none,multidevs=remap,id=top"
+	-device virtio-9p-pci,fsdev=top,mount_tag=top
+)
+for disk in "${DISKS[@]}"; do
+	qemu_args+=(-drive "file=$(qemu_escape "$disk"),format=raw,if=virtio,cache=writethrough")
+done
+
+start=$SECONDS
+timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$OUT/qemu.txt" 2>&1
+qemu_status=$?
+echo "$((SECONDS - start))" >"$OUT/seconds"
+[ -f "$SHARE/output.txt" ] && cat "$SHARE/output.txt"
+
+if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
+	echo "debian-run: kernel $KVER: guest did not finish within $TIMEOUT s; QEMU killed. Last console lines:" >&2
+	tail -n 15 "$OUT/console.txt" | sed 's/^/debian-run:   /' >&2
+	exit 124
+fi
+[ "$qemu_status" = 0 ] || {
+	sed 's/^/debian-run:   /' "$OUT/qemu.txt" >&2
+	fail 125 "qemu-system-x86_64 failed with status $qemu_status"
+}
+if ! [ -s "$SHARE/status" ]; then
+	{ kernel_trouble "$OUT/console.txt" || tail -n 15 "$OUT/console.txt"; } | sed 's/^/debian-run:   /' >&2
+	fail 1 "guest died before the test finished (no status; console log in $OUT/console.txt)"
+fi
+if kernel_trouble "$SHARE/dmesg.txt" >"$OUT/trouble.txt"; then
+	sed 's/^/debian-run:   /' "$OUT/trouble.txt" >&2
+	fail 1 "kernel trouble in the guest's log (test status was $(cat "$SHARE/status")); full log in $SHARE/dmesg.txt"
+fi
+status=$(cat "$SHARE/status")
+[[ $status =~ ^[0-9]+$ ]] || fail 1 "guest wrote a malformed status '$status'"
+exit "$status"
