@@ -134,7 +134,7 @@ bad_setter() {
 
 status_reader() {
 	local status table
-	local status_re="^0 65536 envcrypt [^ ]+ 4096 (valid|wiped) [0-9]+ [0-9]+ [0-9]+ [0-9]+ 0$"
+	local status_re="^0 65536 envcrypt [^ ]+ 4096 (valid|wiped) [0-9]+ [0-9]+ [0-9]+ [0-9]+ 0 [0-9]+ [0-9]+$"
 	local table_a="0 65536 envcrypt $devno 0 logon:$KEY_DESC 1 sector_size:4096"
 	local table_b="0 65536 envcrypt $devno 0 logon:$KEY_DESC2 1 sector_size:4096"
 	while running; do
