@@ -38,6 +38,17 @@ stty -F "$STREAM" -onlcr 2>/dev/null
 	power_off
 }
 
+# vm-run.sh --crash-boots N: crash this boot, as a kernel that dies while
+# booting would, until N boots have.
+crashes=$(cat "$CONTROL/crash-boots" 2>/dev/null)
+if [ "${crashes:-0}" -gt 0 ]; then
+	echo "$((crashes - 1))" >"$CONTROL/crash-boots"
+	sync
+	echo c >/proc/sysrq-trigger
+fi
+# From here on a crash is the command's: vm-run.sh does not boot again.
+: >"$CONTROL/started"
+sync
 start=$(date +%s)
 env -i \
 	PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
