@@ -22,7 +22,7 @@
 #       by.path     /dev/disk/by-path/<vdc>     (found in the guest)
 #       img+file    /srv/images/disk.img        (a loop device, by the helper)
 #       remote_kms  UUID=<vdd>   remote-kms
-#       absent-one  UUID=<no disk has it>   nofail,x-systemd.device-timeout=30s
+#       absent-one  UUID=<no disk has it>   nofail,x-systemd.device-timeout=60s
 #       typo-line   /dev/vde     discrad        (unknown option)
 #     /etc/fstab mounts the first three on /srv/<name>; /var/log/journal is
 #     made, so the journal of the next boots persists.
@@ -41,8 +41,9 @@
 #     disk was detached, and there is no I/O error nor busy device; in this
 #     boot the remote_kms disk gave up at its attach deadline (20 s) with the
 #     endpoint's reason, the local disks are attached and mounted, and
-#     `systemctl --failed` holds exactly the absent and the remote_kms
-#     units (the boot reached multi-user.target: the host checks that).
+#     `systemctl --failed` holds exactly the remote_kms unit (the boot
+#     reached multi-user.target: the host checks that).  The absent disk's
+#     line was removed at the end of boot 2, so boot 3 does not wait for it.
 #
 # Output: TAP; each boot's own checks under "boot N:", the boot times as
 # comments.  Exit 0 if every check passed, 1 if not.  In the guest the same
@@ -60,9 +61,11 @@ TYPO=typo-line
 IMAGE_FILE=/srv/images/disk.img
 ATTACH_TIMEOUT=20
 # The absent disk's device time-out: its unit waits that long for the device
-# unit, then attach-all that long again, so it fails about a minute into
-# the boot, well after multi-user.target (about 20 s of guest time).
-DEVICE_TIMEOUT=30
+# unit, then attach-all that long again, so it fails about two minutes into
+# the boot, after multi-user.target (20 to 45 s of guest time, up to 110 s
+# on a loaded host: testing.rst).  Shorter, and a loaded host could reach
+# multi-user.target after the failure although the boot never waited.
+DEVICE_TIMEOUT=60
 
 # ---- guest side -----------------------------------------------------------
 
@@ -288,26 +291,33 @@ guest_check() {
 	for unit in "${DISKS[@]}"; do
 		unit_journal -b "$(attach_unit "$unit")" | sed 's/^/# journal: /'
 	done
+	# Boot 3 need not wait for the absent disk again: its line goes (the
+	# units of this boot, and so its shutdown, stay as they are).
+	sed -i "/^$ABSENT /d" /etc/envcrypttab
+	sync
 }
 
 guest_after() {
 	local marker=$1 port=$2 name unit mount out unmounted stopping seen remote boots
 	boots=$(journalctl --list-boots --no-pager 2>&1 | grep -c '^ *-\?[0-9]')
-	expect_eq "the journal is persistent: this boot and two before" 3 "$boots"
+	# Boot 1 made /var/log/journal but kept its own journal in /run.
+	expect_eq "the journal is persistent: boot 2 and this one" 2 "$boots"
 	# Boot 2's shutdown: each file system unmounted before its disk's unit
 	# began to stop (ExecStop= detach-all), and each disk detached.
 	for name in "${MOUNTED[@]}"; do
 		unit=$(attach_unit "$name")
 		mount=$(mount_unit "$name")
-		out=$(unit_journal -b-1 "$mount")$'\n'$(unit_journal -b-1 "$unit")
+		out=$(unit_journal -b-1 "$mount")
 		unmounted=$(first_usec "$out" "Unmounted ")
-		stopping=$(first_usec "$out" "Stopping $unit")
+		out+=$'\n'$(unit_journal -b-1 "$unit")
+		# PID 1's "Stopping ..." of the unit (its own output has none).
+		stopping=$(first_usec "$(unit_journal -b-1 "$unit")" "]: Stopping ")
 		echo "# boot 2: $mount unmounted at $unmounted us, $unit stopping at $stopping us"
 		if [ -n "$unmounted" ] && [ -n "$stopping" ] && [ "$unmounted" -lt "$stopping" ]; then
 			tap_ok "boot 2's shutdown unmounted /srv/$name before detaching $name"
 		else
 			tap_fail "boot 2's shutdown unmounted /srv/$name before detaching $name" \
-				"'Unmounted' of $mount before 'Stopping $unit'" "$out"
+				"'Unmounted' of $mount before 'Stopping' of $unit" "$out"
 		fi
 	done
 	for name in "${DISKS[@]}"; do
@@ -330,10 +340,9 @@ guest_after() {
 		"$out"
 	expect_eq "remote_kms is not mapped" "" "$(dmsetup ls 2>&1 | awk '$1 == "remote_kms"')"
 	check_attached "$marker" data-one by.path img+file
-	expect_eq "systemctl --failed: the absent disk and remote_kms" \
-		"$(attach_unit "$ABSENT") $remote" "$(failed_units)"
-	seen=$(envcrypt_errors -b 'absent\\x2done|absent-one|remote_kms')
-	expect_eq "no journal error about envcrypt but the absent and remote_kms disks'" "" "$seen"
+	expect_eq "systemctl --failed is remote_kms only" "$remote" "$(failed_units)"
+	seen=$(envcrypt_errors -b 'remote_kms')
+	expect_eq "no journal error about envcrypt but remote_kms's" "" "$seen"
 }
 
 if [ "${1-}" = --guest ]; then
