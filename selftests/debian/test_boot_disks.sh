@@ -117,7 +117,7 @@ guest_prepare() {
 		ca = "/etc/envcrypt/kmip/ca.pem"
 		cert = "/etc/envcrypt/kmip/client.pem"
 		key = "/etc/envcrypt/kmip/client.key"
-		timeout_ms = 2000
+		timeout_ms = 10000
 
 		[boot]
 		attach_timeout_seconds = $ATTACH_TIMEOUT
@@ -287,8 +287,12 @@ guest_check() {
 	seen=$(systemd-analyze verify --man=no --generators=yes $units \
 		"$(mount_unit data-one)" "$(mount_unit by.path)" "$(mount_unit img+file)" 2>&1)
 	status=$?
-	expect_eq "systemd-analyze verify of ${units//$'\n'/ } and the mounts" "0:" "$status:$seen"
-	seen=$(envcrypt_errors -b 'absent\\x2done|absent-one')
+	# The generator runs inside verify too, and warns about the typo line.
+	seen=$(grep -vxF "$(typo_warning)" <<<"$seen")
+	expect_eq "systemd-analyze verify of ${units//$'\n'/ } and the mounts (but the typo warning)" \
+		"0:" "$status:$seen"
+	# The absent disk's errors: its unit, and the wait for its device.
+	seen=$(envcrypt_errors -b "absent\\\\x2done|absent-one|envcrypt\\\\x2duuid-${uuid//-/\\\\x2d}\\.device")
 	expect_eq "no journal error about envcrypt but the absent disk's" "" "$seen"
 	for unit in "${DISKS[@]}"; do
 		unit_journal -b "$(attach_unit "$unit")" | sed 's/^/# journal: /'
@@ -302,8 +306,12 @@ guest_check() {
 guest_after() {
 	local marker=$1 port=$2 name unit mount out unmounted stopping seen remote boots
 	boots=$(journalctl --list-boots --no-pager 2>&1 | grep -c '^ *-\?[0-9]')
-	# Boot 1 made /var/log/journal but kept its own journal in /run.
-	expect_eq "the journal is persistent: boot 2 and this one" 2 "$boots"
+	# Boot 1 made /var/log/journal while it ran; whether journald moved
+	# boot 1's own journal there too does not matter (seen: it did).
+	expect_match "the journal is persistent: boot 2 (at least) and this one" '^[23]$' "$boots"
+	expect_match "journalctl -b -1 is boot 2 (its absent disk failed)" \
+		"Failed to start envcrypt-attach@absent" \
+		"$(journalctl -b-1 --no-pager -o cat "UNIT=$(attach_unit "$ABSENT")" 2>&1)"
 	# Boot 2's shutdown: each file system unmounted before its disk's unit
 	# began to stop (ExecStop= detach-all), and each disk detached.
 	for name in "${MOUNTED[@]}"; do
@@ -325,7 +333,9 @@ guest_after() {
 	for name in "${DISKS[@]}"; do
 		unit=$(attach_unit "$name")
 		out=$(journalctl -b-1 --no-pager -o cat "_SYSTEMD_UNIT=$unit" 2>&1)
-		expect_match "boot 2's shutdown detached $name" "(^|"$'\n'")$name: detached " "$out"
+		expect_eq "boot 2's shutdown detached $name (detach-all's lines)" \
+			"$name: detached|detach-all: 1 detached" \
+			"$(grep -E '^[^ ]+: detached |^detach-all: ' <<<"$out" | sed 's/^\([^ ]*: detached\) .*/\1/' | paste -sd '|')"
 	done
 	seen=$(journalctl -b-1 --no-pager -o short-monotonic 2>&1 |
 		grep -Ei 'I/O error|device or resource busy|target is busy|in use')
@@ -333,16 +343,23 @@ guest_after() {
 
 	# This boot, with the key server stopped.
 	remote=$(attach_unit remote_kms)
-	expect_eq "$remote failed: state, result, exit status" "failed exit-code 7" \
-		"$(systemctl show -p ActiveState --value "$remote") $(systemctl show -p Result --value "$remote") $(systemctl show -p ExecMainStatus --value "$remote")"
 	out=$(unit_journal -b "$remote")
+	# Its first run must fail with exit 7.  Seen on 6.1: the unit is then
+	# started again (and again, each ~25 s) while the server stays down, so
+	# its state at this moment may be failed or activating; counted here,
+	# see Documentation/dev-tools/testing.rst.
+	expect_eq "$remote: its first run failed with exit 7" \
+		"$remote: Main process exited, code=exited, status=7/NOTRUNNING" \
+		"$(grep -m 1 ': Main process exited' <<<"$out" | sed 's/^[^]]*] [^ ]* [^ ]*: //')"
+	echo "# $remote started $(grep -c ']: Starting ' <<<"$out") times in this boot; now $(systemctl is-active "$remote")"
 	echo "${out//$'\n'/$'\n'# }" | sed '1s/^/# /'
 	expect_match "remote_kms gave up at its deadline, naming the endpoint" \
 		"remote_kms: failed /dev/vdd: kmip://10\\.0\\.2\\.2:$port: .+ \\(gave up at the attach deadline after [0-9]+ attempts in (${ATTACH_TIMEOUT}|$((ATTACH_TIMEOUT + 1))|$((ATTACH_TIMEOUT + 2)))\\.[0-9]+ s; \\[boot\\] attach_timeout_seconds = $ATTACH_TIMEOUT\\)" \
 		"$out"
 	expect_eq "remote_kms is not mapped" "" "$(dmsetup ls 2>&1 | awk '$1 == "remote_kms"')"
 	check_attached "$marker" data-one by.path img+file
-	expect_eq "systemctl --failed is remote_kms only" "$remote" "$(failed_units)"
+	expect_eq "systemctl --failed has no unit but remote_kms" "" \
+		"$(failed_units | tr ' ' '\n' | grep -vxF "$remote" | paste -sd ' ')"
 	seen=$(envcrypt_errors -b 'remote_kms')
 	expect_eq "no journal error about envcrypt but remote_kms's" "" "$seen"
 }
