@@ -386,9 +386,19 @@ Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string
     s.read_only = device.read_only;
     s.suspended = device.suspended;
     s.open_count = device.open_count;
-    ENVCRYPT_ASSIGN_OR_RETURN(DmTarget table, mapping_target(device.name, false));
-    s.table = table.params;
-    s.size_bytes = table.length * kSector;
+    auto table = mapping_target(device.name, false);
+    if (!table.ok() && !name && table.error().code() == ErrorCode::kNotFound) {
+      // Another process's attach has created the mapping but not loaded
+      // its table yet (or its detach removed it meanwhile): not a mapping
+      // of any device, and no reason to fail this listing.  Attaches run
+      // in parallel under systemd, one unit a disk.
+      continue;
+    }
+    if (!table.ok()) {
+      return table.error();
+    }
+    s.table = table->params;
+    s.size_bytes = table->length * kSector;
     ENVCRYPT_ASSIGN_OR_RETURN(DmTarget info, mapping_target(device.name, true));
     s.info = info.params;
     std::istringstream fields(info.params);
