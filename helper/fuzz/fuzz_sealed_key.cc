@@ -29,8 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       envcrypt::decode_sealed_blob(envcrypt::encode_sealed_blob(*blob));
   require(again.ok(), "an accepted file encodes back to one that decodes");
   require(again->policy.pcrs == pcrs && again->policy.pin == blob->policy.pin &&
-              again->pcr_values == blob->pcr_values &&
-              again->public_area == blob->public_area &&
+              again->pcr_values == blob->pcr_values && again->public_area == blob->public_area &&
               again->private_area == blob->private_area,
           "decode(encode(blob)) == blob");
   return 0;

@@ -106,7 +106,8 @@ TEST(Config, TpmTctiIsCheckedWhereItIsRead) {
   const std::string expected =
       "kms.local.tpm_tcti: expected device:<path>, swtpm:<options> or mssim:<options>, got ";
   expect_usage_error("[kms.local]\ntpm_tcti = \"libtpms\"\n", expected + "'libtpms'");
-  expect_usage_error("[kms.local]\ntpm_tcti = \"device:relative\"\n", expected + "'device:relative'");
+  expect_usage_error("[kms.local]\ntpm_tcti = \"device:relative\"\n",
+                     expected + "'device:relative'");
   expect_usage_error("[kms.local]\ntpm_tcti = \"swtpm:a\\nb\"\n", expected + "'swtpm:a\\x0ab'");
   expect_usage_error("[kms.local]\ntpm_tcti = \"swtpm:" + std::string(260, 'x') + "\"\n",
                      expected + "'swtpm:");
