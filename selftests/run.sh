@@ -39,6 +39,8 @@ VM_TIMEOUT=3600
 # of the kernel log fails the run, instead of passing unnoticed.
 # test_slub_debug.sh checks the guest really booted with it.
 # The NVMe disk gets poll queues for test_polled_io.sh (io_uring hipri).
+# The guest has a TPM 2.0 (swtpm, state in the work directory) for
+# test_tpm_root_key.sh.
 KERNEL_ARGS=(slub_debug=FZPU nvme.poll_queues=2)
 APPEND_ARGS=()
 for arg in "${KERNEL_ARGS[@]}"; do
@@ -100,7 +102,7 @@ start=$SECONDS
 
 # The guest's own header and plan are replaced by the ones above.
 "$TOP/selftests/vm-run.sh" --kernel "$KVER" "${KERNEL_DIR_ARGS[@]}" --out "$OUT" --disk "$WORK/kat.img" \
-	--nvme "$WORK/nvme.img" --timeout "$VM_TIMEOUT" "${APPEND_ARGS[@]}" -- "$TOP/selftests/lib/tap-runner.sh" "$SUITE" "${TESTS[@]}" \
+	--nvme "$WORK/nvme.img" --tpm "$WORK/tpm" --timeout "$VM_TIMEOUT" "${APPEND_ARGS[@]}" -- "$TOP/selftests/lib/tap-runner.sh" "$SUITE" "${TESTS[@]}" \
 	2>"$WORK/vm-run.err" | grep --line-buffered -avE '^(TAP version 13|1\.\.[0-9]+)$' | tee "$WORK/guest.tap"
 vm_status=${PIPESTATUS[0]}
 sed 's/^/# /' "$WORK/vm-run.err"

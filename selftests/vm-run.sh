@@ -6,6 +6,7 @@
 #   selftests/vm-run.sh --kernel KVER --out DIR [--disk IMAGE]... [--mem MiB]
 #                       [--cpus N] [--timeout SEC] [--append ARG]...
 #                       [--nvme IMAGE] [--kernel-dir DIR] [--crash-boots N]
+#                       [--tpm DIR]
 #                       -- COMMAND [ARGS...]
 #
 #   --kernel KVER   boot /boot/vmlinuz-KVER with modules from /lib/modules/KVER
@@ -27,6 +28,9 @@
 #   --timeout SEC   wall-clock limit for the whole guest (default 1200)
 #   --append ARG    one more kernel command-line parameter (no white space),
 #                   e.g. slub_debug=FZPU (selftests/run.sh does)
+#   --tpm DIR       a TPM 2.0 for the guest (/dev/tpm0, /dev/tpmrm0): swtpm
+#                   with its state in DIR (created; kept, so a second run
+#                   with the same DIR has the same TPM), on QEMU's tpm-tis
 #   --crash-boots N for vm-run's own test: the first N boots crash the
 #                   guest kernel (sysrq c) just before COMMAND would start
 #
@@ -77,6 +81,7 @@ TIMEOUT=1200
 APPEND=()
 KERNEL_DIR=
 CRASH_BOOTS=0
+TPM_DIR=
 
 usage() {
 	sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
@@ -106,6 +111,7 @@ while [ $# -gt 0 ]; do
 	--append) APPEND+=("${2-}") ;;
 	--kernel-dir) KERNEL_DIR=${2-} ;;
 	--crash-boots) CRASH_BOOTS=${2-} ;;
+	--tpm) TPM_DIR=${2-} ;;
 	--) shift; break ;;
 	-h | --help) usage ;;
 	*) echo "vm-run: unknown argument '$1'" >&2; usage ;;
@@ -269,15 +275,47 @@ fi
 for disk in "${DISKS[@]}"; do
 	qemu_args+=(-drive "file=$(qemu_escape "$disk"),format=raw,if=virtio,cache=writethrough")
 done
+if [ -n "$TPM_DIR" ]; then
+	mkdir -p "$TPM_DIR" || fail 125 "cannot create --tpm directory '$TPM_DIR'"
+	TPM_DIR=$(cd "$TPM_DIR" && pwd)
+	# shellcheck disable=SC2054 # QEMU option values are comma-separated
+	qemu_args+=(-chardev "socket,id=chrtpm,path=$(qemu_escape "$TPM_DIR/ctrl.sock")"
+		-tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0)
+fi
 if [ -n "$NVME" ]; then
 	# shellcheck disable=SC2054 # QEMU option values are comma-separated
 	qemu_args+=(-drive "file=$(qemu_escape "$NVME"),format=raw,if=none,id=nvme0,cache=writethrough"
 		-device nvme,serial=envcrypt0,drive=nvme0)
 fi
 
+# swtpm for --tpm: QEMU talks to it over DIR/ctrl.sock; --terminate ends
+# it when QEMU closes that connection.  Waits (at most 10 s) for the socket.
+start_swtpm() {
+	local sock=$TPM_DIR/ctrl.sock i
+	command -v swtpm >/dev/null || fail 125 "--tpm needs swtpm (make deps)"
+	mkdir -p "$TPM_DIR" || fail 125 "cannot create --tpm directory '$TPM_DIR'"
+	rm -f "$sock"
+	swtpm socket --tpm2 --tpmstate "dir=$TPM_DIR" --ctrl "type=unixio,path=$sock" \
+		--terminate --log "file=$TPM_DIR/swtpm.log" </dev/null >/dev/null 2>&1 &
+	SWTPM_PID=$!
+	for i in $(seq 1 100); do
+		[ -S "$sock" ] && return 0
+		kill -0 "$SWTPM_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	fail 125 "swtpm did not start (see $TPM_DIR/swtpm.log)"
+}
+
 run_guest() {
+	if [ -n "$TPM_DIR" ]; then
+		start_swtpm
+	fi
 	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null | tee "$OUT/output.txt"
 	qemu_status=${PIPESTATUS[0]}
+	if [ -n "$TPM_DIR" ]; then
+		kill "$SWTPM_PID" 2>/dev/null
+		wait "$SWTPM_PID" 2>/dev/null
+	fi
 	if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
 		echo "vm-run: kernel $KVER: guest did not finish within $TIMEOUT s; QEMU killed. Last kernel log lines:" >&2
 		tail -n 15 "$OUT/console.txt" | sed 's/^/vm-run:   /' >&2

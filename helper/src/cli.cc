@@ -20,6 +20,7 @@
 #include "lifecycle_cli.h"
 #include "ops_cli.h"
 #include "printable.h"
+#include "root_key_cli.h"
 #include "udev_properties.h"
 #include "volume.h"
 
@@ -707,6 +708,7 @@ void Cli::add_kms_commands(CLI::App& app) {
   const LifecycleCommandHooks hooks{common.registry, &kms_selector_, common.json,
                                     common.out,      common.err,     common.select};
   add_lifecycle_kms_commands(*kms, hooks);
+  add_root_key_commands(*kms, hooks);
   add_rewrap_command(app, hooks);
 }
 

@@ -5,12 +5,15 @@
 #include <toml++/toml.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+
+#include "printable.h"
 
 namespace envcrypt {
 namespace {
@@ -118,6 +121,21 @@ class TableReader {
       return error(key, "expected an absolute path, got '" + text + "'");
     }
     return path;
+  }
+
+  // A tpm2-tss TCTI string: device:<absolute path>, swtpm:<options> or
+  // mssim:<options>, printable, at most 256 characters.
+  Result<std::string> tcti(std::string_view key, const toml::node& node) const {
+    ENVCRYPT_ASSIGN_OR_RETURN(std::string text, string(key, node));
+    const bool printable_text =
+        std::all_of(text.begin(), text.end(), [](char c) { return c > ' ' && c < 0x7f; });
+    const bool known = text.rfind("device:/", 0) == 0 || text.rfind("swtpm:", 0) == 0 ||
+                       text.rfind("mssim:", 0) == 0;
+    if (!printable_text || !known || text.size() > 256) {
+      return error(key, "expected device:<path>, swtpm:<options> or mssim:<options>, got '" +
+                            printable(text) + "'");
+    }
+    return text;
   }
 
   Result<std::int64_t> integer(std::string_view key, const toml::node& node, std::int64_t min,
@@ -280,6 +298,8 @@ Status parse_kms(const toml::table& kms, const std::filesystem::path& source, Co
           ENVCRYPT_ASSIGN_OR_RETURN(config.local_dir, local_reader.absolute_path(lk, lnode));
         } else if (lk == "root_key") {
           ENVCRYPT_ASSIGN_OR_RETURN(config.local_root_key, local_reader.absolute_path(lk, lnode));
+        } else if (lk == "tpm_tcti") {
+          ENVCRYPT_ASSIGN_OR_RETURN(config.local_tpm_tcti, local_reader.tcti(lk, lnode));
         } else {
           return local_reader.unknown_key(lk);
         }

@@ -56,6 +56,8 @@ struct Config {
   std::string default_cmk = "alias/acs/ecs";
   std::filesystem::path local_dir = "/var/lib/envcrypt/kms";
   std::filesystem::path local_root_key = "/etc/envcrypt/root.key";
+  // The TPM of a sealed root key (tpm2-tss TCTI configuration string).
+  std::string local_tpm_tcti = "device:/dev/tpmrm0";
   std::map<std::string, KmipEndpoint> kmip_endpoints;  // by name
   BootConfig boot;
   std::filesystem::path source;  // the file read, empty when defaults only

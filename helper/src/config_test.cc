@@ -96,6 +96,23 @@ TEST(Config, WrongTypesAreNamed) {
                      "kms.local.dir: expected an absolute path");
 }
 
+TEST(Config, TpmTctiIsCheckedWhereItIsRead) {
+  auto config = parse("");
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->local_tpm_tcti, "device:/dev/tpmrm0");
+  config = parse("[kms.local]\ntpm_tcti = \"swtpm:host=127.0.0.1,port=2321\"\n");
+  ASSERT_TRUE(config.ok()) << config.error().message();
+  EXPECT_EQ(config->local_tpm_tcti, "swtpm:host=127.0.0.1,port=2321");
+  const std::string expected =
+      "kms.local.tpm_tcti: expected device:<path>, swtpm:<options> or mssim:<options>, got ";
+  expect_usage_error("[kms.local]\ntpm_tcti = \"libtpms\"\n", expected + "'libtpms'");
+  expect_usage_error("[kms.local]\ntpm_tcti = \"device:relative\"\n",
+                     expected + "'device:relative'");
+  expect_usage_error("[kms.local]\ntpm_tcti = \"swtpm:a\\nb\"\n", expected + "'swtpm:a\\x0ab'");
+  expect_usage_error("[kms.local]\ntpm_tcti = \"swtpm:" + std::string(260, 'x') + "\"\n",
+                     expected + "'swtpm:");
+}
+
 TEST(Config, KmipEndpointNeedsHost) {
   expect_usage_error("[kms.kmip.a]\nport = 5696\n", "kms.kmip.a.host: missing");
 }

@@ -15,6 +15,7 @@
 
 #include "crypto.h"
 #include "keystore.h"
+#include "root_key.h"
 #include "run_dir.h"
 #include "secret_io.h"
 
@@ -328,82 +329,6 @@ bool grant_covers(const StoredGrant& grant, GrantOperation wanted) {
         return name == to_string(wanted) ||
                (wanted == GrantOperation::kDescribe && name == to_string(GrantOperation::kAdmin));
       });
-}
-
-// Reads a 32-byte root key straight into locked memory.
-Result<SecretBytes> read_root_key(const std::filesystem::path& path, int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    return Error(ErrorCode::kIo, "stat " + path.string() + ": " + std::strerror(errno));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return Error(ErrorCode::kIo, "root key " + path.string() + " is not a regular file");
-  }
-  ENVCRYPT_TRY(check_private_fd(fd, path));
-  if (st.st_size != static_cast<off_t>(kAes256KeySize)) {
-    return Error(ErrorCode::kCorruptHeader, "root key " + path.string() + " must be exactly 32 " +
-                                                "bytes, it has " + std::to_string(st.st_size));
-  }
-  return read_secret(fd, kAes256KeySize, path.string());
-}
-
-Status create_root_key(const std::filesystem::path& path) {
-  const std::filesystem::path dir = path.parent_path().empty() ? "." : path.parent_path();
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0) {
-    ENVCRYPT_TRY(ensure_private_directory(dir));
-  } else if ((st.st_mode & 022) != 0) {
-    return Error(ErrorCode::kDenied, "directory " + dir.string() + " of the root key is group " +
-                                         "or world writable: refusing to create " + path.string());
-  }
-  ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes key, random_secret(kAes256KeySize));
-  // Written under a private name, then linked into place: link() fails if
-  // another process created the key meanwhile, and that key wins.
-  std::filesystem::path temp = path;
-  temp += ".new." + std::to_string(::getpid());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return Error(ErrorCode::kIo, "create " + temp.string() + ": " + std::strerror(errno));
-  }
-  const bool written =
-      ::write(fd, key.data(), key.size()) == static_cast<ssize_t>(key.size()) && ::fsync(fd) == 0;
-  const int saved_errno = errno;
-  ::close(fd);
-  if (!written) {
-    ::unlink(temp.c_str());
-    return Error(ErrorCode::kIo, "write " + temp.string() + ": " + std::strerror(saved_errno));
-  }
-  const bool linked = ::link(temp.c_str(), path.c_str()) == 0 || errno == EEXIST;
-  const int link_errno = errno;
-  ::unlink(temp.c_str());
-  if (!linked) {
-    return Error(ErrorCode::kIo, "create " + path.string() + ": " + std::strerror(link_errno));
-  }
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    (void)::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-  return OkStatus();
-}
-
-Result<SecretBytes> load_or_create_root_key(const std::filesystem::path& path) {
-  if (path.empty()) {
-    return Error(ErrorCode::kUsage, "root key path is not set");
-  }
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd >= 0) {
-      Result<SecretBytes> key = read_root_key(path, fd);
-      ::close(fd);
-      return key;
-    }
-    if (errno != ENOENT) {
-      return Error(ErrorCode::kIo, "open root key " + path.string() + ": " + std::strerror(errno));
-    }
-    ENVCRYPT_TRY(create_root_key(path));
-  }
-  return Error(ErrorCode::kIo, "root key " + path.string() + " vanished while being created");
 }
 
 std::string import_key_aad(const std::string& key_id) {
@@ -885,7 +810,9 @@ Result<std::unique_ptr<LocalKms>> LocalKms::open(const LocalKmsOptions& options)
     resolved.clock = system_clock_seconds;
   }
   ENVCRYPT_ASSIGN_OR_RETURN(Keystore keystore, Keystore::open(resolved.dir));
-  ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes root_key, load_or_create_root_key(resolved.root_key));
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      SecretBytes root_key,
+      load_root_key(resolved.root_key, {resolved.tpm_tcti, resolved.tpm_pin}));
   ENVCRYPT_ASSIGN_OR_RETURN(AuditKeys audit_keys, derive_audit_keys(root_key.span()));
   ENVCRYPT_ASSIGN_OR_RETURN(
       AuditLog audit, AuditLog::open(resolved.dir / "audit.log", resolved.principal, resolved.clock,

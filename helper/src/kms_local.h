@@ -19,14 +19,19 @@
 #include "kms.h"
 #include "result.h"
 #include "secret.h"
+#include "tpm_seal.h"
 
 namespace envcrypt {
 
 struct LocalKmsOptions {
   std::filesystem::path dir;       // keystore directory, e.g. /var/lib/envcrypt/kms
   std::filesystem::path root_key;  // e.g. /etc/envcrypt/root.key
-  std::string region;              // e.g. local-1
-  std::string principal;           // e.g. host/<hostname>, recorded in the audit log
+  // A root key sealed to a TPM (root_key + ".tpm", root_key.h): the TCTI of
+  // that TPM, and what asks for its PIN when it was sealed with one.
+  std::string tpm_tcti = kDefaultTpmTcti;
+  std::function<Result<SecretBytes>()> tpm_pin;
+  std::string region;     // e.g. local-1
+  std::string principal;  // e.g. host/<hostname>, recorded in the audit log
   // Unix seconds.  Empty means the system clock; tests move time forward to
   // reach deletion dates, rotation dates and token expiry.
   std::function<std::int64_t()> clock;

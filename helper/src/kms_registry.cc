@@ -4,6 +4,7 @@
 
 #include "kmip/kms_kmip.h"
 #include "kms_local.h"
+#include "tpm_pin.h"
 
 namespace envcrypt {
 namespace {
@@ -51,6 +52,10 @@ Result<KmsBackend*> KmsRegistry::local(const std::string& region) {
   LocalKmsOptions options;
   options.dir = config_.local_dir;
   options.root_key = config_.local_root_key;
+  options.tpm_tcti = config_.local_tpm_tcti;
+  options.tpm_pin = [root_key = config_.local_root_key] {
+    return ask_tpm_pin("TPM PIN for the envcrypt root key " + root_key.string());
+  };
   options.region = region;
   options.principal = config_.principal;
   ENVCRYPT_ASSIGN_OR_RETURN(std::unique_ptr<KmsBackend> backend, open_local_kms(options));
