@@ -123,7 +123,9 @@ Status attach_recovery_wrap(DiskHeader& header, const SecretBytes& data_key,
 Result<HeaderChange> upgrade_header_volume(KmsRegistry& kms, const RecoveryTarget& target) {
   ENVCRYPT_ASSIGN_OR_RETURN(OpenHeader open, open_for_update(target));
   const DiskHeader& header = open.current.header;
-  if (header.version >= ENVCRYPT_HDR_VERSION_RECOVERY) {
+  // A version 2 header with a copy left behind by an interrupted upgrade is
+  // rewritten, so running upgrade-header again finishes its work.
+  if (header.version >= ENVCRYPT_HDR_VERSION_RECOVERY && !open.current.degraded()) {
     return HeaderChange{header, header, false};
   }
   ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, audit_log_for(kms, header.wrapped.cmk_uri));

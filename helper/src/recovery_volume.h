@@ -40,7 +40,8 @@ struct HeaderChange {
   bool changed = false;
 };
 
-// v1 -> v2; a version 2 header is left as it is (changed false).
+// v1 -> v2; a version 2 header is left as it is (changed false) unless a
+// copy is not current (an interrupted upgrade), which is then rewritten.
 Result<HeaderChange> upgrade_header_volume(KmsRegistry& kms, const RecoveryTarget& target);
 
 // Wraps the DK (unwrapped through the disk's CMK and checked against its key
