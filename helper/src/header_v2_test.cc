@@ -64,8 +64,7 @@ void expect_invalid(HeaderBytes bytes, const std::string& reason) {
   auto decoded = decode_header(bytes, kPrimaryOffset, &report);
   ASSERT_FALSE(decoded.ok());
   EXPECT_EQ(report.state, CopyState::kInvalid);
-  EXPECT_NE(decoded.error().message().find(reason), std::string::npos)
-      << decoded.error().message();
+  EXPECT_NE(decoded.error().message().find(reason), std::string::npos) << decoded.error().message();
 }
 
 TEST(HeaderV2, RecoveryLayoutIsWhereTheFormatDocumentSaysItIs) {
@@ -104,7 +103,8 @@ TEST(HeaderV2, Version1IsWrittenAsBefore) {
   EXPECT_EQ(bytes[offsetof(envcrypt_header, version)], 1);
   // Everything after the envelope up to the checksum is zero, as version 1
   // always wrote its reserved field.
-  const auto tail = ByteView(bytes).subspan(kRecovery, offsetof(envcrypt_header, checksum) - kRecovery);
+  const auto tail =
+      ByteView(bytes).subspan(kRecovery, offsetof(envcrypt_header, checksum) - kRecovery);
   EXPECT_TRUE(std::all_of(tail.begin(), tail.end(), [](auto b) { return b == 0; }));
   const DiskHeader decoded = decode_header(bytes, kPrimaryOffset).value();
   EXPECT_EQ(decoded.version, 1U);

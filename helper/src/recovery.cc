@@ -53,8 +53,7 @@ Error crypto_failure(std::string_view what) {
 Result<RecoveryPublicKey> describe_public(EVP_PKEY* key) {
   RecoveryPublicKey out;
   std::size_t length = out.raw.size();
-  if (EVP_PKEY_get_raw_public_key(key, out.raw.data(), &length) != 1 ||
-      length != out.raw.size()) {
+  if (EVP_PKEY_get_raw_public_key(key, out.raw.data(), &length) != 1 || length != out.raw.size()) {
     return crypto_failure("X25519 public key export");
   }
   unsigned char* der = nullptr;
@@ -126,8 +125,8 @@ Result<SecretBytes> hkdf_wrapping_key(const SecretBytes& shared, const X25519Pub
   std::array<char, 8> digest = {'S', 'H', 'A', '2', '5', '6', '\0', '\0'};
   const std::array params = {
       OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest.data(), 0),
-      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<std::uint8_t*>(shared.data()),
-                                        shared.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY,
+                                        const_cast<std::uint8_t*>(shared.data()), shared.size()),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, salt.data(), salt.size()),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), info.size()),
       OSSL_PARAM_construct_end(),

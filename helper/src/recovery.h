@@ -39,12 +39,12 @@ using RecoveryKeyId = Sha256Digest;
 using X25519PublicKey = std::array<std::uint8_t, kX25519KeySize>;
 
 struct RecoveryWrap {
-  RecoveryKeyId key_id{};          // SHA-256 of the recovery public key (SPKI DER)
-  Sha256Digest context_digest{};   // SHA-256 of canonical_context(context)
+  RecoveryKeyId key_id{};           // SHA-256 of the recovery public key (SPKI DER)
+  Sha256Digest context_digest{};    // SHA-256 of canonical_context(context)
   X25519PublicKey ephemeral_key{};  // the wrap's ephemeral public key
-  Bytes nonce;                     // kGcmNonceSize
-  Bytes tag;                       // kGcmTagSize
-  Bytes ciphertext;                // as long as the DK
+  Bytes nonce;                      // kGcmNonceSize
+  Bytes tag;                        // kGcmTagSize
+  Bytes ciphertext;                 // as long as the DK
 
   bool operator==(const RecoveryWrap&) const = default;
 };

@@ -21,8 +21,8 @@ struct RecoveryArgs {
   bool replace = false;
 
   [[nodiscard]] RecoveryTarget target() const {
-    return {device, header_file.empty() ? std::nullopt
-                                        : std::optional<std::filesystem::path>(header_file)};
+    return {device,
+            header_file.empty() ? std::nullopt : std::optional<std::filesystem::path>(header_file)};
   }
 };
 
@@ -44,12 +44,9 @@ std::string wrap_text(const DiskHeader& header) {
 void print_change(const BootCommandHooks& hooks, const RecoveryArgs& args, const HeaderChange& c,
                   const std::string& done, const std::string& unchanged) {
   if (*hooks.json) {
-    *hooks.out << json{{"device", args.device},
-                       {"uuid", uuid_to_string(c.after.uuid)},
-                       {"version", c.after.version},
-                       {"sequence", c.after.sequence},
-                       {"changed", c.changed},
-                       {"recovery", wrap_json(c.after)}}
+    *hooks.out << json{{"device", args.device},      {"uuid", uuid_to_string(c.after.uuid)},
+                       {"version", c.after.version}, {"sequence", c.after.sequence},
+                       {"changed", c.changed},       {"recovery", wrap_json(c.after)}}
                       .dump(2)
                << '\n';
     return;
@@ -133,7 +130,8 @@ CLI::App* disk_command(CLI::App& parent, const std::string& name, const std::str
   sub->add_option("--header", args->header_file, "detached header file");
   const std::string what = parent.get_name() == "recovery" ? "recovery " + name : name;
   sub->callback([args, hooks, command, what] {
-    hooks.select(what + " " + args->device, [args, hooks, command] { return command(*args, hooks); });
+    hooks.select(what + " " + args->device,
+                 [args, hooks, command] { return command(*args, hooks); });
   });
   return sub;
 }
@@ -144,19 +142,18 @@ void add_recovery_commands(CLI::App& app, const BootCommandHooks& hooks) {
   auto args = std::make_shared<RecoveryArgs>();
   disk_command(app, "upgrade-header", "rewrite a version 1 header as version 2 (crash-safe)", args,
                hooks, upgrade);
-  auto* recover_command = disk_command(
-      app, "recover", "rewrap the data key under a CMK with the recovery private key", args, hooks,
-      recover);
-  recover_command
-      ->add_option("--recovery-private-key", args->key_file, "X25519 private key, PEM")
+  auto* recover_command =
+      disk_command(app, "recover", "rewrap the data key under a CMK with the recovery private key",
+                   args, hooks, recover);
+  recover_command->add_option("--recovery-private-key", args->key_file, "X25519 private key, PEM")
       ->required();
   recover_command->add_option("--cmk", args->cmk,
                               "key id, alias/<name> or CMK URI (default: the disk's CMK)");
 
   auto* recovery = app.add_subcommand("recovery", "the disk's recovery wrap");
   recovery->require_subcommand(1);
-  auto* add_command =
-      disk_command(*recovery, "add", "wrap the data key to a recovery public key", args, hooks, add);
+  auto* add_command = disk_command(*recovery, "add", "wrap the data key to a recovery public key",
+                                   args, hooks, add);
   add_command->add_option("--recovery-key", args->key_file, "X25519 public key, PEM")->required();
   add_command->add_flag("--replace", args->replace, "replace an existing recovery wrap");
   disk_command(*recovery, "remove", "remove the recovery wrap", args, hooks, remove);

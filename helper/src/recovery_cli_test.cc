@@ -126,9 +126,8 @@ TEST_F(RecoveryCliTest, RecoversAfterTheKeystoreIsLost) {
   lose_keystore();
   CliRun lost = run({"verify", image_.string()});
   EXPECT_NE(lost.code, 0);
-  const std::string out =
-      ok({"recover", image_.string(), "--recovery-private-key", key("recovery"), "--cmk",
-          "alias/new"});
+  const std::string out = ok({"recover", image_.string(), "--recovery-private-key", key("recovery"),
+                              "--cmk", "alias/new"});
   EXPECT_NE(out.find("recovered with recovery key"), std::string::npos) << out;
   ok({"verify", image_.string()});
   const HeaderSelection after = header(image_);
@@ -146,8 +145,7 @@ TEST_F(RecoveryCliTest, WrongRecoveryKeyIsRefusedAndNothingWritten) {
   CliRun refused = run({"recover", image_.string(), "--recovery-private-key", key("stranger"),
                         "--cmk", "alias/new"});
   EXPECT_EQ(refused.code, static_cast<int>(ErrorCode::kDenied)) << refused.err;
-  EXPECT_NE(refused.err.find("wrong recovery key: the recovery wrap is for key"),
-            std::string::npos)
+  EXPECT_NE(refused.err.find("wrong recovery key: the recovery wrap is for key"), std::string::npos)
       << refused.err;
   EXPECT_EQ(read_text(image_), before);
   // The refused attempt is audited too.
@@ -207,8 +205,7 @@ TEST_F(RecoveryCliTest, Version1NeedsAnExplicitUpgrade) {
 
   ok({"recovery", "add", image_.string(), "--recovery-key", pub("recovery")});
   lose_keystore();
-  ok({"recover", image_.string(), "--recovery-private-key", key("recovery"), "--cmk",
-      "alias/new"});
+  ok({"recover", image_.string(), "--recovery-private-key", key("recovery"), "--cmk", "alias/new"});
   ok({"verify", image_.string()});
 }
 
@@ -243,9 +240,8 @@ TEST_F(RecoveryCliTest, KeyFilesOfTheWrongKindAreRefused) {
 
 // upgrade-header killed at each step leaves a disk whose CMK wrap opens.
 TEST_F(RecoveryCliTest, UpgradeKilledAtEachStepLeavesADiskThatOpens) {
-  for (const std::string_view step :
-       {std::string_view("prepared"), kRewrapSteps[1], kRewrapSteps[2], kRewrapSteps[3],
-        kRewrapSteps[4]}) {
+  for (const std::string_view step : {std::string_view("prepared"), kRewrapSteps[1],
+                                      kRewrapSteps[2], kRewrapSteps[3], kRewrapSteps[4]}) {
     ok({"format", image_.string(), "--cmk", "alias/web", "--force"});
     const pid_t pid = ::fork();
     if (pid == 0) {

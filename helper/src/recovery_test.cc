@@ -22,8 +22,8 @@ KeyPair new_key_pair() {
 }
 
 EncryptionContext disk_context(const std::string& uuid) {
-  return {{"disk_uuid", uuid},     {"cipher", "aes-xts-plain64"}, {"sector_size", "4096"},
-          {"key_size", "64"},      {"data_offset", "16777216"},  {"data_size", "0"},
+  return {{"disk_uuid", uuid},    {"cipher", "aes-xts-plain64"}, {"sector_size", "4096"},
+          {"key_size", "64"},     {"data_offset", "16777216"},   {"data_size", "0"},
           {"header_version", "2"}};
 }
 
@@ -70,9 +70,9 @@ TEST(Recovery, WrongKeyIsRefused) {
   const KeyPair keys = new_key_pair();
   const KeyPair other = new_key_pair();
   const RecoveryWrap wrap = wrap_for_recovery(keys.public_key, sample_data_key(), kContext).value();
-  expect_refused(unwrap_recovery(other.private_key, wrap, kContext), ErrorCode::kDenied,
-                 "wrong recovery key: the recovery wrap is for key " +
-                     short_key_id(keys.public_key.id));
+  expect_refused(
+      unwrap_recovery(other.private_key, wrap, kContext), ErrorCode::kDenied,
+      "wrong recovery key: the recovery wrap is for key " + short_key_id(keys.public_key.id));
 }
 
 TEST(Recovery, TamperedCiphertextTagNonceOrEphemeralKeyIsRefused) {
@@ -162,15 +162,14 @@ TEST(Recovery, PrivateKeyParserRefusesWhatIsNotAnX25519PrivateKey) {
 }
 
 TEST(Recovery, KeyFilesAreReadAndOversizedOnesRefused) {
-  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
-                                    ("recovery-keys-" + std::to_string(::getpid()));
+  const std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / ("recovery-keys-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   RecoveryKeyPair pair = generate_recovery_key_pair().value();
   {
     std::ofstream(dir / "recovery.pub") << pair.public_pem;
-    std::ofstream(dir / "recovery.key")
-        << std::string(reinterpret_cast<const char*>(pair.private_pem.data()),
-                       pair.private_pem.size());
+    std::ofstream(dir / "recovery.key") << std::string(
+        reinterpret_cast<const char*>(pair.private_pem.data()), pair.private_pem.size());
     std::ofstream(dir / "huge.pub") << std::string(kMaxRecoveryKeyFileSize + 1, 'A');
   }
   const RecoveryPublicKey public_key = read_recovery_public_key(dir / "recovery.pub").value();

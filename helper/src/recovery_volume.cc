@@ -62,8 +62,8 @@ struct OpenHeader {
 };
 
 Result<OpenHeader> open_for_update(const RecoveryTarget& target) {
-  ENVCRYPT_ASSIGN_OR_RETURN(Device device, open_device(target.header_file.value_or(target.device),
-                                                       OpenMode::kReadWrite));
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      Device device, open_device(target.header_file.value_or(target.device), OpenMode::kReadWrite));
   ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection current, read_header(device));
   return OpenHeader{std::move(device), std::move(current)};
 }
@@ -95,8 +95,9 @@ Result<SecretBytes> open_recovery_wrap(const DiskHeader& header, const RecoveryP
   // The wrap authenticated, so this only fails if the wrap was made from a
   // wrong key in the first place; never write such a key under a CMK.
   if (auto checked = check_data_key(header, data_key); !checked.ok()) {
-    return Error(ErrorCode::kCorruptHeader, "the recovery wrap holds a key that fails the disk's "
-                                            "key check value");
+    return Error(ErrorCode::kCorruptHeader,
+                 "the recovery wrap holds a key that fails the disk's "
+                 "key check value");
   }
   return data_key;
 }
