@@ -45,6 +45,11 @@ using Bio = std::unique_ptr<BIO, BioFree>;
 using Kdf = std::unique_ptr<EVP_KDF, KdfFree>;
 using KdfCtx = std::unique_ptr<EVP_KDF_CTX, KdfCtxFree>;
 
+// PEM's passphrase callback: there is none.  Without it OpenSSL would
+// prompt on the terminal for an encrypted key; this way such a key is
+// refused like any other key the helper cannot read.
+int no_passphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) { return -1; }
+
 Error crypto_failure(std::string_view what) {
   ERR_clear_error();
   return {ErrorCode::kInternal, std::string(what) + " failed"};
@@ -71,8 +76,7 @@ Result<Pkey> load_private(const SecretBytes& pem) {
     return Error(ErrorCode::kUsage, "not a recovery private key: larger than a PEM key file");
   }
   Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  // No passphrase callback: an encrypted PEM is refused, not prompted for.
-  Pkey key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  Pkey key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr) : nullptr);
   ERR_clear_error();
   if (!key) {
     return Error(ErrorCode::kUsage,
@@ -184,7 +188,7 @@ Result<RecoveryPublicKey> parse_recovery_public_key(std::string_view pem) {
     return Error(ErrorCode::kUsage, "not a recovery public key: larger than a PEM key file");
   }
   Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  Pkey key(bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  Pkey key(bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, no_passphrase, nullptr) : nullptr);
   ERR_clear_error();
   if (!key) {
     return Error(ErrorCode::kUsage, "not a recovery public key: no PEM public key in it");

@@ -262,5 +262,48 @@ TEST_F(RecoveryCliTest, UpgradeKilledAtEachStepLeavesADiskThatOpens) {
   }
 }
 
+// recovery add killed at each step: the disk verifies, with no recovery
+// wrap or the new one, and running it again finishes the work.
+TEST_F(RecoveryCliTest, AddKilledAtEachStepLeavesADiskThatOpens) {
+  for (const std::string_view step : {std::string_view("prepared"), kRewrapSteps[1],
+                                      kRewrapSteps[2], kRewrapSteps[3], kRewrapSteps[4]}) {
+    ok({"format", image_.string(), "--cmk", "alias/web", "--force"});
+    ok({"upgrade-header", image_.string()});
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setenv("ENVCRYPT_FAULT", ("recovery:" + std::string(step)).c_str(), 1);
+      ::_exit(run({"recovery", "add", image_.string(), "--recovery-key", pub("recovery")}).code == 0
+                  ? 0
+                  : 99);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << step;
+    EXPECT_EQ(header(image_).header.recovery.has_value(), step != "prepared") << step;
+    ok({"verify", image_.string()});
+    ok({"recovery", "add", image_.string(), "--recovery-key", pub("recovery"), "--replace"});
+    const HeaderSelection after = header(image_);
+    EXPECT_FALSE(after.degraded()) << step;
+    ASSERT_TRUE(after.header.recovery.has_value()) << step;
+  }
+  lose_keystore();
+  ok({"recover", image_.string(), "--recovery-private-key", key("recovery"), "--cmk", "alias/new"});
+  ok({"verify", image_.string()});
+}
+
+// A version 2 header goes through header-backup and header-restore whole.
+TEST_F(RecoveryCliTest, HeaderBackupKeepsTheRecoveryWrap) {
+  format_with_recovery(image_);
+  const fs::path backup = dir_ / "header.bak";
+  ok({"header-backup", image_.string(), backup.string()});
+  ok({"recovery", "remove", image_.string()});
+  ok({"header-restore", image_.string(), backup.string()});
+  const HeaderSelection restored = header(image_);
+  EXPECT_EQ(restored.header.version, 2U);
+  EXPECT_TRUE(restored.header.recovery.has_value());
+  lose_keystore();
+  ok({"recover", image_.string(), "--recovery-private-key", key("recovery"), "--cmk", "alias/new"});
+}
+
 }  // namespace
 }  // namespace envcrypt

@@ -1,6 +1,9 @@
 #include "recovery.h"
 
 #include <gtest/gtest.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -159,6 +162,31 @@ TEST(Recovery, PrivateKeyParserRefusesWhatIsNotAnX25519PrivateKey) {
   auto from_rsa = parse_recovery_private_key(std::move(rsa.private_key_pem));
   ASSERT_FALSE(from_rsa.ok());
   EXPECT_EQ(from_rsa.error().message(), "not a recovery private key: not an X25519 key");
+}
+
+// An encrypted private key is refused, never prompted for on the terminal.
+TEST(Recovery, EncryptedPrivateKeyIsRefusedWithoutAPrompt) {
+  RecoveryKeyPair pair = generate_recovery_key_pair().value();
+  BIO* in = BIO_new_mem_buf(pair.private_pem.data(), static_cast<int>(pair.private_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(in, nullptr, nullptr, nullptr);
+  ASSERT_NE(key, nullptr);
+  BIO* out = BIO_new(BIO_s_mem());
+  char passphrase[] = "correct horse";
+  ASSERT_EQ(
+      PEM_write_bio_PKCS8PrivateKey(out, key, EVP_aes_256_cbc(), passphrase,
+                                    static_cast<int>(sizeof(passphrase) - 1), nullptr, nullptr),
+      1);
+  char* data = nullptr;
+  const long length = BIO_get_mem_data(out, &data);
+  SecretBytes encrypted(reinterpret_cast<const std::uint8_t*>(data),
+                        static_cast<std::size_t>(length));
+  EVP_PKEY_free(key);
+  BIO_free(in);
+  BIO_free(out);
+  auto refused = parse_recovery_private_key(std::move(encrypted));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message(),
+            "not a recovery private key: no unencrypted PEM private key in it");
 }
 
 TEST(Recovery, KeyFilesAreReadAndOversizedOnesRefused) {
