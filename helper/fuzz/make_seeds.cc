@@ -64,12 +64,27 @@ void write_header_seeds(const std::filesystem::path& corpus) {
       sample_header(3, "data", "local://local-1/1234abcd-0000-4000-8000-000000000000");
   const DiskHeader kmip = sample_header(7, "logs", "kmip://kms.example:5696/42");
   const DiskHeader older = sample_header(6, "logs", "kmip://kms.example:5696/41");
+  DiskHeader v2_only = local;
+  v2_only.version = ENVCRYPT_HDR_VERSION_RECOVERY;
+  v2_only.sequence = 4;
+  DiskHeader with_recovery = v2_only;
+  RecoveryWrap wrap;
+  wrap.key_id.fill(0x55);
+  wrap.context_digest.fill(0x66);
+  wrap.ephemeral_key.fill(0x77);
+  wrap.nonce = Bytes(12, 0x88);
+  wrap.tag = Bytes(16, 0x99);
+  wrap.ciphertext = Bytes(kDataKeySize, 0xaa);
+  with_recovery.recovery = wrap;
   for (const char* target : {"header", "probe"}) {
     put(corpus / target / "local-pair.bin", header_pair(local, local));
     put(corpus / target / "kmip-stale-secondary.bin", header_pair(kmip, older));
     Bytes primary_only = header_pair(local, local);
     primary_only.resize(1 + kHeaderSize);
     put(corpus / target / "primary-only.bin", primary_only);
+    put(corpus / target / "v2-recovery-pair.bin", header_pair(with_recovery, with_recovery));
+    put(corpus / target / "v2-no-recovery-pair.bin", header_pair(v2_only, v2_only));
+    put(corpus / target / "v2-upgrade-half-done.bin", header_pair(with_recovery, local));
   }
 }
 

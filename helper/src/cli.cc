@@ -20,6 +20,8 @@
 #include "lifecycle_cli.h"
 #include "ops_cli.h"
 #include "printable.h"
+#include "recovery_cli.h"
+#include "recovery_volume.h"
 #include "root_key_cli.h"
 #include "udev_properties.h"
 #include "volume.h"
@@ -128,7 +130,7 @@ json header_json(const std::string& source, const HeaderSelection& selection) {
   const Geometry& g = h.geometry;
   return {
       {"device", source},
-      {"version", ENVCRYPT_HDR_VERSION},
+      {"version", h.version},
       {"uuid", uuid_to_string(h.uuid)},
       {"label", h.label},
       {"sequence", h.sequence},
@@ -141,6 +143,7 @@ json header_json(const std::string& source, const HeaderSelection& selection) {
       {"cmk_version", h.wrapped.cmk_version},
       {"wrap_algorithm", "AES-256-GCM"},
       {"kcv_algorithm", "HMAC-SHA256-128"},
+      {"recovery_key_id", h.recovery ? json(to_hex(h.recovery->key_id)) : json()},
       {"copies",
        {{"primary", copy_json(selection.primary)}, {"secondary", copy_json(selection.secondary)}}}};
 }
@@ -223,6 +226,7 @@ class Cli {
   std::string header_file_;
   std::string cmk_;
   std::string label_;
+  std::string recovery_key_;
   std::uint32_t sector_size_ = 4096;
   bool force_ = false;
   bool destroy_now_ = false;  // kms schedule-key-deletion on KMIP
@@ -250,8 +254,17 @@ Status Cli::format() {
   options.sector_size = sector_size_;
   options.force = force_;
   options.wipe = wipe_;
+  if (!recovery_key_.empty()) {
+    ENVCRYPT_ASSIGN_OR_RETURN(options.recovery_key, read_recovery_public_key(recovery_key_));
+  }
   ProgressBar bar(err_);
   ENVCRYPT_ASSIGN_OR_RETURN(DiskHeader header, format_volume(*reg, options, bar.callback()));
+  if (header.recovery) {
+    if (auto audited = audit_recovery_format(*reg, header); !audited.ok()) {
+      return audited.error().with_context("formatted (uuid " + uuid_to_string(header.uuid) +
+                                          ", with a recovery wrap) but the audit line failed");
+    }
+  }
   if (json_) {
     print_json({{"device", device_},
                 {"uuid", uuid_to_string(header.uuid)},
@@ -388,7 +401,7 @@ Status Cli::inspect() {
   }
   const DiskHeader& h = selection.header;
   const Geometry& g = h.geometry;
-  out_ << source << ": envcrypt header version " << ENVCRYPT_HDR_VERSION << '\n'
+  out_ << source << ": envcrypt header version " << h.version << '\n'
        << "  uuid:          " << uuid_to_string(h.uuid) << '\n'
        << "  label:         " << h.label << '\n'
        << "  sequence:      " << h.sequence << '\n'
@@ -402,6 +415,10 @@ Status Cli::inspect() {
        << "  cmk:           " << h.wrapped.cmk_uri << " (version " << h.wrapped.cmk_version << ")\n"
        << "  wrapped key:   AES-256-GCM, " << h.wrapped.ciphertext.size()
        << " bytes, key check value HMAC-SHA256-128\n"
+       << "  recovery:      "
+       << (h.recovery ? "X25519-HKDF-SHA256-AES-256-GCM, key " + to_hex(h.recovery->key_id)
+                      : std::string("none"))
+       << '\n'
        << "  primary:       " << copy_text(selection.primary) << '\n'
        << "  secondary:     " << copy_text(selection.secondary) << '\n';
   return OkStatus();
@@ -432,7 +449,7 @@ Status Cli::probe() {
   if (json_) {
     print_json({{"ID_FS_TYPE", "envcrypt"},
                 {"ID_FS_USAGE", "crypto"},
-                {"ID_FS_VERSION", ENVCRYPT_HDR_VERSION},
+                {"ID_FS_VERSION", h.version},
                 {"ID_FS_UUID", uuid_to_string(h.uuid)},
                 {"ID_FS_LABEL", udev_safe(h.label)},
                 {"ENVCRYPT_UUID", uuid_to_string(h.uuid)},
@@ -552,6 +569,8 @@ void Cli::add_volume_commands(CLI::App& app) {
   format->add_option("--header", header_file_, "write a detached header to this file");
   format->add_flag("--force", force_, "destroy whatever signature the device holds");
   format->add_flag("--wipe", wipe_, "fill the data area with ciphertext of zeros");
+  format->add_option("--recovery-key", recovery_key_,
+                     "also wrap the data key to this X25519 public key (PEM); header version 2");
   bind(
       format, [this] { return "format " + device_; }, &Cli::format);
 
@@ -731,6 +750,7 @@ void Cli::add_boot_commands(CLI::App& app) {
   const BootCommandHooks hooks = command_hooks();
   envcrypt::add_boot_commands(app, hooks);
   add_ops_commands(app, hooks);
+  add_recovery_commands(app, hooks);
 }
 
 int Cli::run(int argc, const char* const* argv) {

@@ -23,6 +23,7 @@ constexpr std::size_t kChecksumOffset = offsetof(envcrypt_header, checksum);
 // Field offsets come from the uapi struct, so the layout is written once.
 constexpr std::size_t kGeometry = offsetof(envcrypt_header, geometry);
 constexpr std::size_t kEnvelope = offsetof(envcrypt_header, envelope);
+constexpr std::size_t kRecovery = offsetof(envcrypt_header, recovery);
 
 void put_le(HeaderBytes& out, std::size_t offset, std::uint64_t value, std::size_t width) {
   for (std::size_t i = 0; i < width; ++i) {
@@ -140,7 +141,8 @@ Status check_geometry(const Geometry& g) {
 // the tail of the wrapped-key field) must be zero: a copy then has exactly
 // one encoding, so nothing can hide in it and re-encoding a decoded header
 // reproduces it byte for byte.  Returns what is not zero, or "".
-std::string check_unused_bytes(std::span<const std::uint8_t> in, std::uint64_t wrapped_len) {
+std::string check_unused_bytes(std::span<const std::uint8_t> in, std::uint64_t wrapped_len,
+                               bool has_recovery, std::uint64_t recovery_len) {
   struct Span {
     const char* what;
     std::size_t offset;
@@ -152,6 +154,12 @@ std::string check_unused_bytes(std::span<const std::uint8_t> in, std::uint64_t w
     return Span{what, offset + used, width - used};
   };
   const std::size_t key_field = kEnvelope + offsetof(envcrypt_envelope, wrapped_key);
+  const std::size_t recovery_key_field = kRecovery + offsetof(envcrypt_recovery, wrapped_key);
+  // Without a recovery wrap (version 1, or 2 with alg 0) the whole block is unused.
+  const Span recovery_unused =
+      has_recovery ? Span{"recovery wrapped key field", recovery_key_field + recovery_len,
+                          ENVCRYPT_WRAPPED_KEY_MAX - recovery_len}
+                   : Span{"recovery block", kRecovery, sizeof(envcrypt_recovery)};
   const std::array spans = {
       after_string("label", offsetof(envcrypt_header, label), ENVCRYPT_LABEL_LEN),
       after_string("cipher", kGeometry + offsetof(envcrypt_geometry, cipher), ENVCRYPT_CIPHER_LEN),
@@ -162,6 +170,9 @@ std::string check_unused_bytes(std::span<const std::uint8_t> in, std::uint64_t w
       Span{"envelope pad", kEnvelope + offsetof(envcrypt_envelope, pad),
            sizeof(envcrypt_envelope::pad)},
       Span{"wrapped key field", key_field + wrapped_len, ENVCRYPT_WRAPPED_KEY_MAX - wrapped_len},
+      Span{"recovery pad", kRecovery + offsetof(envcrypt_recovery, pad),
+           sizeof(envcrypt_recovery::pad)},
+      recovery_unused,
       Span{"reserved", offsetof(envcrypt_header, reserved), sizeof(envcrypt_header::reserved)},
   };
   for (const Span& span : spans) {
@@ -173,6 +184,63 @@ std::string check_unused_bytes(std::span<const std::uint8_t> in, std::uint64_t w
     }
   }
   return "";
+}
+
+Status check_recovery_wrap(const RecoveryWrap& wrap, std::uint32_t key_size) {
+  if (wrap.nonce.size() != ENVCRYPT_NONCE_LEN || wrap.tag.size() != ENVCRYPT_TAG_LEN) {
+    return invalid("recovery wrap nonce or tag has the wrong length");
+  }
+  if (wrap.ciphertext.size() != key_size) {
+    return invalid("recovery wrapped key is " + std::to_string(wrap.ciphertext.size()) +
+                   " bytes, not " + std::to_string(key_size));
+  }
+  return OkStatus();
+}
+
+void put_recovery(HeaderBytes& out, const RecoveryWrap& wrap) {
+  put_le(out, kRecovery + offsetof(envcrypt_recovery, alg), ENVCRYPT_RECOVERY_X25519_AES_256_GCM,
+         4);
+  put_le(out, kRecovery + offsetof(envcrypt_recovery, wrapped_key_len), wrap.ciphertext.size(), 4);
+  put_bytes(out, kRecovery + offsetof(envcrypt_recovery, key_id), wrap.key_id);
+  put_bytes(out, kRecovery + offsetof(envcrypt_recovery, context_digest), wrap.context_digest);
+  put_bytes(out, kRecovery + offsetof(envcrypt_recovery, ephemeral_key), wrap.ephemeral_key);
+  put_bytes(out, kRecovery + offsetof(envcrypt_recovery, nonce), wrap.nonce);
+  put_bytes(out, kRecovery + offsetof(envcrypt_recovery, tag), wrap.tag);
+  put_bytes(out, kRecovery + offsetof(envcrypt_recovery, wrapped_key), wrap.ciphertext);
+}
+
+template <std::size_t N>
+void get_array(std::span<const std::uint8_t> in, std::size_t offset,
+               std::array<std::uint8_t, N>& out) {
+  std::memcpy(out.data(), in.data() + offset, N);
+}
+
+// The recovery block of a version 2 copy: none (alg 0), or a wrap whose
+// lengths are checked before anything is read past them.
+Result<std::optional<RecoveryWrap>> get_recovery(std::span<const std::uint8_t> in,
+                                                 std::uint32_t version) {
+  if (version < ENVCRYPT_HDR_VERSION_RECOVERY) {
+    return std::optional<RecoveryWrap>();
+  }
+  const auto alg = get_le(in, kRecovery + offsetof(envcrypt_recovery, alg), 4);
+  if (alg == ENVCRYPT_RECOVERY_NONE) {
+    return std::optional<RecoveryWrap>();
+  }
+  if (alg != ENVCRYPT_RECOVERY_X25519_AES_256_GCM) {
+    return invalid("unknown recovery wrap algorithm " + std::to_string(alg));
+  }
+  const auto length = get_le(in, kRecovery + offsetof(envcrypt_recovery, wrapped_key_len), 4);
+  if (length > ENVCRYPT_WRAPPED_KEY_MAX) {
+    return invalid("recovery wrapped key length " + std::to_string(length));
+  }
+  RecoveryWrap wrap;
+  get_array(in, kRecovery + offsetof(envcrypt_recovery, key_id), wrap.key_id);
+  get_array(in, kRecovery + offsetof(envcrypt_recovery, context_digest), wrap.context_digest);
+  get_array(in, kRecovery + offsetof(envcrypt_recovery, ephemeral_key), wrap.ephemeral_key);
+  wrap.nonce = get_bytes(in, kRecovery + offsetof(envcrypt_recovery, nonce), ENVCRYPT_NONCE_LEN);
+  wrap.tag = get_bytes(in, kRecovery + offsetof(envcrypt_recovery, tag), ENVCRYPT_TAG_LEN);
+  wrap.ciphertext = get_bytes(in, kRecovery + offsetof(envcrypt_recovery, wrapped_key), length);
+  return std::optional<RecoveryWrap>(std::move(wrap));
 }
 
 }  // namespace
@@ -234,6 +302,15 @@ std::string_view to_string(CopyState state) {
 }
 
 Status validate(const DiskHeader& header) {
+  if (header.version != ENVCRYPT_HDR_VERSION && header.version != ENVCRYPT_HDR_VERSION_RECOVERY) {
+    return invalid("header version " + std::to_string(header.version) + " is not 1 or 2");
+  }
+  if (header.recovery && header.version < ENVCRYPT_HDR_VERSION_RECOVERY) {
+    return invalid("a version 1 header cannot carry a recovery wrap");
+  }
+  if (header.recovery) {
+    ENVCRYPT_TRY(check_recovery_wrap(*header.recovery, header.geometry.key_size));
+  }
   if (header.sequence == 0 || header.sequence > kMaxSequence) {
     return invalid("sequence number " + std::to_string(header.sequence) +
                    " is out of range (1 to " + std::to_string(kMaxSequence) + ")");
@@ -265,7 +342,7 @@ Result<HeaderBytes> encode_header(const DiskHeader& header, std::uint64_t copy_o
   ENVCRYPT_TRY(validate(header));
   HeaderBytes out{};
   put_string(out, offsetof(envcrypt_header, magic), ENVCRYPT_HDR_MAGIC);
-  put_le(out, offsetof(envcrypt_header, version), ENVCRYPT_HDR_VERSION, 4);
+  put_le(out, offsetof(envcrypt_header, version), header.version, 4);
   put_le(out, offsetof(envcrypt_header, header_size), kHeaderSize, 4);
   put_le(out, offsetof(envcrypt_header, sequence), header.sequence, 8);
   put_le(out, offsetof(envcrypt_header, copy_offset), copy_offset, 8);
@@ -289,6 +366,9 @@ Result<HeaderBytes> encode_header(const DiskHeader& header, std::uint64_t copy_o
   put_bytes(out, kEnvelope + offsetof(envcrypt_envelope, tag), w.tag);
   put_bytes(out, kEnvelope + offsetof(envcrypt_envelope, wrapped_key), w.ciphertext);
   put_bytes(out, kEnvelope + offsetof(envcrypt_envelope, kcv), header.kcv);
+  if (header.recovery) {
+    put_recovery(out, *header.recovery);
+  }
 
   put_bytes(out, kChecksumOffset, checksum_of(out));
   return out;
@@ -317,16 +397,18 @@ Result<DiskHeader> decode_header(std::span<const std::uint8_t> in, std::uint64_t
       static_cast<std::uint32_t>(get_le(in, offsetof(envcrypt_header, version), 4));
   // The checksum's definition belongs to the version, so a newer version is
   // reported as such whether or not our checksum matches.
-  if (version != ENVCRYPT_HDR_VERSION) {
+  if (version < ENVCRYPT_HDR_VERSION || version > ENVCRYPT_HDR_VERSION_MAX) {
     return fail(CopyState::kUnsupportedVersion, "header version " + std::to_string(version) +
-                                                    " (this envcryptctl reads version " +
-                                                    std::to_string(ENVCRYPT_HDR_VERSION) + ")");
+                                                    " (this envcryptctl reads versions " +
+                                                    std::to_string(ENVCRYPT_HDR_VERSION) + " to " +
+                                                    std::to_string(ENVCRYPT_HDR_VERSION_MAX) + ")");
   }
   if (!checksum_ok) {
     return fail(CopyState::kBadChecksum, "checksum mismatch");
   }
 
   DiskHeader h;
+  h.version = version;
   h.sequence = get_le(in, offsetof(envcrypt_header, sequence), 8);
   r.sequence = h.sequence;
   const std::uint64_t header_size = get_le(in, offsetof(envcrypt_header, header_size), 4);
@@ -375,7 +457,14 @@ Result<DiskHeader> decode_header(std::span<const std::uint8_t> in, std::uint64_t
   w.ciphertext = get_bytes(in, kEnvelope + offsetof(envcrypt_envelope, wrapped_key), wrapped_len);
   std::memcpy(h.kcv.data(), in.data() + kEnvelope + offsetof(envcrypt_envelope, kcv), h.kcv.size());
 
-  if (auto canonical = check_unused_bytes(in, wrapped_len); !canonical.empty()) {
+  auto recovery = get_recovery(in, version);
+  if (!recovery.ok()) {
+    return fail(CopyState::kInvalid, recovery.error().message());
+  }
+  h.recovery = std::move(recovery).value();
+  const std::size_t recovery_len = h.recovery ? h.recovery->ciphertext.size() : 0;
+  if (auto canonical = check_unused_bytes(in, wrapped_len, h.recovery.has_value(), recovery_len);
+      !canonical.empty()) {
     return fail(CopyState::kInvalid, canonical);
   }
   if (auto valid = validate(h); !valid.ok()) {
@@ -436,6 +525,12 @@ EncryptionContext encryption_context(const DiskHeader& header) {
       {"data_size", std::to_string(g.data_size)},
       {"header_version", std::to_string(ENVCRYPT_HDR_VERSION)},
   };
+}
+
+EncryptionContext recovery_context(const DiskHeader& header) {
+  EncryptionContext context = encryption_context(header);
+  context["header_version"] = std::to_string(ENVCRYPT_HDR_VERSION_RECOVERY);
+  return context;
 }
 
 Result<KeyCheckValue> key_check_value(const SecretBytes& data_key, const Uuid& uuid) {

@@ -8,10 +8,12 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
 #include "kms.h"
+#include "recovery.h"
 #include "result.h"
 #include "secret.h"
 
@@ -43,12 +45,16 @@ struct Geometry {
 };
 
 struct DiskHeader {
+  // ENVCRYPT_HDR_VERSION (1) or ENVCRYPT_HDR_VERSION_RECOVERY (2): only a
+  // version 2 header can carry a recovery wrap; it may also carry none.
+  std::uint32_t version = ENVCRYPT_HDR_VERSION;
   std::uint64_t sequence = 1;
   Uuid uuid{};
   std::string label;
   Geometry geometry;
   WrappedKey wrapped;  // AES-256-GCM under wrapped.cmk_uri, version wrapped.cmk_version
   KeyCheckValue kcv{};
+  std::optional<RecoveryWrap> recovery;  // the DK under an offline recovery public key
 };
 
 // Sequence numbers stay below 2^63: a header update that would pass it is
@@ -108,7 +114,13 @@ Result<HeaderSelection> select_header(std::span<const std::uint8_t> primary,
 // The encryption context given to the KMS with every wrap and unwrap: it
 // binds the disk uuid and its geometry, so a header whose geometry was edited
 // (and its checksum recomputed) fails to unwrap instead of mapping garbage.
+// Its header_version is "1" in both header versions: version 2 left the
+// envelope as it was, so the upgrade needs no KMS call.
 EncryptionContext encryption_context(const DiskHeader& header);
+
+// The context a recovery wrap is bound to (recovery.h): the same entries,
+// with header_version "2", the version of the header that carries the wrap.
+EncryptionContext recovery_context(const DiskHeader& header);
 
 // HMAC-SHA256(DK, "envcrypt-kcv-v1" || uuid), first 16 bytes.  Keyed by the
 // DK, so it says nothing about the DK without it; bound to the uuid, so two

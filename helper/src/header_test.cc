@@ -156,12 +156,12 @@ TEST_F(HeaderTest, TruncatedCopyIsRejected) {
 
 TEST_F(HeaderTest, UnknownVersionIsNamed) {
   for (std::uint64_t offset : {kPrimaryOffset, kSecondaryOffset}) {
-    device.bytes[offset + offsetof(envcrypt_header, version)] = 2;
+    device.bytes[offset + offsetof(envcrypt_header, version)] = 3;
   }
   auto s = select_header(device.primary(), device.secondary());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code(), ErrorCode::kCorruptHeader);
-  EXPECT_NE(s.error().message().find("header version 2"), std::string::npos) << s.error().message();
+  EXPECT_NE(s.error().message().find("header version 3"), std::string::npos) << s.error().message();
 }
 
 TEST_F(HeaderTest, HigherSequenceWinsAndOlderIsStale) {

@@ -153,19 +153,19 @@ TEST_F(HostileDiskTest, FormatRefusesUnreadableHeadersWithoutForce) {
 
 TEST_F(HostileDiskTest, FormatRefusesANewerVersionWithoutForce) {
   ASSERT_EQ(run({"format", image_.string()}).code, 0);
-  poke(offsetof(envcrypt_header, version), 2);
-  poke(kSecondaryOffset + offsetof(envcrypt_header, version), 2);
+  poke(offsetof(envcrypt_header, version), 3);
+  poke(kSecondaryOffset + offsetof(envcrypt_header, version), 3);
   const std::string before = image_bytes();
   CliRun refused = run({"format", image_.string()});
   EXPECT_EQ(refused.code, static_cast<int>(ErrorCode::kConflict)) << refused.err;
-  EXPECT_NE(refused.err.find("header version 2"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("header version 3"), std::string::npos) << refused.err;
   EXPECT_EQ(image_bytes(), before);
 }
 
 // Point 3: an update never replaces a copy a newer envcryptctl wrote.
 TEST_F(HostileDiskTest, HeaderUpdateNeverOverwritesANewerCopy) {
   ASSERT_EQ(run({"format", image_.string()}).code, 0);
-  poke(kSecondaryOffset + offsetof(envcrypt_header, version), 2);
+  poke(kSecondaryOffset + offsetof(envcrypt_header, version), 3);
   const std::string before = image_bytes();
   auto device = open_device(image_, OpenMode::kReadWrite);
   ASSERT_TRUE(device.ok());
@@ -177,7 +177,7 @@ TEST_F(HostileDiskTest, HeaderUpdateNeverOverwritesANewerCopy) {
   ASSERT_FALSE(updated.ok());
   EXPECT_EQ(updated.error().message(),
             image_.string() +
-                ": a header copy has header version 2 (this envcryptctl reads version 1); "
+                ": a header copy has header version 3 (this envcryptctl reads versions 1 to 2); "
                 "refusing to overwrite it");
   EXPECT_EQ(image_bytes(), before);
 }

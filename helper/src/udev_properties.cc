@@ -39,8 +39,8 @@ std::string probe_output(const HeaderSelection& selection) {
   const DiskHeader& h = selection.header;
   const std::string uuid = uuid_to_string(h.uuid);
   std::string out = line("ID_FS_TYPE", "envcrypt") + line("ID_FS_USAGE", "crypto") +
-                    line("ID_FS_VERSION", std::to_string(ENVCRYPT_HDR_VERSION)) +
-                    line("ID_FS_UUID", uuid) + line("ID_FS_UUID_ENC", uuid);
+                    line("ID_FS_VERSION", std::to_string(h.version)) + line("ID_FS_UUID", uuid) +
+                    line("ID_FS_UUID_ENC", uuid);
   if (!h.label.empty()) {
     out += line("ID_FS_LABEL", h.label);
   }

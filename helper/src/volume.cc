@@ -251,6 +251,12 @@ Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
                                               header.geometry.key_size));
   header.wrapped = std::move(data_key.wrapped);
   ENVCRYPT_ASSIGN_OR_RETURN(header.kcv, key_check_value(data_key.plaintext, header.uuid));
+  if (options.recovery_key) {
+    header.version = ENVCRYPT_HDR_VERSION_RECOVERY;
+    ENVCRYPT_ASSIGN_OR_RETURN(
+        header.recovery,
+        wrap_for_recovery(*options.recovery_key, data_key.plaintext, recovery_context(header)));
+  }
   ENVCRYPT_TRY(validate(header));
 
   if (options.force) {

@@ -12,6 +12,7 @@
 
 #include "header.h"
 #include "kms_registry.h"
+#include "recovery.h"
 #include "result.h"
 #include "secret.h"
 
@@ -32,6 +33,8 @@ struct FormatOptions {
   std::uint32_t sector_size = 4096;
   bool force = false;
   bool wipe = false;
+  // With a recovery key the header is version 2 and carries a recovery wrap.
+  std::optional<RecoveryPublicKey> recovery_key;
 };
 
 // Formats the device (or image): a new uuid, a fresh DK generated under the

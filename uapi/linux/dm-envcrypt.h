@@ -17,7 +17,14 @@
 
 #define ENVCRYPT_HDR_MAGIC		"ENVCRYPT"
 #define ENVCRYPT_HDR_MAGIC_LEN		8
+/* Version 1: the envelope alone.  Version 2 adds the recovery block; the
+ * rest of the layout, and the CMK wrap's encryption context (whose
+ * header_version stays "1"), are unchanged.  envcryptctl writes version 1
+ * unless a disk carries, or has been upgraded to carry, a recovery wrap.
+ */
 #define ENVCRYPT_HDR_VERSION		1
+#define ENVCRYPT_HDR_VERSION_RECOVERY	2
+#define ENVCRYPT_HDR_VERSION_MAX	2
 
 #define ENVCRYPT_HDR_SIZE		4096
 #define ENVCRYPT_HDR_PRIMARY_OFFSET	0ULL
@@ -48,6 +55,14 @@
 /* envelope.kcv_alg: HMAC-SHA256(DK, "envcrypt-kcv-v1" || uuid), first 16 bytes */
 #define ENVCRYPT_KCV_HMAC_SHA256_128	1
 
+/* recovery.alg (version 2) */
+#define ENVCRYPT_RECOVERY_NONE		0
+/* X25519, HKDF-SHA256, AES-256-GCM: Documentation/security/key-hierarchy.rst */
+#define ENVCRYPT_RECOVERY_X25519_AES_256_GCM	1
+#define ENVCRYPT_RECOVERY_KEY_ID_LEN	32	/* SHA-256 of the public key's SPKI DER */
+#define ENVCRYPT_RECOVERY_DIGEST_LEN	32	/* SHA-256 of the canonical context */
+#define ENVCRYPT_X25519_KEY_LEN		32
+
 struct envcrypt_geometry {
 	char	cipher[ENVCRYPT_CIPHER_LEN];	/* "aes-xts-plain64" */
 	__le32	sector_size;			/* encryption unit: 512 or 4096 */
@@ -70,6 +85,21 @@ struct envcrypt_envelope {
 	__u8	kcv[ENVCRYPT_KCV_LEN];
 };
 
+/* A second wrap of the DK under an offline recovery public key.  All zero
+ * in version 1, and in version 2 when alg is ENVCRYPT_RECOVERY_NONE.
+ */
+struct envcrypt_recovery {
+	__le32	alg;				/* ENVCRYPT_RECOVERY_* */
+	__le32	wrapped_key_len;		/* bytes used in wrapped_key (64) */
+	__u8	key_id[ENVCRYPT_RECOVERY_KEY_ID_LEN];
+	__u8	context_digest[ENVCRYPT_RECOVERY_DIGEST_LEN];
+	__u8	ephemeral_key[ENVCRYPT_X25519_KEY_LEN];	/* X25519 public key */
+	__u8	nonce[ENVCRYPT_NONCE_LEN];
+	__u8	tag[ENVCRYPT_TAG_LEN];
+	__u8	pad[4];				/* zero */
+	__u8	wrapped_key[ENVCRYPT_WRAPPED_KEY_MAX];
+};
+
 struct envcrypt_header {
 	__u8	magic[ENVCRYPT_HDR_MAGIC_LEN];	/* "ENVCRYPT", no NUL */
 	__le32	version;			/* ENVCRYPT_HDR_VERSION */
@@ -78,10 +108,11 @@ struct envcrypt_header {
 	__le64	copy_offset;			/* where this copy belongs on the device */
 	__u8	uuid[ENVCRYPT_UUID_LEN];	/* RFC 4122 version 4 */
 	char	label[ENVCRYPT_LABEL_LEN];
-	__le64	flags;				/* zero in version 1 */
+	__le64	flags;				/* zero in versions 1 and 2 */
 	struct envcrypt_geometry geometry;
 	struct envcrypt_envelope envelope;
-	__u8	reserved[3152];			/* zero */
+	struct envcrypt_recovery recovery;	/* version 2; zero in version 1 */
+	__u8	reserved[2888];			/* zero */
 	__u8	checksum[ENVCRYPT_CHECKSUM_LEN];	/* SHA-256 of bytes 0..4063 */
 };
 
@@ -93,7 +124,9 @@ struct envcrypt_header {
 
 ENVCRYPT_UAPI_ASSERT(sizeof(struct envcrypt_geometry) == 88, "geometry layout");
 ENVCRYPT_UAPI_ASSERT(sizeof(struct envcrypt_envelope) == 704, "envelope layout");
+ENVCRYPT_UAPI_ASSERT(sizeof(struct envcrypt_recovery) == 264, "recovery layout");
 ENVCRYPT_UAPI_ASSERT(sizeof(struct envcrypt_header) == ENVCRYPT_HDR_SIZE, "header layout");
+ENVCRYPT_UAPI_ASSERT(__builtin_offsetof(struct envcrypt_header, recovery) == 912, "recovery offset");
 ENVCRYPT_UAPI_ASSERT(__builtin_offsetof(struct envcrypt_header, geometry) == 120, "geometry offset");
 ENVCRYPT_UAPI_ASSERT(__builtin_offsetof(struct envcrypt_header, envelope) == 208, "envelope offset");
 ENVCRYPT_UAPI_ASSERT(__builtin_offsetof(struct envcrypt_header, checksum) ==
