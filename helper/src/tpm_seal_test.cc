@@ -17,6 +17,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "crypto.h"
 #include "root_key.h"
@@ -32,28 +33,51 @@ std::filesystem::path make_temp_dir() {
   return pattern;
 }
 
-// A TCP port nobody listens on right now.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t size = sizeof(address);
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
-bool port_open(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+// Binds a loopback TCP socket to `port` (0: any) as swtpm binds its own,
+// without SO_REUSEADDR, so a port in TIME_WAIT counts as taken; -1 if not.
+int bind_loopback(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   address.sin_port = htons(static_cast<uint16_t>(port));
-  const bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
-  ::close(fd);
-  return open;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int port_of(int fd) {
+  sockaddr_in address{};
+  socklen_t size = sizeof(address);
+  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  return ntohs(address.sin_port);
+}
+
+// A TCP port P such that P and P + 1 are both free now (swtpm's TCTI
+// finds the control channel at P + 1).  The sockets of rejected ports stay
+// bound until the end, so that the kernel offers another each time.
+int free_port_pair() {
+  std::vector<int> held;
+  int found = 0;
+  for (int attempt = 0; attempt < 50 && found == 0; ++attempt) {
+    const int fd = bind_loopback(0);
+    if (fd < 0) {
+      break;
+    }
+    held.push_back(fd);
+    const int port = port_of(fd);
+    const int next = port < 65535 ? bind_loopback(port + 1) : -1;
+    if (next >= 0) {
+      ::close(next);
+      found = port;
+    }
+  }
+  for (const int fd : held) {
+    ::close(fd);
+  }
+  return found;
 }
 
 // A real software TPM (swtpm) with its own state, for one test, on
@@ -62,21 +86,10 @@ class Swtpm {
  public:
   explicit Swtpm(const std::filesystem::path& state) : state_(state) {
     std::filesystem::create_directories(state_);
-    // tpm2-tss's swtpm TCTI finds the control channel at port + 1.
-    port_ = free_port();
-    const int ctrl = port_ + 1;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const std::string server = "type=tcp,port=" + std::to_string(port_);
-      const std::string control = "type=tcp,port=" + std::to_string(ctrl);
-      const std::string dir = "dir=" + state_.string();
-      ::execl(kSwtpm, kSwtpm, "socket", "--tpm2", "--server", server.c_str(), "--ctrl",
-              control.c_str(), "--tpmstate", dir.c_str(), "--flags", "not-need-init,startup-clear",
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    for (int i = 0; i < 100 && !port_open(port_); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    // Another process may take a port between our look and swtpm's bind:
+    // a start that does not answer on both ports is tried on new ones.
+    for (int attempt = 0; attempt < 5 && !start(); ++attempt) {
+      stop();
     }
   }
   Swtpm(const Swtpm&) = delete;
@@ -89,6 +102,44 @@ class Swtpm {
       ::waitpid(pid_, nullptr, 0);
       pid_ = -1;
     }
+  }
+
+  // Starts swtpm on a free port and the next one (tpm2-tss's swtpm TCTI
+  // finds the control channel at port + 1); true once both accept.
+  bool start() {
+    port_ = free_port_pair();
+    const int ctrl = port_ + 1;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const std::string server = "type=tcp,port=" + std::to_string(port_);
+      const std::string control = "type=tcp,port=" + std::to_string(ctrl);
+      const std::string dir = "dir=" + state_.string();
+      ::execl(kSwtpm, kSwtpm, "socket", "--tpm2", "--server", server.c_str(), "--ctrl",
+              control.c_str(), "--tpmstate", dir.c_str(), "--flags", "not-need-init,startup-clear",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 100; ++i) {
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;  // it exited: a port was taken
+        return false;
+      }
+      if (tcti_answers()) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+  // Ready means what the code under test needs: the TCTI connects.
+  [[nodiscard]] bool tcti_answers() const {
+    TSS2_TCTI_CONTEXT* context = nullptr;
+    if (Tss2_TctiLdr_Initialize(tcti().c_str(), &context) != TSS2_RC_SUCCESS) {
+      return false;
+    }
+    Tss2_TctiLdr_Finalize(&context);
+    return true;
   }
 
   [[nodiscard]] std::string tcti() const {
@@ -135,6 +186,8 @@ class TpmSealTest : public ::testing::Test {
     if (::access(kSwtpm, X_OK) != 0) {
       GTEST_SKIP() << kSwtpm << " is not installed (make deps installs swtpm)";
     }
+    // The readiness probes fail until swtpm listens; tpm2-tss need not say so.
+    (void)::setenv("TSS2_LOG", "all+NONE", 0);
     dir_ = make_temp_dir();
     tpm_ = std::make_unique<Swtpm>(dir_ / "tpm");
   }
