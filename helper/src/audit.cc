@@ -17,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "crypto.h"
@@ -143,6 +144,11 @@ bool has_unsigned(const ordered_json& object, const char* name) {
   return object.is_object() && object.contains(name) && object[name].is_number_unsigned();
 }
 
+bool fits_u32(const ordered_json& value) {
+  return value.is_number_unsigned() &&
+         value.get<std::uint64_t>() <= std::numeric_limits<std::uint32_t>::max();
+}
+
 // A line of the unkeyed format of envcryptctl 0.1: a number and a "prev".
 bool is_legacy(std::string_view line) {
   const ordered_json parsed = parse_object(line);
@@ -245,6 +251,17 @@ Result<AuditRecord> parse_record(std::string_view line) {
     return Error(ErrorCode::kCorruptHeader, "not a JSON object");
   }
   AuditRecord record;
+  // Numbers are checked before they are converted: nlohmann's get<> of a
+  // float, a negative number or one too large is undefined or wraps.
+  if (!has_unsigned(parsed, "seq")) {
+    return Error(ErrorCode::kCorruptHeader,
+                 "missing or mistyped field: seq is not an unsigned integer");
+  }
+  if (parsed.contains("key_version") && !parsed["key_version"].is_null() &&
+      !fits_u32(parsed["key_version"])) {
+    return Error(ErrorCode::kCorruptHeader,
+                 "missing or mistyped field: key_version is not an unsigned 32-bit integer");
+  }
   try {
     record.seq = parsed.at("seq").get<std::uint64_t>();
     record.time = parsed.at("time").get<std::string>();
@@ -671,7 +688,7 @@ AuditEvent AuditLog::deferred_event(const std::string& text, const std::string& 
   try {
     event.operation = kept.at("operation").get<std::string>();
     event.key_id = kept.at("key_id").get<std::string>();
-    if (kept.at("key_version").is_number_unsigned()) {
+    if (fits_u32(kept.at("key_version"))) {
       event.key_version = kept.at("key_version").get<std::uint32_t>();
     }
     event.context = kept.at("context").get<EncryptionContext>();

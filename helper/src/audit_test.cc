@@ -524,6 +524,17 @@ TEST_F(LegacyAuditTest, ALegacyLineRewrittenAfterSealingIsFound) {
   expect_problem(verify(), 2, "line 2 was altered: line 3 records a different hash for it");
 }
 
+TEST_F(LegacyAuditTest, ANumberThatDoesNotFitIsRefusedNotConverted) {
+  // Found by fuzz-audit (corpus/audit/key-version-float.log): a key_version
+  // of 2.2e89 was converted to an unsigned int, which is undefined.
+  for (const char* version : {"1e30", "2.5", "-1", "4294967296"}) {
+    std::string line = legacy_lines()[0];
+    line.replace(line.find("\"key_version\":1") + 14, 1, version);
+    write_lines(path(), {line});
+    expect_problem(verify(), 1, "line 1 lacks audit fields (altered)");
+  }
+}
+
 TEST_F(LegacyAuditTest, AnUnkeyedLineInsideTheKeyedChainIsFound) {
   std::vector<std::string> lines = read_lines(path());
   lines.insert(lines.begin() + 2, legacy_lines()[0]);
