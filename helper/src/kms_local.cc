@@ -10,7 +10,9 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 #include <utility>
 
 #include "crypto.h"
@@ -98,12 +100,34 @@ void put_optional(json& j, const char* name, const std::optional<T>& value) {
   j[name] = value ? json(*value) : json(nullptr);
 }
 
+// An integer field as T.  nlohmann's get<T>() converts a float (undefined
+// behaviour when it is out of T's range) and wraps a negative or too large
+// integer; the keystore is read as hostile input, so those are type errors.
 template <typename T>
-std::optional<T> get_optional(const json& j, const char* name) {
+T integer_at(const json& j, const char* name) {
+  const json& value = j.at(name);
+  if (value.is_number_unsigned() &&
+      value.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
+    return static_cast<T>(value.get<std::uint64_t>());
+  }
+  if constexpr (std::is_signed_v<T>) {
+    if (value.is_number_integer() && !value.is_number_unsigned()) {
+      const std::int64_t number = value.get<std::int64_t>();
+      if (number >= std::numeric_limits<T>::min() && number <= std::numeric_limits<T>::max()) {
+        return static_cast<T>(number);
+      }
+    }
+  }
+  throw json::type_error::create(
+      302, std::string(name) + " is not an integer in range: " + value.dump(), &value);
+}
+
+template <typename T>
+std::optional<T> optional_integer(const json& j, const char* name) {
   if (!j.contains(name) || j.at(name).is_null()) {
     return std::nullopt;
   }
-  return j.at(name).get<T>();
+  return integer_at<T>(j, name);
 }
 
 Result<KeyState> parse_state(std::string_view text) {
@@ -180,28 +204,28 @@ Result<StoredKey> key_from_json(const std::string& id, const json& j) {
   key.description = j.at("description").get<std::string>();
   key.owner = j.at("owner").get<std::string>();
   key.service = j.at("service").get<bool>();
-  key.created_at = j.at("created_at").get<std::int64_t>();
-  key.rotation_interval_days = get_optional<std::uint32_t>(j, "rotation_interval_days");
-  key.last_rotated_at = j.at("last_rotated_at").get<std::int64_t>();
-  key.primary_version = j.at("primary_version").get<std::uint32_t>();
-  key.deletion_date = get_optional<std::int64_t>(j, "deletion_date");
-  key.material_expires_at = get_optional<std::int64_t>(j, "material_expires_at");
+  key.created_at = integer_at<std::int64_t>(j, "created_at");
+  key.rotation_interval_days = optional_integer<std::uint32_t>(j, "rotation_interval_days");
+  key.last_rotated_at = integer_at<std::int64_t>(j, "last_rotated_at");
+  key.primary_version = integer_at<std::uint32_t>(j, "primary_version");
+  key.deletion_date = optional_integer<std::int64_t>(j, "deletion_date");
+  key.material_expires_at = optional_integer<std::int64_t>(j, "material_expires_at");
   key.material_check = j.at("material_check").get<std::string>();
   for (const json& version : j.at("versions")) {
-    key.versions.push_back({version.at("version").get<std::uint32_t>(),
-                            version.at("created_at").get<std::int64_t>(),
+    key.versions.push_back({integer_at<std::uint32_t>(version, "version"),
+                            integer_at<std::int64_t>(version, "created_at"),
                             blob_from_json(version.at("material"))});
   }
   for (const json& grant : j.at("grants")) {
     key.grants.push_back(
         {grant.at("id").get<std::string>(), grant.at("principal").get<std::string>(),
          grant.at("operations").get<std::vector<std::string>>(),
-         grant.at("created_by").get<std::string>(), grant.at("created_at").get<std::int64_t>()});
+         grant.at("created_by").get<std::string>(), integer_at<std::int64_t>(grant, "created_at")});
   }
   if (!j.at("pending_import").is_null()) {
     const json& pending = j.at("pending_import");
     key.pending_import = PendingImportParameters{pending.at("token").get<std::string>(),
-                                                 pending.at("expires_at").get<std::int64_t>(),
+                                                 integer_at<std::int64_t>(pending, "expires_at"),
                                                  blob_from_json(pending.at("private_key"))};
   }
   return key;
@@ -231,7 +255,7 @@ Result<Store> parse_store(const std::string& text, const std::filesystem::path& 
   }
   Store store;
   try {
-    if (j.at("format").get<int>() != kStoreFormat) {
+    if (integer_at<int>(j, "format") != kStoreFormat) {
       return damaged("unknown format " + j.at("format").dump());
     }
     if (j.at("region").get<std::string>() != region) {

@@ -410,6 +410,41 @@ TEST_F(LocalKmsTest, RefusesGroupOrWorldAccessibleKeystore) {
   EXPECT_NE(refused.error().message().find(dir.string() + " has mode 0750"), std::string::npos);
 }
 
+TEST_F(LocalKmsTest, RefusesKeystoreNumbersThatDoNotFitTheirField) {
+  auto kms = open();
+  ASSERT_TRUE(kms->list_keys().ok());
+  const std::filesystem::path file = root_ / "var" / "kms" / "local-1.keystore.json";
+  const std::string good = slurp(file);
+  // A float out of range (undefined when converted), a negative count and
+  // one above 32 bits: each refused, never read as another number.
+  struct Edit {
+    std::string field;  // as written in the file, up to the value
+    std::string value;
+    std::string message;  // what the error says
+  };
+  const std::vector<Edit> edits = {
+      {"\"created_at\": ", "1e300", "created_at is not an integer in range: 1e+300"},
+      {"\"primary_version\": ", "-1", "primary_version is not an integer in range: -1"},
+      {"\"version\": ", "4294967296", "version is not an integer in range: 4294967296"},
+      {"\"format\": ", "1.5", "format is not an integer in range: 1.5"}};
+  for (const auto& [field, value, message] : edits) {
+    std::string text = good;
+    const std::size_t at = text.find(field);
+    ASSERT_NE(at, std::string::npos) << field;
+    const std::size_t start = at + field.size();
+    text.replace(start, text.find_first_of(",\n", start) - start, value);
+    {
+      std::ofstream out(file, std::ios::binary | std::ios::trunc);
+      out << text;
+    }
+    const Result<std::vector<KeyInfo>> listed = kms->list_keys();
+    ASSERT_FALSE(listed.ok()) << field << value;
+    EXPECT_EQ(listed.error().code(), ErrorCode::kCorruptHeader);
+    EXPECT_NE(listed.error().message().find(message), std::string::npos)
+        << listed.error().message();
+  }
+}
+
 TEST_F(LocalKmsTest, RefusesARootKeyOfTheWrongSizeAndABadRegion) {
   ASSERT_EQ(::mkdir((root_ / "etc").c_str(), 0700), 0);
   {
