@@ -7,8 +7,10 @@
 # unless the module parameter max_bounce_kib sets it.
 #
 # Load: 1 MiB writes from 4 jobs at QD16 onto a dm-delay device that holds
-# each write 200 ms, so that far more than 1024 pages' worth of writes
-# would be in flight.  With the automatic cap the device holds more than
+# each write 1 s, so that far more than 1024 pages' worth of writes
+# would be in flight, and stay so long enough for the 50 ms status sampler
+# to see it on a loaded host (with 200 ms a CI run's sampler saw only the
+# reserve).  With the automatic cap the device holds more than
 # 1024 pages at some point (the load can exceed the small cap); with
 # max_bounce_kib=4096 it never holds more than 1024, and every block
 # still verifies.  Once idle, the kept pages go back within seconds and
@@ -32,7 +34,7 @@ head -c 64 /dev/urandom >/tmp/bounce.key
 add_logon_key "$KEY_DESC" /tmp/bounce.key >/dev/null ||
 	tap_bail "logon key loads" "keyctl padd succeeds" "$(keyctl show @s 2>&1)"
 len=$(dev_sectors "$dev")
-dm_create bounce-delay "0 $len delay $dev 0 0 $dev 0 200" ||
+dm_create bounce-delay "0 $len delay $dev 0 0 $dev 0 1000" ||
 	tap_bail "dm-delay created" "table loads" "$DM_ERROR"
 dm_create "$NAME" "$(envcrypt_table "$len" /dev/mapper/bounce-delay 0 "$KEY_DESC" 4096)" ||
 	tap_bail "envcrypt mapping created" "table loads" "$DM_ERROR"
