@@ -102,7 +102,14 @@ cycler() {
 		desc=$KEY_DESC
 		[ $((round % 2)) = 0 ] || desc=$KEY_DESC2
 		# --noudevsync: no wait for udev per call, more rounds per second.
-		timeout "$CALL_TIMEOUT" dmsetup suspend --noudevsync "$NAME" || note errors "cycler $id: suspend failed"
+		# The two cyclers' suspends are serialised: device-mapper's own
+		# ioctl checks "already suspended" without its lock, then
+		# dm_suspend() refuses a device another caller suspended in
+		# between with EINVAL (seen once in CI on 6.1).  That race is
+		# in dm core, not in the target; the target's races are the key
+		# messages and resumes below, which stay unserialised.
+		flock "$STATE/suspend.lock" timeout "$CALL_TIMEOUT" \
+			dmsetup suspend --noudevsync "$NAME" || note errors "cycler $id: suspend failed"
 		for ((tries = 0; tries < 50; tries++)); do
 			# Another process may wipe between these two.
 			if message key set "logon:$desc" >/dev/null; then
