@@ -1,0 +1,93 @@
+#!/bin/bash
+# Disaster recovery with a real attach (Documentation/admin-guide/
+# disaster-recovery.rst; tests/host/test_disasters.sh walks the same
+# commands on image files without the kernel): a loop device formatted with
+# a recovery key and written through the mapping; then
+#   keystore and root key deleted: attach exits 3; recover under a CMK of
+#   the new keystore; attach reads the data back;
+#   both header copies zeroed: attach exits 3 (not an envcrypt disk);
+#   header-restore --force of the backup taken after format, whose CMK is
+#   gone with the old keystore; recover; attach reads the data back.
+# The recovery private key is used only by `recover`; the DK is absent from
+# the raw disk, the keystore and the audit log afterwards.
+
+. "$ENVCRYPT_TOP/selftests/lib/guest.sh"
+. "$ENVCRYPT_TOP/helper/tests/guest_helper.sh"
+
+NAME=helper-rec
+
+helper_setup
+dev=$(helper_loop 64) || tap_bail "loop device" "a 64 MiB loop device" "$(losetup -a 2>&1)"
+on_exit losetup -d "$dev"
+detach_at_exit "$NAME"
+openssl genpkey -algorithm X25519 -out "$HELPER_DIR/recovery.key" 2>/dev/null &&
+	openssl pkey -in "$HELPER_DIR/recovery.key" -pubout -out "$HELPER_DIR/recovery.pub" ||
+	tap_bail "recovery key pair" "openssl genpkey succeeds" "$(openssl version 2>&1)"
+
+new_cmk() { # new_cmk ALIAS: the CMK URI
+	"$ENVCTL" kms create-key --alias "$1" 2>&1 | tail -n 1
+}
+
+# attached_data WHAT: attach, compare the first MiB with the reference, detach.
+attached_data() {
+	local out
+	if ! out=$("$ENVCTL" attach "$dev" "$NAME" 2>&1); then
+		tap_fail "$1: attach" "exit 0" "$out"
+		return
+	fi
+	if dd if="/dev/mapper/$NAME" bs=1M count=1 iflag=direct status=none |
+		cmp -s - "$HELPER_DIR/data.ref"; then
+		tap_ok "$1: attached, the data reads back"
+	else
+		tap_fail "$1: attached, the data reads back" "the reference MiB" "a mismatch"
+	fi
+	"$ENVCTL" detach "$NAME" >/dev/null 2>&1
+}
+
+# attach_fails WHAT CODE PATTERN: attach exits CODE with a matching message.
+attach_fails() {
+	local out rc
+	out=$("$ENVCTL" attach "$dev" "$NAME" 2>&1)
+	rc=$?
+	expect_eq "$1: attach exits $2" "$2" "$rc"
+	expect_match "$1: the message says why" "$3" "$out"
+	expect_eq "$1: nothing mapped" "" "$(dmsetup ls | awk -v n="$NAME" '$1 == n')"
+}
+
+CMK=$(new_cmk alias/rec-data)
+out=$("$ENVCTL" format "$dev" --cmk alias/rec-data --recovery-key "$HELPER_DIR/recovery.pub" 2>&1)
+expect_match "format with a recovery key" "^formatted $dev: uuid " "$out"
+head -c 1048576 /dev/urandom >"$HELPER_DIR/data.ref"
+"$ENVCTL" attach "$dev" "$NAME" >/dev/null 2>&1 &&
+	dd if="$HELPER_DIR/data.ref" of="/dev/mapper/$NAME" bs=1M oflag=direct conv=fsync status=none &&
+	"$ENVCTL" detach "$NAME" >/dev/null 2>&1 ||
+	tap_bail "reference MiB written through the mapping" "attach, dd, detach" "$(dmesg | tail -n 3)"
+out=$("$ENVCTL" header-backup "$dev" "$HELPER_DIR/header.backup" 2>&1)
+expect_match "header backup after format" "^backed up the header of $dev " "$out"
+dk=$(data_key "$dev")
+
+# ---- keystore and root key lost ------------------------------------------------
+rm -rf "$HELPER_DIR/kms" "$HELPER_DIR/root.key"
+attach_fails "keystore lost" 3 "key $CMK not found"
+NEW=$(new_cmk alias/rec-new)
+out=$("$ENVCTL" recover "$dev" --recovery-private-key "$HELPER_DIR/recovery.key" \
+	--cmk alias/rec-new 2>&1)
+expect_match "recover under a CMK of the new keystore" \
+	"recovered with recovery key [0-9a-f]{16}; the data key is now wrapped under $NEW " "$out"
+attached_data "after recover"
+
+# ---- both header copies destroyed -------------------------------------------------
+dd if=/dev/zero of="$dev" bs=1M count=1 oflag=direct conv=fsync status=none
+attach_fails "both header copies zeroed" 3 "not an envcrypt disk"
+out=$("$ENVCTL" header-restore --force "$dev" "$HELPER_DIR/header.backup" 2>&1)
+expect_match "header-restore --force of the backup made after format" \
+	"^restored the header of disk .* \\(sequence 1, CMK $CMK\\)" "$out"
+attach_fails "the restored header's CMK went with the old keystore" 3 "key $CMK not found"
+out=$("$ENVCTL" recover "$dev" --recovery-private-key "$HELPER_DIR/recovery.key" \
+	--cmk alias/rec-new 2>&1)
+expect_match "recover the restored header" "the data key is now wrapped under $NEW " "$out"
+attached_data "after header-restore and recover"
+
+dk_absent "the DK is not on the raw disk, in the keystore or the audit log" "$dk" \
+	"$dev" "$HELPER_DIR"/kms/*
+tap_done
