@@ -14,37 +14,39 @@
 # disks use QEMU's cache=writethrough, so what reached QEMU is on the image:
 # a kill loses exactly what the guest had not yet sent.
 # Guest half: tests/host/lib/rewrap-vm-guest.sh, with the test build
-# build/test/envcryptctl (make test-programs): only it obeys ENVCRYPT_FAULT.  QEMU runs under
-# flock /work/qemu.lock when that file's directory exists (one guest at a time).
+# build/test/envcryptctl (make test-programs): only it obeys ENVCRYPT_FAULT.
+# The kernels' sequences run at the same time, each on its own disks (a
+# guest mostly waits on TCG and on its pause, so two share the two cores
+# well); their results are printed in kernel order once all are done.
+# ENVCRYPT_QEMU_LOCK=FILE runs every QEMU under flock FILE instead (one
+# guest at a time, on a machine shared with other guests).
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 KERNELS=${ENVCRYPT_REWRAP_KERNELS:-$("$TOP/scripts/kernels.sh")}
 STEPS="reencrypted first-copy-written first-copy-flushed second-copy-written second-copy-flushed"
 WORK=$(mktemp -d "$TOP/build/rewrap-vm.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-n=0
-failed=0
-
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
+# Results are lines "ok - WHAT" or "not ok - WHAT" plus "#   " details,
+# without numbers: each kernel's sequence writes its own file, numbered at
+# the end.
+ok() { echo "ok - $1"; }
 not_ok() { # WHAT DETAIL
-	n=$((n + 1))
-	failed=$((failed + 1))
-	echo "not ok $n - $1"
+	echo "not ok - $1"
 	printf '%s\n' "$2" | sed 's/^/#   /'
 }
 
 with_qemu_lock() {
-	if [ -d /work ] && [ -w /work ]; then
-		flock /work/qemu.lock "$@"
+	if [ -n "${ENVCRYPT_QEMU_LOCK:-}" ]; then
+		flock "$ENVCRYPT_QEMU_LOCK" "$@"
 	else
 		"$@"
 	fi
 }
 
-# guest KVER OUT EXPECTED NEXT_STEP: one guest over the two disks.
+# guest KVER OUT EXPECTED NEXT_STEP: one guest over the kernel's two disks.
 guest() {
 	with_qemu_lock "$TOP/selftests/vm-run.sh" --kernel "$1" --out "$2" --timeout 600 \
-		--disk "$WORK/disk.img" --disk "$WORK/state.img" -- \
+		--disk "$WORK/$1/disk.img" --disk "$WORK/$1/state.img" -- \
 		"$TOP/tests/host/lib/rewrap-vm-guest.sh" "$3" "$4"
 }
 
@@ -102,24 +104,26 @@ if [ ! -x "$TOP/build/test/envcryptctl" ]; then
 fi
 echo "1..$count"
 
-for kver in $KERNELS; do
-	rm -f "$WORK/disk.img" "$WORK/state.img"
-	truncate -s 64M "$WORK/disk.img"
-	state=$WORK/state-root
-	rm -rf "$state" && mkdir -p "$state"
+# sequence KVER: the whole kill-and-check sequence on one kernel.
+sequence() {
+	local kver=$1 dir=$WORK/$1 state step out start primary expected previous
+	mkdir -p "$dir"
+	truncate -s 64M "$dir/disk.img"
+	state=$dir/state-root
+	mkdir -p "$state"
 	head -c $((8 << 20)) /dev/urandom >"$state/data.bin"
 	cat >"$state/envcrypt.conf" <<EOF
 [kms.local]
 dir = "/run/state/kms"
 root_key = "/run/state/root.key"
 EOF
-	truncate -s 64M "$WORK/state.img"
-	mkfs.ext4 -q -F -d "$state" "$WORK/state.img"
+	truncate -s 64M "$dir/state.img"
+	mkfs.ext4 -q -F -d "$state" "$dir/state.img"
 	primary=1  # the key's primary version
 	expected=- # the version the previous step must have left in force
 	previous=  # what the next guest checks
 	for step in $STEPS; do
-		out=$WORK/$kver-$step
+		out=$dir/$step
 		start=$(date +%s)
 		if kill_at_step "$kver" "$out" "$expected" "$step"; then
 			ok "$kver: guest paused at rewrap:$step, QEMU SIGKILLed ($(($(date +%s) - start)) s)"
@@ -138,9 +142,36 @@ EOF
 		esac
 		previous="$kver: killed at $step, the disk verifies, attaches under version $expected, data intact"
 	done
-	out=$WORK/$kver-final
+	out=$dir/final
 	guest "$kver" "$out" "$expected" - >"$out.log" 2>&1
 	check_result "$previous" "$out.log"
+}
+
+for kver in $KERNELS; do
+	sequence "$kver" >"$WORK/$kver.results" 2>&1 &
 done
+wait
+n=0
+failed=0
+for kver in $KERNELS; do
+	while IFS= read -r line; do
+		case $line in
+		"ok - "*)
+			n=$((n + 1))
+			echo "ok $n - ${line#ok - }"
+			;;
+		"not ok - "*)
+			n=$((n + 1))
+			failed=$((failed + 1))
+			echo "not ok $n - ${line#not ok - }"
+			;;
+		*) echo "$line" ;;
+		esac
+	done <"$WORK/$kver.results"
+done
+if [ "$n" -ne "$count" ]; then
+	failed=$((failed + 1))
+	echo "not ok $((n + 1)) - every kernel's sequence reported ($n of $count results)"
+fi
 echo "# $((n - failed)) passed, $failed failed"
 [ "$failed" = 0 ]
