@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 
+#include "openssl_ptr.h"
 #include "secret_io.h"
 
 namespace envcrypt {
@@ -24,26 +25,11 @@ namespace {
 constexpr std::string_view kAadLabel = "envcrypt-recovery-v1";
 constexpr std::string_view kHkdfInfo = "envcrypt-recovery-v1 X25519-HKDF-SHA256-AES-256-GCM";
 
-struct PkeyFree {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-struct PkeyCtxFree {
-  void operator()(EVP_PKEY_CTX* ctx) const { EVP_PKEY_CTX_free(ctx); }
-};
-struct BioFree {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-struct KdfFree {
-  void operator()(EVP_KDF* kdf) const { EVP_KDF_free(kdf); }
-};
-struct KdfCtxFree {
-  void operator()(EVP_KDF_CTX* ctx) const { EVP_KDF_CTX_free(ctx); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using PkeyCtx = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree>;
-using Bio = std::unique_ptr<BIO, BioFree>;
-using Kdf = std::unique_ptr<EVP_KDF, KdfFree>;
-using KdfCtx = std::unique_ptr<EVP_KDF_CTX, KdfCtxFree>;
+using ossl::Bio;
+using ossl::Kdf;
+using ossl::KdfCtx;
+using ossl::Pkey;
+using ossl::PkeyCtx;
 
 // PEM's passphrase callback: there is none.  Without it OpenSSL would
 // prompt on the terminal for an encrypted key; this way such a key is
