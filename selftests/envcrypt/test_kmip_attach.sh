@@ -6,7 +6,11 @@
 # --cmk kmip://..., attach (unwrap through KMIP Decrypt), write and read back
 # through the mapping, detach, attach again and find the data intact; the
 # backing device holds no plaintext; after disable-key (KMIP Revoke) attach is
-# refused with the server's message and no mapping is left behind.
+# refused with the server's message and no mapping is left behind.  Then
+# disaster 2 of Documentation/admin-guide/disaster-recovery.rst: the key is
+# destroyed on the server, attach exits 3, `recover` with the recovery key
+# (the disk was formatted with one) moves the DK under a local CMK, and the
+# disk attaches with its data intact.
 # Python is slow under TCG: most of this test's time is the server starting.
 
 . "$ENVCRYPT_TOP/selftests/lib/guest.sh"
@@ -29,7 +33,15 @@ kmip_server_start "$WORK" 2>"$WORK/start.err" ||
 on_exit kmip_server_stop
 tap_ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT inside the guest after $KMIP_START_SECONDS s"
 kmip_write_endpoint_config "$WORK" "$WORK/envcrypt.conf" ca client-a
+printf '[kms.local]\ndir = "%s"\nroot_key = "%s"\n' "$WORK/kms" "$WORK/root.key" \
+	>>"$WORK/envcrypt.conf"
 export ENVCRYPT_CONFIG=$WORK/envcrypt.conf
+# No disk is known to the in-use guard: the test destroys the key on purpose.
+: >"$WORK/envcrypttab"
+export ENVCRYPT_TAB=$WORK/envcrypttab
+openssl genpkey -algorithm X25519 -out "$WORK/recovery.key" 2>/dev/null &&
+	openssl pkey -in "$WORK/recovery.key" -pubout -out "$WORK/recovery.pub" ||
+	tap_bail "recovery key pair" "openssl genpkey succeeds" "$(openssl version 2>&1)"
 
 output=$("$CTL" kms create-key --kms kmip://main --alias guest-disks 2>&1)
 CMK=$(tail -n1 <<<"$output")
@@ -38,7 +50,8 @@ expect_match "kms create-key prints a kmip:// CMK URI" "^kmip://127\.0\.0\.1:$KM
 
 dev=$(brd_device 64) || tap_bail "brd device" "/dev/ram0 of 64 MiB" "$(dmesg | tail -n 3)"
 on_exit rmmod brd
-expect_succeeds "format $dev under the KMIP CMK" "$CTL" format "$dev" --cmk "$CMK" ||
+expect_succeeds "format $dev under the KMIP CMK" "$CTL" format "$dev" --cmk "$CMK" \
+	--recovery-key "$WORK/recovery.pub" ||
 	tap_bail "format" "exit 0" "see above"
 expect_match "the header records the KMIP CMK" "cmk: +$CMK" "$("$CTL" inspect "$dev" 2>&1)"
 
@@ -69,4 +82,22 @@ expect_eq "attach after revoke exits 4 (denied)" 4 "$status"
 expect_match "attach after revoke names the server's reason" \
 	"KMIP Decrypt failed: Permission Denied" "$output"
 expect_fails "no mapping left behind by the refused attach" dmsetup info "$NAME"
+
+# ---- disaster 2: the KMIP key destroyed ------------------------------------------
+expect_succeeds "kms schedule-key-deletion --destroy-now (KMIP Destroy)" \
+	"$CTL" kms schedule-key-deletion --kms kmip://main --destroy-now "$CMK"
+output=$("$CTL" attach "$dev" "$NAME" 2>&1)
+status=$?
+expect_eq "attach after destroy exits 3 (not found)" 3 "$status"
+expect_match "attach after destroy names the server's reason" \
+	"KMIP Decrypt failed: Item Not Found" "$output"
+LOCAL=$("$CTL" kms create-key --alias alias/after-kmip 2>&1 | tail -n 1)
+output=$("$CTL" recover "$dev" --recovery-private-key "$WORK/recovery.key" \
+	--cmk alias/after-kmip 2>&1)
+expect_match "recover under a local CMK" \
+	"the data key is now wrapped under $LOCAL \\(version 1\\)$" "$output"
+expect_succeeds "attach after recover" "$CTL" attach "$dev" "$NAME"
+seen=$(head -c "$size" /dev/mapper/$NAME | cmp - /tmp/kmip.data 2>&1)
+expect_eq "data intact after recover" "" "$seen"
+expect_succeeds "detach after recover" "$CTL" detach "$NAME"
 tap_done
