@@ -84,6 +84,8 @@ struct StoredKey {
   // SHA-256 over a label and the imported material, so a re-import can be
   // checked against it after the material itself was deleted.
   std::string material_check;
+  // Imported material may go into a `kms backup` (set at import).
+  bool backup_allowed = false;
   std::vector<StoredVersion> versions;
   std::vector<StoredGrant> grants;
   std::optional<PendingImportParameters> pending_import;
@@ -172,6 +174,7 @@ json key_to_json(const StoredKey& key) {
   put_optional(j, "deletion_date", key.deletion_date);
   put_optional(j, "material_expires_at", key.material_expires_at);
   j["material_check"] = key.material_check;
+  j["backup_allowed"] = key.backup_allowed;
   j["versions"] = json::array();
   for (const StoredVersion& version : key.versions) {
     j["versions"].push_back({{"version", version.version},
@@ -211,6 +214,8 @@ Result<StoredKey> key_from_json(const std::string& id, const json& j) {
   key.deletion_date = optional_integer<std::int64_t>(j, "deletion_date");
   key.material_expires_at = optional_integer<std::int64_t>(j, "material_expires_at");
   key.material_check = j.at("material_check").get<std::string>();
+  // Absent from keystores written before keystore backups existed.
+  key.backup_allowed = j.contains("backup_allowed") && j.at("backup_allowed").get<bool>();
   for (const json& version : j.at("versions")) {
     key.versions.push_back({integer_at<std::uint32_t>(version, "version"),
                             integer_at<std::int64_t>(version, "created_at"),
@@ -1262,6 +1267,7 @@ Result<KeyInfo> LocalKms::import_key_material(std::string_view keyref,
         }
         key.material_check = check;
         key.material_expires_at = request.material_expires_at;
+        key.backup_allowed = request.allow_backup;
         key.pending_import.reset();  // a token serves one import
         if (key.state == KeyState::kPendingImport) {
           key.state = KeyState::kEnabled;
@@ -1269,6 +1275,9 @@ Result<KeyInfo> LocalKms::import_key_material(std::string_view keyref,
         event.key_version = key.primary_version;
         if (request.material_expires_at) {
           event.details["material_expires_at"] = format_rfc3339(*request.material_expires_at);
+        }
+        if (request.allow_backup) {
+          event.details["allow_backup"] = "true";
         }
         return impl_->info_of(store, key);
       });
