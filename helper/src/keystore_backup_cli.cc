@@ -296,8 +296,23 @@ void print_restore(const LifecycleCommandHooks& hooks, const BackupArgs& args,
   }
 }
 
+// CMK URIs, and so every disk header, name the region: keys restored into
+// another one would serve no disk.  Checked before the KMS opens, which
+// would create a root key.
+Status check_region(const LifecycleCommandHooks& hooks, const KeystoreRecords& records) {
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, hooks.registry());
+  const std::string& region = registry->config().region;
+  if (records.region != region) {
+    return Error(ErrorCode::kUsage, "the backup is of region " + records.region +
+                                        "; this host's local KMS serves region " + region +
+                                        " (region in envcrypt.conf)");
+  }
+  return OkStatus();
+}
+
 Status restore(const LifecycleCommandHooks& hooks, const BackupArgs& args) {
   ENVCRYPT_ASSIGN_OR_RETURN(const BackupContents contents, open_backup(args));
+  ENVCRYPT_TRY(check_region(hooks, contents.records));
   ENVCRYPT_ASSIGN_OR_RETURN(LocalKms * kms, local_kms(hooks));
   const std::map<std::string, std::string> details = {
       {"from", args.from},

@@ -234,6 +234,16 @@ TEST_F(KeystoreBackupTest, WrongRecoveryPrivateKeyIsRefused) {
   expect_host2_untouched();
 }
 
+TEST_F(KeystoreBackupTest, BackupOfAnotherRegionIsRefusedBeforeAnythingIsWritten) {
+  ok(host1_, {"kms", "list-keys"});
+  ASSERT_EQ(backup().code, 0);
+  write_text(host2_, cli_testing::local_kms_config(dir_ / "host2", "region = \"local-2\"\n"));
+  expect_failure(host2_, restore_args(), 2,
+                 "envcryptctl: kms restore: the backup is of region local-1; this host's local "
+                 "KMS serves region local-2 (region in envcrypt.conf)\n");
+  expect_host2_untouched();
+}
+
 // What decode_backup_header says of the file with bit 0 of byte `at`
 // flipped, by the field that byte belongs to (keystore_backup.h).
 std::pair<int, std::string> flipped_refusal(const std::string& file, std::size_t at,

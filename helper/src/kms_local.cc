@@ -975,7 +975,7 @@ struct LocalKms::Impl {
     if (records.region != options.region) {
       return Error(ErrorCode::kUsage, "the backup is of region " + records.region +
                                           "; this host's local KMS serves region " +
-                                          options.region + " ([kms.local] region)");
+                                          options.region + " (region in envcrypt.conf)");
     }
     outcome.fresh = store_was_new;
     if (store_was_new) {
