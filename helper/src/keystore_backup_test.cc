@@ -3,12 +3,15 @@
 // before; each refusal has its own message and writes nothing (a wrong
 // recovery key, every byte of the file flipped, the file cut short, a
 // keystore that holds keys, a merge that collides); imported material
-// leaves only when its key allows it; the decoder refuses hostile payloads
-// that authenticate.
+// leaves only when its key allows it; a host whose root key is sealed to a
+// TPM (swtpm) restores under it; the decoder refuses hostile payloads that
+// authenticate.
 #include "keystore_backup.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -19,6 +22,7 @@
 #include "cli_test_support.h"
 #include "crypto.h"
 #include "recovery.h"
+#include "tpm_test_support.h"
 
 namespace envcrypt {
 namespace {
@@ -242,6 +246,34 @@ TEST_F(KeystoreBackupTest, BackupOfAnotherRegionIsRefusedBeforeAnythingIsWritten
                  "envcryptctl: kms restore: the backup is of region local-1; this host's local "
                  "KMS serves region local-2 (region in envcrypt.conf)\n");
   expect_host2_untouched();
+}
+
+TEST_F(KeystoreBackupTest, RestoresUnderARootKeySealedToTheTpm) {
+  if (::access(tpm_testing::kSwtpm, X_OK) != 0) {
+    GTEST_SKIP() << tpm_testing::kSwtpm << " is not installed (make deps installs swtpm)";
+  }
+  (void)::setenv("TSS2_LOG", "all+NONE", 0);
+  const tpm_testing::Swtpm tpm(dir_ / "tpm");
+  create_key(host1_, {"--alias", "alias/web"});
+  const fs::path image = dir_ / "web.img";
+  cli_testing::make_sparse_image(image, 32 << 20);
+  ok(host1_, {"format", image.string(), "--cmk", "alias/web"});
+  ASSERT_EQ(backup().code, 0);
+
+  // Host 2's root key is in its TPM before its keystore holds anything.
+  write_text(host2_,
+             cli_testing::local_kms_config(dir_ / "host2") + "tpm_tcti = \"" + tpm.tcti() + "\"\n");
+  const fs::path root_key = dir_ / "host2" / "root.key";
+  write_text(root_key, std::string(32, 'r'));
+  fs::permissions(root_key, fs::perms::owner_read | fs::perms::owner_write);
+  ok(host2_, {"kms", "seal-root-key"});
+  ASSERT_FALSE(fs::exists(root_key));
+
+  EXPECT_EQ(ok(host2_, restore_args()),
+            "restored 2 keys of region local-1 from " + backup_.string() + "\n");
+  ok(host2_, {"verify", image.string()});
+  EXPECT_FALSE(fs::exists(root_key));
+  EXPECT_TRUE(fs::exists(dir_ / "host2" / "root.key.tpm"));
 }
 
 // What decode_backup_header says of the file with bit 0 of byte `at`
