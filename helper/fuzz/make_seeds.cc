@@ -3,6 +3,7 @@
 // valid input: `fuzz-make-seeds helper/fuzz/corpus`.  The text seeds
 // (envcrypttab, config) are kept by hand.  Deterministic (fixed keys, uuids
 // and clock), so regenerating changes a seed only when an encoder changed.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -13,7 +14,9 @@
 #include <vector>
 
 #include "audit.h"
+#include "backup_key.h"
 #include "header.h"
+#include "keystore_backup.h"
 #include "kmip/kmip_messages.h"
 #include "kmip/ttlv.h"
 
@@ -196,6 +199,66 @@ void write_audit_seeds(const std::filesystem::path& corpus) {
   std::filesystem::remove_all(pattern);
 }
 
+// A keystore of a service key (two versions) and an imported key whose
+// material stayed out, with an alias, a grant and a purge record.
+BackupContents sample_backup() {
+  BackupContents contents;
+  contents.records.region = "local-1";
+  contents.created_at = 1764700000;
+  contents.principal = "host/db-1";
+  contents.audit_head = AuditAnchor{7, std::string(64, 'a')};
+  CmkRecord service;
+  service.id = "4f0c6d8e-0d1a-4c55-9d0e-2b8f1a6c3e11";
+  service.service = true;
+  service.primary_version = 2;
+  for (std::uint32_t version : {1U, 2U}) {
+    SecretBytes material(32);
+    std::fill(material.data(), material.data() + material.size(),
+              static_cast<std::uint8_t>(0x40 + version));
+    service.versions.push_back({version, 1764700000, std::move(material)});
+  }
+  service.grants.push_back(
+      {"00ff", service.id, "user/alice", {GrantOperation::kDecrypt}, "host/db-1", 1764700000});
+  CmkRecord imported;
+  imported.id = "7a1e2f3c-4b5d-4e6f-8a9b-0c1d2e3f4a5b";
+  imported.origin = KeyOrigin::kExternal;
+  imported.state = KeyState::kPendingImport;
+  imported.material_withheld = true;
+  imported.material_check = std::string(64, 'c');
+  contents.records.keys.emplace(service.id, std::move(service));
+  contents.records.keys.emplace(imported.id, std::move(imported));
+  contents.records.aliases = {{"acs/ecs", "4f0c6d8e-0d1a-4c55-9d0e-2b8f1a6c3e11"},
+                              {"byok", "7a1e2f3c-4b5d-4e6f-8a9b-0c1d2e3f4a5b"}};
+  contents.records.deleted = {{"0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", 1764600000}};
+  return contents;
+}
+
+// Seeds of fuzz_keystore_backup.cc: 0 then a whole file (which changes at
+// every regeneration: its ephemeral key and nonce are fresh), and 1 then
+// the creation time, key count and payload.
+void write_backup_seeds(const std::filesystem::path& corpus) {
+  const BackupContents contents = sample_backup();
+  Result<SecretBytes> payload = encode_backup_payload(contents);
+  Result<RecoveryPublicKey> key = parse_recovery_public_key(kBackupPublicKeyPem);
+  Result<Bytes> file = key.ok() ? encode_backup(contents, *key) : Result<Bytes>(key.error());
+  if (!payload.ok() || !file.ok()) {
+    std::fprintf(stderr, "backup seeds: %s\n",
+                 (payload.ok() ? file.error() : payload.error()).message().c_str());
+    std::exit(1);
+  }
+  Bytes whole{0};
+  whole.insert(whole.end(), file->begin(), file->end());
+  put(corpus / "keystore_backup" / "file.bin", whole);
+  Bytes inner{1};
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    inner.push_back(
+        static_cast<std::uint8_t>(static_cast<std::uint64_t>(contents.created_at) >> shift));
+  }
+  inner.insert(inner.end(), {0, 0, 0, 2});
+  inner.insert(inner.end(), payload->data(), payload->data() + payload->size());
+  put(corpus / "keystore_backup" / "payload.bin", inner);
+}
+
 }  // namespace
 }  // namespace envcrypt::fuzz
 
@@ -208,5 +271,6 @@ int main(int argc, char** argv) {
   envcrypt::fuzz::write_header_seeds(corpus);
   envcrypt::fuzz::write_kmip_seeds(corpus);
   envcrypt::fuzz::write_audit_seeds(corpus);
+  envcrypt::fuzz::write_backup_seeds(corpus);
   return 0;
 }

@@ -16,6 +16,7 @@
 #include "boot_cli.h"
 #include "config.h"
 #include "diagnostics.h"
+#include "keystore_backup_cli.h"
 #include "kms_registry.h"
 #include "lifecycle_cli.h"
 #include "ops_cli.h"
@@ -728,6 +729,7 @@ void Cli::add_kms_commands(CLI::App& app) {
                                     common.out,      common.err,     common.select};
   add_lifecycle_kms_commands(*kms, hooks);
   add_root_key_commands(*kms, hooks);
+  add_keystore_backup_commands(*kms, hooks);
   add_rewrap_command(app, hooks);
 }
 

@@ -88,6 +88,10 @@ struct ImportMaterialRequest {
   std::vector<std::uint8_t> encrypted_material;  // RSAES-OAEP-SHA-256 of 32 bytes
   std::string import_token;
   std::optional<std::int64_t> material_expires_at;  // unix seconds
+  // Whether the material may leave the keystore in a `kms backup`
+  // (keystore_backup.h).  Off unless asked for at import: material brought
+  // in from outside is the importer's to copy, not ours.
+  bool allow_backup = false;
 };
 
 class AuditLog;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,6 +63,51 @@ struct LocalKeyDetails {
   std::optional<std::int64_t> material_expires_at;  // EXTERNAL keys only
 };
 
+// A CMK as `kms backup` and `kms restore` carry it (keystore_backup.h): the
+// keystore record with each version's material unsealed, in locked memory.
+struct CmkVersionRecord {
+  std::uint32_t version = 0;
+  std::int64_t created_at = 0;
+  SecretBytes material;
+};
+
+struct CmkRecord {
+  std::string id;
+  KeyState state = KeyState::kEnabled;
+  KeyOrigin origin = KeyOrigin::kKms;
+  std::string description;
+  std::string owner;
+  bool service = false;
+  std::int64_t created_at = 0;
+  std::optional<std::uint32_t> rotation_interval_days;
+  std::int64_t last_rotated_at = 0;
+  std::uint32_t primary_version = 0;
+  std::optional<std::int64_t> deletion_date;
+  std::optional<std::int64_t> material_expires_at;
+  std::string material_check;
+  bool backup_allowed = false;  // imported material that may go into a backup
+  // Imported material left out of the backup (its key does not allow it):
+  // the record is the key as after delete-key-material, PendingImport.
+  bool material_withheld = false;
+  std::vector<CmkVersionRecord> versions;
+  std::vector<Grant> grants;
+};
+
+// Every key of one region, with its aliases and purge records.
+struct KeystoreRecords {
+  std::string region;
+  std::map<std::string, CmkRecord> keys;
+  std::map<std::string, std::string> aliases;   // name without "alias/" -> key id
+  std::map<std::string, std::int64_t> deleted;  // key id -> purge time
+};
+
+// What restore_keystore did.
+struct RestoreOutcome {
+  bool fresh = false;              // the keystore had no file before
+  std::vector<std::string> added;  // key ids written
+  std::vector<std::string> kept;   // key ids already here with the same material
+};
+
 // One LocalKms per thread: processes and threads share a keystore through
 // its file locks, but one object is not to be used from two threads at once.
 class LocalKms final : public KmsBackend {
@@ -108,6 +154,18 @@ class LocalKms final : public KmsBackend {
   Status revoke_grant(std::string_view keyref, std::string_view grant_id) override;
   Result<std::vector<Grant>> list_grants(std::string_view keyref) override;
   Result<std::vector<std::string>> purge_due() override;
+
+  // --- Keystore backup and restore (keystore_backup.h) ---
+  // Runs `write` on the region's records, material unsealed, under the
+  // keystore lock, and audits it as BackupKeystore with the details `write`
+  // adds to the event.
+  Status backup_keystore(const std::function<Status(KeystoreRecords&, AuditEvent&)>& write);
+  // Writes `records` (checked by the caller) into the region's keystore,
+  // each version sealed under this host's root key, in one commit.  A
+  // keystore holding keys is refused unless `merge`; a merge refuses any
+  // key or alias that differs.  Audited as RestoreKeystore with `details`.
+  Result<RestoreOutcome> restore_keystore(const KeystoreRecords& records, bool merge,
+                                          const std::map<std::string, std::string>& details);
 
   // The audit log of this keystore directory.
   AuditLog& audit_log();

@@ -38,6 +38,7 @@ struct LifecycleArgs {
   std::string token_file;
   std::string material_file;
   std::string expires;
+  bool allow_backup = false;
   bool force = false;
   // audit
   std::string key;
@@ -259,6 +260,7 @@ Status Commands::import_key_material() {
   ENVCRYPT_ASSIGN_OR_RETURN(const std::string token, read_file(args_->token_file));
   request.import_token = trimmed(token);
   ENVCRYPT_ASSIGN_OR_RETURN(request.material_expires_at, optional_time(args_->expires));
+  request.allow_backup = args_->allow_backup;
   ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend->import_key_material(args_->keyref, request));
   if (json_output()) {
     json j = key_json(key);
@@ -646,6 +648,8 @@ void add_lifecycle_kms_commands(CLI::App& kms, const LifecycleCommandHooks& hook
       ->required();
   import->add_option("--token", args->token_file, "the import token file")->required();
   import->add_option("--expires", args->expires, "material expiry, RFC 3339 UTC");
+  import->add_flag("--allow-backup", args->allow_backup,
+                   "let kms backup copy this material (default: left out of backups)");
   on(import, "import-key-material", true, &Commands::import_key_material);
 
   auto* delete_material =
