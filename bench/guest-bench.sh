@@ -9,7 +9,9 @@
 # into tables.
 #
 # Environment: BENCH_RUNS (default 3), BENCH_RUNTIME seconds per job
-# (default 5), BENCH_DEVICES (default "brd virtio"), BENCH_DISK (the virtio
+# (default 5), BENCH_RAMP seconds of warm-up not counted (default 1; the
+# smoke run uses 0), BENCH_PROBE_MS the crypto probe's time per measurement
+# (default 3000), BENCH_DEVICES (default "brd virtio"), BENCH_DISK (the virtio
 # disk, default /dev/vda), BENCH_CONFIGS (default all four), BENCH_JOBS
 # (default all six), BENCH_HELPER (0: skip the helper timings),
 # BENCH_PROBE_DIR (where <kver>/xtsbench.ko is, default build/bench/mod),
@@ -21,6 +23,8 @@ set -u
 
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
+RAMP=${BENCH_RAMP:-1}
+PROBE_MS=${BENCH_PROBE_MS:-3000}
 DEVICES=${BENCH_DEVICES:-brd virtio}
 CONFIGS=${BENCH_CONFIGS:-raw dmcrypt dmcrypt-nowq envcrypt}
 DISK=${BENCH_DISK:-/dev/vda}
@@ -84,7 +88,7 @@ teardown_config() {
 run_fio() { # run_fio <device> <job> <output>
 	# shellcheck disable=SC2046
 	fio --name=bench --filename="$1" --ioengine=libaio --direct=1 \
-		--time_based --runtime="$RUNTIME" --ramp_time=1 --size=256M \
+		--time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --size=256M \
 		--lat_percentiles=1 --percentile_list=50:99 --randrepeat=0 \
 		--norandommap --group_reporting --output-format=json \
 		--output="$3" $(job_args "$2") ${BENCH_FIO_ARGS:-} >/dev/null ||
@@ -94,7 +98,7 @@ run_fio() { # run_fio <device> <job> <output>
 measure_crypto() {
 	local ko=${BENCH_PROBE_DIR:-$ENVCRYPT_TOP/build/bench/mod}/$ENVCRYPT_KVER/xtsbench.ko
 	grep -q '^xtsbench ' /proc/modules && rmmod xtsbench
-	insmod "$ko" unit=4096 millis=3000 all_cpus=1 || die "cannot load $ko"
+	insmod "$ko" unit=4096 millis="$PROBE_MS" all_cpus=1 || die "cannot load $ko"
 	dmesg | grep "xtsbench: driver=" | tail -n 1 >"$OUT/xtsbench.txt"
 	dmesg | grep "xtsbench: all_cpus=" | tail -n 1 >>"$OUT/xtsbench.txt"
 	rmmod xtsbench

@@ -10,7 +10,8 @@
 # no build tree for them on the host, so the target and the probe are the
 # ones make kmod-next placed in build/kmod/KVER/ and build/bench/mod/KVER/.
 #
-# --quick: one short run of every configuration (a smoke test for CI: it
+# --quick: one short run of every configuration, 1 s with no warm-up, and
+# a 0.5 s crypto probe (a smoke test for CI: it
 # proves every configuration runs; the numbers mean nothing), the kernels'
 # guests at the same time.  Without it the guests run one after the other.
 #
@@ -34,6 +35,8 @@ OUT=${BENCH_OUT:-$TOP/build/bench}
 PROBE_DIR=$TOP/build/bench/mod
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
+RAMP=${BENCH_RAMP:-1}
+PROBE_MS=${BENCH_PROBE_MS:-3000}
 QUICK=0
 KERNEL_DIR_ARGS=()
 while [ $# -gt 0 ]; do
@@ -41,6 +44,8 @@ while [ $# -gt 0 ]; do
 	--quick)
 		RUNS=1
 		RUNTIME=1
+		RAMP=0
+		PROBE_MS=500
 		QUICK=1
 		shift
 		;;
@@ -93,7 +98,8 @@ bench_kernel() { # KVER
 	started=$SECONDS
 	if ! "$TOP/selftests/vm-run.sh" --kernel "$k" "${KERNEL_DIR_ARGS[@]}" --out "$OUT/$k" --disk "$disk" \
 		--mem 2048 --cpus 2 --timeout 7200 -- \
-		env BENCH_RUNS="$RUNS" BENCH_RUNTIME="$RUNTIME" BENCH_PROBE_DIR="$PROBE_DIR" \
+		env BENCH_RUNS="$RUNS" BENCH_RUNTIME="$RUNTIME" BENCH_RAMP="$RAMP" BENCH_PROBE_MS="$PROBE_MS" \
+		BENCH_PROBE_DIR="$PROBE_DIR" \
 		${BENCH_DEVICES:+BENCH_DEVICES="$BENCH_DEVICES"} \
 		${BENCH_CONFIGS:+BENCH_CONFIGS="$BENCH_CONFIGS"} \
 		${BENCH_JOBS:+BENCH_JOBS="$BENCH_JOBS"} ${BENCH_FIO_ARGS:+BENCH_FIO_ARGS="$BENCH_FIO_ARGS"} ${BENCH_HELPER:+BENCH_HELPER="$BENCH_HELPER"} \
