@@ -3,8 +3,11 @@
 # disaster-recovery.rst; tests/host/test_disasters.sh walks the same
 # commands on image files without the kernel): a loop device formatted with
 # a recovery key and written through the mapping; then
-#   keystore and root key deleted: attach exits 3; recover under a CMK of
-#   the new keystore; attach reads the data back;
+#   keystore and root key deleted: attach exits 3; the keystore backup made
+#   before (kms backup) restored on the fresh configuration: attach reads
+#   the data back;
+#   deleted again, with no backup: recover under a CMK of the new keystore;
+#   attach reads the data back;
 #   both header copies zeroed: attach exits 3 (not an envcrypt disk);
 #   header-restore --force of the backup taken after format, whose CMK is
 #   gone with the old keystore; recover; attach reads the data back.
@@ -67,8 +70,18 @@ expect_match "header backup after format" "^backed up the header of $dev " "$out
 dk=$(data_key "$dev")
 
 # ---- keystore and root key lost ------------------------------------------------
+out=$("$ENVCTL" kms backup --to "$HELPER_DIR/keystore.backup" \
+	--recovery-key "$HELPER_DIR/recovery.pub" 2>&1)
+expect_eq "kms backup to the recovery public key" 0 "$?"
 rm -rf "$HELPER_DIR/kms" "$HELPER_DIR/root.key"
 attach_fails "keystore lost" 3 "key $CMK not found"
+out=$("$ENVCTL" kms restore "$HELPER_DIR/keystore.backup" \
+	--recovery-private-key "$HELPER_DIR/recovery.key" 2>&1)
+expect_match "kms restore on the fresh configuration" \
+	"^restored [0-9]+ keys of region local-1 from $HELPER_DIR/keystore.backup$" "$out"
+attached_data "after kms restore"
+rm -rf "$HELPER_DIR/kms" "$HELPER_DIR/root.key"
+attach_fails "keystore lost again, no backup" 3 "key $CMK not found"
 NEW=$(new_cmk alias/rec-new)
 out=$("$ENVCTL" recover "$dev" --recovery-private-key "$HELPER_DIR/recovery.key" \
 	--cmk alias/rec-new 2>&1)

@@ -5,8 +5,10 @@
 # real PyKMIP server (Debian python3-pykmip) on 127.0.0.1.
 #
 #   1. Keystore and root key lost: every disk of the local KMS fails with
-#      "not found"; recover each with the recovery private key under a CMK
-#      of the new keystore.
+#      "not found"; a keystore backup (kms backup) restored on the fresh
+#      configuration opens both disks again; then, lost once more and with
+#      no backup, recover each with the recovery private key under a CMK of
+#      the new keystore.  A truncated backup is refused, nothing written.
 #   2. KMIP key destroyed: the disk fails, the server no longer has the key;
 #      recover under a local CMK.
 #   3. Header destroyed: the primary copy alone (the disk still verifies
@@ -95,9 +97,31 @@ CMK1=$(new_cmk alias/data)
 expect_cli "1: format under a local CMK with a recovery key" 0 "^formatted $IMG1: " \
 	format "$IMG1" --cmk alias/data --recovery-key "$WORK/recovery.pub"
 expect_cli "1: the disk verifies" 0 "$(verified "$IMG1" "$CMK1")" verify "$IMG1"
+IMG1B=$WORK/disk1b.img
+truncate -s 64M "$IMG1B"
+expect_cli "1: a second disk under the service key" 0 "^formatted $IMG1B: " format "$IMG1B"
+SERVICE=$("$CTL" --config "$CONF" inspect "$IMG1B" | sed -n 's/^ *cmk: *\([^ ]*\) .*/\1/p')
+expect_cli "1: kms backup to the recovery public key" 0 "" \
+	kms backup --to "$WORK/keystore.backup" --recovery-key "$WORK/recovery.pub"
 rm -rf "$WORK/keystore" "$WORK/root.key"
 expect_cli "1: keystore and root key lost: the CMK is not found (exit 3)" 3 \
 	"^envcryptctl: verify $IMG1: key $CMK1 not found$" verify "$IMG1"
+head -c 1000 "$WORK/keystore.backup" >"$WORK/truncated.backup"
+expect_cli "1: a truncated backup is refused (exit 5)" 5 "truncated" \
+	kms restore "$WORK/truncated.backup" --recovery-private-key "$WORK/recovery.key"
+if [ -e "$WORK/keystore/local-1.keystore.json" ]; then
+	not_ok "1: the refused restore wrote no keystore"
+else
+	ok "1: the refused restore wrote no keystore"
+fi
+expect_cli "1: kms restore of the backup on the fresh configuration" 0 \
+	"^restored 2 keys of region local-1 from $WORK/keystore.backup$" \
+	kms restore "$WORK/keystore.backup" --recovery-private-key "$WORK/recovery.key"
+expect_cli "1: the first disk verifies after the restore" 0 "$(verified "$IMG1" "$CMK1")" \
+	verify "$IMG1"
+expect_cli "1: the second disk verifies after the restore" 0 "$(verified "$IMG1B" "$SERVICE")" \
+	verify "$IMG1B"
+rm -rf "$WORK/keystore" "$WORK/root.key"
 NEW1=$(new_cmk alias/data-new)
 cp "$IMG1" "$WORK/disk1.before"
 expect_cli "1: a wrong recovery private key is refused (exit 4)" 4 \
