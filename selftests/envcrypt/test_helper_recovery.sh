@@ -12,7 +12,10 @@
 #   header-restore --force of the backup taken after format, whose CMK is
 #   gone with the old keystore; recover; attach reads the data back.
 # The recovery private key is used only by `recover`; the DK is absent from
-# the raw disk, the keystore and the audit log afterwards.
+# the raw disk, the keystore and the audit log afterwards.  Last, a version
+# 1 disk's `upgrade-header` is SIGKILLed at each of its steps (the test
+# build's ENVCRYPT_FAULT=recovery:<step>) and the disk still attaches and
+# reads back: version 1 when killed before any write, version 2 after.
 
 . "$ENVCRYPT_TOP/selftests/lib/guest.sh"
 . "$ENVCRYPT_TOP/helper/tests/guest_helper.sh"
@@ -103,4 +106,26 @@ attached_data "after header-restore and recover"
 
 dk_absent "the DK is not on the raw disk, in the keystore or the audit log" "$dk" \
 	"$dev" "$HELPER_DIR"/kms/*
+
+# ---- v1 -> v2 upgrade killed at each step -----------------------------------------
+TEST_CTL=$ENVCRYPT_TOP/build/test/envcryptctl
+for step in prepared first-copy-written first-copy-flushed second-copy-written \
+	second-copy-flushed; do
+	out=$("$ENVCTL" format --force "$dev" --cmk alias/rec-new 2>&1) ||
+		tap_bail "version 1 format before the kill at $step" "exit 0" "$out"
+	"$ENVCTL" attach "$dev" "$NAME" >/dev/null 2>&1 &&
+		dd if="$HELPER_DIR/data.ref" of="/dev/mapper/$NAME" bs=1M oflag=direct conv=fsync \
+			status=none &&
+		"$ENVCTL" detach "$NAME" >/dev/null 2>&1 ||
+		tap_bail "data written before the kill at $step" "attach, dd, detach" "$(dmesg | tail -n 3)"
+	ENVCRYPT_FAULT=recovery:$step "$TEST_CTL" upgrade-header "$dev" >/dev/null 2>&1
+	expect_eq "upgrade-header killed at $step (SIGKILL)" 137 "$?"
+	# A process (not a machine) dies: what it wrote is in the page cache,
+	# so once a copy is written that copy is read: version 2.
+	expected=2
+	[ "$step" = prepared ] && expected=1
+	version=$("$ENVCTL" inspect "$dev" 2>&1 | sed -n 's/^.*envcrypt header version \([0-9]\).*/\1/p')
+	expect_eq "after the kill at $step the header is version $expected" "$expected" "$version"
+	attached_data "after the kill at $step"
+done
 tap_done
