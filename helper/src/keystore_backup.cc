@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "json_integer.h"
+
 namespace envcrypt {
 namespace {
 
@@ -154,20 +156,11 @@ bool bool_at(const json& j, const std::string& name) {
 }
 
 // An integer of T's range; a float, or an integer out of range, is refused
-// rather than converted.
+// rather than converted (json_integer.h).
 template <typename T>
 T integer_value(const json& value, const std::string& name) {
-  if (value.is_number_unsigned() &&
-      value.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
-    return static_cast<T>(value.get<std::uint64_t>());
-  }
-  if constexpr (std::is_signed_v<T>) {
-    if (value.is_number_integer() && !value.is_number_unsigned()) {
-      const std::int64_t number = value.get<std::int64_t>();
-      if (number >= std::numeric_limits<T>::min() && number <= std::numeric_limits<T>::max()) {
-        return static_cast<T>(number);
-      }
-    }
+  if (const std::optional<T> number = exact_integer<T>(value)) {
+    return *number;
   }
   throw PayloadError(name + " is not an integer in range");
 }

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "crypto.h"
+#include "json_integer.h"
 #include "keystore.h"
 #include "root_key.h"
 #include "run_dir.h"
@@ -102,23 +103,12 @@ void put_optional(json& j, const char* name, const std::optional<T>& value) {
   j[name] = value ? json(*value) : json(nullptr);
 }
 
-// An integer field as T.  nlohmann's get<T>() converts a float (undefined
-// behaviour when it is out of T's range) and wraps a negative or too large
-// integer; the keystore is read as hostile input, so those are type errors.
+// An integer field as T; anything else is a type error (json_integer.h).
 template <typename T>
 T integer_at(const json& j, const char* name) {
   const json& value = j.at(name);
-  if (value.is_number_unsigned() &&
-      value.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max())) {
-    return static_cast<T>(value.get<std::uint64_t>());
-  }
-  if constexpr (std::is_signed_v<T>) {
-    if (value.is_number_integer() && !value.is_number_unsigned()) {
-      const std::int64_t number = value.get<std::int64_t>();
-      if (number >= std::numeric_limits<T>::min() && number <= std::numeric_limits<T>::max()) {
-        return static_cast<T>(number);
-      }
-    }
+  if (const std::optional<T> number = exact_integer<T>(value)) {
+    return *number;
   }
   throw json::type_error::create(
       302, std::string(name) + " is not an integer in range: " + value.dump(), &value);
