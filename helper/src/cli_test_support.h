@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "recovery.h"
 
 namespace envcrypt::cli_testing {
 
@@ -73,6 +74,16 @@ inline std::string read_text(const std::filesystem::path& path) {
 inline void make_sparse_image(const std::filesystem::path& path, std::uintmax_t size) {
   std::ofstream(path).close();
   std::filesystem::resize_file(path, size);
+}
+
+// A fresh recovery key pair as DIR/NAME.pub and DIR/NAME.key (PEM), as an
+// operator would make it with openssl.
+inline void write_recovery_key_pair(const std::filesystem::path& dir, const std::string& name) {
+  const RecoveryKeyPair pair = generate_recovery_key_pair().value();
+  write_text(dir / (name + ".pub"), pair.public_pem);
+  write_text(
+      dir / (name + ".key"),
+      std::string(reinterpret_cast<const char*>(pair.private_pem.data()), pair.private_pem.size()));
 }
 
 }  // namespace envcrypt::cli_testing

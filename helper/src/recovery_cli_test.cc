@@ -42,13 +42,7 @@ class RecoveryCliTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  void write_key_pair(const std::string& name) {
-    RecoveryKeyPair pair = generate_recovery_key_pair().value();
-    write_text(dir_ / (name + ".pub"), pair.public_pem);
-    write_text(dir_ / (name + ".key"),
-               std::string(reinterpret_cast<const char*>(pair.private_pem.data()),
-                           pair.private_pem.size()));
-  }
+  void write_key_pair(const std::string& name) { cli_testing::write_recovery_key_pair(dir_, name); }
   std::string pub(const std::string& name) { return (dir_ / (name + ".pub")).string(); }
   std::string key(const std::string& name) { return (dir_ / (name + ".key")).string(); }
 
