@@ -283,6 +283,14 @@ Status Cli::format() {
   return OkStatus();
 }
 
+// How the key of an attach was found: null when the KMS answered.
+json outage_cache_json(const std::optional<CacheUse>& use) {
+  if (!use) {
+    return nullptr;
+  }
+  return {{"kms_unreachable", use->reason}, {"valid_until", format_rfc3339(use->valid_until)}};
+}
+
 Status Cli::attach() {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * reg, registry());
   // An unreadable header fails the attach below, which reports it.
@@ -304,11 +312,12 @@ Status Cli::attach() {
                 {"device", device_},
                 {"backing", attached.backing.string()},
                 {"uuid", uuid_to_string(attached.header.uuid)},
-                {"cmk", attached.header.wrapped.cmk_uri}});
+                {"cmk", attached.header.wrapped.cmk_uri},
+                {"outage_cache", outage_cache_json(attached.from_cache)}});
   } else {
     out_ << "attached " << device_ << " as " << attached.mapper_path.string() << " (uuid "
          << uuid_to_string(attached.header.uuid) << ", CMK " << attached.header.wrapped.cmk_uri
-         << ")\n";
+         << (attached.from_cache ? ", key from the outage cache" : "") << ")\n";
   }
   return OkStatus();
 }

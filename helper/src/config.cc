@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 
+#include "crypttab.h"
 #include "printable.h"
 
 namespace envcrypt {
@@ -339,6 +340,72 @@ Status parse_boot(const toml::table& boot, const std::filesystem::path& source, 
   return OkStatus();
 }
 
+// PCR indexes as TPM 2.0 numbers them (0..23), sorted, each once.
+Result<std::vector<std::uint32_t>> pcr_indexes(const TableReader& reader, std::string_view key,
+                                               const toml::node& node) {
+  const auto* array = node.as_array();
+  if (array == nullptr) {
+    return reader.error(key, "expected an array of PCR numbers, got " +
+                                 std::string(type_name(node)));
+  }
+  std::vector<std::uint32_t> pcrs;
+  for (const toml::node& element : *array) {
+    ENVCRYPT_ASSIGN_OR_RETURN(std::int64_t pcr, reader.integer(key, element, 0, 23));
+    if (std::find(pcrs.begin(), pcrs.end(), pcr) != pcrs.end()) {
+      return reader.error(key, "PCR " + std::to_string(pcr) + " is listed twice");
+    }
+    pcrs.push_back(static_cast<std::uint32_t>(pcr));
+  }
+  std::sort(pcrs.begin(), pcrs.end());
+  return pcrs;
+}
+
+// A disk as [outage_cache] disks names it: "*", a disk uuid or an
+// envcrypttab name (printable, no '/' or space, as mapping names).
+Status check_cache_disk(const TableReader& reader, const std::string& disk) {
+  const bool plain = !disk.empty() && disk.size() <= 127 &&
+                     std::all_of(disk.begin(), disk.end(), [](char c) {
+                       return c > ' ' && c < 0x7f && c != '/';
+                     });
+  if (!plain) {
+    return reader.error("disks", "'" + printable(disk) +
+                                     "' is not \"*\", a disk uuid or an envcrypttab name");
+  }
+  return OkStatus();
+}
+
+Status parse_outage_cache(const toml::table& table, const std::filesystem::path& source,
+                          Config& config) {
+  TableReader reader(source, "outage_cache");
+  OutageCacheConfig& cache = config.outage_cache;
+  for (const auto& [key, node] : table) {
+    const std::string_view k = key.str();
+    if (k == "disks") {
+      ENVCRYPT_ASSIGN_OR_RETURN(cache.disks, reader.strings(k, node));
+      for (const std::string& disk : cache.disks) {
+        ENVCRYPT_TRY(check_cache_disk(reader, disk));
+      }
+    } else if (k == "max_age") {
+      ENVCRYPT_ASSIGN_OR_RETURN(std::string text, reader.string(k, node));
+      auto age = parse_duration(text, kMaxOutageCacheAge);
+      if (!age.ok()) {
+        return reader.error(k, age.error().message());
+      }
+      if (age->count() == 0) {
+        return reader.error(k, "must be longer than 0");
+      }
+      cache.max_age = *age;
+    } else if (k == "dir") {
+      ENVCRYPT_ASSIGN_OR_RETURN(cache.dir, reader.absolute_path(k, node));
+    } else if (k == "pcrs") {
+      ENVCRYPT_ASSIGN_OR_RETURN(cache.pcrs, pcr_indexes(reader, k, node));
+    } else {
+      return reader.unknown_key(k);
+    }
+  }
+  return OkStatus();
+}
+
 std::string default_principal() {
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
@@ -348,6 +415,13 @@ std::string default_principal() {
 }
 
 }  // namespace
+
+bool OutageCacheConfig::enabled_for(const std::string& name,
+                                    const std::string& disk_uuid) const {
+  return std::any_of(disks.begin(), disks.end(), [&](const std::string& disk) {
+    return disk == "*" || disk == name || (!disk_uuid.empty() && disk == disk_uuid);
+  });
+}
 
 std::vector<KmipServer> KmipEndpoint::servers() const {
   std::vector<KmipServer> all{{host, port}};
@@ -393,6 +467,9 @@ Result<Config> parse_config(const std::string& toml_text, const std::filesystem:
     } else if (k == "boot") {
       ENVCRYPT_ASSIGN_OR_RETURN(const toml::table* boot, reader.table(k, node));
       ENVCRYPT_TRY(parse_boot(*boot, source, config));
+    } else if (k == "outage_cache") {
+      ENVCRYPT_ASSIGN_OR_RETURN(const toml::table* cache, reader.table(k, node));
+      ENVCRYPT_TRY(parse_outage_cache(*cache, source, config));
     } else {
       return reader.unknown_key(k);
     }

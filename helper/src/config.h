@@ -50,6 +50,25 @@ struct BootConfig {
   std::chrono::seconds attach_timeout = kDefaultAttachTimeout;
 };
 
+// The longest [outage_cache] max_age: thirty days.
+inline constexpr std::chrono::milliseconds kMaxOutageCacheAge{std::chrono::hours(24 * 30)};
+
+// [outage_cache]: a TPM-sealed copy of a disk's DK that attach may use
+// while the disk's KMS cannot be reached, and only then
+// (Documentation/admin-guide/outage-cache.rst).  Off unless `disks` names
+// the disk.
+struct OutageCacheConfig {
+  // envcrypttab names (mapping names) or disk uuids; "*" is every disk.
+  std::vector<std::string> disks;
+  // How long after the KMS last confirmed the key an entry may still serve.
+  std::chrono::milliseconds max_age{std::chrono::hours(24)};
+  std::filesystem::path dir = "/var/lib/envcrypt/outage-cache";
+  // PCRs (SHA-256 bank) the sealed copies are bound to, ascending.
+  std::vector<std::uint32_t> pcrs;
+
+  [[nodiscard]] bool enabled_for(const std::string& name, const std::string& disk_uuid) const;
+};
+
 struct Config {
   std::string region = "local-1";
   std::string principal;  // default: "host/<hostname>"
@@ -60,6 +79,7 @@ struct Config {
   std::string local_tpm_tcti = "device:/dev/tpmrm0";
   std::map<std::string, KmipEndpoint> kmip_endpoints;  // by name
   BootConfig boot;
+  OutageCacheConfig outage_cache;
   std::filesystem::path source;  // the file read, empty when defaults only
 };
 

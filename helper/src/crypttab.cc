@@ -229,9 +229,23 @@ Result<TabEntry> parse_line(std::string_view line) {
   return entry;
 }
 
+// "a day (24h)", "30 days (720h)": a limit of whole hours.
+std::string limit_text(std::chrono::milliseconds limit) {
+  const auto hours = std::chrono::duration_cast<std::chrono::hours>(limit).count();
+  const std::string in_hours = "(" + std::to_string(hours) + "h)";
+  if (hours == 24) {
+    return "a day " + in_hours;
+  }
+  if (hours % 24 == 0) {
+    return std::to_string(hours / 24) + " days " + in_hours;
+  }
+  return std::to_string(hours) + "h";
+}
+
 }  // namespace
 
-Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
+Result<std::chrono::milliseconds> parse_duration(std::string_view text,
+                                                 std::chrono::milliseconds limit_ms) {
   const auto malformed = [&] {
     return Error(ErrorCode::kUsage, "'" + printable(text) +
                                         "' is not a duration (a number of ms, s, min or h; "
@@ -242,7 +256,7 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
   }
   // Each part is bounded before it is scaled, and the sum after every part,
   // so nothing overflows and "86400min" is refused like "25h".
-  const auto limit = static_cast<std::uint64_t>(kMaxDeviceTimeout.count());
+  const auto limit = static_cast<std::uint64_t>(limit_ms.count());
   std::uint64_t total = 0;
   const char* at = text.data();
   const char* const end = text.data() + text.size();
@@ -266,7 +280,8 @@ Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
     }
     if (ec == std::errc::result_out_of_range || value > limit ||
         (total += value * *scale) > limit) {
-      return Error(ErrorCode::kUsage, "'" + printable(text) + "' is longer than a day (24h)");
+      return Error(ErrorCode::kUsage,
+                   "'" + printable(text) + "' is longer than " + limit_text(limit_ms));
     }
     at = unit_end;
   }

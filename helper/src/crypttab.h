@@ -59,8 +59,10 @@ struct TabEntry {
 inline constexpr std::chrono::milliseconds kMaxDeviceTimeout{std::chrono::hours(24)};
 
 // "90", "1500ms", "90s", "2min", "1h", "1h30min" (systemd.time(7): a bare
-// number is seconds); ErrorCode::kUsage when malformed or over a day.
-Result<std::chrono::milliseconds> parse_duration(std::string_view text);
+// number is seconds); ErrorCode::kUsage when malformed or over `limit`
+// (whole hours).
+Result<std::chrono::milliseconds> parse_duration(
+    std::string_view text, std::chrono::milliseconds limit = kMaxDeviceTimeout);
 
 // A table as read: the good lines, and one error per bad line, which is
 // skipped (as systemd-cryptsetup-generator skips a bad crypttab line), so

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "audit.h"
 #include "blockdev.h"
 #include "mapping_name.h"
 #include "printable.h"
@@ -142,6 +143,28 @@ void report_attach_failure(AttachFailure failure, std::ostream& err) {
   }
 }
 
+namespace {
+
+// The cache line goes to syslog as well as stderr: an attach that skipped
+// the KMS's checks must be visible in the journal whoever ran it.
+void report_attach_notes(const Attached& attached, std::ostream& err) {
+  if (attached.from_cache) {
+    const std::string line = attached.name +
+                             ": attached from the outage cache, KMS unreachable: " +
+                             printable(attached.from_cache->reason) + ", valid until " +
+                             format_rfc3339(attached.from_cache->valid_until);
+    ::openlog("envcryptctl", LOG_PID, LOG_DAEMON);
+    ::syslog(LOG_WARNING, "%s", line.c_str());
+    ::closelog();
+    err << "envcryptctl: " << line << '\n';
+  }
+  for (const std::string& note : attached.notes) {
+    err << "envcryptctl: " << attached.name << ": warning: " << printable(note) << '\n';
+  }
+}
+
+}  // namespace
+
 Result<Attached> attach_with_diagnostics(KmsRegistry& kms, const AttachOptions& options,
                                          std::ostream& err) {
   AttachTrace trace;
@@ -153,6 +176,7 @@ Result<Attached> attach_with_diagnostics(KmsRegistry& kms, const AttachOptions& 
     if (auto record = error_file(attached->name); record.ok()) {
       fs::remove(*record, ec);
     }
+    report_attach_notes(*attached, err);
     return attached;
   }
   AttachFailure failure;

@@ -57,17 +57,6 @@ class Fd {
   int fd_;
 };
 
-Status fsync_directory(const std::filesystem::path& dir) {
-  const Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    return io_error("open directory", dir, errno);
-  }
-  if (::fsync(fd.get()) != 0) {
-    return io_error("fsync directory", dir, errno);
-  }
-  return OkStatus();
-}
-
 Status check_name(std::string_view name) {
   const bool valid = !name.empty() && name.front() != '.' &&
                      name.find_first_not_of(
@@ -80,6 +69,17 @@ Status check_name(std::string_view name) {
 }
 
 }  // namespace
+
+Status fsync_directory(const std::filesystem::path& dir) {
+  const Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    return io_error("open directory", dir, errno);
+  }
+  if (::fsync(fd.get()) != 0) {
+    return io_error("fsync directory", dir, errno);
+  }
+  return OkStatus();
+}
 
 Status write_all(int fd, std::string_view data, const std::filesystem::path& path,
                  std::string_view verb) {

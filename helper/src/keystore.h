@@ -32,6 +32,10 @@ Status ensure_private_directory(const std::filesystem::path& dir);
 // or one not yet remounted read-write at boot).
 bool on_read_only_file_system(const std::filesystem::path& path);
 
+// fsync(2) on a directory, so that a file created, renamed or removed in it
+// stays so after a crash.
+Status fsync_directory(const std::filesystem::path& dir);
+
 // Writes `contents` to `path` atomically (temp, fsync, rename, dir fsync),
 // mode 0600.  The caller holds whatever lock serialises writers of `path`.
 Status write_file_atomically(const std::filesystem::path& path, std::string_view contents);

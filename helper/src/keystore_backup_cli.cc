@@ -51,19 +51,6 @@ Result<LocalKms*> local_kms(const LifecycleCommandHooks& hooks) {
   return local;
 }
 
-Status fsync_directory(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    const int error = errno;
-    if (fd >= 0) {
-      ::close(fd);
-    }
-    return Error(ErrorCode::kIo, "fsync " + dir.string() + ": " + std::strerror(error));
-  }
-  ::close(fd);
-  return OkStatus();
-}
-
 Error exists_error(const fs::path& path) {
   return {ErrorCode::kConflict, path.string() + " exists: kms backup never overwrites a file"};
 }

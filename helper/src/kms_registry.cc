@@ -93,4 +93,14 @@ Result<KmsBackend*> KmsRegistry::kmip(std::string_view authority) {
   return (open_[slot] = std::move(backend)).get();
 }
 
+Result<AuditLog*> KmsRegistry::audit_for(std::string_view cmk_uri) {
+  if (auto backend = for_key(cmk_uri); backend.ok()) {
+    if (auto log = (*backend)->audit(); log.ok()) {
+      return log;
+    }
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * local, for_selector(std::nullopt));
+  return local->audit();
+}
+
 }  // namespace envcrypt

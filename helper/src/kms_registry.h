@@ -28,6 +28,11 @@ class KmsRegistry {
   // or with --kms, kmip://<endpoint-name> or kmip://<host>:<port>.
   Result<KmsBackend*> for_selector(const std::optional<std::string>& selector);
 
+  // The audit trail for events about disks under `cmk_uri`: its backend's
+  // when it keeps one, else the local KMS's (a KMIP server keeps its own
+  // log, which this host cannot append to).
+  Result<AuditLog*> audit_for(std::string_view cmk_uri);
+
   [[nodiscard]] const Config& config() const { return config_; }
 
   // Serves `slot` ("local:<region>" or "kmip:<endpoint name>") with `backend`

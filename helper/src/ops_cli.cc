@@ -44,6 +44,7 @@ json check_json(const DiskCheck& check) {
     j["exit_code"] = static_cast<int>(failure->code);
   }
   j["checks"] = steps;
+  j["outage_cache"] = check.outage_cache.to_json(system_clock_seconds());
   return j;
 }
 
@@ -229,7 +230,8 @@ Status print_key_versions(const std::string& tab, const BootCommandHooks& hooks)
           {"cmk", row.cmk_uri},
           {"wrapped_version", row.wrapped_version ? json(*row.wrapped_version) : json()},
           {"primary_version", row.primary_version ? json(*row.primary_version) : json()},
-          {"wrap", row.currency()}};
+          {"wrap", row.currency()},
+          {"outage_cache", row.outage_cache.to_json(system_clock_seconds())}};
       if (!row.error.empty()) {
         j["error"] = row.error;
       }
@@ -247,6 +249,9 @@ Status print_key_versions(const std::string& tab, const BootCommandHooks& hooks)
                << version(row.primary_version) << ": " << row.currency();
     if (!row.error.empty()) {
       *hooks.out << " (" << row.error << ")";
+    }
+    if (row.outage_cache.worth_showing()) {
+      *hooks.out << "; outage cache: " << row.outage_cache.describe(system_clock_seconds());
     }
     *hooks.out << '\n';
   }

@@ -164,7 +164,7 @@ void check_key(const DiskHeader& header, KmsRegistry& kms, StepLog& log) {
 }
 
 DiskCheck check_disk(const KnownDisk& disk, KmsRegistry& kms, const Status& module) {
-  DiskCheck check{disk, "", "", {}};
+  DiskCheck check{disk, "", "", {}, {}};
   StepLog log(check);
   auto record_module = [&] {
     if (module.ok()) {
@@ -187,6 +187,8 @@ DiskCheck check_disk(const KnownDisk& disk, KmsRegistry& kms, const Status& modu
   }
   check.cmk_uri = selection->header.wrapped.cmk_uri;
   check.endpoint = kms_endpoint(kms.config(), check.cmk_uri);
+  check.outage_cache = system_outage_cache(kms.config())
+                           .state(disk.name, uuid_to_string(selection->header.uuid));
   if (selection->degraded()) {
     std::string problem;
     for (const auto& [which, copy] :
@@ -325,6 +327,9 @@ std::string preflight_row(const DiskCheck& check) {
     row += ", CMK " + check.cmk_uri + ", endpoint " + check.endpoint;
   }
   row += ")";
+  if (check.outage_cache.worth_showing()) {
+    row += "; outage cache: " + check.outage_cache.describe(system_clock_seconds());
+  }
   if (failure != nullptr && check.disk.nofail) {
     row += " (nofail: not counted)";
   }
@@ -356,6 +361,8 @@ Result<std::vector<KeyVersionRow>> key_versions(const std::vector<TabEntry>& tab
     }
     row.cmk_uri = selection->header.wrapped.cmk_uri;
     row.wrapped_version = selection->header.wrapped.cmk_version;
+    row.outage_cache = system_outage_cache(kms.config())
+                           .state(row.disk.name, uuid_to_string(selection->header.uuid));
     auto backend = kms.for_key(row.cmk_uri);
     auto info =
         backend.ok() ? (*backend)->describe_key(row.cmk_uri) : Result<KeyInfo>(backend.error());

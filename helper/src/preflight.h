@@ -15,6 +15,7 @@
 
 #include "crypttab.h"
 #include "kms_registry.h"
+#include "outage_cache.h"
 #include "result.h"
 
 namespace envcrypt {
@@ -67,6 +68,7 @@ struct DiskCheck {
   std::string cmk_uri;
   std::string endpoint;
   std::vector<CheckStep> steps;  // in order; later steps are skipped after some failures
+  CacheState outage_cache;       // the disk's outage cache entry (outage_cache.h)
 
   [[nodiscard]] const CheckStep* first_failure() const;
   // Failed and not excused by nofail.
@@ -93,6 +95,7 @@ struct KeyVersionRow {
   std::optional<std::uint32_t> wrapped_version;
   std::optional<std::uint32_t> primary_version;
   std::string error;  // why a version is unknown
+  CacheState outage_cache;
 
   [[nodiscard]] std::string currency() const;  // current, stale or unknown
 };

@@ -15,18 +15,6 @@ namespace {
 
 void recovery_fault_point(std::string_view step) { fault_point("recovery:" + std::string(step)); }
 
-// The trail of the disk's CMK when its backend keeps one; else the local
-// KMS's (a KMIP server keeps its own log, which this host cannot append to).
-Result<AuditLog*> audit_log_for(KmsRegistry& kms, const std::string& cmk_uri) {
-  if (auto backend = kms.for_key(cmk_uri); backend.ok()) {
-    if (auto log = (*backend)->audit(); log.ok()) {
-      return log;
-    }
-  }
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * local, kms.for_selector(std::nullopt));
-  return local->audit();
-}
-
 AuditEvent recovery_event(std::string operation, const DiskHeader& header,
                           const RecoveryTarget& target) {
   AuditEvent event;
@@ -129,7 +117,7 @@ Result<HeaderChange> upgrade_header_volume(KmsRegistry& kms, const RecoveryTarge
   if (header.version >= ENVCRYPT_HDR_VERSION_RECOVERY && !open.current.degraded()) {
     return HeaderChange{header, header, false};
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, audit_log_for(kms, header.wrapped.cmk_uri));
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, kms.audit_for(header.wrapped.cmk_uri));
   return audited<HeaderChange>(*log, recovery_event("UpgradeHeader", header, target), [&] {
     DiskHeader next = header;
     next.version = ENVCRYPT_HDR_VERSION_RECOVERY;
@@ -147,7 +135,7 @@ Result<HeaderChange> add_recovery_wrap(KmsRegistry& kms, const RecoveryTarget& t
                                            short_key_id(header.recovery->key_id) +
                                            "); remove it first, or use --replace");
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, audit_log_for(kms, header.wrapped.cmk_uri));
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, kms.audit_for(header.wrapped.cmk_uri));
   AuditEvent event = recovery_event("AddRecoveryWrap", header, target);
   event.details["recovery_key_id"] = to_hex(key.id);
   return audited<HeaderChange>(*log, event, [&]() -> Result<HeaderChange> {
@@ -164,7 +152,7 @@ Result<HeaderChange> remove_recovery_wrap(KmsRegistry& kms, const RecoveryTarget
   if (!header.recovery) {
     return Error(ErrorCode::kNotFound, "the disk has no recovery wrap");
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, audit_log_for(kms, header.wrapped.cmk_uri));
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, kms.audit_for(header.wrapped.cmk_uri));
   return audited<HeaderChange>(*log, recovery_event("RemoveRecoveryWrap", header, target), [&] {
     DiskHeader next = header;
     next.recovery.reset();
@@ -178,7 +166,7 @@ Result<RecoverResult> recover_volume(KmsRegistry& kms, const RecoveryTarget& tar
   ENVCRYPT_ASSIGN_OR_RETURN(OpenHeader open, open_for_update(target));
   const DiskHeader& header = open.current.header;
   const std::string destination = cmk.value_or(header.wrapped.cmk_uri);
-  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, audit_log_for(kms, destination));
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, kms.audit_for(destination));
   AuditEvent event = recovery_event("Recover", header, target);
   event.details["used_recovery_key_id"] = to_hex(key.public_key.id);
   event.details["destination"] = destination;
@@ -195,7 +183,7 @@ Result<RecoverResult> recover_volume(KmsRegistry& kms, const RecoveryTarget& tar
 }
 
 Status audit_recovery_format(KmsRegistry& kms, const DiskHeader& header) {
-  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, audit_log_for(kms, header.wrapped.cmk_uri));
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, kms.audit_for(header.wrapped.cmk_uri));
   AuditEvent event = recovery_event("FormatWithRecoveryWrap", header, RecoveryTarget{});
   event.details.erase("device");
   event.result = "ok";

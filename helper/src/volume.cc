@@ -7,6 +7,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "audit.h"
 #include "blockdev.h"
 #include "devmapper.h"
 #include "header_io.h"
@@ -302,6 +303,98 @@ Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header) {
   return data_key;
 }
 
+namespace {
+
+// Writes the uses the cache served to the disk's audit trail, then forgets
+// them; on any failure they stay for the next contact.
+Status report_uses(KmsRegistry& kms, const DiskHeader& header, OutageCache& cache) {
+  const std::string disk_uuid = uuid_to_string(header.uuid);
+  ENVCRYPT_ASSIGN_OR_RETURN(std::vector<CacheUse> uses, cache.pending_uses(disk_uuid));
+  if (uses.empty()) {
+    return OkStatus();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, kms.audit_for(header.wrapped.cmk_uri));
+  for (const CacheUse& use : uses) {
+    AuditEvent event;
+    event.operation = "OutageCacheUse";
+    event.key_id = use.cmk_uri.empty() ? header.wrapped.cmk_uri : use.cmk_uri;
+    event.key_version = use.cmk_version;
+    event.context = encryption_context(header);
+    event.result = "ok";
+    event.details["used_at"] = format_rfc3339(use.time);
+    event.details["valid_until"] = format_rfc3339(use.valid_until);
+    event.details["kms_unreachable"] = use.reason;
+    ENVCRYPT_TRY(log->append(event));
+  }
+  return cache.clear_uses(disk_uuid);
+}
+
+// After the KMS answered with the key: refresh or drop the entry, report
+// earlier uses.  Failures here do not fail the attach; they become notes.
+void after_kms_answer(KmsRegistry& kms, const DiskHeader& header, const std::string& name,
+                      OutageCache& cache, UnlockedKey& unlocked) {
+  const std::string disk_uuid = uuid_to_string(header.uuid);
+  if (auto reported = report_uses(kms, header, cache); !reported.ok()) {
+    unlocked.notes.push_back("outage cache uses not yet in the audit trail (kept for the next "
+                             "attach): " +
+                             reported.error().message());
+  }
+  if (cache.enabled_for(name, disk_uuid)) {
+    if (auto stored = cache.store(header, unlocked.data_key); !stored.ok()) {
+      unlocked.notes.push_back("outage cache entry not refreshed: " + stored.error().message());
+    }
+    return;
+  }
+  if (auto forgotten = cache.forget(disk_uuid); !forgotten.ok()) {
+    unlocked.notes.push_back("outage cache entry of a disk no longer enabled not removed: " +
+                             forgotten.error().message());
+  }
+}
+
+bool kms_refused(const Error& error) {
+  return error.code() == ErrorCode::kDenied || error.code() == ErrorCode::kNotFound;
+}
+
+}  // namespace
+
+Result<UnlockedKey> unlock_for_attach(KmsRegistry& kms, const DiskHeader& header,
+                                      const std::string& name, OutageCache& cache) {
+  const std::string disk_uuid = uuid_to_string(header.uuid);
+  auto answered = unlock(kms, header);
+  if (answered.ok()) {
+    UnlockedKey unlocked{std::move(*answered), std::nullopt, {}};
+    after_kms_answer(kms, header, name, cache, unlocked);
+    return unlocked;
+  }
+  const Error& error = answered.error();
+  if (kms_refused(error)) {
+    auto forgotten = cache.forget(disk_uuid);
+    if (forgotten.ok() && *forgotten) {
+      return Error(error.code(), error.message() + " (its outage cache entry is destroyed)");
+    }
+    if (!forgotten.ok()) {
+      return Error(error.code(), error.message() + " (its outage cache entry could not be "
+                                                   "destroyed: " +
+                                     forgotten.error().message() + ")");
+    }
+    return answered.error();
+  }
+  if (error.code() != ErrorCode::kKmsUnreachable || !cache.enabled_for(name, disk_uuid)) {
+    return answered.error();
+  }
+  std::int64_t valid_until = 0;
+  auto cached = cache.use(header, error.message(), &valid_until);
+  if (!cached.ok()) {
+    return Error(ErrorCode::kKmsUnreachable,
+                 error.message() + " (outage cache not used: " + cached.error().message() + ")");
+  }
+  UnlockedKey unlocked{std::move(*cached),
+                       CacheUse{0, error.message(), valid_until, header.wrapped.cmk_uri,
+                                header.wrapped.cmk_version},
+                       {}};
+  return unlocked;
+}
+
 // The header that describes `device`: its own, or the detached header file's.
 Result<HeaderSelection> header_for(const Device& device,
                                    const std::optional<std::filesystem::path>& header_file) {
@@ -341,7 +434,12 @@ Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
                             data_bytes(attached.header, device.size, device.path));
   ENVCRYPT_TRY(require_not_attached(device));
   trace.step = "unwrap";
-  ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key, unlock(kms, attached.header));
+  OutageCache cache = system_outage_cache(kms.config());
+  ENVCRYPT_ASSIGN_OR_RETURN(UnlockedKey unlocked,
+                            unlock_for_attach(kms, attached.header, attached.name, cache));
+  const SecretBytes data_key = std::move(unlocked.data_key);
+  attached.from_cache = std::move(unlocked.from_cache);
+  attached.notes = std::move(unlocked.notes);
   fault_point("attach:unwrapped");  // test builds only: the core-dump test crashes here
   trace.step = "map";
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, options.read_only));

@@ -12,6 +12,7 @@
 
 #include "header.h"
 #include "kms_registry.h"
+#include "outage_cache.h"
 #include "recovery.h"
 #include "result.h"
 #include "secret.h"
@@ -51,6 +52,23 @@ Result<HeaderSelection> read_volume_header(const std::filesystem::path& device,
 // Unwraps the DK through the header's KMS and checks it against the KCV.
 Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header);
 
+// A data key for attach.
+struct UnlockedKey {
+  SecretBytes data_key;
+  std::optional<CacheUse> from_cache;  // set when the outage cache served it
+  std::vector<std::string> notes;      // for the operator: cache not refreshed, ...
+};
+
+// unlock(), with the outage cache (outage_cache.h) around it.  When the KMS
+// answers, the disk's entry is refreshed (or removed when the disk is no
+// longer enabled) and earlier cache uses go to the audit trail.  When it
+// refused the key (disabled, pending deletion, deleted, no grant), the
+// entry is destroyed.  When it could not be reached, the entry serves if
+// it may; otherwise the error stays ErrorCode::kKmsUnreachable and says
+// why the cache did not serve.
+Result<UnlockedKey> unlock_for_attach(KmsRegistry& kms, const DiskHeader& header,
+                                      const std::string& name, OutageCache& cache);
+
 // How far an attach got, so a failure can name its step (diagnostics.h):
 // header (reading it), device (opening and sizing it, name and device not
 // in use), unwrap (KMS Decrypt and key check value), map (loading the table).
@@ -74,6 +92,8 @@ struct Attached {
   std::filesystem::path mapper_path;  // /dev/mapper/<name>
   std::filesystem::path backing;      // the block device mapped (a loop device for images)
   DiskHeader header;
+  std::optional<CacheUse> from_cache;  // the key came from the outage cache
+  std::vector<std::string> notes;      // warnings that did not fail the attach
 };
 
 Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options);
