@@ -345,8 +345,8 @@ Result<std::vector<std::uint32_t>> pcr_indexes(const TableReader& reader, std::s
                                                const toml::node& node) {
   const auto* array = node.as_array();
   if (array == nullptr) {
-    return reader.error(key, "expected an array of PCR numbers, got " +
-                                 std::string(type_name(node)));
+    return reader.error(key,
+                        "expected an array of PCR numbers, got " + std::string(type_name(node)));
   }
   std::vector<std::uint32_t> pcrs;
   for (const toml::node& element : *array) {
@@ -363,13 +363,12 @@ Result<std::vector<std::uint32_t>> pcr_indexes(const TableReader& reader, std::s
 // A disk as [outage_cache] disks names it: "*", a disk uuid or an
 // envcrypttab name (printable, no '/' or space, as mapping names).
 Status check_cache_disk(const TableReader& reader, const std::string& disk) {
-  const bool plain = !disk.empty() && disk.size() <= 127 &&
-                     std::all_of(disk.begin(), disk.end(), [](char c) {
-                       return c > ' ' && c < 0x7f && c != '/';
-                     });
+  const bool plain =
+      !disk.empty() && disk.size() <= 127 &&
+      std::all_of(disk.begin(), disk.end(), [](char c) { return c > ' ' && c < 0x7f && c != '/'; });
   if (!plain) {
-    return reader.error("disks", "'" + printable(disk) +
-                                     "' is not \"*\", a disk uuid or an envcrypttab name");
+    return reader.error(
+        "disks", "'" + printable(disk) + "' is not \"*\", a disk uuid or an envcrypttab name");
   }
   return OkStatus();
 }
@@ -416,8 +415,7 @@ std::string default_principal() {
 
 }  // namespace
 
-bool OutageCacheConfig::enabled_for(const std::string& name,
-                                    const std::string& disk_uuid) const {
+bool OutageCacheConfig::enabled_for(const std::string& name, const std::string& disk_uuid) const {
   return std::any_of(disks.begin(), disks.end(), [&](const std::string& disk) {
     return disk == "*" || disk == name || (!disk_uuid.empty() && disk == disk_uuid);
   });

@@ -149,8 +149,7 @@ namespace {
 // the KMS's checks must be visible in the journal whoever ran it.
 void report_attach_notes(const Attached& attached, std::ostream& err) {
   if (attached.from_cache) {
-    const std::string line = attached.name +
-                             ": attached from the outage cache, KMS unreachable: " +
+    const std::string line = attached.name + ": attached from the outage cache, KMS unreachable: " +
                              printable(attached.from_cache->reason) + ", valid until " +
                              format_rfc3339(attached.from_cache->valid_until);
     ::openlog("envcryptctl", LOG_PID, LOG_DAEMON);

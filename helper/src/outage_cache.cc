@@ -77,8 +77,7 @@ Result<std::string> string_field(const json& object, const char* name, std::size
 template <typename T>
 Result<T> integer_field(const json& object, const char* name) {
   const auto it = object.find(name);
-  const std::optional<T> value =
-      it == object.end() ? std::nullopt : exact_integer<T>(*it);
+  const std::optional<T> value = it == object.end() ? std::nullopt : exact_integer<T>(*it);
   if (!value) {
     return bad_entry(std::string("\"") + name + "\" is missing or not an integer in range");
   }
@@ -96,8 +95,7 @@ Status check_known_fields(const json& object, const std::set<std::string>& known
 
 std::string describe_age(std::chrono::milliseconds age) {
   const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(age).count();
-  return seconds % 3600 == 0 ? std::to_string(seconds / 3600) + "h"
-                             : std::to_string(seconds) + "s";
+  return seconds % 3600 == 0 ? std::to_string(seconds / 3600) + "h" : std::to_string(seconds) + "s";
 }
 
 }  // namespace
@@ -217,8 +215,8 @@ Result<std::optional<CacheEntry>> OutageCache::read_entry(const std::string& dis
 Status OutageCache::store(const DiskHeader& header, const SecretBytes& data_key) {
   ENVCRYPT_TRY(check_data_key(header, data_key));
   if (data_key.size() + kBindingSize > 128) {
-    return Error(ErrorCode::kUsage, "a " + std::to_string(data_key.size()) +
-                                        "-byte data key is too long to seal");
+    return Error(ErrorCode::kUsage,
+                 "a " + std::to_string(data_key.size()) + "-byte data key is too long to seal");
   }
   CacheEntry entry;
   entry.disk_uuid = uuid_to_string(header.uuid);
@@ -258,11 +256,11 @@ Result<SecretBytes> OutageCache::use(const DiskHeader& header, const std::string
   if (entry->cmk_uri != header.wrapped.cmk_uri ||
       entry->cmk_version != header.wrapped.cmk_version ||
       entry->wrap_sha256 != wrap_sha256(header.wrapped)) {
-    return Error(ErrorCode::kNotFound,
-                 "the entry is for " + entry->cmk_uri + " version " +
-                     std::to_string(entry->cmk_version) + ", not the disk's wrap under " +
-                     header.wrapped.cmk_uri + " version " +
-                     std::to_string(header.wrapped.cmk_version));
+    return Error(ErrorCode::kNotFound, "the entry is for " + entry->cmk_uri + " version " +
+                                           std::to_string(entry->cmk_version) +
+                                           ", not the disk's wrap under " + header.wrapped.cmk_uri +
+                                           " version " +
+                                           std::to_string(header.wrapped.cmk_version));
   }
   const std::int64_t now = clock_();
   const std::int64_t until =
@@ -280,9 +278,8 @@ Result<SecretBytes> OutageCache::use(const DiskHeader& header, const std::string
   }
   ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes secret, tpm_unseal(tcti_, entry->sealed, {}));
   const Sha256Digest binding = binding_of(*entry);
-  if (secret.size() <= kBindingSize ||
-      CRYPTO_memcmp(secret.data() + secret.size() - kBindingSize, binding.data(),
-                    kBindingSize) != 0) {
+  if (secret.size() <= kBindingSize || CRYPTO_memcmp(secret.data() + secret.size() - kBindingSize,
+                                                     binding.data(), kBindingSize) != 0) {
     return bad_entry("does not match what was sealed with it (edited?)");
   }
   SecretBytes data_key(secret.data(), secret.size() - kBindingSize);
@@ -320,8 +317,8 @@ Result<std::vector<CacheUse>> OutageCache::pending_uses(const std::string& disk_
       continue;
     }
     CacheUse unreadable;
-    unreadable.reason = "unreadable use record in " + path.string() + ": " +
-                        use.error().message() + ": " + printable(line.substr(0, 200));
+    unreadable.reason = "unreadable use record in " + path.string() + ": " + use.error().message() +
+                        ": " + printable(line.substr(0, 200));
     uses.push_back(std::move(unreadable));
   }
   return uses;
@@ -348,9 +345,8 @@ CacheState OutageCache::state(const std::string& name, const std::string& disk_u
   }
   state.entry = std::move(*entry);
   if (state.entry) {
-    state.valid_until =
-        state.entry->confirmed_at +
-        std::chrono::duration_cast<std::chrono::seconds>(config_.max_age).count();
+    state.valid_until = state.entry->confirmed_at +
+                        std::chrono::duration_cast<std::chrono::seconds>(config_.max_age).count();
   }
   return state;
 }

@@ -205,8 +205,7 @@ TEST_F(OutageCacheTest, AnUnreachableKmsIsBridgedAndTheUseReachesTheAuditTrailLa
   EXPECT_FALSE(answered->from_cache.has_value());
   EXPECT_TRUE(answered->notes.empty()) << answered->notes.front();
   EXPECT_FALSE(fs::exists(uses_file()));
-  EXPECT_EQ(decode_cache_entry(cli_testing::read_text(entry_file()))->confirmed_at,
-            kStart + 1200);
+  EXPECT_EQ(decode_cache_entry(cli_testing::read_text(entry_file()))->confirmed_at, kStart + 1200);
   const auto lines = audit_lines("OutageCacheUse");
   ASSERT_EQ(lines.size(), 1U);
   EXPECT_EQ(lines[0].disk, uuid_);

@@ -187,8 +187,8 @@ DiskCheck check_disk(const KnownDisk& disk, KmsRegistry& kms, const Status& modu
   }
   check.cmk_uri = selection->header.wrapped.cmk_uri;
   check.endpoint = kms_endpoint(kms.config(), check.cmk_uri);
-  check.outage_cache = system_outage_cache(kms.config())
-                           .state(disk.name, uuid_to_string(selection->header.uuid));
+  check.outage_cache =
+      system_outage_cache(kms.config()).state(disk.name, uuid_to_string(selection->header.uuid));
   if (selection->degraded()) {
     std::string problem;
     for (const auto& [which, copy] :

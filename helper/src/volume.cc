@@ -335,9 +335,10 @@ void after_kms_answer(KmsRegistry& kms, const DiskHeader& header, const std::str
                       OutageCache& cache, UnlockedKey& unlocked) {
   const std::string disk_uuid = uuid_to_string(header.uuid);
   if (auto reported = report_uses(kms, header, cache); !reported.ok()) {
-    unlocked.notes.push_back("outage cache uses not yet in the audit trail (kept for the next "
-                             "attach): " +
-                             reported.error().message());
+    unlocked.notes.push_back(
+        "outage cache uses not yet in the audit trail (kept for the next "
+        "attach): " +
+        reported.error().message());
   }
   if (cache.enabled_for(name, disk_uuid)) {
     if (auto stored = cache.store(header, unlocked.data_key); !stored.ok()) {
@@ -373,8 +374,9 @@ Result<UnlockedKey> unlock_for_attach(KmsRegistry& kms, const DiskHeader& header
       return Error(error.code(), error.message() + " (its outage cache entry is destroyed)");
     }
     if (!forgotten.ok()) {
-      return Error(error.code(), error.message() + " (its outage cache entry could not be "
-                                                   "destroyed: " +
+      return Error(error.code(), error.message() +
+                                     " (its outage cache entry could not be "
+                                     "destroyed: " +
                                      forgotten.error().message() + ")");
     }
     return answered.error();
@@ -388,10 +390,10 @@ Result<UnlockedKey> unlock_for_attach(KmsRegistry& kms, const DiskHeader& header
     return Error(ErrorCode::kKmsUnreachable,
                  error.message() + " (outage cache not used: " + cached.error().message() + ")");
   }
-  UnlockedKey unlocked{std::move(*cached),
-                       CacheUse{0, error.message(), valid_until, header.wrapped.cmk_uri,
-                                header.wrapped.cmk_version},
-                       {}};
+  UnlockedKey unlocked{
+      std::move(*cached),
+      CacheUse{0, error.message(), valid_until, header.wrapped.cmk_uri, header.wrapped.cmk_version},
+      {}};
   return unlocked;
 }
 

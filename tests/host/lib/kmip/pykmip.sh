@@ -11,7 +11,9 @@
 #                                starts the server on a free port, with its
 #                                config, database and logs in STATE (default
 #                                DIR); sets KMIP_PORT, KMIP_SERVER_PID and
-#                                KMIP_START_SECONDS (time until it listened)
+#                                KMIP_START_SECONDS (time until it listened);
+#                                with KMIP_RESTART_PORT set, on that port
+#                                (a server started again on its STATE)
 #   kmip_server_stop             stops it (by its pid)
 #   kmip_stop_pid PID            stops one of several servers (by its pid)
 #   kmip_copy_database FROM TO   copies a server's database (consistently,
@@ -102,7 +104,13 @@ kmip_free_port() {
 kmip_server_start() {
 	local dir=$1 state=${2:-$1} started=$SECONDS
 	local deadline=$((started + KMIP_START_TIMEOUT_S))
-	KMIP_PORT=$(kmip_free_port) || return 1
+	# KMIP_RESTART_PORT: the port of a server started again on its state,
+	# so that the CMK URIs that name it still resolve.
+	if [ -n "${KMIP_RESTART_PORT:-}" ]; then
+		KMIP_PORT=$KMIP_RESTART_PORT
+	else
+		KMIP_PORT=$(kmip_free_port) || return 1
+	fi
 	mkdir -p "$state/policies"
 	cat >"$state/server.conf" <<CONF
 [server]
