@@ -179,7 +179,10 @@ Status make_lock_dir(const std::filesystem::path& dir) {
 }  // namespace
 
 Result<Device> open_device(const std::filesystem::path& path, OpenMode mode) {
-  int flags = O_CLOEXEC | (mode == OpenMode::kRead ? O_RDONLY : O_RDWR);
+  // kAttach opens read-only first: only an image file is reopened
+  // read-write, once fstat has told them apart.
+  int flags =
+      O_CLOEXEC | (mode == OpenMode::kRead || mode == OpenMode::kAttach ? O_RDONLY : O_RDWR);
   // O_EXCL only means something for block devices; checked after fstat.
   Device device;
   device.path = path;
@@ -199,6 +202,16 @@ Result<Device> open_device(const std::filesystem::path& path, OpenMode mode) {
   device.rdev = device.is_block ? st.st_rdev : 0;
   device.st_dev = st.st_dev;
   device.st_ino = st.st_ino;
+  if (mode == OpenMode::kAttach && !device.is_block) {
+    // The same image file, read-write for its loop device.
+    const std::string self = "/proc/self/fd/" + std::to_string(device.fd.get());
+    UniqueFd writable(::open(self.c_str(), O_CLOEXEC | O_RDWR | O_NONBLOCK));
+    if (!writable.valid()) {
+      const int err = errno;
+      return errno_error(open_error_code(err), path.string(), err);
+    }
+    device.fd = std::move(writable);
+  }
   if (mode == OpenMode::kExclusive && device.is_block) {
     // Reopen the same block device through our descriptor with O_EXCL.
     const std::string self = "/proc/self/fd/" + std::to_string(device.fd.get());

@@ -39,6 +39,12 @@ enum class OpenMode {
   kRead,       // no lock: inspecting only
   kReadWrite,  // takes the device's lock (lock_device)
   kExclusive,  // read-write, locked, and O_EXCL on a block device: refuses one in use
+  // Locked; read-write for an image file (its loop device), read-only for a
+  // block device, which an attach only reads (the kernel opens it for the
+  // table): udev's watch makes a change event of every close of a block
+  // device opened for writing, and systemd starts a failed attach unit
+  // again on each change event of its device (boot.rst).
+  kAttach,
 };
 
 // One open device or image: every operation on it (size, device number,

@@ -437,9 +437,18 @@ std::string attach_dropin(const TabEntry& entry, const fs::path& tab_path,
   if (const auto device = backing_device_unit(entry)) {
     // The disk goes away with its device: the unit stops and detaches.  A
     // nofail disk only wants it, so that an absent device does not cancel
-    // the attach but makes it run and fail, visibly.
-    conf << (entry.nofail ? "Wants=" : "BindsTo=") << *device << "\n"
-         << "After=" << *device << "\n";
+    // the attach but makes it run and fail, visibly.  With a device
+    // timeout, attach-all itself waits that long for the device (and
+    // reports how long): ordered after the device unit too, the unit would
+    // wait for the device job's JobRunningTimeoutSec= first and then
+    // attach-all's wait again, twice the timeout.
+    if (!entry.nofail) {
+      conf << "BindsTo=" << *device << "\n"
+           << "After=" << *device << "\n";
+    } else if (entry.device_timeout.count() == 0) {
+      conf << "Wants=" << *device << "\n"
+           << "After=" << *device << "\n";
+    }
   } else {
     conf << "Wants=modprobe@loop.service\n"
          << "After=modprobe@loop.service\n";

@@ -603,6 +603,35 @@ TEST(GenerateUnits, ANofailDiskIsOnlyWantedAndDoesNotHoldUpTheBoot) {
   EXPECT_FALSE(files.contains("envcrypt.target.requires/envcrypt-attach@spare.service"));
 }
 
+// Issue 18: ordered after its device unit, an absent nofail disk's unit
+// waited for the device job (JobRunningTimeoutSec=, the device timeout) and
+// then attach-all waited the same time again.  Now only attach-all waits.
+TEST(GenerateUnits, ANofailDiskWithADeviceTimeoutWaitsForItsDeviceInAttachAllOnly) {
+  const auto entries =
+      table("spare UUID=" + std::string(kUuidA) + " nofail,x-systemd.device-timeout=60s\n");
+  auto files = generate_units(entries, "/etc/envcrypttab", "/lib/systemd/system", {});
+  EXPECT_EQ(files.at("envcrypt-attach@spare.service.d/50-envcrypttab.conf").contents,
+            std::string(kHeaderComment) +
+                "1\n"
+                "[Unit]\n"
+                "SourcePath=/etc/envcrypttab\n"
+                "Before=blockdev@dev-mapper-spare.target\n"
+                "Wants=blockdev@dev-mapper-spare.target\n"
+                "\n"
+                "[Service]\n"
+                "TimeoutStartSec=240\n");
+  EXPECT_TRUE(files.contains("envcrypt.target.wants/envcrypt-attach@spare.service"));
+  // The unit's attach-all: the whole device timeout, once, then "missing".
+  FakeActions fake;
+  BootSelection named;
+  named.names = {"spare"};
+  auto report = attach_all(entries, named, fake);
+  ASSERT_TRUE(report.ok());
+  ASSERT_EQ(report->disks.size(), 1U);
+  EXPECT_EQ(report->disks[0].outcome, DiskOutcome::kMissing);
+  EXPECT_EQ(fake.clock, seconds(60));
+}
+
 TEST(GenerateUnits, NetdevIsTheDevicesRemoteKmsTheKeyServers) {
   auto files = generate_units(table("nbd /dev/nbd0 _netdev,x-systemd.device-timeout=1500ms\n"
                                     "kmip /dev/vdc remote-kms,x-systemd.device-timeout=2min\n"),

@@ -420,7 +420,7 @@ Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
   trace.step = "header";
   ENVCRYPT_ASSIGN_OR_RETURN(
       Device device,
-      open_device(options.device, options.read_only ? OpenMode::kRead : OpenMode::kReadWrite));
+      open_device(options.device, options.read_only ? OpenMode::kRead : OpenMode::kAttach));
   ENVCRYPT_TRY(lock_device(device));
   ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection, header_for(device, options.header_file));
   Attached attached;
