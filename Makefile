@@ -26,6 +26,22 @@ SHELL := /bin/bash
 TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 BUILD := $(TOP)/build
 
+# Compiler cache: the helper's two full builds (gcc, and clang's sanitizer
+# and fuzzer build) are most of a fresh clone's build time, so every CMake
+# build goes through ccache when it is installed (make deps does), with its
+# cache in CCACHE_DIR, shared by every clone on the host: paths under TOP
+# are hashed relative to it.  ENVCRYPT_CCACHE=0 builds without it.
+ifneq ($(ENVCRYPT_CCACHE),0)
+ifneq ($(shell command -v ccache 2>/dev/null),)
+export CMAKE_C_COMPILER_LAUNCHER := ccache
+export CMAKE_CXX_COMPILER_LAUNCHER := ccache
+export CCACHE_DIR ?= /var/cache/envcrypt/ccache
+export CCACHE_BASEDIR := $(TOP)
+export CCACHE_NOHASHDIR := true
+export CCACHE_MAXSIZE ?= 4G
+endif
+endif
+
 # KVER: the running kernel when its build tree exists, else the newest
 # installed one.
 KVER ?= $(shell if [ -d /lib/modules/$$(uname -r)/build ]; then uname -r; \

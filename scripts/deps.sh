@@ -6,7 +6,9 @@
 # release does not break the build; when either cannot be resolved, deps
 # stops with a message naming the kernel and why.
 # debhelper, dh-dkms and lintian are for make deb (debian/); mmdebstrap and
-# curl make the trixie root of make kmod-next (scripts/kbuild-next.sh).
+# curl make the trixie root of make kmod-next (scripts/kbuild-next.sh);
+# ccache keeps the helper's compiled objects from one clone to the next
+# (Makefile, "Compiler cache").
 set -eu
 
 SOURCES=/etc/apt/sources.list.d/envcrypt-backports.sources
@@ -80,7 +82,7 @@ PACKAGES="build-essential make gcc bc flex bison libelf-dev dwarves
  qemu-system-x86 busybox-static cpio kmod keyutils dmsetup cryptsetup-bin
  fio e2fsprogs python3-cryptography python3-pykmip openssl udev
  linux-source-6.1 xz-utils gnuplot-nox dkms mmdebstrap curl qemu-utils
- debhelper dh-dkms lintian libtss2-dev swtpm swtpm-tools tpm2-tools"
+ debhelper dh-dkms lintian libtss2-dev swtpm swtpm-tools tpm2-tools ccache"
 
 need_root
 add_backports
