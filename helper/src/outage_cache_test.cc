@@ -14,6 +14,7 @@
 #include "cli_test_support.h"
 #include "config.h"
 #include "crypto.h"
+#include "kms_test_support.h"
 #include "tpm_test_support.h"
 #include "volume.h"
 
@@ -27,18 +28,13 @@ using tpm_testing::Swtpm;
 
 // The real local KMS, which a test can make unreachable or refusing, as a
 // KMIP server that is down or that disabled the key would be.
-class SwitchableKms final : public KmsBackend {
+class SwitchableKms final : public kms_testing::DelegatingKms {
  public:
   enum class Mode { kAnswer, kUnreachable, kRefuse };
 
-  explicit SwitchableKms(KmsBackend& inner) : inner_(inner) {}
+  using DelegatingKms::DelegatingKms;
   void set(Mode mode) { mode_ = mode; }
 
-  [[nodiscard]] bool supports(std::string_view uri) const override { return inner_.supports(uri); }
-  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                             const EncryptionContext& context) override {
-    return inner_.encrypt(keyref, plaintext, context);
-  }
   Result<SecretBytes> decrypt(const WrappedKey& wrapped,
                               const EncryptionContext& context) override {
     if (mode_ == Mode::kUnreachable) {
@@ -47,27 +43,10 @@ class SwitchableKms final : public KmsBackend {
     if (mode_ == Mode::kRefuse) {
       return Error(ErrorCode::kDenied, "key " + wrapped.cmk_uri + " is Disabled");
     }
-    return inner_.decrypt(wrapped, context);
+    return inner().decrypt(wrapped, context);
   }
-  Result<KeyInfo> create_key(const CreateKeyRequest& request) override {
-    return inner_.create_key(request);
-  }
-  Result<KeyInfo> describe_key(std::string_view keyref) override {
-    return inner_.describe_key(keyref);
-  }
-  Result<std::vector<KeyInfo>> list_keys() override { return inner_.list_keys(); }
-  Status enable_key(std::string_view keyref) override { return inner_.enable_key(keyref); }
-  Status disable_key(std::string_view keyref) override { return inner_.disable_key(keyref); }
-  Result<KeyInfo> schedule_key_deletion(std::string_view keyref, std::uint32_t days) override {
-    return inner_.schedule_key_deletion(keyref, days);
-  }
-  Status cancel_key_deletion(std::string_view keyref) override {
-    return inner_.cancel_key_deletion(keyref);
-  }
-  Result<AuditLog*> audit() override { return inner_.audit(); }
 
  private:
-  KmsBackend& inner_;
   Mode mode_ = Mode::kAnswer;
 };
 

@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "cli_test_support.h"
 #include "header.h"
+#include "kms_test_support.h"
 #include "volume.h"
 
 namespace envcrypt {
@@ -215,39 +216,19 @@ TEST_F(RewrapCrashTest, DetachedHeaderIsRewrittenDeviceUntouched) {
 // A KMS that wraps through a real one and then flips a bit of every wrap
 // it returns, as a server ignoring our nonce or a faulty HSM would: the
 // wrap is accepted by nobody, not even the KMS that made it.
-class CorruptingKms final : public KmsBackend {
+class CorruptingKms final : public kms_testing::DelegatingKms {
  public:
-  explicit CorruptingKms(KmsBackend& inner) : inner_(inner) {}
+  using DelegatingKms::DelegatingKms;
 
-  [[nodiscard]] bool supports(std::string_view uri) const override { return inner_.supports(uri); }
   Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
                              const EncryptionContext& context) override {
-    return corrupted(inner_.encrypt(keyref, plaintext, context));
+    return corrupted(inner().encrypt(keyref, plaintext, context));
   }
   Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
                                std::string_view destination_keyref,
                                const EncryptionContext& destination_context) override {
     return corrupted(
-        inner_.reencrypt(wrapped, source_context, destination_keyref, destination_context));
-  }
-  Result<SecretBytes> decrypt(const WrappedKey& wrapped,
-                              const EncryptionContext& context) override {
-    return inner_.decrypt(wrapped, context);
-  }
-  Result<KeyInfo> create_key(const CreateKeyRequest& request) override {
-    return inner_.create_key(request);
-  }
-  Result<KeyInfo> describe_key(std::string_view keyref) override {
-    return inner_.describe_key(keyref);
-  }
-  Result<std::vector<KeyInfo>> list_keys() override { return inner_.list_keys(); }
-  Status enable_key(std::string_view keyref) override { return inner_.enable_key(keyref); }
-  Status disable_key(std::string_view keyref) override { return inner_.disable_key(keyref); }
-  Result<KeyInfo> schedule_key_deletion(std::string_view keyref, std::uint32_t days) override {
-    return inner_.schedule_key_deletion(keyref, days);
-  }
-  Status cancel_key_deletion(std::string_view keyref) override {
-    return inner_.cancel_key_deletion(keyref);
+        inner().reencrypt(wrapped, source_context, destination_keyref, destination_context));
   }
 
  private:
@@ -257,8 +238,6 @@ class CorruptingKms final : public KmsBackend {
     }
     return wrapped;
   }
-
-  KmsBackend& inner_;
 };
 
 // Every new wrap is decrypted back before a header commits it.
