@@ -13,7 +13,7 @@
 #include <cstring>
 #include <limits>
 
-#include "crypttab.h"
+#include "duration.h"
 #include "printable.h"
 
 namespace envcrypt {

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "duration.h"
 #include "result.h"
 
 namespace envcrypt {
@@ -57,12 +58,6 @@ struct TabEntry {
 
 // The longest x-systemd.device-timeout= (a day), after unit conversion.
 inline constexpr std::chrono::milliseconds kMaxDeviceTimeout{std::chrono::hours(24)};
-
-// "90", "1500ms", "90s", "2min", "1h", "1h30min" (systemd.time(7): a bare
-// number is seconds); ErrorCode::kUsage when malformed or over `limit`
-// (whole hours).
-Result<std::chrono::milliseconds> parse_duration(
-    std::string_view text, std::chrono::milliseconds limit = kMaxDeviceTimeout);
 
 // A table as read: the good lines, and one error per bad line, which is
 // skipped (as systemd-cryptsetup-generator skips a bad crypttab line), so

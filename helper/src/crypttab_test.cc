@@ -276,12 +276,12 @@ TEST(CrypttabDuration, UnitsAsSystemdReadsThem) {
       {"86400000ms", milliseconds(86400000)},
   };
   for (const auto& [text, expected] : accepted) {
-    auto parsed = parse_duration(text);
+    auto parsed = parse_duration(text, kMaxDeviceTimeout);
     ASSERT_TRUE(parsed.ok()) << text << ": " << parsed.error().message();
     EXPECT_EQ(*parsed, expected) << text;
   }
   for (const char* refused : {"1441min", "86400min", "86401", "24h1ms", "25h", "2d", "1 h"}) {
-    EXPECT_FALSE(parse_duration(refused).ok()) << refused;
+    EXPECT_FALSE(parse_duration(refused, kMaxDeviceTimeout).ok()) << refused;
   }
 }
 
