@@ -236,6 +236,11 @@ Status OutageCache::store(const DiskHeader& header, const SecretBytes& data_key)
 
 Result<bool> OutageCache::forget(const std::string& disk_uuid) {
   const std::filesystem::path path = entry_path(disk_uuid);
+  // Looked up first: unlink(2) of a missing file on a read-only file system
+  // fails with EROFS, and most attaches have no entry to remove.
+  if (::access(path.c_str(), F_OK) != 0 && (errno == ENOENT || errno == ENOTDIR)) {
+    return false;
+  }
   if (::unlink(path.c_str()) != 0) {
     if (errno == ENOENT || errno == ENOTDIR) {
       return false;

@@ -1,10 +1,13 @@
 #include "outage_cache.h"
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -300,6 +303,29 @@ TEST_F(OutageCacheTest, ADiskNotEnabledGetsNoEntryAndLosesAnOldOne) {
   OutageCache by_uuid = cache();
   ASSERT_TRUE(attach_unlock(by_uuid).ok());
   EXPECT_TRUE(fs::exists(entry_file()));
+}
+
+// Most attaches have no entry to remove; on a read-only file system that
+// must not become a warning on every attach (unlink(2) says EROFS there
+// even for a file that does not exist).
+TEST(OutageCacheForget, NoEntryOnAReadOnlyFileSystemIsNoError) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "mounting a read-only tmpfs needs root";
+  }
+  const fs::path dir = cli_testing::fresh_test_dir("envcrypt-outage-cache-ro");
+  ASSERT_EQ(::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=1m,mode=0700"), 0)
+      << std::strerror(errno);
+  fs::create_directories(dir / "outage-cache");
+  ASSERT_EQ(::mount(nullptr, dir.c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr), 0)
+      << std::strerror(errno);
+  OutageCacheConfig config;
+  config.dir = dir / "outage-cache";
+  OutageCache cache(config, "device:/nonexistent", [] { return kStart; });
+  const auto forgotten = cache.forget("01234567-89ab-cdef-0123-456789abcdef");
+  ::umount(dir.c_str());
+  fs::remove_all(dir);
+  ASSERT_TRUE(forgotten.ok()) << forgotten.error().message();
+  EXPECT_FALSE(*forgotten);
 }
 
 TEST(OutageCacheEntry, HostileTextIsRefusedWithItsReason) {
