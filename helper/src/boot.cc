@@ -307,10 +307,21 @@ std::optional<SteadyTime> attach_one(const TabEntry& entry, const BootSelection&
   return deadline;
 }
 
+// An attempt started this close to its deadline reaches no server: its
+// KMS call finds the deadline passed once the device is opened and the
+// header read ("not tried before the deadline"), and that would replace
+// the reason of the attempt before, the one worth reporting.
+constexpr milliseconds kLastAttemptFloor{1000};
+
 // Tries a pending disk once more if its deadline allows; true when the
 // disk is settled: attached, failed for another reason, or out of time.
 bool retry_attach(const PendingAttach& pending, BootActions& actions, const AttachPolicy& policy,
                   DiskResult& result) {
+  if (const auto left = pending.deadline - actions.now();
+      left > milliseconds(0) && left < kLastAttemptFloor) {
+    // Given up at the deadline, not before it, with the last real reason.
+    actions.sleep(std::chrono::duration_cast<milliseconds>(left));
+  }
   if (actions.now() < pending.deadline) {
     ++result.attempts;
     const Status attached = attach_by(*pending.entry, result.device, actions, pending.deadline);

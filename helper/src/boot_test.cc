@@ -40,6 +40,10 @@ class FakeActions : public BootActions {
   std::vector<std::string> calls;
   milliseconds clock{0};
   milliseconds attach_cost{100};
+  // Time an attach spends before its KMS call (device, header): a call
+  // that then finds its deadline passed reaches no server, as Failover
+  // reports it.
+  milliseconds before_kms{0};
 
   Result<fs::path> resolve(const TabEntry& entry) override {
     for (auto it = late_devices.begin(); it != late_devices.end();) {
@@ -98,6 +102,12 @@ class FakeActions : public BootActions {
     clock += attach_cost;
     if (auto down = kms_down_until.find(device);
         down != kms_down_until.end() && started < down->second) {
+      if (const auto deadline = DeadlineScope::current();
+          before_kms > milliseconds(0) && deadline &&
+          now() - attach_cost + before_kms >= *deadline) {
+        return Error(ErrorCode::kKmsUnreachable,
+                     "kmip://kms.example:5696: not tried before the deadline");
+      }
       return Error(ErrorCode::kKmsUnreachable,
                    "kmip://kms.example:5696: connect: Connection refused");
     }
@@ -303,6 +313,29 @@ TEST(AttachAll, GivesUpOnAnUnreachableKmsExactlyAtTheDeadline) {
   // nofail: the run does not fail.
   EXPECT_EQ(report->first_failure(), nullptr);
   EXPECT_EQ(report->summary(), "1 attached, 1 failed (1 nofail)");
+}
+
+// Seen in a guest under load: the last retry began a few milliseconds
+// before the deadline, its KMS call found the deadline passed, and the
+// disk's error became "not tried before the deadline" instead of the
+// server's reason.  No retry starts in the last second now.
+TEST(AttachAll, NoRetryStartsInTheLastSecondSoTheReasonIsTheServers) {
+  FakeActions fake;
+  fake.devices = {{"/dev/vdb", kUuidA}};
+  fake.kms_down_until.emplace("/dev/vdb", milliseconds(3600000));
+  fake.before_kms = milliseconds(150);
+  // Attempts at 0, 600, 1700 and 3800; the next would start at 7900, 100 ms
+  // before the deadline, and reach its KMS call 50 ms after it.
+  auto report = attach_all(table("remote /dev/vdb netdev\n"), {}, fake, attach_policy(seconds(8)));
+  ASSERT_TRUE(report.ok());
+  const DiskResult& remote = disk(*report, "remote");
+  EXPECT_EQ(remote.attempts, 4U);
+  EXPECT_EQ(fake.calls.size(), 4U);
+  EXPECT_EQ(remote.elapsed, milliseconds(8000));
+  EXPECT_EQ(fake.clock, milliseconds(8000));
+  EXPECT_EQ(remote.error->message(),
+            "kmip://kms.example:5696: connect: Connection refused (gave up at the attach deadline "
+            "after 4 attempts in 8.00 s; [boot] attach_timeout_seconds = 8)");
 }
 
 TEST(AttachAll, UnreachableKmsWithoutNofailFailsTheRunWithExitCode7) {
