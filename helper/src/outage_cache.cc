@@ -93,9 +93,13 @@ Status check_known_fields(const json& object, const std::set<std::string>& known
   return OkStatus();
 }
 
+// max_age as configured: whole hours, whole seconds, or milliseconds.
 std::string describe_age(std::chrono::milliseconds age) {
-  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(age).count();
-  return seconds % 3600 == 0 ? std::to_string(seconds / 3600) + "h" : std::to_string(seconds) + "s";
+  const auto ms = age.count();
+  if (ms % 3'600'000 == 0) {
+    return std::to_string(ms / 3'600'000) + "h";
+  }
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
 }
 
 }  // namespace

@@ -217,6 +217,20 @@ TEST_F(OutageCacheTest, AnEntryPastMaxAgeIsRefused) {
   EXPECT_EQ(c.state("web", uuid_).describe(now_), "expired at 2027-01-15T09:00:00Z");
 }
 
+// max_age takes milliseconds; the message must not round them away.
+TEST_F(OutageCacheTest, AnExpiryMessageNamesMaxAgeAsConfigured) {
+  cache_config_.max_age = std::chrono::milliseconds(1500);
+  OutageCache c = cache();
+  ASSERT_TRUE(attach_unlock(c).ok());
+  kms_->set(SwitchableKms::Mode::kUnreachable);
+  now_ = kStart + 2;
+  auto refused = attach_unlock(c);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message(),
+            "kmip://10.0.2.2:5696: connect: Connection refused (outage cache not used: the entry "
+            "expired at 2027-01-15T08:00:01Z (confirmed 2027-01-15T08:00:00Z, max_age 1500ms))");
+}
+
 TEST_F(OutageCacheTest, ARefusalDestroysTheEntryAndTheCacheNeverAnswersForIt) {
   OutageCache c = cache();
   ASSERT_TRUE(attach_unlock(c).ok());
