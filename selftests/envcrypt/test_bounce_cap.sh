@@ -93,8 +93,10 @@ held_load() {
 	# (device mapper fails readahead rather than queue it) and the target
 	# counts that as an error.  So udev settles and runs no event while
 	# the writes are held.
-	udevadm settle --timeout=60 && udevadm control --stop-exec-queue ||
-		tap_bail "udev settles and holds its events" "udevadm exits 0" "$(udevadm info --export-db 2>&1 | tail -n 5)"
+	udevadm settle --timeout=60 ||
+		tap_bail "udev settles" "udevadm settle exits 0" "$(udevadm info --export-db 2>&1 | tail -n 5)"
+	udevadm control --stop-exec-queue ||
+		tap_bail "udev holds its events" "udevadm control exits 0" "$(udevadm control --ping 2>&1)"
 	on_exit udevadm control --start-exec-queue
 	timeout 60 dmsetup suspend bounce-delay ||
 		tap_bail "dm-delay suspends" "dmsetup suspend exits 0" "$(dmesg | tail -n 3)"
