@@ -92,8 +92,8 @@ Status image_encrypt_command(const ImageArgs& args, const BootCommandHooks& hook
                        {"plaintext_bytes", layout.plaintext},
                        {"threads", done.threads},
                        {"seconds", seconds}}
-                           .dump(2)
-                  << '\n';
+                      .dump(2)
+               << '\n';
     return OkStatus();
   }
   char rate[64];
@@ -104,8 +104,8 @@ Status image_encrypt_command(const ImageArgs& args, const BootCommandHooks& hook
              << ": uuid " << uuid << ", CMK " << done.header.wrapped.cmk_uri << " (version "
              << done.header.wrapped.cmk_version << "), sector size "
              << done.header.geometry.sector_size << ", " << layout.plaintext
-             << " bytes of plaintext at data offset " << done.header.geometry.data_offset
-             << " (" << rate << ", " << done.threads << " threads)\n";
+             << " bytes of plaintext at data offset " << done.header.geometry.data_offset << " ("
+             << rate << ", " << done.threads << " threads)\n";
   return OkStatus();
 }
 
@@ -124,8 +124,9 @@ void add_image_commands(CLI::App& app, const BootCommandHooks& hooks) {
   encrypt->add_option("--label", args->label, "free text, at most 64 bytes");
   encrypt->add_option("--sector-size", args->sector_size, "encryption unit: 512 or 4096")
       ->check(CLI::IsMember({512, 4096}));
-  encrypt->add_option("--partition", args->partition,
-                      "encrypt only this partition of a GPT or MBR image")
+  encrypt
+      ->add_option("--partition", args->partition,
+                   "encrypt only this partition of a GPT or MBR image")
       ->check(CLI::Range(1, 65536));
   encrypt->add_option("--threads", args->threads, "worker threads (default: one per CPU)")
       ->check(CLI::Range(1, 1024));
@@ -135,8 +136,7 @@ void add_image_commands(CLI::App& app, const BootCommandHooks& hooks) {
       // The command's name already gives SRC: "envcryptctl: image encrypt
       // SRC: <why>", not "SRC: SRC: <why>".
       if (!status.ok() && status.error().message().starts_with(args->src + ": ")) {
-        return Error(status.error().code(),
-                     status.error().message().substr(args->src.size() + 2));
+        return Error(status.error().code(), status.error().message().substr(args->src.size() + 2));
       }
       return status;
     });

@@ -115,8 +115,9 @@ Result<ImageLayout> plan_partition(const Device& src, std::uint32_t sector_size,
   const Partition p = *found;
   const std::string name = src.path.string() + ": partition " + std::to_string(number);
   if (p.extended) {
-    return Error(ErrorCode::kUsage, name + " is an extended partition (a container of logical "
-                                           "partitions), not a file system");
+    return Error(ErrorCode::kUsage, name +
+                                        " is an extended partition (a container of logical "
+                                        "partitions), not a file system");
   }
   if (p.size < kDefaultDataOffset + sector_size) {
     return Error(ErrorCode::kUsage, name + ": " + std::to_string(p.size) +

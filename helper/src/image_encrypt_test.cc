@@ -28,8 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using cli_testing::CliRun;
 
-Bytes read_bytes(const fs::path& path, std::uint64_t offset = 0,
-                 std::uint64_t size = UINT64_MAX) {
+Bytes read_bytes(const fs::path& path, std::uint64_t offset = 0, std::uint64_t size = UINT64_MAX) {
   std::ifstream in(path, std::ios::binary);
   in.seekg(static_cast<std::streamoff>(offset));
   Bytes out;
@@ -170,13 +169,14 @@ TEST_F(ImageEncryptTest, RefusesSameFile) {
 TEST_F(ImageEncryptTest, RefusesDstWithDataAsFormatDoes) {
   make_src(1 << 20);
   cli_testing::make_sparse_image(dst_, 32 << 20);
-  ASSERT_EQ(cli_testing::run_envcryptctl({"--config", config_.string(), "format", dst_.string()})
-                .code,
-            0);
+  ASSERT_EQ(
+      cli_testing::run_envcryptctl({"--config", config_.string(), "format", dst_.string()}).code,
+      0);
   const Bytes before = read_bytes(dst_);
   CliRun refused = run({src_.string(), dst_.string()});
   EXPECT_EQ(refused.code, static_cast<int>(ErrorCode::kConflict));
-  EXPECT_NE(refused.err.find(dst_.string() + ": already an envcrypt disk (uuid "), std::string::npos)
+  EXPECT_NE(refused.err.find(dst_.string() + ": already an envcrypt disk (uuid "),
+            std::string::npos)
       << refused.err;
   EXPECT_TRUE(read_bytes(dst_) == before);
 }
@@ -186,7 +186,8 @@ TEST_F(ImageEncryptTest, EmptyExistingFileIsGrown) {
   std::ofstream(dst_).close();
   CliRun done = run({src_.string(), dst_.string()});
   ASSERT_EQ(done.code, 0) << done.err;
-  EXPECT_EQ(fs::file_size(dst_), (17U << 20));
+  EXPECT_EQ(fs::file_size(src_), 4U << 20);  // the data at 3 MiB ends it
+  EXPECT_EQ(fs::file_size(dst_), (20U << 20));
 }
 
 // SIGKILL halfway through the copy (ENVCRYPT_FAULT, obeyed by the unit
@@ -251,6 +252,30 @@ TEST_F(PartitionImageTest, OnlyThePartitionChanges) {
   const Bytes cipher(out.begin() + kP2 + (16 << 20), out.begin() + kP2 + kP2Size);
   EXPECT_TRUE(xts_decrypt(dk, cipher, 4096) ==
               Bytes(plain.begin() + kP2, plain.begin() + kP2 + data));
+}
+
+// Killed after the copy, before the header and the table: DST has neither.
+TEST_F(PartitionImageTest, KillBeforeTheHeaderLeavesNoTable) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::setenv("ENVCRYPT_FAULT", "image-encrypt:copied", 1);
+    CliRun r = run({src_.string(), dst_.string(), "--partition", "2"});
+    ::_exit(r.code == 0 ? 0 : 100 + r.code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "exit " << WEXITSTATUS(status);
+  const Bytes out = read_bytes(dst_);
+  ASSERT_EQ(out.size(), 64U << 20);
+  // No MBR, no GPT header or entries, no backup GPT, no envcrypt header.
+  EXPECT_EQ(Bytes(out.begin(), out.begin() + 17408), Bytes(17408, 0));
+  EXPECT_EQ(Bytes(out.end() - 33 * 512, out.end()), Bytes(33 * 512, 0));
+  EXPECT_EQ(Bytes(out.begin() + kP2, out.begin() + kP2 + (16 << 20)), Bytes(16 << 20, 0));
+  EXPECT_EQ(parse_partition_table(out, out.size()).error().code(), ErrorCode::kNotFound);
+  // Partition 1 was copied already: only the metadata is missing.
+  EXPECT_TRUE(read_bytes(src_, kP1, 8 << 20) ==
+              Bytes(out.begin() + kP1, out.begin() + kP1 + (8 << 20)));
 }
 
 TEST_F(PartitionImageTest, RefusesDataInThePartitionTail) {

@@ -92,8 +92,8 @@ Result<GptHeader> parse_gpt_header(std::span<const std::uint8_t> lba1, std::uint
     return corrupt("protective MBR without a GPT header at LBA 1");
   }
   ENVCRYPT_TRY(check_gpt_header_crc(lba1));
-  GptHeader h{le(lba1, 40, 8), le(lba1, 48, 8), le(lba1, 72, 8), le(lba1, 80, 4),
-              le(lba1, 84, 4), static_cast<std::uint32_t>(le(lba1, 88, 4))};
+  GptHeader h{le(lba1, 40, 8), le(lba1, 48, 8), le(lba1, 72, 8),
+              le(lba1, 80, 4), le(lba1, 84, 4), static_cast<std::uint32_t>(le(lba1, 88, 4))};
   if (le(lba1, 24, 8) != 1) {
     return corrupt("GPT header at LBA 1 says it is at LBA " + std::to_string(le(lba1, 24, 8)));
   }
@@ -115,8 +115,8 @@ Result<std::span<const std::uint8_t>> gpt_entries(std::span<const std::uint8_t> 
   const std::uint64_t bytes = h.entry_count * h.entry_size;
   // entries_lba is checked before it is multiplied: it comes from the image.
   if (h.entries_lba < 2 || h.entries_lba >= h.first_usable ||
-      h.entries_lba * kLbaSize + bytes > std::min<std::uint64_t>(head.size(),
-                                                                h.first_usable * kLbaSize)) {
+      h.entries_lba * kLbaSize + bytes >
+          std::min<std::uint64_t>(head.size(), h.first_usable * kLbaSize)) {
     return corrupt("GPT entry array at LBA " + std::to_string(h.entries_lba) +
                    " is not between the header and the first usable LBA within the first MiB");
   }
@@ -132,8 +132,8 @@ Result<PartitionTable> parse_gpt(std::span<const std::uint8_t> head, std::uint64
   if (head.size() < 2 * kLbaSize || disk_lbas < 3) {
     return corrupt("protective MBR on a disk too small for a GPT");
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(GptHeader h, parse_gpt_header(head.subspan(kLbaSize, kLbaSize),
-                                                          disk_lbas));
+  ENVCRYPT_ASSIGN_OR_RETURN(GptHeader h,
+                            parse_gpt_header(head.subspan(kLbaSize, kLbaSize), disk_lbas));
   ENVCRYPT_ASSIGN_OR_RETURN(auto entries, gpt_entries(head, h));
   PartitionTable table;
   table.kind = PartitionTable::Kind::kGpt;
@@ -148,10 +148,9 @@ Result<PartitionTable> parse_gpt(std::span<const std::uint8_t> head, std::uint64
     const std::uint64_t first = le(entry, 32, 8);
     const std::uint64_t last = le(entry, 40, 8);
     if (first < h.first_usable || last < first || last > h.last_usable) {
-      return corrupt("GPT partition " + std::to_string(i + 1) + ": LBAs " +
-                     std::to_string(first) + "-" + std::to_string(last) +
-                     " are not within the usable " + std::to_string(h.first_usable) + "-" +
-                     std::to_string(h.last_usable));
+      return corrupt("GPT partition " + std::to_string(i + 1) + ": LBAs " + std::to_string(first) +
+                     "-" + std::to_string(last) + " are not within the usable " +
+                     std::to_string(h.first_usable) + "-" + std::to_string(h.last_usable));
     }
     table.partitions.push_back(Partition{static_cast<std::uint32_t>(i + 1), first * kLbaSize,
                                          (last - first + 1) * kLbaSize, false});
@@ -184,8 +183,8 @@ std::uint32_t crc32_ieee(std::span<const std::uint8_t> bytes) {
 Result<PartitionTable> parse_partition_table(std::span<const std::uint8_t> head,
                                              std::uint64_t disk_size) {
   head = head.first(std::min<std::size_t>(
-      {head.size(), kPartitionTableHeadMax, static_cast<std::size_t>(std::min<std::uint64_t>(
-                                                disk_size, kPartitionTableHeadMax))}));
+      {head.size(), kPartitionTableHeadMax,
+       static_cast<std::size_t>(std::min<std::uint64_t>(disk_size, kPartitionTableHeadMax))}));
   if (head.size() < kLbaSize || head[510] != 0x55 || head[511] != 0xaa) {
     return Error(ErrorCode::kNotFound, "no partition table (no MBR signature)");
   }

@@ -204,8 +204,9 @@ TEST(PartitionTableTest, SfdiskGpt) {
   const auto path = std::filesystem::path(::testing::TempDir()) / "envcrypt-sfdisk.img";
   std::ofstream(path).close();
   std::filesystem::resize_file(path, kDiskSize);
-  const std::string cmd = "printf 'label: gpt\\nsize=100MiB, type=U\\nsize=200MiB\\n' | sfdisk -q " +
-                          path.string() + " >/dev/null 2>&1";
+  const std::string cmd =
+      "printf 'label: gpt\\nsize=100MiB, type=U\\nsize=200MiB\\n' | sfdisk -q " + path.string() +
+      " >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   std::ifstream in(path, std::ios::binary);
   Bytes head(kPartitionTableHeadMax);

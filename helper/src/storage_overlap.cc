@@ -93,8 +93,8 @@ Status add_block_extents(dev_t rdev, const std::filesystem::path& sysfs, int dep
     return OkStatus();
   }
   if (std::filesystem::exists(dir / "partition")) {
-    ENVCRYPT_ASSIGN_OR_RETURN(dev_t disk,
-                              parse_devnum(read_line(dir.parent_path() / "dev"), dir.parent_path()));
+    ENVCRYPT_ASSIGN_OR_RETURN(
+        dev_t disk, parse_devnum(read_line(dir.parent_path() / "dev"), dir.parent_path()));
     ENVCRYPT_ASSIGN_OR_RETURN(std::uint64_t start, read_number(dir / "start"));
     ENVCRYPT_ASSIGN_OR_RETURN(std::uint64_t size, read_number(dir / "size"));
     // The whole disk may itself be a loop device or stacked: resolve it,
@@ -157,10 +157,10 @@ Status refuse_shared_storage(const Device& src, const Device& dst,
     for (const StorageExtent& d : dst_extents) {
       if (overlap(s, d)) {
         const bool same = s.start == d.start && s.size == d.size;
-        return Error(ErrorCode::kUsage,
-                     "refusing to encrypt in place: SRC " + src.path.string() + " and DST " +
-                         dst.path.string() + (same ? " are both " : " overlap on ") +
-                         (same ? s.describe() : d.describe()));
+        return Error(ErrorCode::kUsage, "refusing to encrypt in place: SRC " + src.path.string() +
+                                            " and DST " + dst.path.string() +
+                                            (same ? " are both " : " overlap on ") +
+                                            (same ? s.describe() : d.describe()));
       }
     }
   }

@@ -82,16 +82,16 @@ TEST_F(StorageOverlapTest, SameFile) {
   const Device f = file();
   struct stat st {};
   ASSERT_EQ(::stat(image_.c_str(), &st), 0);
-  EXPECT_EQ(refusal(f, f), "refusing to encrypt in place: SRC " + image_.string() + " and DST " +
-                               image_.string() + " are both file inode " +
-                               std::to_string(st.st_ino) + " on " +
-                               std::to_string(major(st.st_dev)) + ":" +
-                               std::to_string(minor(st.st_dev)));
+  EXPECT_EQ(refusal(f, f),
+            "refusing to encrypt in place: SRC " + image_.string() + " and DST " + image_.string() +
+                " are both file inode " + std::to_string(st.st_ino) + " on " +
+                std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev)));
 }
 
 TEST_F(StorageOverlapTest, SameDisk) {
-  EXPECT_EQ(refusal(block(8, 0, "/dev/sda"), block(8, 0, "/dev/sda")),
-            "refusing to encrypt in place: SRC /dev/sda and DST /dev/sda are both block device 8:0");
+  EXPECT_EQ(
+      refusal(block(8, 0, "/dev/sda"), block(8, 0, "/dev/sda")),
+      "refusing to encrypt in place: SRC /dev/sda and DST /dev/sda are both block device 8:0");
 }
 
 TEST_F(StorageOverlapTest, PartitionOfTheSourceDisk) {

@@ -27,12 +27,12 @@ Result<XtsCipher> XtsCipher::create(const SecretBytes& data_key, std::uint32_t s
                  "AES-256-XTS needs a 64-byte key, not " + std::to_string(data_key.size()));
   }
   if (sector_size != 512 && sector_size != 4096) {
-    return Error(ErrorCode::kUsage, "sector size " + std::to_string(sector_size) +
-                                        ": must be 512 or 4096");
+    return Error(ErrorCode::kUsage,
+                 "sector size " + std::to_string(sector_size) + ": must be 512 or 4096");
   }
   ossl::CipherCtx ctx(EVP_CIPHER_CTX_new());
-  if (!ctx || EVP_EncryptInit_ex2(ctx.get(), EVP_aes_256_xts(), data_key.data(), nullptr,
-                                  nullptr) != 1) {
+  if (!ctx ||
+      EVP_EncryptInit_ex2(ctx.get(), EVP_aes_256_xts(), data_key.data(), nullptr, nullptr) != 1) {
     return Error(ErrorCode::kInternal, "AES-256-XTS: OpenSSL refused the key");
   }
   return XtsCipher(std::move(ctx), sector_size);
@@ -41,8 +41,8 @@ Result<XtsCipher> XtsCipher::create(const SecretBytes& data_key, std::uint32_t s
 Status XtsCipher::encrypt(std::span<const std::uint8_t> in, std::span<std::uint8_t> out,
                           std::uint64_t first_sector) {
   if (in.size() != out.size() || in.size() % sector_size_ != 0) {
-    return Error(ErrorCode::kInternal, "XTS: " + std::to_string(in.size()) +
-                                           " bytes is not a whole number of units");
+    return Error(ErrorCode::kInternal,
+                 "XTS: " + std::to_string(in.size()) + " bytes is not a whole number of units");
   }
   for (std::size_t at = 0; at < in.size(); at += sector_size_) {
     // Each unit is its own XTS message: a new tweak, the same key.
