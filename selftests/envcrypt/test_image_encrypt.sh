@@ -25,6 +25,7 @@ P2_START=$((65 * MIB))
 P2_SIZE=$((256 * MIB))
 
 helper_setup
+modprobe loop 2>/dev/null # attach of an image file needs /dev/loop-control
 W=$HELPER_DIR
 SRC=$W/src.img
 detach_at_exit img-whole
