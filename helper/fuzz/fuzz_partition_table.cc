@@ -4,10 +4,14 @@
 // table's own bytes and before a GPT's backup; no two overlap; numbers are
 // 1-based and find_partition returns each.
 //
-// Input: 8 bytes little-endian disk size, then the disk's first bytes.
+// Input: 8 bytes little-endian disk size, then the disk's first bytes.  When
+// the size's top bit is set it is cleared and both GPT CRC32s are
+// recomputed over whatever the header says, so mutations get past the
+// checksums and reach the header and entry checks behind them.
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "fuzz_check.h"
 #include "partition_table.h"
@@ -32,6 +36,37 @@ void check_table(const PartitionTable& table, std::uint64_t disk_size, std::size
   }
 }
 
+std::uint64_t le(const std::vector<std::uint8_t>& b, std::size_t at, std::size_t width) {
+  std::uint64_t value = 0;
+  for (std::size_t i = 0; i < width; ++i) {
+    value |= std::uint64_t{b[at + i]} << (8 * i);
+  }
+  return value;
+}
+
+void put_crc(std::vector<std::uint8_t>& b, std::size_t at, std::uint32_t crc) {
+  for (std::size_t i = 0; i < 4; ++i) {
+    b[at + i] = static_cast<std::uint8_t>(crc >> (8 * i));
+  }
+}
+
+// Entry array CRC first (the header CRC covers it), then the header's.
+void fix_gpt_crcs(std::vector<std::uint8_t>& head) {
+  if (head.size() < 1024) {
+    return;
+  }
+  const std::uint64_t lba = le(head, 512 + 72, 8);
+  const std::uint64_t bytes = le(head, 512 + 80, 4) * le(head, 512 + 84, 4);
+  if (lba < head.size() / 512 && bytes <= head.size() - lba * 512) {
+    put_crc(head, 512 + 88, crc32_ieee(std::span(head).subspan(lba * 512, bytes)));
+  }
+  const std::uint64_t size = le(head, 512 + 12, 4);
+  if (size >= 20 && size <= 512) {
+    put_crc(head, 512 + 16, 0);
+    put_crc(head, 512 + 16, crc32_ieee(std::span(head).subspan(512, size)));
+  }
+}
+
 }  // namespace
 }  // namespace envcrypt::fuzz
 
@@ -43,7 +78,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (int i = 0; i < 8; ++i) {
     disk_size |= std::uint64_t{data[i]} << (8 * i);
   }
-  const std::span<const std::uint8_t> head(data + 8, size - 8);
+  std::vector<std::uint8_t> head(data + 8, data + size);
+  if ((disk_size >> 63) != 0) {
+    disk_size &= ~(std::uint64_t{1} << 63);
+    envcrypt::fuzz::fix_gpt_crcs(head);
+  }
   auto table = envcrypt::parse_partition_table(head, disk_size);
   if (table.ok()) {
     envcrypt::fuzz::check_table(*table, disk_size, head.size());

@@ -83,6 +83,8 @@ fi
 keyctl purge logon envcrypt:image-interop >/dev/null 2>&1
 rm -f "$W/dst.img"
 
+echo "# elapsed: $SECONDS s"
+
 # ---- --partition 2
 start=$SECONDS
 out=$("$ENVCTL" image encrypt "$SRC" "$W/part.img" --partition 2 2>&1)
@@ -113,6 +115,8 @@ expect_eq "its mapping holds the partition minus 16 MiB" $((240 * MIB)) \
 expect_eq "the kernel target reads back partition 2's first 240 MiB (sha256)" \
 	"$(range_sum "$SRC" $P2_START $((240 * MIB)))" "$(sha256sum </dev/mapper/img-part | cut -d' ' -f1)"
 "$ENVCTL" detach img-part >/dev/null
+
+echo "# elapsed: $SECONDS s"
 
 # ---- refusals
 inode=$(stat -c %i "$SRC")
@@ -150,6 +154,8 @@ out=$("$ENVCTL" image encrypt "$SRC" "$W/ext4.img" 2>&1)
 expect_eq "a DST with a file system exits 8, as format refuses it" 8 "$?"
 expect_match "... naming what blkid found" "^envcryptctl: image encrypt $SRC: $W/ext4.img: holds data \(blkid finds: .*ext4" "$out"
 rm -f "$W/ext4.img"
+
+echo "# elapsed: $SECONDS s"
 
 # ---- SIGKILL mid-copy
 # not_a_disk WHAT DST: inspect and attach both refuse DST.
