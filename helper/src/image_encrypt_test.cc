@@ -86,6 +86,9 @@ class ImageEncryptTest : public ::testing::Test {
 
   CliRun run(std::vector<std::string> args) {
     args.insert(args.begin(), {"--config", config_.string(), "image", "encrypt"});
+    if (args_json_) {
+      args.insert(args.begin(), "--json");
+    }
     return cli_testing::run_envcryptctl(std::move(args));
   }
 
@@ -114,6 +117,7 @@ class ImageEncryptTest : public ::testing::Test {
   fs::path config_;
   fs::path src_;
   fs::path dst_;
+  bool args_json_ = false;
 };
 
 TEST_F(ImageEncryptTest, WholeDiskDecryptsToSourceForBothUnitSizes) {
@@ -148,6 +152,20 @@ TEST_F(ImageEncryptTest, WholeDiskDecryptsToSourceForBothUnitSizes) {
     EXPECT_TRUE(xts_decrypt(dk, cipher, unit) == want);
     // A hole (SRC bytes 1-2 MiB) is ciphertext of zeros, not zeros.
     EXPECT_NE(Bytes(cipher.begin() + (1 << 20), cipher.begin() + (1 << 20) + 4096), Bytes(4096, 0));
+  }
+}
+
+TEST_F(ImageEncryptTest, JsonReport) {
+  make_src(1 << 20);
+  args_json_ = true;
+  CliRun done = run({src_.string(), dst_.string(), "--sector-size", "512", "--threads", "2"});
+  ASSERT_EQ(done.code, 0) << done.err;
+  for (const std::string& field :
+       {"\"src\": \"" + src_.string() + "\"", "\"dst\": \"" + dst_.string() + "\"",
+        std::string("\"partition\": null"), std::string("\"sector_size\": 512"),
+        std::string("\"volume_offset\": 0"), std::string("\"data_offset\": 16777216"),
+        std::string("\"plaintext_bytes\": 4194304"), std::string("\"threads\": 2")}) {
+    EXPECT_NE(done.out.find(field), std::string::npos) << field << " in " << done.out;
   }
 }
 

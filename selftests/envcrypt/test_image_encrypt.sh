@@ -10,8 +10,9 @@
 #     partition 3), and partition 2 attaches and reads back its first
 #     240 MiB (its size minus the 16 MiB header area);
 #   - in place (the same file; a partition of a loop device over SRC), a
-#     busy DST (mapped block device; file behind a loop device) and a DST
-#     holding a file system are refused with their exit codes and messages;
+#     busy DST (mapped block device; file behind a loop device), a busy SRC
+#     and a DST holding a file system are refused with their exit codes and
+#     messages;
 #   - SIGKILL mid-copy (test hook, and the release build killed once it has
 #     written 64 MiB) leaves a DST envcryptctl does not take for a disk.
 # The images live in the guest's tmpfs (1 GiB): one DST at a time.
@@ -142,6 +143,10 @@ dm_create img-busy "0 2048 linear $busy 0" || tap_fail "dm-linear over DST" "tab
 out=$("$ENVCTL" image encrypt "$SRC" "$busy" 2>&1)
 expect_eq "a busy DST (mapped block device) exits 8" 8 "$?"
 expect_eq "... saying it is in use" "envcryptctl: image encrypt $SRC: $busy: in use (mounted or mapped)" "$out"
+out=$("$ENVCTL" image encrypt "$busy" "$W/from-busy.img" 2>&1)
+expect_eq "a busy SRC (mapped block device) exits 8" 8 "$?"
+expect_eq "... saying it is in use" "envcryptctl: image encrypt $busy: in use (mounted or mapped)" "$out"
+expect_fails "... and the DST it created is gone" test -e "$W/from-busy.img"
 dm_remove img-busy
 backing=$(losetup -n -O BACK-FILE "$busy" | sed 's/ *$//')
 out=$("$ENVCTL" image encrypt "$SRC" "$backing" 2>&1)
