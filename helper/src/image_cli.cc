@@ -105,7 +105,7 @@ Status image_encrypt_command(const ImageArgs& args, const BootCommandHooks& hook
              << done.header.wrapped.cmk_version << "), sector size "
              << done.header.geometry.sector_size << ", " << layout.plaintext
              << " bytes of plaintext at data offset " << done.header.geometry.data_offset << " ("
-             << rate << ", " << done.threads << " threads)\n";
+             << rate << ", " << done.threads << (done.threads == 1 ? " thread)\n" : " threads)\n");
   return OkStatus();
 }
 

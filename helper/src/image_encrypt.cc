@@ -1,6 +1,7 @@
 #include "image_encrypt.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -418,6 +419,17 @@ Status erase_metadata(const Device& dst, const ImageLayout& layout) {
   return flush(dst);
 }
 
+// The CPUs this process may run on (a CI runner's cpuset or affinity), not
+// every CPU of the host: more threads than that only take turns.
+unsigned usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+    return static_cast<unsigned>(CPU_COUNT(&set));
+  }
+  return std::max(1U, std::thread::hardware_concurrency());
+}
+
 struct OpenedPair {
   Device src;
   Device dst;
@@ -455,9 +467,10 @@ Result<ImageEncrypted> image_encrypt(KmsRegistry& kms, const ImageEncryptOptions
   SecretBytes data_key;
   ENVCRYPT_ASSIGN_OR_RETURN(DiskHeader header, new_header(kms, options, layout, data_key));
   ENVCRYPT_TRY(erase_metadata(pair.dst, layout));
-  const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
-  const unsigned threads = options.threads != 0 ? options.threads : cpus;
-  Copier copier(pair.src, pair.dst, data_key, options.sector_size, plan_jobs(layout));
+  std::vector<Job> jobs = plan_jobs(layout);
+  const unsigned threads = static_cast<unsigned>(
+      std::min<std::size_t>(options.threads != 0 ? options.threads : usable_cpus(), jobs.size()));
+  Copier copier(pair.src, pair.dst, data_key, options.sector_size, std::move(jobs));
   ENVCRYPT_TRY(copier.run(threads, progress));
   data_key = SecretBytes();  // the header carries it wrapped; nothing else needs it
   ENVCRYPT_TRY(flush(pair.dst));

@@ -156,7 +156,7 @@ TEST_F(ImageEncryptTest, WholeDiskDecryptsToSourceForBothUnitSizes) {
 }
 
 TEST_F(ImageEncryptTest, JsonReport) {
-  make_src(1 << 20);
+  make_src(12 << 20);  // three 4 MiB chunks: room for both threads
   args_json_ = true;
   CliRun done = run({src_.string(), dst_.string(), "--sector-size", "512", "--threads", "2"});
   ASSERT_EQ(done.code, 0) << done.err;
@@ -164,7 +164,7 @@ TEST_F(ImageEncryptTest, JsonReport) {
        {"\"src\": \"" + src_.string() + "\"", "\"dst\": \"" + dst_.string() + "\"",
         std::string("\"partition\": null"), std::string("\"sector_size\": 512"),
         std::string("\"volume_offset\": 0"), std::string("\"data_offset\": 16777216"),
-        std::string("\"plaintext_bytes\": 4194304"), std::string("\"threads\": 2")}) {
+        std::string("\"plaintext_bytes\": 12582912"), std::string("\"threads\": 2")}) {
     EXPECT_NE(done.out.find(field), std::string::npos) << field << " in " << done.out;
   }
 }
@@ -197,6 +197,14 @@ TEST_F(ImageEncryptTest, RefusesDstWithDataAsFormatDoes) {
             std::string::npos)
       << refused.err;
   EXPECT_TRUE(read_bytes(dst_) == before);
+}
+
+// No more threads than chunks: a 4 MiB image is one chunk.
+TEST_F(ImageEncryptTest, ThreadsNeverExceedChunks) {
+  make_src(1 << 20);
+  CliRun done = run({src_.string(), dst_.string(), "--threads", "8"});
+  ASSERT_EQ(done.code, 0) << done.err;
+  EXPECT_NE(done.out.find(", 1 thread)\n"), std::string::npos) << done.out;
 }
 
 TEST_F(ImageEncryptTest, EmptyExistingFileIsGrown) {
