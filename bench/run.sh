@@ -1,7 +1,9 @@
 #!/bin/bash
 # make bench: one guest boot per kernel runs raw, dm-crypt (default and
 # no-workqueue) and envcrypt side by side on a brd and a virtio-blk disk,
-# then bench/report.py writes build/bench/results.{csv,md,png}.
+# then bench/report.py writes build/bench/results.{csv,md,png}; then, on the
+# host, bench/image-encrypt-bench.sh times `envcryptctl image encrypt` of a
+# 2 GiB image against qemu-img convert -O luks and cp (image-encrypt.txt).
 #
 #   bench/run.sh [--quick] [--kernel-dir DIR] KVER...
 #
@@ -146,4 +148,9 @@ if [ -n "${BENCH_DEVICES:-}${BENCH_CONFIGS:-}${BENCH_JOBS:-}" ]; then
 	echo "bench: subset run, no report; fio output in $OUT/<kernel>/fio" >&2
 	exit 0
 fi
-"$TOP/bench/report.py" "$OUT" "$@"
+"$TOP/bench/report.py" "$OUT" "$@" || exit 1
+# Host side, no guest: envcryptctl image encrypt of a 2 GiB image against
+# qemu-img convert -O luks and cp (BENCH_IMAGE=0 skips it).
+if [ "${BENCH_IMAGE:-1}" != 0 ]; then
+	"$TOP/bench/image-encrypt-bench.sh" "$OUT" || exit 1
+fi

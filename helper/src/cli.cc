@@ -16,6 +16,7 @@
 #include "boot_cli.h"
 #include "config.h"
 #include "diagnostics.h"
+#include "image_cli.h"
 #include "keystore_backup_cli.h"
 #include "kms_registry.h"
 #include "lifecycle_cli.h"
@@ -762,6 +763,7 @@ void Cli::add_boot_commands(CLI::App& app) {
   envcrypt::add_boot_commands(app, hooks);
   add_ops_commands(app, hooks);
   add_recovery_commands(app, hooks);
+  add_image_commands(app, hooks);
 }
 
 int Cli::run(int argc, const char* const* argv) {

@@ -11,7 +11,9 @@
 //                                 process were made dumpable (by a debugger,
 //                                 say): it must hold no key byte
 //
-// Points: rewrap:<step> (rewrap.h kRewrapSteps), attach:unwrapped (the DK
+// Points: image-encrypt:half and image-encrypt:copied (image_encrypt.h:
+// halfway through the copy, and after it, before the header),
+// rewrap:<step> (rewrap.h kRewrapSteps), attach:unwrapped (the DK
 // has just been unwrapped, nothing mapped yet).
 //
 // Only test builds obey them.  The hooks live in their own library: every

@@ -119,18 +119,6 @@ Status require_absent(const std::string& name) {
   return OkStatus();
 }
 
-// Refuses to map a device one of our mappings already uses: a block device
-// by number, an image file by the loop device over it (ours or anyone's: two
-// writers of one image corrupt it).
-Status require_no_loop_over(const Device& image) {
-  ENVCRYPT_ASSIGN_OR_RETURN(auto loop, loop_backed_by(image));
-  if (loop) {
-    return Error(ErrorCode::kConflict, image.path.string() + " is in use: it backs " +
-                                           loop->string() + " (attached already?)");
-  }
-  return OkStatus();
-}
-
 Status require_not_attached(const Device& device) {
   if (!device.is_block) {
     return require_no_loop_over(device);
@@ -194,6 +182,20 @@ Result<Device> open_header_file_for_format(const std::filesystem::path& path, bo
   return open_device(path, OpenMode::kReadWrite);
 }
 
+}  // namespace
+
+// Refuses to map a device one of our mappings already uses: a block device
+// by number, an image file by the loop device over it (ours or anyone's: two
+// writers of one image corrupt it).
+Status require_no_loop_over(const Device& image) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto loop, loop_backed_by(image));
+  if (loop) {
+    return Error(ErrorCode::kConflict, image.path.string() + " is in use: it backs " +
+                                           loop->string() + " (attached already?)");
+  }
+  return OkStatus();
+}
+
 Status refuse_existing_data(const Device& device) {
   auto existing = read_header(device);
   if (existing.ok()) {
@@ -219,8 +221,6 @@ Status refuse_existing_data(const Device& device) {
   }
   return OkStatus();
 }
-
-}  // namespace
 
 std::string default_mapping_name(const DiskHeader& header) {
   return "envcrypt-" + hex_uuid(header.uuid).substr(0, 8);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "blockdev.h"
 #include "header.h"
 #include "kms_registry.h"
 #include "outage_cache.h"
@@ -44,6 +45,14 @@ struct FormatOptions {
 // temporary mapping.
 Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
                                  const ProgressFn& progress);
+
+// What format refuses without --force (also `image encrypt`'s DST): an
+// envcrypt header (valid, or magic that does not read), or any signature
+// libblkid finds.  ErrorCode::kConflict.
+Status refuse_existing_data(const Device& device);
+
+// An image file that backs a loop device is in use (ErrorCode::kConflict).
+Status require_no_loop_over(const Device& image);
 
 // The header of DEVICE, or of the detached header file when given.
 Result<HeaderSelection> read_volume_header(const std::filesystem::path& device,
