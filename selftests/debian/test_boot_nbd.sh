@@ -24,8 +24,9 @@
 #     active, the mapping is an envcrypt table on nbd0, udev marked nbd0
 #     ENVCRYPT_NETDEV=1, the mount is mounted and both markers read back;
 #     the attach unit is ordered as boot.rst documents for _netdev (After=
-#     and Wants= network-online.target, After= remote-fs-pre.target and
-#     dev-nbd0.device, BindsTo= dev-nbd0.device, Before=
+#     and Wants= network-online.target and remote-fs-pre.target (which is
+#     active, so nbd@nbd0's Before= it counts), After= and BindsTo=
+#     dev-nbd0.device, Before=
 #     envcrypt-remote.target, required by envcrypt-remote.target and
 #     dev-mapper-nbd\x2ddata.device), the mount after remote-fs-pre.target and
 #     before remote-fs.target, and this boot ran them in that order (network
@@ -185,7 +186,13 @@ guest_check() {
 
 	# The ordering boot.rst documents for _netdev lines, and fstab's _netdev.
 	expect_has "$unit" After network-online.target remote-fs-pre.target dev-nbd0.device
-	expect_has "$unit" Wants network-online.target
+	expect_has "$unit" Wants network-online.target remote-fs-pre.target
+	# Passive: only the disk's Wants= makes nbd@nbd0's Before= count.
+	expect_eq "remote-fs-pre.target is active" active \
+		"$(systemctl is-active remote-fs-pre.target 2>&1)"
+	# network-online.target means something only with a wait-online unit.
+	expect_eq "systemd-networkd-wait-online.service ran" active \
+		"$(systemctl is-active systemd-networkd-wait-online.service 2>&1)"
 	expect_has "$unit" BindsTo dev-nbd0.device
 	expect_has "$unit" Before envcrypt-remote.target 'blockdev@dev-mapper-nbd\x2ddata.target'
 	expect_has "$unit" RequiredBy envcrypt-remote.target 'dev-mapper-nbd\x2ddata.device'
