@@ -11,8 +11,10 @@
 # 10.0.2.2 through QEMU's user network) and boots three times through
 # selftests/debian-run.sh on one overlay:
 #
-#   boot 1 (prepare): /etc/nbdtab names the export as nbd0 and
-#     `systemctl start nbd@nbd0` (nbd-client's own unit) connects it;
+#   boot 1 (prepare): a drop-in gives nbd@nbd0.service (nbd-client's own
+#     unit) the command line "nbd-client -N envcrypt 10.0.2.2 PORT
+#     /dev/nbd0" (3.24 ignores port= in /etc/nbdtab) and `systemctl start
+#     nbd@nbd0` connects it;
 #     `envcryptctl format /dev/nbd0` on the image's local KMS, attach,
 #     mkfs.ext4, a text marker and a 64 KiB random block (made on the host)
 #     written, detach, disconnect; `systemctl enable nbd@nbd0` (its
@@ -32,7 +34,7 @@
 #     before remote-fs.target, and this boot ran them in that order (network
 #     online, then the NBD connection, then the attach, then the mount);
 #     `systemctl --failed` empty; `systemd-analyze verify` passes on the
-#     generated units, the mount and nbd@nbd0; no journal error about
+#     generated units and the mount; no journal error about
 #     envcrypt or nbd.
 #   boot 3 (after): boot 2's shutdown (`journalctl -b -1`) unmounted
 #     /srv/nbd-data before the attach unit began to detach, detached it, and
@@ -89,7 +91,14 @@ guest_prepare() {
 	local marker=$1 pattern=$2 port=$3
 	expect_match "nbd-client is installed" '^1:3\.' \
 		"$(dpkg-query -W -f='${Version}' nbd-client 2>&1)" || tap_done
-	printf '# written by test_boot_nbd.sh\nnbd0 10.0.2.2 %s port=%s\n' "$EXPORT" "$port" >/etc/nbdtab
+	# bookworm's nbd-client 3.24 ignores port= in /etc/nbdtab (seen:
+	# "Socket failed: Connection refused" for "nbd0 10.0.2.2 envcrypt
+	# port=P", where "nbd-client -N envcrypt 10.0.2.2 P /dev/nbd0"
+	# connects): the unit's command line names the port instead.
+	mkdir -p /etc/systemd/system/nbd@nbd0.service.d
+	printf '[Service]\nExecStart=\nExecStart=/sbin/nbd-client -N %s 10.0.2.2 %s /dev/nbd0\n' \
+		"$EXPORT" "$port" >/etc/systemd/system/nbd@nbd0.service.d/50-port.conf
+	expect_succeeds "systemctl daemon-reload" systemctl daemon-reload
 	# Neither nbd-client nor nbd@.service loads the module (nbd-client's
 	# init script did; 6.1's nbd.ko has no alias for its netlink family).
 	echo nbd >/etc/modules-load.d/nbd.conf
@@ -132,13 +141,15 @@ guest_prepare() {
 	tap_ok "envcrypttab: $NAME /dev/nbd0 _netdev; fstab: /dev/mapper/$NAME on $MOUNTPOINT, _netdev"
 }
 
-# PROPERTY of UNIT holds every one of WORDS.
+# PROPERTY of UNIT holds every one of WORDS (systemctl show quotes a name
+# with a backslash, and doubles the backslash).
 expect_has() {
-	local unit=$1 prop=$2 value word missing=
+	local unit=$1 prop=$2 value word quoted missing=
 	shift 2
 	value=$(systemctl show -p "$prop" --value "$unit" 2>&1)
 	for word in "$@"; do
-		[[ " $value " == *" $word "* ]] || missing+=" $word"
+		quoted="\"${word//\\/\\\\}\""
+		[[ " $value " == *" $word "* ]] || [[ " $value " == *" $quoted "* ]] || missing+=" $word"
 	done
 	if [ -z "$missing" ]; then
 		tap_ok "$unit: $prop has $*"
@@ -171,7 +182,7 @@ guest_check() {
 	expect_eq "nbd@nbd0.service is active" active "$(systemctl is-active nbd@nbd0.service 2>&1)"
 	expect_eq "$unit is active" active "$(systemctl is-active "$unit" 2>&1)" ||
 		systemctl status --no-pager "$unit" 2>&1 | sed 's/^/#   /'
-	expect_match "mapping $NAME is an envcrypt target" '^0 131[0-9]{3} envcrypt ' \
+	expect_match "mapping $NAME is an envcrypt target on 43:0 (nbd0)" '^0 [0-9]+ envcrypt 43:0 ' \
 		"$(dmsetup table "$NAME" 2>&1)"
 	expect_eq "mapping $NAME is on nbd0" " (nbd0)" \
 		"$(dmsetup deps -o devname "$NAME" 2>&1 | sed 's/^.*dependencies[^:]*://')"
@@ -198,7 +209,9 @@ guest_check() {
 	expect_has "$unit" RequiredBy envcrypt-remote.target 'dev-mapper-nbd\x2ddata.device'
 	expect_has "$mount" After remote-fs-pre.target network-online.target 'blockdev@dev-mapper-nbd\x2ddata.target'
 	expect_has "$mount" Before remote-fs.target
-	expect_has nbd@nbd0.service Before remote-fs-pre.target dev-nbd0.device
+	# (its Before=dev-nbd0.device is dropped by systemd 252: ".device
+	# units cannot be delayed")
+	expect_has nbd@nbd0.service Before remote-fs-pre.target
 	expect_has envcrypt-remote.target WantedBy remote-fs.target
 	# What this boot did: in that order.
 	expect_before network-online.target ActiveEnterTimestampMonotonic \
@@ -222,9 +235,11 @@ guest_check() {
 	units=$(sed -n 's|^/run/systemd/generator[^/]*/\([^/]*\)/.*|\1|p' <<<"$generated" |
 		sed -e 's/\.d$//' -e 's/\.requires$//' -e 's/\.wants$//' | sort -u)
 	# shellcheck disable=SC2086 # one unit name a line, none with blanks
-	seen=$(systemd-analyze verify --man=no --generators=yes $units "$mount" nbd@nbd0.service 2>&1)
+	seen=$(systemd-analyze verify --man=no --generators=yes $units "$mount" 2>&1)
 	status=$?
-	expect_eq "systemd-analyze verify of ${units//$'\n'/ } $mount nbd@nbd0.service" "0:" "$status:$seen"
+	# nbd-client's unit, pulled in by dev-nbd0.device, not ours.
+	seen=$(grep -vxF 'nbd@nbd0.service: Dependency Before=dev-nbd0.device ignored (.device units cannot be delayed)' <<<"$seen")
+	expect_eq "systemd-analyze verify of ${units//$'\n'/ } $mount" "0:" "$status:$seen"
 	seen=$(journalctl -b -p err --no-pager -o short-monotonic 2>&1 |
 		awk '{ line = $0; sub(/^\[[^]]*\] [^ ]+ /, ""); if (tolower($0) ~ /envcrypt|nbd/) print line }')
 	expect_eq "no journal error about envcrypt or nbd" "" "$seen"
@@ -263,7 +278,7 @@ guest_after() {
 		"$(journalctl -b-1 --no-pager -o cat "_SYSTEMD_UNIT=$unit" 2>&1 |
 			grep -E '^[^ ]+: detached |^detach-all: ' | sed 's/^\([^ ]*: detached\) .*/\1/' | paste -sd '|')"
 	seen=$(journalctl -b-1 --no-pager -o short-monotonic 2>&1 |
-		grep -Ei 'I/O error|device or resource busy|target is busy|in use|block nbd0: (Receive|Send|Connection|shutting|Attempted)')
+		grep -Ei 'I/O error|device or resource busy|target is busy|in use|block nbd0: (Receive|Send|Connection|Attempted)')
 	expect_eq "boot 2's journal: no I/O error, no busy device, no NBD connection error" "" "$seen"
 	expect_eq "this boot: $unit is active again" active "$(systemctl is-active "$unit" 2>&1)"
 }
@@ -392,12 +407,12 @@ blocks = [pattern[i:i + 4096] for i in range(0, len(pattern), 4096)]
 found = sum(1 for b in blocks if b in data)
 zero = bytes(4096)
 nonzero = sum(1 for i in range(0, len(data), 4096) if data[i:i + 4096] != zero)
-print(data[:8].decode("ascii", "replace"), nonzero, found, data.count(marker))
+print(data[:8].hex(), nonzero, found, data.count(marker))
 EOF
 )
 read -r magic nonzero found markers <<<"$seen"
-echo "# export file: magic '$magic', $nonzero non-zero 4 KiB blocks of 16384, $found of 16 random blocks found, $markers text markers found"
-expect_eq "the export starts with the envcrypt header magic" ENVCRYPT "$magic"
+echo "# export file: first 8 bytes $magic, $nonzero non-zero 4 KiB blocks of 16384, $found of 16 random blocks found, $markers text markers found"
+expect_eq "the export starts with the envcrypt header magic (ENVCRYPT)" 454e564352595054 "$magic"
 if [[ $nonzero =~ ^[0-9]+$ ]] && [ "$nonzero" -gt 16 ]; then
 	tap_ok "the export was written: $nonzero non-zero 4 KiB blocks (more than the 16 of the random block)"
 else
