@@ -13,8 +13,8 @@
 #
 #   boot 1 (prepare): a drop-in gives nbd@nbd0.service (nbd-client's own
 #     unit) the command line "nbd-client -N envcrypt 10.0.2.2 PORT
-#     /dev/nbd0" (3.24 ignores port= in /etc/nbdtab) and `systemctl start
-#     nbd@nbd0` connects it;
+#     /dev/nbd0" (3.24 does not use port= of /etc/nbdtab), nbd goes in
+#     /etc/modules-load.d, `systemctl start nbd@nbd0` connects it;
 #     `envcryptctl format /dev/nbd0` on the image's local KMS, attach,
 #     mkfs.ext4, a text marker and a 64 KiB random block (made on the host)
 #     written, detach, disconnect; `systemctl enable nbd@nbd0` (its
@@ -28,14 +28,13 @@
 #     the attach unit is ordered as boot.rst documents for _netdev (After=
 #     and Wants= network-online.target and remote-fs-pre.target (which is
 #     active, so nbd@nbd0's Before= it counts), After= and BindsTo=
-#     dev-nbd0.device, Before=
-#     envcrypt-remote.target, required by envcrypt-remote.target and
-#     dev-mapper-nbd\x2ddata.device), the mount after remote-fs-pre.target and
-#     before remote-fs.target, and this boot ran them in that order (network
-#     online, then the NBD connection, then the attach, then the mount);
-#     `systemctl --failed` empty; `systemd-analyze verify` passes on the
-#     generated units and the mount; no journal error about
-#     envcrypt or nbd.
+#     dev-nbd0.device, Before= envcrypt-remote.target, required by
+#     envcrypt-remote.target and dev-mapper-nbd\x2ddata.device), the mount
+#     after remote-fs-pre.target and before remote-fs.target, and this boot
+#     ran them in that order (network online, then the NBD connection,
+#     then the attach, then the mount); `systemctl --failed` empty;
+#     `systemd-analyze verify` passes on the generated units and the
+#     mount; no journal error about envcrypt or nbd.
 #   boot 3 (after): boot 2's shutdown (`journalctl -b -1`) unmounted
 #     /srv/nbd-data before the attach unit began to detach, detached it, and
 #     disconnected nbd0 only after the detach was done; no I/O error.
@@ -46,8 +45,8 @@
 #
 # Output: TAP; each boot's own checks under "boot N:", the boot times as
 # comments.  Exit 0 if every check passed, 1 if not.  In the guest the same
-# file runs as `test_boot_nbd.sh --guest prepare|check|after MARKER PATTERN
-# PORT`.
+# file runs as `test_boot_nbd.sh --guest prepare MARKER PATTERN PORT`,
+# `--guest check MARKER PATTERN` and `--guest after`.
 
 # shellcheck source=selftests/lib/guest.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/guest.sh"
@@ -91,7 +90,7 @@ guest_prepare() {
 	local marker=$1 pattern=$2 port=$3
 	expect_match "nbd-client is installed" '^1:3\.' \
 		"$(dpkg-query -W -f='${Version}' nbd-client 2>&1)" || tap_done
-	# bookworm's nbd-client 3.24 ignores port= in /etc/nbdtab (seen:
+	# bookworm's nbd-client 3.24 does not use port= of /etc/nbdtab (seen:
 	# "Socket failed: Connection refused" for "nbd0 10.0.2.2 envcrypt
 	# port=P", where "nbd-client -N envcrypt 10.0.2.2 P /dev/nbd0"
 	# connects): the unit's command line names the port instead.
