@@ -47,7 +47,7 @@ MMDEBSTRAP_TIMEOUT=${DEBIAN_IMAGE_TIMEOUT:-1800}
 SUITE=bookworm
 # systemd as PID 1 and what the tests use; envcrypt's own dependencies
 # come from its .deb through apt.
-PACKAGES=systemd-sysv,udev,dbus,kmod,dmsetup,keyutils,e2fsprogs,iproute2,procps
+PACKAGES=systemd-sysv,udev,dbus,kmod,dmsetup,keyutils,e2fsprogs,iproute2,procps,nbd-client
 # Module trees a QEMU guest with virtio devices never loads; left out of the
 # image to keep it small (6.1's modules are 396 MiB uncompressed).
 PRUNE=(kernel/sound kernel/drivers/gpu kernel/drivers/media

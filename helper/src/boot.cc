@@ -428,7 +428,17 @@ void write_network_ordering(const TabEntry& entry, std::ostream& conf) {
        << "Wants=network-online.target\n";
   // A device on the network comes with remote storage; a disk that only
   // needs its key server is ready before remote file systems mount.
-  conf << (entry.remote_device ? "After=" : "Before=") << "remote-fs-pre.target\n";
+  if (entry.remote_device) {
+    // remote-fs-pre.target is passive: what connects the device
+    // (nbd@.service, open-iscsi) is Before= it but need not pull it in,
+    // and an ordering against a unit without a job orders nothing.
+    // Pulled in here, it puts the connection before the attach at boot
+    // and the detach before the disconnection at shutdown.
+    conf << "After=remote-fs-pre.target\n"
+         << "Wants=remote-fs-pre.target\n";
+  } else {
+    conf << "Before=remote-fs-pre.target\n";
+  }
 }
 
 std::string attach_dropin(const TabEntry& entry, const fs::path& tab_path,

@@ -682,6 +682,7 @@ TEST(GenerateUnits, NetdevIsTheDevicesRemoteKmsTheKeyServers) {
                 "After=network-online.target\n"
                 "Wants=network-online.target\n"
                 "After=remote-fs-pre.target\n"
+                "Wants=remote-fs-pre.target\n"
                 "\n"
                 "[Service]\n"
                 "TimeoutStartSec=181500ms\n");
@@ -692,6 +693,8 @@ TEST(GenerateUnits, NetdevIsTheDevicesRemoteKmsTheKeyServers) {
                       "Before=remote-fs-pre.target\n"),
             std::string::npos)
       << kmip;
+  // Only a device on the network pulls remote-fs-pre.target in.
+  EXPECT_EQ(kmip.find("Wants=remote-fs-pre.target"), std::string::npos) << kmip;
   EXPECT_NE(kmip.find("\nTimeoutStartSec=300\n"), std::string::npos) << kmip;
   // 2 min for the device, 300 s for the attach, 30 s for udev.
   EXPECT_EQ(files.at("dev-mapper-kmip.device.d/50-envcrypt-mapping-timeout.conf").contents,
