@@ -14,20 +14,15 @@
 #include "keyring.h"
 #include "mapping_name.h"
 #include "test_hooks.h"
+#include "uuid.h"
 
 namespace envcrypt {
 namespace {
 
 constexpr std::uint64_t kSector = 512;
 
-std::string hex_uuid(const Uuid& uuid) {
-  std::string text = uuid_to_string(uuid);
-  std::erase(text, '-');
-  return text;
-}
-
 std::string dm_uuid_for(const DiskHeader& header, const std::string& name) {
-  return std::string(kDmUuidPrefix) + hex_uuid(header.uuid) + "-" + name;
+  return std::string(kDmUuidPrefix) + uuid_to_hex(header.uuid) + "-" + name;
 }
 
 // Bytes of the data area on a device of `device_size` bytes, rounded down to
@@ -155,7 +150,7 @@ Status wipe_data_area(const DiskHeader& header, const SecretBytes& data_key, con
                       const ProgressFn& progress) {
   ENVCRYPT_ASSIGN_OR_RETURN(std::uint64_t bytes, data_bytes(header, device.size, device.path));
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, false));
-  const std::string name = "envcrypt-wipe-" + hex_uuid(header.uuid).substr(0, 8);
+  const std::string name = "envcrypt-wipe-" + uuid_to_hex(header.uuid).substr(0, 8);
   ENVCRYPT_TRY(require_absent(name));
   ENVCRYPT_TRY(map_with_key(header, data_key, backing, bytes, name, false, false));
   Status filled = fill_with_zeros("/dev/mapper/" + name, bytes, progress);
@@ -223,7 +218,7 @@ Status refuse_existing_data(const Device& device) {
 }
 
 std::string default_mapping_name(const DiskHeader& header) {
-  return "envcrypt-" + hex_uuid(header.uuid).substr(0, 8);
+  return "envcrypt-" + uuid_to_hex(header.uuid).substr(0, 8);
 }
 
 Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
@@ -485,10 +480,8 @@ Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string
     MappingStatus s;
     s.name = device.name;
     const std::string hex = device.uuid.substr(kDmUuidPrefix.size(), 32);
-    s.disk_uuid = hex.size() == 32
-                      ? hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
-                            hex.substr(16, 4) + "-" + hex.substr(20)
-                      : hex;
+    const auto uuid = uuid_from_hex(hex);
+    s.disk_uuid = uuid ? uuid_to_string(*uuid) : hex;
     s.read_only = device.read_only;
     s.suspended = device.suspended;
     s.open_count = device.open_count;
