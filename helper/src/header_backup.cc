@@ -21,10 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Error io_error(const std::string& what) {
-  return {ErrorCode::kIo, what + ": " + std::strerror(errno)};
-}
-
 // The raw bytes of both copies, at their offsets, zeros elsewhere.
 Result<std::vector<std::uint8_t>> header_area(const Device& device) {
   std::vector<std::uint8_t> area(kHeaderAreaSize, 0);
@@ -44,7 +40,7 @@ Status write_all(int fd, std::span<const std::uint8_t> bytes, const std::string&
       continue;
     }
     if (n < 0) {
-      return io_error(what);
+      return error_from_errno(ErrorCode::kIo, what, errno);
     }
     done += static_cast<std::size_t>(n);
   }
@@ -62,17 +58,17 @@ Status create_file(const fs::path& file, std::span<const std::uint8_t> bytes) {
   std::string temp = (dir / ("." + file.filename().string() + ".XXXXXX")).string();
   UniqueFd fd(::mkostemp(temp.data(), O_CLOEXEC));
   if (!fd.valid()) {
-    return io_error(temp);
+    return error_from_errno(ErrorCode::kIo, temp, errno);
   }
   Status written = write_all(fd.get(), bytes, temp);
   if (written.ok() && (::fchmod(fd.get(), 0600) != 0 || ::fsync(fd.get()) != 0)) {
-    written = io_error(temp);
+    written = error_from_errno(ErrorCode::kIo, temp, errno);
   }
   if (written.ok() &&
       ::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, file.c_str(), RENAME_NOREPLACE) != 0) {
     written = errno == EEXIST
                   ? Error(ErrorCode::kConflict, file.string() + " exists: refusing to overwrite it")
-                  : io_error(file.string());
+                  : error_from_errno(ErrorCode::kIo, file.string(), errno);
   }
   if (!written.ok()) {
     ::unlink(temp.c_str());
@@ -80,7 +76,7 @@ Status create_file(const fs::path& file, std::span<const std::uint8_t> bytes) {
   }
   UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd.valid() || ::fsync(dir_fd.get()) != 0) {
-    return io_error(dir.string());
+    return error_from_errno(ErrorCode::kIo, dir.string(), errno);
   }
   return OkStatus();
 }
