@@ -22,6 +22,7 @@
 
 #include "crypto.h"
 #include "keystore.h"
+#include "unique_fd.h"
 
 namespace envcrypt {
 namespace {
@@ -629,17 +630,15 @@ Result<AuditLog> AuditLog::open(const std::filesystem::path& path, std::string p
 
 Result<std::uint64_t> AuditLog::append(const AuditEvent& event, const AuditPhase& phase) {
   ENVCRYPT_ASSIGN_OR_RETURN(const FileLock lock, FileLock::acquire(lock_path_for(path_)));
-  const int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  const UniqueFd fd(
+      ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid()) {
     return error_from_errno(ErrorCode::kIo, "open " + path_.string(), errno);
   }
-  if (Status deferred = write_deferred(fd); !deferred.ok()) {
-    ::close(fd);
+  if (Status deferred = write_deferred(fd.get()); !deferred.ok()) {
     return deferred.error();
   }
-  Result<std::uint64_t> written = append_line(fd, event, phase);
-  ::close(fd);
-  return written;
+  return append_line(fd.get(), event, phase);
 }
 
 Status AuditLog::defer(const AuditEvent& event, std::string_view reason) {

@@ -36,23 +36,6 @@ Status check_private_stat(const std::filesystem::path& path, const struct stat& 
   return OkStatus();
 }
 
-// Closes a descriptor on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  [[nodiscard]] int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 Status check_name(std::string_view name) {
   const bool valid = !name.empty() && name.front() != '.' &&
                      name.find_first_not_of(
@@ -67,7 +50,7 @@ Status check_name(std::string_view name) {
 }  // namespace
 
 Status fsync_directory(const std::filesystem::path& dir) {
-  const Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  const UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (fd.get() < 0) {
     return error_from_errno(ErrorCode::kIo, "open directory " + dir.string(), errno);
   }
@@ -145,7 +128,8 @@ Status write_file_atomically(const std::filesystem::path& path, std::string_view
     return error_from_errno(ErrorCode::kIo, "unlink " + temp.string(), errno);
   }
   {
-    const Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    const UniqueFd fd(
+        ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (fd.get() < 0) {
       return error_from_errno(ErrorCode::kIo, "create " + temp.string(), errno);
     }
@@ -161,7 +145,7 @@ Status write_file_atomically(const std::filesystem::path& path, std::string_view
 }
 
 Result<std::optional<std::string>> read_private_file(const std::filesystem::path& path) {
-  const Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (fd.get() < 0) {
     if (errno == ENOENT) {
       return std::optional<std::string>();
@@ -199,7 +183,7 @@ Result<FileLock> FileLock::acquire(const std::filesystem::path& lock_path) {
   if (fd < 0) {
     return error_from_errno(ErrorCode::kIo, "open lock " + lock_path.string(), errno);
   }
-  FileLock lock(fd);
+  FileLock lock{UniqueFd(fd)};
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     return error_from_errno(ErrorCode::kIo, "stat " + lock_path.string(), errno);
@@ -211,24 +195,6 @@ Result<FileLock> FileLock::acquire(const std::filesystem::path& lock_path) {
     }
   }
   return lock;
-}
-
-FileLock::~FileLock() {
-  if (fd_ >= 0) {
-    ::close(fd_);  // releases the flock
-  }
-}
-
-FileLock::FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-
-FileLock& FileLock::operator=(FileLock&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
 }
 
 Result<Keystore> Keystore::open(const std::filesystem::path& dir) {

@@ -12,8 +12,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "result.h"
+#include "unique_fd.h"
 
 namespace envcrypt {
 
@@ -52,15 +54,10 @@ Result<std::optional<std::string>> read_private_file(const std::filesystem::path
 class FileLock {
  public:
   static Result<FileLock> acquire(const std::filesystem::path& lock_path);
-  ~FileLock();
-  FileLock(FileLock&& other) noexcept;
-  FileLock& operator=(FileLock&& other) noexcept;
-  FileLock(const FileLock&) = delete;
-  FileLock& operator=(const FileLock&) = delete;
 
  private:
-  explicit FileLock(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit FileLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;  // closing it releases the flock
 };
 
 class Keystore {

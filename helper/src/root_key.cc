@@ -12,6 +12,7 @@
 #include "crypto.h"
 #include "keystore.h"
 #include "secret_io.h"
+#include "unique_fd.h"
 
 namespace envcrypt {
 namespace {
@@ -23,10 +24,9 @@ std::filesystem::path parent_dir(const std::filesystem::path& path) {
 }
 
 void sync_directory(const std::filesystem::path& dir) {
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    (void)::fsync(dir_fd);
-    ::close(dir_fd);
+  const UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd.valid()) {
+    (void)::fsync(dir_fd.get());
   }
 }
 
@@ -53,14 +53,12 @@ Result<SecretBytes> read_root_key(const std::filesystem::path& path, int fd) {
 }
 
 Result<SecretBytes> read_root_key_file(const std::filesystem::path& path) {
-  const int fd = open_no_follow(path);
-  if (fd < 0) {
-    return Error(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
-                 "open root key " + path.string() + ": " + std::strerror(errno));
+  const UniqueFd fd(open_no_follow(path));
+  if (!fd.valid()) {
+    return error_from_errno(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
+                            "open root key " + path.string(), errno);
   }
-  Result<SecretBytes> key = read_root_key(path, fd);
-  ::close(fd);
-  return key;
+  return read_root_key(path, fd.get());
 }
 
 // The directory that holds (or will hold) a root key file must exist and
@@ -111,11 +109,9 @@ Status create_private_file(const std::filesystem::path& path, const std::uint8_t
 
 Result<SecretBytes> load_or_create_plaintext(const std::filesystem::path& path) {
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const int fd = open_no_follow(path);
-    if (fd >= 0) {
-      Result<SecretBytes> key = read_root_key(path, fd);
-      ::close(fd);
-      return key;
+    const UniqueFd fd(open_no_follow(path));
+    if (fd.valid()) {
+      return read_root_key(path, fd.get());
     }
     if (errno != ENOENT) {
       return error_from_errno(ErrorCode::kIo, "open root key " + path.string(), errno);
@@ -129,15 +125,15 @@ Result<SecretBytes> load_or_create_plaintext(const std::filesystem::path& path) 
 
 // Reads and decodes <root_key>.tpm; kNotFound when it does not exist.
 Result<TpmSealedBlob> read_sealed_file(const std::filesystem::path& path) {
-  const int fd = open_no_follow(path);
-  if (fd < 0) {
-    return Error(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
-                 "open sealed root key " + path.string() + ": " + std::strerror(errno));
+  const UniqueFd fd(open_no_follow(path));
+  if (!fd.valid()) {
+    return error_from_errno(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
+                            "open sealed root key " + path.string(), errno);
   }
   struct stat st {};
-  Status checked = ::fstat(fd, &st) != 0
+  Status checked = ::fstat(fd.get(), &st) != 0
                        ? Status(error_from_errno(ErrorCode::kIo, "stat " + path.string(), errno))
-                       : check_private_fd(fd, path);
+                       : check_private_fd(fd.get(), path);
   if (checked.ok() &&
       (!S_ISREG(st.st_mode) || st.st_size > static_cast<off_t>(kMaxSealedFileSize))) {
     checked = Error(ErrorCode::kCorruptHeader, "sealed root key " + path.string() +
@@ -146,11 +142,10 @@ Result<TpmSealedBlob> read_sealed_file(const std::filesystem::path& path) {
   std::string text;
   if (checked.ok()) {
     text.resize(static_cast<std::size_t>(st.st_size));
-    if (::pread(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
+    if (::pread(fd.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
       checked = Error(ErrorCode::kIo, "read " + path.string() + ": short read");
     }
   }
-  ::close(fd);
   ENVCRYPT_TRY(checked);
   Result<TpmSealedBlob> blob = decode_sealed_blob(text);
   if (!blob.ok()) {
