@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "crypto.h"
+#include "file_io.h"
 #include "keystore.h"
 #include "unique_fd.h"
 
@@ -792,7 +793,7 @@ Result<std::string> AuditLog::write_keyed(int fd, std::uint64_t seq, const std::
   // which verify() then reports.
   const std::string record =
       (torn_before ? "\n" : "") + text + std::string(kMacOpen) + mac + "\"}\n";
-  ENVCRYPT_TRY(write_all(fd, record, path_, "append to"));
+  ENVCRYPT_TRY(write_all(fd, record, "append to " + path_.string()));
   if (::fsync(fd) != 0) {
     return error_from_errno(ErrorCode::kIo, "fsync " + path_.string(), errno);
   }

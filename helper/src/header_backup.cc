@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "blockdev.h"
+#include "file_io.h"
 #include "header_io.h"
 #include "preflight.h"
 #include "volume.h"
@@ -33,20 +34,6 @@ Result<std::vector<std::uint8_t>> header_area(const Device& device) {
   return area;
 }
 
-Status write_all(int fd, std::span<const std::uint8_t> bytes, const std::string& what) {
-  for (std::size_t done = 0; done < bytes.size();) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      return error_from_errno(ErrorCode::kIo, what, errno);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return OkStatus();
-}
-
 // A new root-only file, complete or absent: a temp file beside it, synced,
 // renamed without replacing anything, and the directory synced.
 Status create_file(const fs::path& file, std::span<const std::uint8_t> bytes) {
@@ -60,7 +47,8 @@ Status create_file(const fs::path& file, std::span<const std::uint8_t> bytes) {
   if (!fd.valid()) {
     return error_from_errno(ErrorCode::kIo, temp, errno);
   }
-  Status written = write_all(fd.get(), bytes, temp);
+  Status written = write_all(
+      fd.get(), std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), temp);
   if (written.ok() && (::fchmod(fd.get(), 0600) != 0 || ::fsync(fd.get()) != 0)) {
     written = error_from_errno(ErrorCode::kIo, temp, errno);
   }

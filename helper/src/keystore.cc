@@ -49,32 +49,6 @@ Status check_name(std::string_view name) {
 
 }  // namespace
 
-Status fsync_directory(const std::filesystem::path& dir) {
-  const UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    return error_from_errno(ErrorCode::kIo, "open directory " + dir.string(), errno);
-  }
-  if (::fsync(fd.get()) != 0) {
-    return error_from_errno(ErrorCode::kIo, "fsync directory " + dir.string(), errno);
-  }
-  return OkStatus();
-}
-
-Status write_all(int fd, std::string_view data, const std::filesystem::path& path,
-                 std::string_view verb) {
-  while (!data.empty()) {
-    const ssize_t written = ::write(fd, data.data(), data.size());
-    if (written < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return error_from_errno(ErrorCode::kIo, std::string(verb) + " " + path.string(), errno);
-    }
-    data.remove_prefix(static_cast<std::size_t>(written));
-  }
-  return OkStatus();
-}
-
 Status check_private(const std::filesystem::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
@@ -133,7 +107,7 @@ Status write_file_atomically(const std::filesystem::path& path, std::string_view
     if (fd.get() < 0) {
       return error_from_errno(ErrorCode::kIo, "create " + temp.string(), errno);
     }
-    ENVCRYPT_TRY(write_all(fd.get(), contents, temp));
+    ENVCRYPT_TRY(write_all(fd.get(), contents, "write " + temp.string()));
     if (::fsync(fd.get()) != 0) {
       return error_from_errno(ErrorCode::kIo, "fsync " + temp.string(), errno);
     }
