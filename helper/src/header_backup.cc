@@ -99,7 +99,6 @@ Status refuse_attached(const fs::path& device) {
   if (!device_mapper_available()) {
     return OkStatus();
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
   std::error_code ec;
   const bool is_block = fs::is_block_file(device, ec);
   std::string devnum;
@@ -107,15 +106,15 @@ Status refuse_attached(const fs::path& device) {
     ENVCRYPT_ASSIGN_OR_RETURN(devnum, device_number(device));
   }
   const fs::path canonical = fs::weakly_canonical(device, ec);
-  for (const MappingStatus& mapping : mappings) {
-    const std::string mapped = mapping.table.substr(0, mapping.table.find(' '));
-    const bool uses = is_block ? mapped == devnum
-                               : read_line("/sys/dev/block/" + mapped + "/loop/backing_file") ==
-                                     canonical.string();
-    if (uses) {
-      return Error(ErrorCode::kConflict, device.string() + " is attached as " + mapping.name +
-                                             ": detach it before restoring its header");
-    }
+  ENVCRYPT_ASSIGN_OR_RETURN(const auto user, mapping_using([&](const std::string& mapped) {
+                              return is_block
+                                         ? mapped == devnum
+                                         : read_line("/sys/dev/block/" + mapped +
+                                                     "/loop/backing_file") == canonical.string();
+                            }));
+  if (user) {
+    return Error(ErrorCode::kConflict, device.string() + " is attached as " + user->name +
+                                           ": detach it before restoring its header");
   }
   return OkStatus();
 }

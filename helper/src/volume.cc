@@ -71,7 +71,7 @@ Result<Backing> backing_for(const Device& device, bool read_only) {
 // again after the load, since a table names devices by number.
 Status check_mapped_device(const std::string& name, const std::string& devnum) {
   ENVCRYPT_ASSIGN_OR_RETURN(DmTarget loaded, mapping_target(name, false));
-  const std::string mapped = loaded.params.substr(0, loaded.params.find(' '));
+  const std::string mapped = table_device(loaded.params);
   if (mapped != devnum) {
     return Error(ErrorCode::kConflict, name + ": the table maps " + mapped + ", not " + devnum +
                                            " whose header was read");
@@ -119,12 +119,10 @@ Status require_not_attached(const Device& device) {
     return require_no_loop_over(device);
   }
   ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(device));
-  ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
-  for (const auto& mapping : mappings) {
-    if (mapping.table.substr(0, mapping.table.find(' ')) == devnum) {
-      return Error(ErrorCode::kConflict,
-                   device.path.string() + " is already attached as " + mapping.name);
-    }
+  ENVCRYPT_ASSIGN_OR_RETURN(const auto user, mapping_using(devnum));
+  if (user) {
+    return Error(ErrorCode::kConflict,
+                 device.path.string() + " is already attached as " + user->name);
   }
   return OkStatus();
 }
@@ -457,6 +455,25 @@ Status detach_volume(const std::string& name) {
                                            std::to_string(device.open_count) + " times: mounted?)");
   }
   return remove_mapping(name);
+}
+
+std::string table_device(std::string_view table) {
+  return std::string(table.substr(0, table.find(' ')));
+}
+
+Result<std::optional<MappingStatus>> mapping_using(
+    const std::function<bool(const std::string& devnum)>& uses) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
+  for (MappingStatus& mapping : mappings) {
+    if (uses(table_device(mapping.table))) {
+      return std::optional<MappingStatus>(std::move(mapping));
+    }
+  }
+  return std::optional<MappingStatus>();
+}
+
+Result<std::optional<MappingStatus>> mapping_using(const std::string& devnum) {
+  return mapping_using([&devnum](const std::string& mapped) { return mapped == devnum; });
 }
 
 Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string>& name) {
