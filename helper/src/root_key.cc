@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "crypto.h"
+#include "file_io.h"
 #include "keystore.h"
 #include "secret_io.h"
 #include "unique_fd.h"
@@ -23,12 +24,9 @@ std::filesystem::path parent_dir(const std::filesystem::path& path) {
   return path.parent_path().empty() ? "." : path.parent_path();
 }
 
-void sync_directory(const std::filesystem::path& dir) {
-  const UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.valid()) {
-    (void)::fsync(dir_fd.get());
-  }
-}
+// Best effort: the file is in place either way, and a failed directory sync
+// only risks the name after a crash, which the callers have always accepted.
+void sync_directory(const std::filesystem::path& dir) { (void)fsync_directory(dir); }
 
 // Opens `path` for reading, or -1 with errno; a symlink is refused (ELOOP).
 int open_no_follow(const std::filesystem::path& path) {
