@@ -21,7 +21,9 @@
 #include <nlohmann/json.hpp>
 
 #include "crypto.h"
+#include "file_io.h"
 #include "keystore.h"
+#include "unique_fd.h"
 
 namespace envcrypt {
 namespace {
@@ -41,10 +43,6 @@ constexpr std::size_t kMacSuffixSize = kMacOpen.size() + kMacHexSize + 2;
 constexpr std::string_view kSealOperation = "AuditChainKeyed";
 constexpr std::string_view kAnchorPrefix = "audit-v1:";
 constexpr int kHeadVersion = 2;
-
-Error io_error(const std::string& what, const std::filesystem::path& path, int error_number) {
-  return {ErrorCode::kIo, what + " " + path.string() + ": " + std::strerror(error_number)};
-}
 
 std::filesystem::path lock_path_for(const std::filesystem::path& log) {
   return log.parent_path() / ("." + log.filename().string() + ".lock");
@@ -161,7 +159,7 @@ bool is_legacy(std::string_view line) {
 Result<std::string> read_tail(int fd, const std::filesystem::path& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    return io_error("stat", path, errno);
+    return error_from_errno(ErrorCode::kIo, "stat " + path.string(), errno);
   }
   const auto size = static_cast<std::size_t>(st.st_size);
   for (std::size_t chunk = 4096;; chunk *= 4) {
@@ -175,7 +173,7 @@ Result<std::string> read_tail(int fd, const std::filesystem::path& path) {
         continue;
       }
       if (got <= 0) {
-        return got < 0 ? io_error("read", path, errno)
+        return got < 0 ? error_from_errno(ErrorCode::kIo, "read " + path.string(), errno)
                        : Error(ErrorCode::kIo, path.string() + " shrank while being read");
       }
       done += static_cast<std::size_t>(got);
@@ -633,17 +631,15 @@ Result<AuditLog> AuditLog::open(const std::filesystem::path& path, std::string p
 
 Result<std::uint64_t> AuditLog::append(const AuditEvent& event, const AuditPhase& phase) {
   ENVCRYPT_ASSIGN_OR_RETURN(const FileLock lock, FileLock::acquire(lock_path_for(path_)));
-  const int fd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return io_error("open", path_, errno);
+  const UniqueFd fd(
+      ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid()) {
+    return error_from_errno(ErrorCode::kIo, "open " + path_.string(), errno);
   }
-  if (Status deferred = write_deferred(fd); !deferred.ok()) {
-    ::close(fd);
+  if (Status deferred = write_deferred(fd.get()); !deferred.ok()) {
     return deferred.error();
   }
-  Result<std::uint64_t> written = append_line(fd, event, phase);
-  ::close(fd);
-  return written;
+  return append_line(fd.get(), event, phase);
 }
 
 Status AuditLog::defer(const AuditEvent& event, std::string_view reason) {
@@ -730,7 +726,7 @@ Status AuditLog::write_deferred(int fd) {
       }
     }
     if (::unlink(file.c_str()) != 0 && errno != ENOENT) {
-      return io_error("unlink", file, errno);
+      return error_from_errno(ErrorCode::kIo, "unlink " + file.string(), errno);
     }
   }
   return OkStatus();
@@ -797,9 +793,9 @@ Result<std::string> AuditLog::write_keyed(int fd, std::uint64_t seq, const std::
   // which verify() then reports.
   const std::string record =
       (torn_before ? "\n" : "") + text + std::string(kMacOpen) + mac + "\"}\n";
-  ENVCRYPT_TRY(write_all(fd, record, path_, "append to"));
+  ENVCRYPT_TRY(write_all(fd, record, "append to " + path_.string()));
   if (::fsync(fd) != 0) {
-    return io_error("fsync", path_, errno);
+    return error_from_errno(ErrorCode::kIo, "fsync " + path_.string(), errno);
   }
   return mac;
 }

@@ -1,29 +1,10 @@
 #include "auto_attach.h"
 
 #include <algorithm>
-#include <cctype>
+
+#include "uuid.h"
 
 namespace envcrypt {
-namespace {
-
-bool is_canonical_uuid(std::string_view text) {
-  constexpr std::size_t kLength = 36;
-  if (text.size() != kLength) {
-    return false;
-  }
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
-    const char c = text[i];
-    if (dash_position ? c != '-'
-                      : !(std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-}  // namespace
-
 std::string auto_entry_name(std::string_view uuid) {
   return std::string(kAutoNamePrefix) + std::string(uuid);
 }

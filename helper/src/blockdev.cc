@@ -22,10 +22,6 @@
 namespace envcrypt {
 namespace {
 
-Error errno_error(ErrorCode code, const std::string& what, int err) {
-  return {code, what + ": " + std::strerror(err)};
-}
-
 // ENOENT is "not found"; EBUSY from O_EXCL means someone holds the device.
 ErrorCode open_error_code(int err) {
   switch (err) {
@@ -46,24 +42,6 @@ ErrorCode open_error_code(int err) {
 
 }  // namespace
 
-UniqueFd::~UniqueFd() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-  }
-}
-
-UniqueFd::UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
-}
-
 namespace {
 
 Status set_size(Device& device, const struct stat& st) {
@@ -73,7 +51,7 @@ Status set_size(Device& device, const struct stat& st) {
   }
   std::uint64_t bytes = 0;
   if (::ioctl(device.fd.get(), BLKGETSIZE64, &bytes) != 0) {
-    return errno_error(ErrorCode::kIo, device.path.string() + ": BLKGETSIZE64", errno);
+    return error_from_errno(ErrorCode::kIo, device.path.string() + ": BLKGETSIZE64", errno);
   }
   device.size = bytes;
   return OkStatus();
@@ -125,9 +103,9 @@ Status pread_all(const Device& device, std::uint64_t offset, std::span<std::uint
       continue;
     }
     if (n < 0) {
-      return errno_error(ErrorCode::kIo,
-                         device.path.string() + ": read at " + std::to_string(offset + done),
-                         errno);
+      return error_from_errno(ErrorCode::kIo,
+                              device.path.string() + ": read at " + std::to_string(offset + done),
+                              errno);
     }
     if (n == 0) {
       return Error(ErrorCode::kIo, device.path.string() + ": short read at " +
@@ -148,9 +126,9 @@ Status pwrite_all(const Device& device, std::uint64_t offset, std::span<const st
       continue;
     }
     if (n <= 0) {
-      return errno_error(ErrorCode::kIo,
-                         device.path.string() + ": write at " + std::to_string(offset + done),
-                         n < 0 ? errno : ENOSPC);
+      return error_from_errno(ErrorCode::kIo,
+                              device.path.string() + ": write at " + std::to_string(offset + done),
+                              n < 0 ? errno : ENOSPC);
     }
     done += static_cast<std::size_t>(n);
   }
@@ -189,11 +167,11 @@ Result<Device> open_device(const std::filesystem::path& path, OpenMode mode) {
   device.fd = UniqueFd(::open(path.c_str(), flags | O_NONBLOCK));
   if (!device.fd.valid()) {
     const int err = errno;
-    return errno_error(open_error_code(err), path.string(), err);
+    return error_from_errno(open_error_code(err), path.string(), err);
   }
   struct stat st {};
   if (::fstat(device.fd.get(), &st) != 0) {
-    return errno_error(ErrorCode::kIo, path.string() + ": fstat", errno);
+    return error_from_errno(ErrorCode::kIo, path.string() + ": fstat", errno);
   }
   device.is_block = S_ISBLK(st.st_mode);
   if (!device.is_block && !S_ISREG(st.st_mode)) {
@@ -208,7 +186,7 @@ Result<Device> open_device(const std::filesystem::path& path, OpenMode mode) {
     UniqueFd writable(::open(self.c_str(), O_CLOEXEC | O_RDWR | O_NONBLOCK));
     if (!writable.valid()) {
       const int err = errno;
-      return errno_error(open_error_code(err), path.string(), err);
+      return error_from_errno(open_error_code(err), path.string(), err);
     }
     device.fd = std::move(writable);
   }
@@ -221,12 +199,12 @@ Result<Device> open_device(const std::filesystem::path& path, OpenMode mode) {
       if (err == EBUSY) {
         return Error(ErrorCode::kConflict, path.string() + ": in use (mounted or mapped)");
       }
-      return errno_error(open_error_code(err), path.string(), err);
+      return error_from_errno(open_error_code(err), path.string(), err);
     }
     device.fd = std::move(exclusive);
   }
   if (::fcntl(device.fd.get(), F_SETFL, ::fcntl(device.fd.get(), F_GETFL) & ~O_NONBLOCK) != 0) {
-    return errno_error(ErrorCode::kIo, path.string() + ": fcntl", errno);
+    return error_from_errno(ErrorCode::kIo, path.string() + ": fcntl", errno);
   }
   ENVCRYPT_TRY(set_size(device, st));
   if (mode != OpenMode::kRead) {
@@ -242,7 +220,7 @@ Status drop_exclusive(Device& device) {
   const std::string self = "/proc/self/fd/" + std::to_string(device.fd.get());
   UniqueFd shared(::open(self.c_str(), O_CLOEXEC | O_RDWR));
   if (!shared.valid()) {
-    return errno_error(ErrorCode::kIo, device.path.string() + ": reopen", errno);
+    return error_from_errno(ErrorCode::kIo, device.path.string() + ": reopen", errno);
   }
   device.fd = std::move(shared);
   return OkStatus();
@@ -256,12 +234,12 @@ Status lock_device(Device& device, std::chrono::milliseconds wait) {
   ENVCRYPT_TRY(make_lock_dir(path.parent_path()));
   UniqueFd lock(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock.valid()) {
-    return errno_error(ErrorCode::kIo, path.string(), errno);
+    return error_from_errno(ErrorCode::kIo, path.string(), errno);
   }
   const auto deadline = std::chrono::steady_clock::now() + wait;
   while (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK && errno != EINTR) {
-      return errno_error(ErrorCode::kIo, path.string() + ": flock", errno);
+      return error_from_errno(ErrorCode::kIo, path.string() + ": flock", errno);
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       return Error(ErrorCode::kConflict,
@@ -281,7 +259,7 @@ Status read_at(const Device& device, std::uint64_t offset, std::span<std::uint8_
   DirectIo direct(device.fd.get());
   AlignedBuffer buffer = aligned_buffer(out.size());
   if (!direct.ok() || !buffer) {
-    return errno_error(ErrorCode::kIo, device.path.string() + ": O_DIRECT", errno);
+    return error_from_errno(ErrorCode::kIo, device.path.string() + ": O_DIRECT", errno);
   }
   ENVCRYPT_TRY(pread_all(device, offset, std::span(buffer.get(), out.size())));
   std::memcpy(out.data(), buffer.get(), out.size());
@@ -295,7 +273,7 @@ Status write_at(const Device& device, std::uint64_t offset, std::span<const std:
   DirectIo direct(device.fd.get());
   AlignedBuffer buffer = aligned_buffer(in.size());
   if (!direct.ok() || !buffer) {
-    return errno_error(ErrorCode::kIo, device.path.string() + ": O_DIRECT", errno);
+    return error_from_errno(ErrorCode::kIo, device.path.string() + ": O_DIRECT", errno);
   }
   std::memcpy(buffer.get(), in.data(), in.size());
   return pwrite_all(device, offset, std::span<const std::uint8_t>(buffer.get(), in.size()));
@@ -303,7 +281,7 @@ Status write_at(const Device& device, std::uint64_t offset, std::span<const std:
 
 Status flush(const Device& device) {
   if (::fsync(device.fd.get()) != 0) {
-    return errno_error(ErrorCode::kIo, device.path.string() + ": fsync", errno);
+    return error_from_errno(ErrorCode::kIo, device.path.string() + ": fsync", errno);
   }
   return OkStatus();
 }
@@ -372,7 +350,7 @@ Result<std::vector<std::string>> wipe_signatures(const Device& device) {
   while ((rc = blkid_do_probe(probe.get())) == 0) {
     const std::string what = describe_signature(probe.get()).value_or("signature");
     if (blkid_do_wipe(probe.get(), 0) != 0) {
-      return errno_error(ErrorCode::kIo, device.path.string() + ": erasing " + what, errno);
+      return error_from_errno(ErrorCode::kIo, device.path.string() + ": erasing " + what, errno);
     }
     wiped.push_back(what);
   }
@@ -386,19 +364,19 @@ Result<std::vector<std::string>> wipe_signatures(const Device& device) {
 Result<LoopDevice> attach_loop(const Device& image, bool readonly) {
   UniqueFd control(::open("/dev/loop-control", O_RDWR | O_CLOEXEC));
   if (!control.valid()) {
-    return errno_error(ErrorCode::kIo, "/dev/loop-control", errno);
+    return error_from_errno(ErrorCode::kIo, "/dev/loop-control", errno);
   }
   // Another process may take the free device between the two calls: retry.
   for (int attempt = 0; attempt < 16; ++attempt) {
     const int number = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
     if (number < 0) {
-      return errno_error(ErrorCode::kIo, "/dev/loop-control: no free loop device", errno);
+      return error_from_errno(ErrorCode::kIo, "/dev/loop-control: no free loop device", errno);
     }
     LoopDevice loop;
     loop.path = "/dev/loop" + std::to_string(number);
     loop.fd = UniqueFd(::open(loop.path.c_str(), O_CLOEXEC | (readonly ? O_RDONLY : O_RDWR)));
     if (!loop.fd.valid()) {
-      return errno_error(ErrorCode::kIo, loop.path.string(), errno);
+      return error_from_errno(ErrorCode::kIo, loop.path.string(), errno);
     }
     loop_config config{};
     config.fd = static_cast<__u32>(image.fd.get());
@@ -409,7 +387,7 @@ Result<LoopDevice> attach_loop(const Device& image, bool readonly) {
       return loop;
     }
     if (errno != EBUSY) {
-      return errno_error(ErrorCode::kIo, loop.path.string() + ": LOOP_CONFIGURE", errno);
+      return error_from_errno(ErrorCode::kIo, loop.path.string() + ": LOOP_CONFIGURE", errno);
     }
   }
   return Error(ErrorCode::kConflict, image.path.string() + ": no loop device could be claimed");
@@ -449,7 +427,7 @@ Result<std::string> device_number(const Device& device) {
 Result<std::string> device_number(const LoopDevice& loop) {
   struct stat st {};
   if (::fstat(loop.fd.get(), &st) != 0 || !S_ISBLK(st.st_mode)) {
-    return errno_error(ErrorCode::kIo, loop.path.string() + ": fstat", errno);
+    return error_from_errno(ErrorCode::kIo, loop.path.string() + ": fstat", errno);
   }
   return device_number(st.st_rdev);
 }
@@ -458,7 +436,7 @@ Result<std::string> device_number(const std::filesystem::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     const int err = errno;
-    return errno_error(open_error_code(err), path.string(), err);
+    return error_from_errno(open_error_code(err), path.string(), err);
   }
   if (!S_ISBLK(st.st_mode)) {
     return Error(ErrorCode::kUsage, path.string() + ": not a block device");

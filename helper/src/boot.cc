@@ -112,13 +112,8 @@ class SystemBootActions : public BootActions {
       return std::optional<std::string>();  // an image: attach maps a new loop device
     }
     ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(device));
-    ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
-    for (const auto& mapping : mappings) {
-      if (mapping.table.substr(0, mapping.table.find(' ')) == devnum) {
-        return std::optional<std::string>(mapping.name);
-      }
-    }
-    return std::optional<std::string>();
+    ENVCRYPT_ASSIGN_OR_RETURN(const auto user, mapping_using(devnum));
+    return user ? std::optional<std::string>(user->name) : std::optional<std::string>();
   }
 
   Status attach(const TabEntry& entry, const fs::path& device) override {

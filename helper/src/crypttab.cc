@@ -16,6 +16,7 @@
 
 #include "mapping_name.h"
 #include "printable.h"
+#include "uuid.h"
 
 namespace envcrypt {
 namespace {
@@ -50,21 +51,11 @@ std::vector<std::string_view> split_fields(std::string_view line) {
 }
 
 Result<std::string> canonical_uuid(std::string_view text) {
-  std::string uuid;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    const bool dash_position = i == 8 || i == 13 || i == 18 || i == 23;
-    if (dash_position ? c != '-' : std::isxdigit(static_cast<unsigned char>(c)) == 0) {
-      uuid.clear();
-      break;
-    }
-    uuid += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (const auto uuid = parse_uuid(text)) {
+    return uuid_to_string(*uuid);
   }
-  if (uuid.size() != 36) {
-    return Error(ErrorCode::kUsage,
-                 "'" + printable(text) + "' is not a uuid (8-4-4-4-12 hexadecimal digits)");
-  }
-  return uuid;
+  return Error(ErrorCode::kUsage,
+               "'" + printable(text) + "' is not a uuid (8-4-4-4-12 hexadecimal digits)");
 }
 
 // Paths end up in unit files (RequiresMountsFor=) and logs: printable ASCII

@@ -245,44 +245,6 @@ Result<std::optional<RecoveryWrap>> get_recovery(std::span<const std::uint8_t> i
 
 }  // namespace
 
-std::string uuid_to_string(const Uuid& uuid) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < uuid.size(); ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) {
-      out += '-';
-    }
-    out += kHex[uuid[i] >> 4];
-    out += kHex[uuid[i] & 0xf];
-  }
-  return out;
-}
-
-Result<Uuid> uuid_from_string(std::string_view text) {
-  std::string hex;
-  for (char c : text) {
-    if (c != '-') {
-      hex += c;
-    }
-  }
-  auto bytes = from_hex(hex);
-  if (!bytes.ok() || bytes->size() != ENVCRYPT_UUID_LEN || text.size() != 36) {
-    return Error(ErrorCode::kUsage, "'" + std::string(text) + "' is not a uuid");
-  }
-  Uuid uuid;
-  std::memcpy(uuid.data(), bytes->data(), uuid.size());
-  return uuid;
-}
-
-Result<Uuid> random_uuid() {
-  ENVCRYPT_ASSIGN_OR_RETURN(Bytes bytes, random_bytes(ENVCRYPT_UUID_LEN));
-  Uuid uuid;
-  std::memcpy(uuid.data(), bytes.data(), uuid.size());
-  uuid[6] = static_cast<std::uint8_t>((uuid[6] & 0x0f) | 0x40);  // version 4
-  uuid[8] = static_cast<std::uint8_t>((uuid[8] & 0x3f) | 0x80);  // RFC 4122 variant
-  return uuid;
-}
-
 std::string_view to_string(CopyState state) {
   switch (state) {
     case CopyState::kValid:

@@ -16,6 +16,7 @@
 #include "recovery.h"
 #include "result.h"
 #include "secret.h"
+#include "uuid.h"
 
 namespace envcrypt {
 
@@ -27,14 +28,9 @@ inline constexpr std::uint64_t kDataAlign = ENVCRYPT_DATA_ALIGN;
 inline constexpr std::uint64_t kDefaultDataOffset = ENVCRYPT_DEFAULT_DATA_OFFSET;
 inline constexpr std::size_t kDataKeySize = ENVCRYPT_DATA_KEY_LEN;
 
-using Uuid = std::array<std::uint8_t, ENVCRYPT_UUID_LEN>;
+static_assert(kUuidSize == ENVCRYPT_UUID_LEN);
 using KeyCheckValue = std::array<std::uint8_t, ENVCRYPT_KCV_LEN>;
 using HeaderBytes = std::array<std::uint8_t, kHeaderSize>;
-
-std::string uuid_to_string(const Uuid& uuid);
-Result<Uuid> uuid_from_string(std::string_view text);
-// A random RFC 4122 version 4 uuid.
-Result<Uuid> random_uuid();
 
 struct Geometry {
   std::string cipher = ENVCRYPT_CIPHER_DEFAULT;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "blockdev.h"
+#include "file_io.h"
 #include "header_io.h"
 #include "preflight.h"
 #include "volume.h"
@@ -20,10 +21,6 @@ namespace envcrypt {
 namespace {
 
 namespace fs = std::filesystem;
-
-Error io_error(const std::string& what) {
-  return {ErrorCode::kIo, what + ": " + std::strerror(errno)};
-}
 
 // The raw bytes of both copies, at their offsets, zeros elsewhere.
 Result<std::vector<std::uint8_t>> header_area(const Device& device) {
@@ -37,20 +34,6 @@ Result<std::vector<std::uint8_t>> header_area(const Device& device) {
   return area;
 }
 
-Status write_all(int fd, std::span<const std::uint8_t> bytes, const std::string& what) {
-  for (std::size_t done = 0; done < bytes.size();) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      return io_error(what);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return OkStatus();
-}
-
 // A new root-only file, complete or absent: a temp file beside it, synced,
 // renamed without replacing anything, and the directory synced.
 Status create_file(const fs::path& file, std::span<const std::uint8_t> bytes) {
@@ -62,17 +45,18 @@ Status create_file(const fs::path& file, std::span<const std::uint8_t> bytes) {
   std::string temp = (dir / ("." + file.filename().string() + ".XXXXXX")).string();
   UniqueFd fd(::mkostemp(temp.data(), O_CLOEXEC));
   if (!fd.valid()) {
-    return io_error(temp);
+    return error_from_errno(ErrorCode::kIo, temp, errno);
   }
-  Status written = write_all(fd.get(), bytes, temp);
+  Status written = write_all(
+      fd.get(), std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), temp);
   if (written.ok() && (::fchmod(fd.get(), 0600) != 0 || ::fsync(fd.get()) != 0)) {
-    written = io_error(temp);
+    written = error_from_errno(ErrorCode::kIo, temp, errno);
   }
   if (written.ok() &&
       ::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, file.c_str(), RENAME_NOREPLACE) != 0) {
     written = errno == EEXIST
                   ? Error(ErrorCode::kConflict, file.string() + " exists: refusing to overwrite it")
-                  : io_error(file.string());
+                  : error_from_errno(ErrorCode::kIo, file.string(), errno);
   }
   if (!written.ok()) {
     ::unlink(temp.c_str());
@@ -80,7 +64,7 @@ Status create_file(const fs::path& file, std::span<const std::uint8_t> bytes) {
   }
   UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd.valid() || ::fsync(dir_fd.get()) != 0) {
-    return io_error(dir.string());
+    return error_from_errno(ErrorCode::kIo, dir.string(), errno);
   }
   return OkStatus();
 }
@@ -115,7 +99,6 @@ Status refuse_attached(const fs::path& device) {
   if (!device_mapper_available()) {
     return OkStatus();
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
   std::error_code ec;
   const bool is_block = fs::is_block_file(device, ec);
   std::string devnum;
@@ -123,15 +106,15 @@ Status refuse_attached(const fs::path& device) {
     ENVCRYPT_ASSIGN_OR_RETURN(devnum, device_number(device));
   }
   const fs::path canonical = fs::weakly_canonical(device, ec);
-  for (const MappingStatus& mapping : mappings) {
-    const std::string mapped = mapping.table.substr(0, mapping.table.find(' '));
-    const bool uses = is_block ? mapped == devnum
-                               : read_line("/sys/dev/block/" + mapped + "/loop/backing_file") ==
-                                     canonical.string();
-    if (uses) {
-      return Error(ErrorCode::kConflict, device.string() + " is attached as " + mapping.name +
-                                             ": detach it before restoring its header");
-    }
+  ENVCRYPT_ASSIGN_OR_RETURN(const auto user, mapping_using([&](const std::string& mapped) {
+                              return is_block
+                                         ? mapped == devnum
+                                         : read_line("/sys/dev/block/" + mapped +
+                                                     "/loop/backing_file") == canonical.string();
+                            }));
+  if (user) {
+    return Error(ErrorCode::kConflict, device.string() + " is attached as " + user->name +
+                                           ": detach it before restoring its header");
   }
   return OkStatus();
 }

@@ -15,10 +15,6 @@
 namespace envcrypt {
 namespace {
 
-Error io_error(const std::string& what, const std::filesystem::path& path, int error_number) {
-  return {ErrorCode::kIo, what + " " + path.string() + ": " + std::strerror(error_number)};
-}
-
 std::string octal_mode(mode_t mode) {
   std::array<char, 8> text{};
   std::snprintf(text.data(), text.size(), "%04o", static_cast<unsigned>(mode & 07777));
@@ -40,23 +36,6 @@ Status check_private_stat(const std::filesystem::path& path, const struct stat& 
   return OkStatus();
 }
 
-// Closes a descriptor on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  [[nodiscard]] int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 Status check_name(std::string_view name) {
   const bool valid = !name.empty() && name.front() != '.' &&
                      name.find_first_not_of(
@@ -70,36 +49,10 @@ Status check_name(std::string_view name) {
 
 }  // namespace
 
-Status fsync_directory(const std::filesystem::path& dir) {
-  const Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    return io_error("open directory", dir, errno);
-  }
-  if (::fsync(fd.get()) != 0) {
-    return io_error("fsync directory", dir, errno);
-  }
-  return OkStatus();
-}
-
-Status write_all(int fd, std::string_view data, const std::filesystem::path& path,
-                 std::string_view verb) {
-  while (!data.empty()) {
-    const ssize_t written = ::write(fd, data.data(), data.size());
-    if (written < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return io_error(std::string(verb), path, errno);
-    }
-    data.remove_prefix(static_cast<std::size_t>(written));
-  }
-  return OkStatus();
-}
-
 Status check_private(const std::filesystem::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    return io_error("stat", path, errno);
+    return error_from_errno(ErrorCode::kIo, "stat " + path.string(), errno);
   }
   return check_private_stat(path, st);
 }
@@ -107,7 +60,7 @@ Status check_private(const std::filesystem::path& path) {
 Status check_private_fd(int fd, const std::filesystem::path& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    return io_error("stat", path, errno);
+    return error_from_errno(ErrorCode::kIo, "stat " + path.string(), errno);
   }
   return check_private_stat(path, st);
 }
@@ -124,14 +77,14 @@ Status ensure_private_directory(const std::filesystem::path& dir) {
     return check_private_stat(dir, st);
   }
   if (errno != ENOENT) {
-    return io_error("stat", dir, errno);
+    return error_from_errno(ErrorCode::kIo, "stat " + dir.string(), errno);
   }
   const std::filesystem::path parent = dir.parent_path();
   if (!parent.empty() && parent != dir && ::access(parent.c_str(), F_OK) != 0) {
     ENVCRYPT_TRY(ensure_private_directory(parent));
   }
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return io_error("mkdir", dir, errno);
+    return error_from_errno(ErrorCode::kIo, "mkdir " + dir.string(), errno);
   }
   if (!parent.empty()) {
     ENVCRYPT_TRY(fsync_directory(parent));
@@ -146,35 +99,36 @@ Status write_file_atomically(const std::filesystem::path& path, std::string_view
   // A temp file left by a writer that was killed is stale: the caller holds
   // the lock, so no live writer owns it.
   if (::unlink(temp.c_str()) != 0 && errno != ENOENT) {
-    return io_error("unlink", temp, errno);
+    return error_from_errno(ErrorCode::kIo, "unlink " + temp.string(), errno);
   }
   {
-    const Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    const UniqueFd fd(
+        ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (fd.get() < 0) {
-      return io_error("create", temp, errno);
+      return error_from_errno(ErrorCode::kIo, "create " + temp.string(), errno);
     }
-    ENVCRYPT_TRY(write_all(fd.get(), contents, temp));
+    ENVCRYPT_TRY(write_all(fd.get(), contents, "write " + temp.string()));
     if (::fsync(fd.get()) != 0) {
-      return io_error("fsync", temp, errno);
+      return error_from_errno(ErrorCode::kIo, "fsync " + temp.string(), errno);
     }
   }
   if (::rename(temp.c_str(), path.c_str()) != 0) {
-    return io_error("rename", temp, errno);
+    return error_from_errno(ErrorCode::kIo, "rename " + temp.string(), errno);
   }
   return fsync_directory(dir.empty() ? std::filesystem::path(".") : dir);
 }
 
 Result<std::optional<std::string>> read_private_file(const std::filesystem::path& path) {
-  const Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (fd.get() < 0) {
     if (errno == ENOENT) {
       return std::optional<std::string>();
     }
-    return io_error("open", path, errno);
+    return error_from_errno(ErrorCode::kIo, "open " + path.string(), errno);
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) {
-    return io_error("stat", path, errno);
+    return error_from_errno(ErrorCode::kIo, "stat " + path.string(), errno);
   }
   if (!S_ISREG(st.st_mode)) {
     return Error(ErrorCode::kIo, path.string() + " is not a regular file");
@@ -188,7 +142,7 @@ Result<std::optional<std::string>> read_private_file(const std::filesystem::path
       if (errno == EINTR) {
         continue;
       }
-      return io_error("read", path, errno);
+      return error_from_errno(ErrorCode::kIo, "read " + path.string(), errno);
     }
     if (got == 0) {
       break;
@@ -201,38 +155,20 @@ Result<std::optional<std::string>> read_private_file(const std::filesystem::path
 Result<FileLock> FileLock::acquire(const std::filesystem::path& lock_path) {
   const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
-    return io_error("open lock", lock_path, errno);
+    return error_from_errno(ErrorCode::kIo, "open lock " + lock_path.string(), errno);
   }
-  FileLock lock(fd);
+  FileLock lock{UniqueFd(fd)};
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    return io_error("stat", lock_path, errno);
+    return error_from_errno(ErrorCode::kIo, "stat " + lock_path.string(), errno);
   }
   ENVCRYPT_TRY(check_private_stat(lock_path, st));
   while (::flock(fd, LOCK_EX) != 0) {
     if (errno != EINTR) {
-      return io_error("flock", lock_path, errno);
+      return error_from_errno(ErrorCode::kIo, "flock " + lock_path.string(), errno);
     }
   }
   return lock;
-}
-
-FileLock::~FileLock() {
-  if (fd_ >= 0) {
-    ::close(fd_);  // releases the flock
-  }
-}
-
-FileLock::FileLock(FileLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-
-FileLock& FileLock::operator=(FileLock&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
 }
 
 Result<Keystore> Keystore::open(const std::filesystem::path& dir) {

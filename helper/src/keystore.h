@@ -12,8 +12,11 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
+#include "file_io.h"
 #include "result.h"
+#include "unique_fd.h"
 
 namespace envcrypt {
 
@@ -32,18 +35,9 @@ Status ensure_private_directory(const std::filesystem::path& dir);
 // or one not yet remounted read-write at boot).
 bool on_read_only_file_system(const std::filesystem::path& path);
 
-// fsync(2) on a directory, so that a file created, renamed or removed in it
-// stays so after a crash.
-Status fsync_directory(const std::filesystem::path& dir);
-
 // Writes `contents` to `path` atomically (temp, fsync, rename, dir fsync),
 // mode 0600.  The caller holds whatever lock serialises writers of `path`.
 Status write_file_atomically(const std::filesystem::path& path, std::string_view contents);
-
-// Writes all of `data` to `fd`, resuming after short writes and EINTR;
-// errors read "<verb> <path>: <strerror>".
-Status write_all(int fd, std::string_view data, const std::filesystem::path& path,
-                 std::string_view verb = "write");
 
 // Reads a private file; std::nullopt when it does not exist.
 Result<std::optional<std::string>> read_private_file(const std::filesystem::path& path);
@@ -52,15 +46,10 @@ Result<std::optional<std::string>> read_private_file(const std::filesystem::path
 class FileLock {
  public:
   static Result<FileLock> acquire(const std::filesystem::path& lock_path);
-  ~FileLock();
-  FileLock(FileLock&& other) noexcept;
-  FileLock& operator=(FileLock&& other) noexcept;
-  FileLock(const FileLock&) = delete;
-  FileLock& operator=(const FileLock&) = delete;
 
  private:
-  explicit FileLock(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit FileLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;  // closing it releases the flock
 };
 
 class Keystore {

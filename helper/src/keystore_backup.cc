@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "json_integer.h"
+#include "uuid.h"
 
 namespace envcrypt {
 namespace {
@@ -198,9 +199,7 @@ bool only_of(std::string_view text, std::string_view allowed) {
 
 // A key id as new_key_id() makes them: a lower-case RFC 4122 UUID.
 void check_key_id(const std::string& id) {
-  const bool dashes =
-      id.size() == 36 && id[8] == '-' && id[13] == '-' && id[18] == '-' && id[23] == '-';
-  if (!dashes || !only_of(id, "0123456789abcdef-")) {
+  if (!is_canonical_uuid(id)) {
     throw PayloadError("key id '" + id + "' is not a UUID");
   }
 }

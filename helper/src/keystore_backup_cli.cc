@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "file_io.h"
 #include "keystore.h"
 #include "keystore_backup.h"
 #include "kms_local.h"
@@ -70,8 +71,9 @@ Status write_new_file(const fs::path& path, const Bytes& bytes) {
   if (fd < 0) {
     return Error(ErrorCode::kIo, "create " + temp.string() + ": " + std::strerror(errno));
   }
-  Status written = write_all(
-      fd, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), temp);
+  Status written =
+      write_all(fd, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                "write " + temp.string());
   if (written.ok() && ::fsync(fd) != 0) {
     written = Error(ErrorCode::kIo, "fsync " + temp.string() + ": " + std::strerror(errno));
   }

@@ -21,6 +21,7 @@
 #include "root_key.h"
 #include "run_dir.h"
 #include "secret_io.h"
+#include "uuid.h"
 
 namespace envcrypt {
 namespace {
@@ -324,12 +325,8 @@ Status check_alias_name(const std::string& name) {
 }
 
 Result<std::string> new_key_id() {
-  ENVCRYPT_ASSIGN_OR_RETURN(Bytes bytes, random_bytes(16));
-  bytes[6] = static_cast<std::uint8_t>((bytes[6] & 0x0f) | 0x40);  // version 4
-  bytes[8] = static_cast<std::uint8_t>((bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
-  const std::string hex = to_hex(bytes);
-  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
-         hex.substr(16, 4) + "-" + hex.substr(20);
+  ENVCRYPT_ASSIGN_OR_RETURN(const Uuid uuid, random_uuid());
+  return uuid_to_string(uuid);
 }
 
 std::string material_check_of(const SecretBytes& material) {

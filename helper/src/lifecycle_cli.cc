@@ -18,6 +18,7 @@
 #include "audit.h"
 #include "blockdev.h"
 #include "crypttab.h"
+#include "file_io.h"
 #include "preflight.h"
 #include "printable.h"
 #include "rewrap.h"
@@ -147,17 +148,7 @@ Status write_file(const std::string& path, const std::string& text, mode_t mode)
   if (!fd.valid()) {
     return Error(ErrorCode::kIo, path + ": " + std::strerror(errno));
   }
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return Error(ErrorCode::kIo, path + ": " + std::strerror(n < 0 ? errno : ENOSPC));
-    }
-    done += static_cast<std::size_t>(n);
-  }
+  ENVCRYPT_TRY(write_all(fd.get(), text, path));
   if (::fsync(fd.get()) != 0) {
     return Error(ErrorCode::kIo, path + ": fsync: " + std::strerror(errno));
   }

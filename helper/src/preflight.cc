@@ -30,7 +30,7 @@ Result<std::vector<AttachedDisk>> system_attached() {
   std::error_code ec;
   std::vector<AttachedDisk> disks;
   for (const MappingStatus& mapping : mappings) {
-    const std::string devnum = mapping.table.substr(0, mapping.table.find(' '));
+    const std::string devnum = table_device(mapping.table);
     const fs::path sys = fs::read_symlink("/sys/dev/block/" + devnum, ec);
     disks.push_back({mapping.name, mapping.disk_uuid,
                      ec ? fs::path(devnum) : fs::path("/dev") / sys.filename()});

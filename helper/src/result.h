@@ -2,6 +2,7 @@
 // a value or an Error.  Exceptions never cross module boundaries.
 #pragma once
 
+#include <cstring>
 #include <string>
 #include <utility>
 #include <variant>
@@ -62,6 +63,12 @@ class [[nodiscard]] Result {
  private:
   std::variant<T, Error> state_;
 };
+
+// The one error made from an errno value: "<what>: <strerror(err)>".  The
+// caller passes errno's value as it was right after the failed call.
+inline Error error_from_errno(ErrorCode code, const std::string& what, int err) {
+  return {code, what + ": " + std::strerror(err)};
+}
 
 // Result<void>: success carries nothing.
 struct Ok {};

@@ -10,8 +10,10 @@
 #include <vector>
 
 #include "crypto.h"
+#include "file_io.h"
 #include "keystore.h"
 #include "secret_io.h"
+#include "unique_fd.h"
 
 namespace envcrypt {
 namespace {
@@ -22,17 +24,9 @@ std::filesystem::path parent_dir(const std::filesystem::path& path) {
   return path.parent_path().empty() ? "." : path.parent_path();
 }
 
-Error io_error(const std::string& what, int error_number) {
-  return {ErrorCode::kIo, what + ": " + std::strerror(error_number)};
-}
-
-void sync_directory(const std::filesystem::path& dir) {
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    (void)::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-}
+// Best effort: the file is in place either way, and a failed directory sync
+// only risks the name after a crash, which the callers have always accepted.
+void sync_directory(const std::filesystem::path& dir) { (void)fsync_directory(dir); }
 
 // Opens `path` for reading, or -1 with errno; a symlink is refused (ELOOP).
 int open_no_follow(const std::filesystem::path& path) {
@@ -43,7 +37,7 @@ int open_no_follow(const std::filesystem::path& path) {
 Result<SecretBytes> read_root_key(const std::filesystem::path& path, int fd) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    return io_error("stat " + path.string(), errno);
+    return error_from_errno(ErrorCode::kIo, "stat " + path.string(), errno);
   }
   if (!S_ISREG(st.st_mode)) {
     return Error(ErrorCode::kIo, "root key " + path.string() + " is not a regular file");
@@ -57,14 +51,12 @@ Result<SecretBytes> read_root_key(const std::filesystem::path& path, int fd) {
 }
 
 Result<SecretBytes> read_root_key_file(const std::filesystem::path& path) {
-  const int fd = open_no_follow(path);
-  if (fd < 0) {
-    return Error(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
-                 "open root key " + path.string() + ": " + std::strerror(errno));
+  const UniqueFd fd(open_no_follow(path));
+  if (!fd.valid()) {
+    return error_from_errno(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
+                            "open root key " + path.string(), errno);
   }
-  Result<SecretBytes> key = read_root_key(path, fd);
-  ::close(fd);
-  return key;
+  return read_root_key(path, fd.get());
 }
 
 // The directory that holds (or will hold) a root key file must exist and
@@ -93,20 +85,20 @@ Status create_private_file(const std::filesystem::path& path, const std::uint8_t
   temp += ".new." + std::to_string(::getpid());
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
-    return io_error("create " + temp.string(), errno);
+    return error_from_errno(ErrorCode::kIo, "create " + temp.string(), errno);
   }
   const bool written = ::write(fd, bytes, size) == static_cast<ssize_t>(size) && ::fsync(fd) == 0;
   const int saved_errno = errno;
   ::close(fd);
   if (!written) {
     ::unlink(temp.c_str());
-    return io_error("write " + temp.string(), saved_errno);
+    return error_from_errno(ErrorCode::kIo, "write " + temp.string(), saved_errno);
   }
   const bool linked = ::link(temp.c_str(), path.c_str()) == 0;
   const int link_errno = errno;
   ::unlink(temp.c_str());
   if (!linked && link_errno != EEXIST) {
-    return io_error("create " + path.string(), link_errno);
+    return error_from_errno(ErrorCode::kIo, "create " + path.string(), link_errno);
   }
   created = linked;
   sync_directory(parent_dir(path));
@@ -115,14 +107,12 @@ Status create_private_file(const std::filesystem::path& path, const std::uint8_t
 
 Result<SecretBytes> load_or_create_plaintext(const std::filesystem::path& path) {
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const int fd = open_no_follow(path);
-    if (fd >= 0) {
-      Result<SecretBytes> key = read_root_key(path, fd);
-      ::close(fd);
-      return key;
+    const UniqueFd fd(open_no_follow(path));
+    if (fd.valid()) {
+      return read_root_key(path, fd.get());
     }
     if (errno != ENOENT) {
-      return io_error("open root key " + path.string(), errno);
+      return error_from_errno(ErrorCode::kIo, "open root key " + path.string(), errno);
     }
     ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes key, random_secret(kAes256KeySize));
     bool created = false;
@@ -133,14 +123,15 @@ Result<SecretBytes> load_or_create_plaintext(const std::filesystem::path& path) 
 
 // Reads and decodes <root_key>.tpm; kNotFound when it does not exist.
 Result<TpmSealedBlob> read_sealed_file(const std::filesystem::path& path) {
-  const int fd = open_no_follow(path);
-  if (fd < 0) {
-    return Error(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
-                 "open sealed root key " + path.string() + ": " + std::strerror(errno));
+  const UniqueFd fd(open_no_follow(path));
+  if (!fd.valid()) {
+    return error_from_errno(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
+                            "open sealed root key " + path.string(), errno);
   }
   struct stat st {};
-  Status checked = ::fstat(fd, &st) != 0 ? Status(io_error("stat " + path.string(), errno))
-                                         : check_private_fd(fd, path);
+  Status checked = ::fstat(fd.get(), &st) != 0
+                       ? Status(error_from_errno(ErrorCode::kIo, "stat " + path.string(), errno))
+                       : check_private_fd(fd.get(), path);
   if (checked.ok() &&
       (!S_ISREG(st.st_mode) || st.st_size > static_cast<off_t>(kMaxSealedFileSize))) {
     checked = Error(ErrorCode::kCorruptHeader, "sealed root key " + path.string() +
@@ -149,11 +140,10 @@ Result<TpmSealedBlob> read_sealed_file(const std::filesystem::path& path) {
   std::string text;
   if (checked.ok()) {
     text.resize(static_cast<std::size_t>(st.st_size));
-    if (::pread(fd, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
+    if (::pread(fd.get(), text.data(), text.size(), 0) != static_cast<ssize_t>(text.size())) {
       checked = Error(ErrorCode::kIo, "read " + path.string() + ": short read");
     }
   }
-  ::close(fd);
   ENVCRYPT_TRY(checked);
   Result<TpmSealedBlob> blob = decode_sealed_blob(text);
   if (!blob.ok()) {
@@ -194,7 +184,7 @@ Result<SecretBytes> unseal_file(const std::filesystem::path& sealed, const TpmSe
 Status wipe_file(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
-    return io_error("open " + path.string() + " to wipe it", errno);
+    return error_from_errno(ErrorCode::kIo, "open " + path.string() + " to wipe it", errno);
   }
   struct stat st {};
   bool wiped = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
@@ -206,10 +196,10 @@ Status wipe_file(const std::filesystem::path& path) {
   const int saved_errno = errno;
   ::close(fd);
   if (!wiped) {
-    return io_error("overwrite " + path.string(), saved_errno);
+    return error_from_errno(ErrorCode::kIo, "overwrite " + path.string(), saved_errno);
   }
   if (::unlink(path.c_str()) != 0) {
-    return io_error("remove " + path.string(), errno);
+    return error_from_errno(ErrorCode::kIo, "remove " + path.string(), errno);
   }
   sync_directory(parent_dir(path));
   return OkStatus();
@@ -290,7 +280,7 @@ Result<std::filesystem::path> unseal_root_key(const std::filesystem::path& root_
                                            sealed.string());
   }
   if (::unlink(sealed.c_str()) != 0) {
-    return io_error("remove " + sealed.string(), errno);
+    return error_from_errno(ErrorCode::kIo, "remove " + sealed.string(), errno);
   }
   sync_directory(parent_dir(sealed));
   return root_key;

@@ -14,20 +14,15 @@
 #include "keyring.h"
 #include "mapping_name.h"
 #include "test_hooks.h"
+#include "uuid.h"
 
 namespace envcrypt {
 namespace {
 
 constexpr std::uint64_t kSector = 512;
 
-std::string hex_uuid(const Uuid& uuid) {
-  std::string text = uuid_to_string(uuid);
-  std::erase(text, '-');
-  return text;
-}
-
 std::string dm_uuid_for(const DiskHeader& header, const std::string& name) {
-  return std::string(kDmUuidPrefix) + hex_uuid(header.uuid) + "-" + name;
+  return std::string(kDmUuidPrefix) + uuid_to_hex(header.uuid) + "-" + name;
 }
 
 // Bytes of the data area on a device of `device_size` bytes, rounded down to
@@ -76,7 +71,7 @@ Result<Backing> backing_for(const Device& device, bool read_only) {
 // again after the load, since a table names devices by number.
 Status check_mapped_device(const std::string& name, const std::string& devnum) {
   ENVCRYPT_ASSIGN_OR_RETURN(DmTarget loaded, mapping_target(name, false));
-  const std::string mapped = loaded.params.substr(0, loaded.params.find(' '));
+  const std::string mapped = table_device(loaded.params);
   if (mapped != devnum) {
     return Error(ErrorCode::kConflict, name + ": the table maps " + mapped + ", not " + devnum +
                                            " whose header was read");
@@ -124,12 +119,10 @@ Status require_not_attached(const Device& device) {
     return require_no_loop_over(device);
   }
   ENVCRYPT_ASSIGN_OR_RETURN(std::string devnum, device_number(device));
-  ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
-  for (const auto& mapping : mappings) {
-    if (mapping.table.substr(0, mapping.table.find(' ')) == devnum) {
-      return Error(ErrorCode::kConflict,
-                   device.path.string() + " is already attached as " + mapping.name);
-    }
+  ENVCRYPT_ASSIGN_OR_RETURN(const auto user, mapping_using(devnum));
+  if (user) {
+    return Error(ErrorCode::kConflict,
+                 device.path.string() + " is already attached as " + user->name);
   }
   return OkStatus();
 }
@@ -155,7 +148,7 @@ Status wipe_data_area(const DiskHeader& header, const SecretBytes& data_key, con
                       const ProgressFn& progress) {
   ENVCRYPT_ASSIGN_OR_RETURN(std::uint64_t bytes, data_bytes(header, device.size, device.path));
   ENVCRYPT_ASSIGN_OR_RETURN(Backing backing, backing_for(device, false));
-  const std::string name = "envcrypt-wipe-" + hex_uuid(header.uuid).substr(0, 8);
+  const std::string name = "envcrypt-wipe-" + uuid_to_hex(header.uuid).substr(0, 8);
   ENVCRYPT_TRY(require_absent(name));
   ENVCRYPT_TRY(map_with_key(header, data_key, backing, bytes, name, false, false));
   Status filled = fill_with_zeros("/dev/mapper/" + name, bytes, progress);
@@ -223,7 +216,7 @@ Status refuse_existing_data(const Device& device) {
 }
 
 std::string default_mapping_name(const DiskHeader& header) {
-  return "envcrypt-" + hex_uuid(header.uuid).substr(0, 8);
+  return "envcrypt-" + uuid_to_hex(header.uuid).substr(0, 8);
 }
 
 Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
@@ -464,6 +457,25 @@ Status detach_volume(const std::string& name) {
   return remove_mapping(name);
 }
 
+std::string table_device(std::string_view table) {
+  return std::string(table.substr(0, table.find(' ')));
+}
+
+Result<std::optional<MappingStatus>> mapping_using(
+    const std::function<bool(const std::string& devnum)>& uses) {
+  ENVCRYPT_ASSIGN_OR_RETURN(auto mappings, volume_status(std::nullopt));
+  for (MappingStatus& mapping : mappings) {
+    if (uses(table_device(mapping.table))) {
+      return std::optional<MappingStatus>(std::move(mapping));
+    }
+  }
+  return std::optional<MappingStatus>();
+}
+
+Result<std::optional<MappingStatus>> mapping_using(const std::string& devnum) {
+  return mapping_using([&devnum](const std::string& mapped) { return mapped == devnum; });
+}
+
 Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string>& name) {
   std::vector<DmDevice> devices;
   if (name) {
@@ -485,10 +497,8 @@ Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string
     MappingStatus s;
     s.name = device.name;
     const std::string hex = device.uuid.substr(kDmUuidPrefix.size(), 32);
-    s.disk_uuid = hex.size() == 32
-                      ? hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" +
-                            hex.substr(16, 4) + "-" + hex.substr(20)
-                      : hex;
+    const auto uuid = uuid_from_hex(hex);
+    s.disk_uuid = uuid ? uuid_to_string(*uuid) : hex;
     s.read_only = device.read_only;
     s.suspended = device.suspended;
     s.open_count = device.open_count;

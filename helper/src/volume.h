@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "blockdev.h"
@@ -127,6 +128,16 @@ struct MappingStatus {
 
 // All our mappings, or the one named.
 Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string>& name);
+
+// The device ("MAJOR:MINOR") a table of ours maps: its first field.
+std::string table_device(std::string_view table);
+
+// The one "which mapping uses this device" query: the first of our mappings
+// whose table's device satisfies `uses`, std::nullopt when none does.
+Result<std::optional<MappingStatus>> mapping_using(
+    const std::function<bool(const std::string& devnum)>& uses);
+// ... whose table names `devnum` itself.
+Result<std::optional<MappingStatus>> mapping_using(const std::string& devnum);
 
 std::string default_mapping_name(const DiskHeader& header);
 

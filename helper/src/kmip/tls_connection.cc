@@ -23,9 +23,9 @@
 #include <optional>
 #include <thread>
 
-#include "blockdev.h"
 #include "secret.h"
 #include "secret_io.h"
+#include "unique_fd.h"
 
 namespace envcrypt::kmip {
 namespace {
