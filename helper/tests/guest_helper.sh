@@ -30,6 +30,10 @@ helper_setup() {
 	[ -x "$ENVCTL" ] || tap_bail "envcryptctl built" "$ENVCTL" "missing (make helper)"
 	[ -x "$DK_DUMP" ] || tap_bail "test DK tool built" "$DK_DUMP" "missing (make test-programs)"
 	HELPER_DIR=$(mktemp -d /tmp/envcrypt-helper.XXXXXX)
+	# Registered before any mapping, so run after their removal (see
+	# guest_setup): helper_loop's devices, then the directory.
+	on_exit rm -rf --one-file-system "$HELPER_DIR"
+	on_exit release_loops_under "$HELPER_DIR/"
 	cat >"$HELPER_DIR/envcrypt.conf" <<EOF
 [kms.local]
 dir = "$HELPER_DIR/kms"

@@ -178,6 +178,11 @@ load_envcrypt() {
 
 guest_setup() {
 	local output
+	# Registered first, so they run last (after the mappings on them): the
+	# guest's /tmp is one tmpfs that every test of a boot shares, and a loop
+	# device keeps its file's pages even once the file is unlinked.
+	# loop_device runs in $(...), where an on_exit would be lost.
+	on_exit release_loop_files
 	output=$(start_udevd 2>&1) || tap_bail "udevd starts and settles" "udevd running" "$output"
 	output=$(load_envcrypt 2>&1) || tap_bail "dm-envcrypt loads" "target 'envcrypt' registered" "$output"
 	return 0
@@ -190,6 +195,19 @@ brd_device() {
 	modprobe brd rd_nr=1 rd_size=$(($1 * 1024)) max_part=0 || return 1
 	udevadm settle --timeout=30 2>/dev/null
 	echo /dev/ram0
+}
+
+# Detaches every loop device whose backing file's path starts with PREFIX.
+release_loops_under() {
+	local dev file
+	while read -r dev file; do
+		case $file in "$1"*) losetup -d "$dev" ;; esac
+	done < <(losetup --list --noheadings --output NAME,BACK-FILE)
+}
+
+release_loop_files() {
+	release_loops_under /tmp/loop.
+	rm -f /tmp/loop.*
 }
 
 loop_device() {
