@@ -152,6 +152,11 @@ else
 "
 		expect_file "the local-top script is told to bring the network up" etc/envcrypt/initramfs "network=yes
 "
+		if [ -n "$(find "$ROOT/usr/lib/modules/$KVER/kernel/drivers/net" -name 'virtio_net.ko*' 2>/dev/null)" ]; then
+			ok "MODULES=list: the network drivers came along (virtio_net among them)"
+		else
+			not_ok "MODULES=list: the network drivers came along"
+		fi
 		for f in ca.pem client-a.pem client-a.key; do
 			expect_same "the KMIP credential $f at its configured path" "$WORK/pki/$f" "$WORK/pki/$f"
 		done
