@@ -117,7 +117,7 @@ lint:
 # the package of make deb, booted with systemd on each kernel of the matrix
 # (selftests/debian-run.sh); TAP.  Not in check yet: its CI time is being
 # measured (Documentation/dev-tools/testing.rst).
-check-debian: kmod-matrix deb
+check-debian: kmod-matrix deb helper-bin
 	$(TOP)/scripts/check-debian.sh $(KERNELS)
 
 demo: deps
