@@ -22,16 +22,19 @@
 #     on a read-only loop device meanwhile, so the hook reads its CMK.
 #   boot 1 (selftests/debian-run.sh --initrd, root=/dev/mapper/root
 #     ip=dhcp): multi-user.target is reached; in the guest / is mounted
-#     from /dev/mapper/root, an envcrypt mapping of /dev/vda.
+#     from /dev/mapper/root, an envcrypt mapping of /dev/vda, and
+#     `envcryptctl initramfs-plan` (the tree's) finds that attached disk
+#     from fstab and prints exactly the plan the host's hook used.
 #   The key server is stopped.
 #   boot 2: the initramfs gives up at the attach deadline and panics with
 #     one line naming disk, CMK, endpoint and reason (panic=-1: QEMU
 #     exits); the console shows it; multi-user.target is not reached.
+#   boot 3: envcrypt=yes rd.envcrypt=no: the local-top script's one
+#     warning, no network, no attach, and initramfs-tools' "ALERT!
+#     /dev/mapper/root does not exist" (rootdelay=5).
 #
 # Output: TAP.  Exit 0 if every check passed, 1 if not.  In the guest the
-# same file runs as `test_boot_initramfs_root.sh --guest check`.
-# Written 2026-12-04 and not yet run to its end (see
-# Documentation/dev-tools/testing.rst); the first run will tell.
+# same file runs as `test_boot_initramfs_root.sh --guest check WORK CMK`.
 
 # shellcheck source=selftests/lib/guest.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/guest.sh"
@@ -46,11 +49,31 @@ guest_check() {
 	expect_eq "the mapping's device is /dev/vda" "$(cat /sys/block/vda/dev 2>&1)" \
 		"$(dmsetup table root 2>/dev/null | awk '{ print $4 }')"
 	echo "# dmesg about envcrypt: $(dmesg | grep -i envcrypt | tr '\n' ' ')"
+	# What the hook would ask on this running system, where the root disk
+	# is attached (held by its mapping): the tree's envcryptctl, the
+	# host's files (the guest sees the repository at its host path).
+	local work=$1 cmk=$2 pki=$1/pki expected seen
+	expected="NEEDED=yes
+NETWORK=yes
+TPM=no
+CONFIG=$work/guest.conf
+DISK=root
+DISK_WHY=fstab /
+DISK_CMK=$cmk
+DISK_KMS=kmip:main
+TAB_LINE=$(cat "$work/envcrypttab") x-systemd.device-timeout=90000ms
+FILE=$pki/ca.pem
+FILE=$pki/client-a.pem
+FILE=$pki/client-a.key"
+	seen=$(ENVCRYPT_CONFIG=$work/guest.conf "$ENVCRYPT_TOP/build/envcryptctl" initramfs-plan \
+		--tab "$work/envcrypttab" --fstab /etc/fstab 2>&1)
+	expect_eq "initramfs-plan on the running system finds the attached root disk from fstab" \
+		"$expected" "$seen"
 }
 
 if [ "${1-}" = --guest ]; then
 	case ${2-} in
-	check) guest_check ;;
+	check) guest_check "${3:?}" "${4:?}" ;;
 	*) tap_bail "phase" "check" "'${2-}'" ;;
 	esac
 	tap_done
@@ -183,7 +206,7 @@ boot() {
 		--overlay "$WORK/overlay.qcow2" --initrd "$WORK/initrd.img" \
 		--append root=/dev/mapper/root --append ip=dhcp \
 		--out "$WORK/boot$n" --timeout "$RUN_TIMEOUT" -- \
-		"$TOP/selftests/debian/test_boot_initramfs_root.sh" --guest "$phase" \
+		"$TOP/selftests/debian/test_boot_initramfs_root.sh" --guest "$phase" "$WORK" "$CMK" \
 		>"$WORK/boot$n.tap" 2>"$WORK/boot$n.err"
 	status=$?
 	while IFS= read -r line; do
@@ -233,6 +256,26 @@ else
 fi
 expect_eq "boot 2: multi-user.target not reached" "" "$(cat "$WORK/boot2/share/multi-user-usec" 2>/dev/null)"
 expect_eq "boot 2: debian-run reports the guest died (the panic rebooted it)" 1 "$status"
+
+# boot 3: the switch on the kernel command line.  Nothing is attached, so
+# the initramfs does not find its root (rootdelay=5 instead of 180 s).
+"$TOP/selftests/debian-run.sh" --kernel "$KVER" --image "$WORK/root.img" \
+	--overlay "$WORK/overlay.qcow2" --initrd "$WORK/initrd.img" \
+	--append root=/dev/mapper/root --append ip=dhcp --append rootdelay=5 \
+	--append envcrypt=yes --append rd.envcrypt=no \
+	--out "$WORK/boot3" --timeout "$RUN_TIMEOUT" -- \
+	"$TOP/selftests/debian/test_boot_initramfs_root.sh" --guest check "$WORK" "$CMK" \
+	>"$WORK/boot3.tap" 2>"$WORK/boot3.err"
+status=$?
+console=$(tr -d '\r' <"$WORK/boot3/console.txt")
+# initramfs-tools' log_warning_msg prints "Warning: ...", maybe after a
+# "Begin: ... " on the same line.
+expect_eq "boot 3 (envcrypt=yes rd.envcrypt=no): the one warning of the local-top script" \
+	"Warning: envcrypt: turned off on the kernel command line (envcrypt=no): no disk attached" \
+	"$(grep -ao 'Warning: envcrypt: .*' <<<"$console")"
+expect_match "boot 3: no network brought up, no attach, the root not found" \
+	'^0:0:[1-9]' "$(grep -c 'IP-Config' <<<"$console"):$(grep -c 'attach failed' <<<"$console"):$(grep -c 'ALERT!  */dev/mapper/root does not exist' <<<"$console")"
+expect_eq "boot 3: debian-run reports the guest died (no root)" 1 "$status"
 
 if [ "$TAP_FAILED" = 0 ]; then
 	rm -rf "$WORK"
