@@ -256,7 +256,7 @@ fi
 FAKE=$WORK/fake
 mkdir -p "$FAKE/etc/envcrypt" "$FAKE/scripts" "$FAKE/bin" "$FAKE/run"
 cat >"$FAKE/scripts/functions" <<EOF
-log_warning_msg() { echo "W: \$*" >>"$FAKE/calls"; }
+log_warning_msg() { echo "Warning: \$*" >>"$FAKE/calls"; }
 panic() { echo "panic: \$*" >>"$FAKE/calls"; }
 configure_networking() { echo "configure_networking" >>"$FAKE/calls"; }
 wait_for_udev() { echo "wait_for_udev \$*" >>"$FAKE/calls"; }
@@ -301,7 +301,7 @@ printf 'sys /dev/vda2 remote-kms,x-systemd.device-timeout=90000ms\n' >"$FAKE/etc
 echo network=yes >"$FAKE/etc/envcrypt/initramfs"
 
 local_top "root=/dev/mapper/sys ro envcrypt=yes rd.envcrypt=No"
-if [ "$rc" = 0 ] && [ "$calls" = "W: envcrypt: turned off on the kernel command line (envcrypt=no): no disk attached" ]; then
+if [ "$rc" = 0 ] && [ "$calls" = "Warning: envcrypt: turned off on the kernel command line (envcrypt=no): no disk attached" ]; then
 	ok "rd.envcrypt=No after envcrypt=yes: the last wins, nothing loaded or attached, one warning"
 else
 	not_ok "rd.envcrypt=No turns the script off"
@@ -309,7 +309,7 @@ else
 fi
 
 local_top "root=/dev/mapper/sys envcrypt=maybe envcrypt=0 rd.envcrypt quiet"
-expected="W: envcrypt: kernel command line: envcrypt=maybe is not a boolean (yes/no), ignored
+expected="Warning: envcrypt: kernel command line: envcrypt=maybe is not a boolean (yes/no), ignored
 modprobe -q dm_mod
 modprobe -q dm-envcrypt
 configure_networking
