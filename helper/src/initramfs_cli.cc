@@ -91,6 +91,9 @@ Status initramfs_plan(const PlanArgs& args, const BootCommandHooks& hooks) {
     return std::filesystem::exists(path, ec);
   };
   ENVCRYPT_ASSIGN_OR_RETURN(InitramfsPlan plan, plan_initramfs(inputs));
+  for (const std::string& warning : plan.warnings) {
+    *hooks.err << "envcryptctl: warning: " << warning << '\n';
+  }
   *hooks.out << initramfs_plan_output(plan);
   return OkStatus();
 }

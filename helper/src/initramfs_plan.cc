@@ -157,12 +157,19 @@ Result<InitramfsPlan> plan_initramfs(const InitramfsPlanInputs& inputs) {
     const TabEntry& entry = *entry_ptr;
     const std::string disk = entry.source + ": disk " + entry.name + " (" + why + ")";
     auto cmk = inputs.cmk_of(entry);
+    std::string cmk_from = "header";
     if (!cmk.ok()) {
-      return Error(cmk.error().code(),
-                   disk + ": cannot read its CMK from the header: " + cmk.error().message());
+      // An image being built: the disk is not encrypted yet (image encrypt
+      // comes later, under the configuration's default_cmk) or not here.
+      plan.warnings.push_back(disk + ": cannot read its CMK from the header (" +
+                              cmk.error().message() + "): planned for default_cmk " +
+                              printable(config.default_cmk));
+      cmk = config.default_cmk;
+      cmk_from = "default_cmk";
     }
-    InitramfsPlan::Disk planned{entry.name, why, *cmk, "local",
-                                initramfs_tab_line(entry, kInitramfsDeviceTimeout)};
+    InitramfsPlan::Disk planned{entry.name, why,
+                                *cmk,       cmk_from,
+                                "local",    initramfs_tab_line(entry, kInitramfsDeviceTimeout)};
     const std::string with_cmk = disk + ", CMK " + printable(*cmk);
     if (cmk->starts_with(kKmipScheme)) {
       const KmipEndpoint* endpoint = endpoint_of(config, *cmk);
@@ -212,6 +219,7 @@ std::string initramfs_plan_output(const InitramfsPlan& plan) {
     out << "DISK=" << printable(disk.name) << '\n'
         << "DISK_WHY=" << printable(disk.why) << '\n'
         << "DISK_CMK=" << printable(disk.cmk_uri) << '\n'
+        << "DISK_CMK_FROM=" << disk.cmk_from << '\n'
         << "DISK_KMS=" << printable(disk.kms) << '\n'
         << "TAB_LINE=" << printable(disk.tab_line) << '\n';
   }

@@ -40,9 +40,10 @@ std::string initramfs_tab_line(const TabEntry& entry,
 struct InitramfsPlan {
   struct Disk {
     std::string name;
-    std::string why;      // "option initramfs", "fstab /", "fstab /usr"
-    std::string cmk_uri;  // from the disk's header
-    std::string kms;      // "local" or "kmip:<endpoint name>"
+    std::string why;       // "option initramfs", "fstab /", "fstab /usr"
+    std::string cmk_uri;   // from the disk's header, else default_cmk
+    std::string cmk_from;  // "header" or "default_cmk"
+    std::string kms;       // "local" or "kmip:<endpoint name>"
     std::string tab_line;
   };
   std::vector<Disk> disks;
@@ -51,6 +52,9 @@ struct InitramfsPlan {
   std::vector<std::filesystem::path> directories;  // copied with what they hold
   bool network = false;                            // a KMIP CMK
   bool tpm = false;                                // a sealed local root key
+  // One line per disk whose header could not be read (planned for the
+  // configuration's default_cmk), for stderr.
+  std::vector<std::string> warnings;
 };
 
 struct InitramfsPlanInputs {
@@ -77,12 +81,15 @@ inline constexpr std::chrono::milliseconds kInitramfsDeviceTimeout{std::chrono::
 
 // The plan, or the first line that cannot go into an initramfs
 // (ErrorCode::kDenied for a plaintext local root key, with the line, its
-// disk, its CMK and why).
+// disk, its CMK and why).  A disk whose header cannot be read (an image
+// built before `image encrypt` encrypts it, a disk not attached here) is
+// planned for the configuration's default_cmk, with a warning.
 Result<InitramfsPlan> plan_initramfs(const InitramfsPlanInputs& inputs);
 
 // KEY=value lines for the hook, every value through printable() so each is
 // one line: NEEDED=yes|no, NETWORK=yes|no, TPM=yes|no, CONFIG=, then per disk
-// DISK=<name>, DISK_WHY=, DISK_CMK=, DISK_KMS=, TAB_LINE=, then FILE= and
+// DISK=<name>, DISK_WHY=, DISK_CMK=, DISK_CMK_FROM= (header or
+// default_cmk), DISK_KMS=, TAB_LINE=, then FILE= and
 // DIR= for each file and directory to copy.
 std::string initramfs_plan_output(const InitramfsPlan& plan);
 

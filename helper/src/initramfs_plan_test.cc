@@ -139,14 +139,15 @@ TEST_F(InitramfsPlanTest, RootFromFstabOnKmipUsrByTheMappingUnderItsFileSystem) 
   EXPECT_EQ(initramfs_plan_output(*plan),
             "NEEDED=yes\nNETWORK=yes\nTPM=yes\nCONFIG=/etc/envcrypt/envcrypt.conf\n"
             "DISK=root\nDISK_WHY=fstab /\nDISK_CMK=kmip://kms2.example:5697/0123\n"
-            "DISK_KMS=kmip:main\n"
+            "DISK_CMK_FROM=header\nDISK_KMS=kmip:main\n"
             "TAB_LINE=root UUID=4f0c6d8e-0d1a-4c55-9d0e-2b8f1a6c3e11 "
             "remote-kms,x-systemd.device-timeout=90000ms\n"
-            "DISK=usr\nDISK_WHY=fstab /usr\nDISK_CMK=kmip://main/4567\nDISK_KMS=kmip:main\n"
+            "DISK=usr\nDISK_WHY=fstab /usr\nDISK_CMK=kmip://main/4567\nDISK_CMK_FROM=header\n"
+            "DISK_KMS=kmip:main\n"
             "TAB_LINE=usr /dev/vdc header=/etc/envcrypt/usr.hdr,"
             "x-systemd.device-timeout=90000ms\n"
             "DISK=logs\nDISK_WHY=option initramfs\nDISK_CMK=local://local-1/89ab\n"
-            "DISK_KMS=local\n"
+            "DISK_CMK_FROM=header\nDISK_KMS=local\n"
             "TAB_LINE=logs /dev/vde nofail,x-systemd.device-timeout=90000ms\n"
             "FILE=/etc/envcrypt/ca.pem\nFILE=/etc/envcrypt/client.pem\n"
             "FILE=/etc/envcrypt/client.key\nFILE=/etc/envcrypt/usr.hdr\n"
@@ -168,15 +169,39 @@ TEST_F(InitramfsPlanTest, PlaintextLocalRootKeyIsRefusedNamingLineDiskAndCmk) {
                 kPlaintextRefusal);
 }
 
-TEST_F(InitramfsPlanTest, EveryOtherFailureNamesTheLine) {
-  inputs_.table = table_of("gone /dev/vdx initramfs\n");
-  auto gone = plan_initramfs(inputs_);
-  ASSERT_FALSE(gone.ok());
-  EXPECT_EQ(gone.error().code(), ErrorCode::kNotFound);
-  EXPECT_EQ(gone.error().message(),
-            "/etc/envcrypttab:1: disk gone (option initramfs): cannot read its CMK from the "
-            "header: /dev/vdx does not exist");
+// An image built before `image encrypt` encrypts its root: no header yet.
+// The disk is planned for default_cmk, with one warning; the refusal still
+// applies to that CMK.
+TEST_F(InitramfsPlanTest, UnreadableHeaderIsPlannedForDefaultCmkWithAWarning) {
+  inputs_.table = table_of("root /dev/vda2\n");
+  inputs_.fstab_text = "/dev/mapper/root / ext4 defaults 0 1\n";
+  mappings_["/dev/mapper/root"] = {"root"};
+  inputs_.config.default_cmk = "kmip://kms1.example:5696/77";
+  auto plan = plan_initramfs(inputs_);
+  ASSERT_TRUE(plan.ok()) << plan.error().message();
+  EXPECT_EQ(plan->warnings,
+            std::vector<std::string>{
+                "/etc/envcrypttab:1: disk root (fstab /): cannot read its CMK from the header "
+                "(/dev/vda2 does not exist): planned for default_cmk "
+                "kmip://kms1.example:5696/77"});
+  EXPECT_EQ(initramfs_plan_output(*plan),
+            "NEEDED=yes\nNETWORK=yes\nTPM=no\nCONFIG=/etc/envcrypt/envcrypt.conf\n"
+            "DISK=root\nDISK_WHY=fstab /\nDISK_CMK=kmip://kms1.example:5696/77\n"
+            "DISK_CMK_FROM=default_cmk\nDISK_KMS=kmip:main\n"
+            "TAB_LINE=root /dev/vda2 x-systemd.device-timeout=90000ms\n"
+            "FILE=/etc/envcrypt/ca.pem\nFILE=/etc/envcrypt/client.pem\n"
+            "FILE=/etc/envcrypt/client.key\n");
 
+  inputs_.config.default_cmk = "alias/acs/ecs";
+  existing_ = {"/etc/envcrypt/root.key"};
+  auto refused = plan_initramfs(inputs_);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kDenied);
+  EXPECT_EQ(refused.error().message(),
+            "/etc/envcrypttab:1: disk root (fstab /), CMK alias/acs/ecs" + kPlaintextRefusal);
+}
+
+TEST_F(InitramfsPlanTest, EveryOtherFailureNamesTheLine) {
   inputs_.table = table_of("k /dev/vdb initramfs\n");
   cmks_["k"] = "kmip://elsewhere:5696/1";
   auto unknown = plan_initramfs(inputs_);
@@ -259,7 +284,7 @@ TEST_F(InitramfsPlanCli, RefusesPlaintextRootKeyAcceptsTheSealedForm) {
   EXPECT_EQ(accepted.out,
             "NEEDED=yes\nNETWORK=no\nTPM=yes\nCONFIG=" + config_.string() +
                 "\nDISK=sys\nDISK_WHY=option initramfs\nDISK_CMK=" + cmk +
-                "\nDISK_KMS=local\nTAB_LINE=sys " + image_.string() +
+                "\nDISK_CMK_FROM=header\nDISK_KMS=local\nTAB_LINE=sys " + image_.string() +
                 " x-systemd.device-timeout=90000ms\nFILE=" + (dir_ / "root.key.tpm").string() +
                 "\nDIR=" + (dir_ / "kms").string() + "\n");
 }

@@ -177,6 +177,30 @@ else
 	fi
 fi
 
+# ---- an image built before its root is encrypted: no header yet -----------
+if [ -n "${CMK:-}" ]; then
+	{ printf 'default_cmk = "%s"\n' "$CMK"; cat "$WORK/kmip.conf"; } >"$WORK/offline.conf"
+	chmod 0600 "$WORK/offline.conf"
+	part=/dev/disk/by-partuuid/00000000-0000-0000-0000-00000000abcd
+	printf 'root %s\n' "$part" >"$WORK/offline.tab"
+	printf '/dev/mapper/root / ext4 defaults 0 1\n' >"$WORK/offline.fstab"
+	build offline
+	warning="envcryptctl: warning: $WORK/offline.tab:1: disk root (fstab /): cannot read its CMK from the header ($part does not exist): planned for default_cmk $CMK"
+	if [ "$(cat "$WORK/offline.rc")" = 0 ] && [ -n "$ROOT" ] && grep -qxF "$warning" "$WORK/offline.out"; then
+		ok "root disk not encrypted yet (no header): built for default_cmk, with exactly one warning line"
+	else
+		not_ok "root disk without a header: built for default_cmk with the warning"
+		{ echo "expected line: $warning"; cat "$WORK/offline.out"; } | diag
+	fi
+	if [ -n "$ROOT" ]; then
+		expect_file "its line in the image" etc/envcrypttab "root $part x-systemd.device-timeout=90000ms
+"
+		expect_same "default_cmk's KMIP client key in the image" "$WORK/pki/client-a.key" "$WORK/pki/client-a.key"
+	fi
+else
+	skip "root disk not encrypted yet" "needs the KMIP CMK of the first case"
+fi
+
 # ---- a local-KMS line with a plaintext root key: refused ------------------
 printf '[kms.local]\ndir = "%s"\nroot_key = "%s"\n' "$WORK/local-kms" "$WORK/local-root.key" >"$WORK/plain.conf"
 truncate -s 32M "$WORK/plain.disk"
