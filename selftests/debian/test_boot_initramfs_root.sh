@@ -60,6 +60,7 @@ CONFIG=$work/guest.conf
 DISK=root
 DISK_WHY=fstab /
 DISK_CMK=$cmk
+DISK_CMK_FROM=header
 DISK_KMS=kmip:main
 TAB_LINE=$(cat "$work/envcrypttab") x-systemd.device-timeout=90000ms
 FILE=$pki/ca.pem
