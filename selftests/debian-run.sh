@@ -18,6 +18,8 @@
 #   --out DIR       results (created; default a new build/debian-run/KVER.*)
 #   --timeout SEC   wall-clock limit of the whole guest (default 900)
 #   --append ARG    one more kernel command-line parameter (no white space)
+#   --initrd FILE   boot this initramfs instead of ours (an initramfs-tools
+#                   one: then --append root=... says where the root is)
 #
 # The guest: qemu-system-x86_64 -accel tcg -cpu max, 2 vCPUs, 2 GiB, the
 # host's kernel and an initramfs of our own (busybox, virtio and ext4
@@ -51,6 +53,7 @@ IMAGE=
 OVERLAY=
 OUT=
 DISKS=()
+INITRD=
 TIMEOUT=900
 APPEND=()
 
@@ -75,6 +78,7 @@ while [ $# -gt 0 ]; do
 	--out) OUT=${2-} ;;
 	--timeout) TIMEOUT=${2-} ;;
 	--append) APPEND+=("${2-}") ;;
+	--initrd) INITRD=${2-} ;;
 	--) shift; break ;;
 	-h | --help) usage ;;
 	*) echo "debian-run: unknown argument '$1'" >&2; usage ;;
@@ -207,7 +211,12 @@ cp "$TOP/selftests/lib/debian-guest.sh" "$SHARE/guest.sh" || fail 125 "cannot wr
 # shellcheck source=selftests/lib/kernel-log.sh
 . "$TOP/selftests/lib/kernel-log.sh"
 
-build_initramfs
+if [ -n "$INITRD" ]; then
+	[ -f "$INITRD" ] || fail 125 "no initramfs '$INITRD'"
+	INITRAMFS=$(realpath "$INITRD")
+else
+	build_initramfs
+fi
 
 # shellcheck disable=SC2054 # QEMU option values are comma-separated
 qemu_args=(

@@ -10,6 +10,7 @@
 #include "boot.h"
 #include "crypttab.h"
 #include "diagnostics.h"
+#include "initramfs_cli.h"
 #include "mapping_name.h"
 #include "udev_properties.h"
 
@@ -278,6 +279,7 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
                              args->out_dir);
     });
   });
+  add_initramfs_commands(app, hooks);
 }
 
 }  // namespace envcrypt

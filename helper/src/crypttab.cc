@@ -119,6 +119,9 @@ Status parse_option(std::string_view option, TabEntry& entry) {
   if (key == "noauto") {
     return flag(entry.noauto);
   }
+  if (key == "initramfs") {
+    return flag(entry.initramfs);
+  }
   // crypttab(5)'s _netdev is about the device (iSCSI, NBD).  That the key
   // server is remote is said apart, by remote-kms; netdev, which meant that
   // before _netdev was the device's, keeps meaning it.

@@ -37,8 +37,9 @@ struct TabEntry {
   std::optional<std::filesystem::path> header_file;
   bool read_only = false;
   bool discard = false;
-  bool nofail = false;  // a missing or failing disk does not fail the run
-  bool noauto = false;  // attach-all and the generator skip it unless named
+  bool nofail = false;     // a missing or failing disk does not fail the run
+  bool noauto = false;     // attach-all and the generator skip it unless named
+  bool initramfs = false;  // attached in the initramfs (initramfs-tools hook)
   // _netdev (crypttab(5)): the device itself is reached over the network
   // (iSCSI, NBD), so the attach is ordered after remote-fs-pre.target.
   bool remote_device = false;

@@ -7,6 +7,8 @@
 #    by root: nothing outside the expected paths (dpkg-deb -c);
 #  - the conffiles are /etc/envcrypttab and /etc/envcrypt/envcrypt.conf,
 #    the files make install puts there (dpkg-deb -I ... conffiles);
+#  - envcrypt activates the update-initramfs trigger and its initramfs hook
+#    runs /usr/sbin/envcryptctl;
 #  - the maintainer scripts register the module with DKMS and remove it,
 #    enable, start and stop no unit, and never touch /etc/envcrypt or
 #    /var/lib/envcrypt (key material survives a purge);
@@ -101,6 +103,8 @@ expected=$(
 -rwxr-xr-x root/root /lib/systemd/system-generators/envcrypt-generator
 -rw-r--r-- root/root /lib/udev/rules.d/61-envcrypt.rules
 -rwxr-xr-x root/root /usr/sbin/envcryptctl
+-rwxr-xr-x root/root /usr/share/initramfs-tools/hooks/envcrypt
+-rwxr-xr-x root/root /usr/share/initramfs-tools/scripts/local-top/envcrypt
 -rw-r--r-- root/root /usr/share/doc/envcrypt/changelog
 -rw-r--r-- root/root /usr/share/doc/envcrypt/copyright
 -rw-r--r-- root/root /usr/share/doc/envcrypt/examples/envcrypt.conf
@@ -143,6 +147,14 @@ check_eq "the conffile envcrypttab is the example" "" \
 check_eq "envcrypt's conffiles" "/etc/envcrypt/envcrypt.conf
 /etc/envcrypttab" "$(dpkg-deb -I "$deb" conffiles 2>/dev/null | sort)"
 check_eq "envcrypt-dkms has no conffile" "" "$(dpkg-deb -I "$dkms_deb" conffiles 2>/dev/null)"
+# The initramfs is rebuilt when envcrypt is installed or upgraded
+# (dh_installinitramfs, for the hook), and the hook runs the packaged helper.
+check_eq "envcrypt activates update-initramfs" "activate-noawait update-initramfs" \
+	"$(dpkg-deb -I "$deb" triggers 2>/dev/null | grep -v '^#')"
+# shellcheck disable=SC2016 # the hook's line, not expanded here
+check_eq "the packaged initramfs hook runs /usr/sbin/envcryptctl" \
+	'ctl=${ENVCRYPT_INITRAMFS_CTL:-/usr/sbin/envcryptctl}' \
+	"$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/initramfs-tools/hooks/envcrypt | grep '^ctl=')"
 
 # Maintainer scripts.
 scripts() { # scripts DEB: every maintainer script, concatenated

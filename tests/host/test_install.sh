@@ -54,6 +54,8 @@ expected=$(
 0755 /lib/systemd/system-generators/envcrypt-generator
 0644 /lib/udev/rules.d/61-envcrypt.rules
 0755 /usr/sbin/envcryptctl
+0755 /usr/share/initramfs-tools/hooks/envcrypt
+0755 /usr/share/initramfs-tools/scripts/local-top/envcrypt
 0644 /usr/share/man/man5/envcrypt.conf.5
 0644 /usr/share/man/man5/envcrypttab.5
 0644 /usr/share/man/man8/envcryptctl.8
