@@ -44,7 +44,10 @@ Result<std::string> read_fstab(const std::string& option) {
 // major:minor, whose DEVNAME sysfs gives.
 Result<std::filesystem::path> mapped_device(const std::string& name) {
   ENVCRYPT_ASSIGN_OR_RETURN(std::vector<MappingStatus> mappings, volume_status(name));
-  const std::string devnum = mappings.front().table.substr(0, mappings.front().table.find(' '));
+  if (mappings.empty()) {
+    return Error(ErrorCode::kNotFound, "mapping " + name + ": not found");
+  }
+  const std::string devnum = table_device(mappings.front().table);
   std::ifstream uevent("/sys/dev/block/" + devnum + "/uevent");
   for (std::string line; std::getline(uevent, line);) {
     if (line.starts_with("DEVNAME=")) {
