@@ -8,51 +8,26 @@ namespace envcrypt {
 namespace {
 
 constexpr std::size_t kTextSize = 36;
-constexpr char kHexDigits[] = "0123456789abcdef";
 
 bool dash_at(std::size_t i) { return i == 8 || i == 13 || i == 18 || i == 23; }
-
-int nibble(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
 
 // Packs 32 hexadecimal digits into 16 bytes; nullopt on any other input.
 std::optional<Uuid> pack(std::string_view digits) {
   if (digits.size() != 2 * kUuidSize) {
     return std::nullopt;
   }
-  Uuid uuid{};
-  for (std::size_t i = 0; i < kUuidSize; ++i) {
-    const int high = nibble(digits[2 * i]);
-    const int low = nibble(digits[(2 * i) + 1]);
-    if (high < 0 || low < 0) {
-      return std::nullopt;
-    }
-    uuid[i] = static_cast<std::uint8_t>((high << 4) | low);
+  auto bytes = from_hex(digits);
+  if (!bytes.ok()) {
+    return std::nullopt;
   }
+  Uuid uuid{};
+  std::memcpy(uuid.data(), bytes->data(), kUuidSize);
   return uuid;
 }
 
 }  // namespace
 
-std::string uuid_to_hex(const Uuid& uuid) {
-  std::string out;
-  out.reserve(2 * kUuidSize);
-  for (const std::uint8_t byte : uuid) {
-    out += kHexDigits[byte >> 4];
-    out += kHexDigits[byte & 0xf];
-  }
-  return out;
-}
+std::string uuid_to_hex(const Uuid& uuid) { return to_hex(uuid); }
 
 std::string uuid_to_string(const Uuid& uuid) {
   std::string out;
