@@ -17,6 +17,7 @@
 #include <thread>
 #include <utility>
 
+#include "file_io.h"
 #include "run_dir.h"
 
 namespace envcrypt {
@@ -111,24 +112,6 @@ Status pread_all(const Device& device, std::uint64_t offset, std::span<std::uint
       return Error(ErrorCode::kIo, device.path.string() + ": short read at " +
                                        std::to_string(offset + done) + " (device ends at " +
                                        std::to_string(device.size) + ")");
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return OkStatus();
-}
-
-Status pwrite_all(const Device& device, std::uint64_t offset, std::span<const std::uint8_t> in) {
-  std::size_t done = 0;
-  while (done < in.size()) {
-    const ssize_t n = ::pwrite(device.fd.get(), in.data() + done, in.size() - done,
-                               static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return error_from_errno(ErrorCode::kIo,
-                              device.path.string() + ": write at " + std::to_string(offset + done),
-                              n < 0 ? errno : ENOSPC);
     }
     done += static_cast<std::size_t>(n);
   }
@@ -268,7 +251,7 @@ Status read_at(const Device& device, std::uint64_t offset, std::span<std::uint8_
 
 Status write_at(const Device& device, std::uint64_t offset, std::span<const std::uint8_t> in) {
   if (!direct_io_fits(device, offset, in.size())) {
-    return pwrite_all(device, offset, in);
+    return pwrite_all(device.fd.get(), in, offset, device.path.string() + ": write");
   }
   DirectIo direct(device.fd.get());
   AlignedBuffer buffer = aligned_buffer(in.size());
@@ -276,7 +259,8 @@ Status write_at(const Device& device, std::uint64_t offset, std::span<const std:
     return error_from_errno(ErrorCode::kIo, device.path.string() + ": O_DIRECT", errno);
   }
   std::memcpy(buffer.get(), in.data(), in.size());
-  return pwrite_all(device, offset, std::span<const std::uint8_t>(buffer.get(), in.size()));
+  return pwrite_all(device.fd.get(), std::span<const std::uint8_t>(buffer.get(), in.size()), offset,
+                    device.path.string() + ": write");
 }
 
 Status flush(const Device& device) {

@@ -15,6 +15,7 @@
 
 #include "blockdev.h"
 #include "diagnostics.h"
+#include "file_io.h"
 #include "header.h"
 #include "printable.h"
 #include "volume.h"
@@ -812,12 +813,8 @@ Status write_generated(const std::map<fs::path, GeneratedFile>& files, const fs:
       }
       continue;
     }
-    std::ofstream out(path, std::ios::trunc);
-    out << file.contents;
-    out.close();
-    if (!out) {
-      return Error(ErrorCode::kIo, path.string() + ": write failed");
-    }
+    // Units are read by systemd and by whoever inspects them: 0644.
+    ENVCRYPT_TRY(write_file_durably(path, file.contents, {.mode = 0644}));
   }
   return OkStatus();
 }

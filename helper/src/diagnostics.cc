@@ -1,20 +1,17 @@
 #include "diagnostics.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <syslog.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
 #include "audit.h"
 #include "blockdev.h"
+#include "file_io.h"
 #include "mapping_name.h"
 #include "printable.h"
 
@@ -72,21 +69,7 @@ Status write_record(const AttachFailure& failure) {
   fs::create_directories(path.parent_path(), ec);
   ::chmod(run_dir().c_str(), 0700);
   ::chmod(path.parent_path().c_str(), 0700);
-  std::string temp = path.string() + ".XXXXXX";
-  UniqueFd fd(::mkostemp(temp.data(), O_CLOEXEC));
-  if (!fd.valid()) {
-    return Error(ErrorCode::kIo, temp + ": " + std::strerror(errno));
-  }
-  const std::string text = to_json(failure).dump() + "\n";
-  const bool written =
-      ::write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-      ::fchmod(fd.get(), 0600) == 0;
-  if (!written || ::rename(temp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(temp.c_str());
-    return Error(ErrorCode::kIo, path.string() + ": " + std::strerror(err));
-  }
-  return OkStatus();
+  return write_file_durably(path, to_json(failure).dump() + "\n");
 }
 
 void log_line(const AttachFailure& failure, std::ostream& err) {

@@ -1,11 +1,5 @@
 #include "header_backup.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -32,41 +26,6 @@ Result<std::vector<std::uint8_t>> header_area(const Device& device) {
     }
   }
   return area;
-}
-
-// A new root-only file, complete or absent: a temp file beside it, synced,
-// renamed without replacing anything, and the directory synced.
-Status create_file(const fs::path& file, std::span<const std::uint8_t> bytes) {
-  std::error_code ec;
-  if (fs::exists(fs::symlink_status(file, ec))) {
-    return Error(ErrorCode::kConflict, file.string() + " exists: refusing to overwrite it");
-  }
-  const fs::path dir = file.parent_path().empty() ? fs::path(".") : file.parent_path();
-  std::string temp = (dir / ("." + file.filename().string() + ".XXXXXX")).string();
-  UniqueFd fd(::mkostemp(temp.data(), O_CLOEXEC));
-  if (!fd.valid()) {
-    return error_from_errno(ErrorCode::kIo, temp, errno);
-  }
-  Status written = write_all(
-      fd.get(), std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), temp);
-  if (written.ok() && (::fchmod(fd.get(), 0600) != 0 || ::fsync(fd.get()) != 0)) {
-    written = error_from_errno(ErrorCode::kIo, temp, errno);
-  }
-  if (written.ok() &&
-      ::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, file.c_str(), RENAME_NOREPLACE) != 0) {
-    written = errno == EEXIST
-                  ? Error(ErrorCode::kConflict, file.string() + " exists: refusing to overwrite it")
-                  : error_from_errno(ErrorCode::kIo, file.string(), errno);
-  }
-  if (!written.ok()) {
-    ::unlink(temp.c_str());
-    return written;
-  }
-  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir_fd.valid() || ::fsync(dir_fd.get()) != 0) {
-    return error_from_errno(ErrorCode::kIo, dir.string(), errno);
-  }
-  return OkStatus();
 }
 
 // The uuid DEVICE carries: from its header, or else from any copy that still
@@ -142,7 +101,10 @@ Result<HeaderSelection> backup_header(const fs::path& device, const fs::path& fi
   ENVCRYPT_ASSIGN_OR_RETURN(Device source, open_device(device, OpenMode::kRead));
   ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection selection, read_header(source));
   ENVCRYPT_ASSIGN_OR_RETURN(auto area, header_area(source));
-  ENVCRYPT_TRY(create_file(file, area));
+  // A new root-only file, complete or absent, never replacing one.
+  ENVCRYPT_TRY(write_file_durably(
+      file, std::string_view(reinterpret_cast<const char*>(area.data()), area.size()),
+      {.mode = 0600, .if_exists = IfExists::kRefuse}));
   return selection;
 }
 

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "file_io.h"
 #include "header_io.h"
 #include "kms.h"
 #include "storage_overlap.h"
@@ -39,10 +40,14 @@ Status pread_full(const Device& device, std::uint64_t offset, std::span<std::uin
     if (n < 0 && errno == EINTR) {
       continue;
     }
-    if (n <= 0) {
+    if (n < 0) {
+      return error_from_errno(ErrorCode::kIo,
+                              device.path.string() + ": read at " + std::to_string(offset + done),
+                              errno);
+    }
+    if (n == 0) {
       return Error(ErrorCode::kIo, device.path.string() + ": read at " +
-                                       std::to_string(offset + done) + ": " +
-                                       (n == 0 ? "end of file" : std::strerror(errno)));
+                                       std::to_string(offset + done) + ": end of file");
     }
     done += static_cast<std::size_t>(n);
   }
@@ -50,20 +55,7 @@ Status pread_full(const Device& device, std::uint64_t offset, std::span<std::uin
 }
 
 Status pwrite_full(const Device& device, std::uint64_t offset, std::span<const std::uint8_t> in) {
-  for (std::size_t done = 0; done < in.size();) {
-    const ssize_t n = ::pwrite(device.fd.get(), in.data() + done, in.size() - done,
-                               static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return Error(ErrorCode::kIo, device.path.string() + ": write at " +
-                                       std::to_string(offset + done) + ": " +
-                                       (n == 0 ? "no space" : std::strerror(errno)));
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  return OkStatus();
+  return pwrite_all(device.fd.get(), in, offset, device.path.string() + ": write");
 }
 
 Status write_zeros(const Device& device, std::uint64_t offset, std::uint64_t bytes) {
@@ -331,7 +323,7 @@ Result<bool> create_if_missing(const std::filesystem::path& path) {
   if (errno == EEXIST) {
     return false;
   }
-  return Error(ErrorCode::kIo, path.string() + ": " + std::strerror(errno));
+  return error_from_errno(ErrorCode::kIo, path.string(), errno);
 }
 
 // DST must hold the layout: a block device as it is, a file grown to it.
@@ -345,7 +337,7 @@ Status fit_dst(Device& dst, std::uint64_t needed) {
                                         std::to_string(needed));
   }
   if (::ftruncate(dst.fd.get(), static_cast<off_t>(needed)) != 0) {
-    return Error(ErrorCode::kIo, dst.path.string() + ": " + std::strerror(errno));
+    return error_from_errno(ErrorCode::kIo, dst.path.string(), errno);
   }
   dst.size = needed;
   return OkStatus();
@@ -363,7 +355,7 @@ Result<UniqueFd> hold_src(const Device& src) {
     if (errno == EBUSY) {
       return Error(ErrorCode::kConflict, src.path.string() + ": in use (mounted or mapped)");
     }
-    return Error(ErrorCode::kIo, src.path.string() + ": " + std::strerror(errno));
+    return error_from_errno(ErrorCode::kIo, src.path.string(), errno);
   }
   return held;
 }

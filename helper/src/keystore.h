@@ -35,8 +35,9 @@ Status ensure_private_directory(const std::filesystem::path& dir);
 // or one not yet remounted read-write at boot).
 bool on_read_only_file_system(const std::filesystem::path& path);
 
-// Writes `contents` to `path` atomically (temp, fsync, rename, dir fsync),
-// mode 0600.  The caller holds whatever lock serialises writers of `path`.
+// write_file_durably(path, contents) as the keystore calls it (mode 0600,
+// replace, the caller holds the lock that serialises writers of `path`),
+// kept for audit.cc until it calls write_file_durably; add no callers.
 Status write_file_atomically(const std::filesystem::path& path, std::string_view contents);
 
 // Reads a private file; std::nullopt when it does not exist.

@@ -56,36 +56,16 @@ Error exists_error(const fs::path& path) {
   return {ErrorCode::kConflict, path.string() + " exists: kms backup never overwrites a file"};
 }
 
-// Temp file (0600, O_EXCL), fsync, then link() into place, which unlike
-// rename() fails when the name exists, so a file that appeared meanwhile is
-// not replaced either; then the directory is synced.
+// Never replaces a file, not even one that appeared while this one was
+// being written.
 Status write_new_file(const fs::path& path, const Bytes& bytes) {
-  std::error_code ignored;
-  if (fs::symlink_status(path, ignored).type() != fs::file_type::not_found) {
+  Status written = write_file_durably(
+      path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+      {.mode = 0600, .if_exists = IfExists::kRefuse});
+  if (!written.ok() && written.error().code() == ErrorCode::kConflict) {
     return exists_error(path);
   }
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  const fs::path temp =
-      dir / ("." + path.filename().string() + ".tmp-" + std::to_string(::getpid()));
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) {
-    return Error(ErrorCode::kIo, "create " + temp.string() + ": " + std::strerror(errno));
-  }
-  Status written =
-      write_all(fd, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-                "write " + temp.string());
-  if (written.ok() && ::fsync(fd) != 0) {
-    written = Error(ErrorCode::kIo, "fsync " + temp.string() + ": " + std::strerror(errno));
-  }
-  ::close(fd);
-  if (written.ok() && ::link(temp.c_str(), path.c_str()) != 0) {
-    written = errno == EEXIST
-                  ? exists_error(path)
-                  : Error(ErrorCode::kIo, "link " + path.string() + ": " + std::strerror(errno));
-  }
-  ::unlink(temp.c_str());
-  ENVCRYPT_TRY(written);
-  return fsync_directory(dir);
+  return written;
 }
 
 // The backup file, read whole; a file larger than any backup is refused
@@ -116,7 +96,7 @@ Result<Bytes> read_backup_file(const fs::path& path) {
     if (got <= 0) {
       const int error = got < 0 ? errno : EIO;
       ::close(fd);
-      return Error(ErrorCode::kIo, std::string("read: ") + std::strerror(error));
+      return error_from_errno(ErrorCode::kIo, "read", error);
     }
     done += static_cast<std::size_t>(got);
   }

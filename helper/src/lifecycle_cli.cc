@@ -144,15 +144,7 @@ Result<std::vector<GrantOperation>> parse_operations(const std::vector<std::stri
 }
 
 Status write_file(const std::string& path, const std::string& text, mode_t mode) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-  if (!fd.valid()) {
-    return Error(ErrorCode::kIo, path + ": " + std::strerror(errno));
-  }
-  ENVCRYPT_TRY(write_all(fd.get(), text, path));
-  if (::fsync(fd.get()) != 0) {
-    return Error(ErrorCode::kIo, path + ": fsync: " + std::strerror(errno));
-  }
-  return OkStatus();
+  return write_file_durably(path, text, {.mode = mode});
 }
 
 Result<std::string> read_file(const std::string& path) {

@@ -14,6 +14,7 @@
 
 #include "audit.h"
 #include "crypto.h"
+#include "file_io.h"
 #include "json_integer.h"
 #include "keystore.h"
 #include "printable.h"
@@ -235,7 +236,7 @@ Status OutageCache::store(const DiskHeader& header, const SecretBytes& data_key)
   ENVCRYPT_ASSIGN_OR_RETURN(entry.sealed,
                             tpm_seal(tcti_, secret, TpmSealPolicy{config_.pcrs, false}, {}));
   ENVCRYPT_TRY(ensure_private_directory(config_.dir));
-  return write_file_atomically(entry_path(entry.disk_uuid), encode_cache_entry(entry));
+  return write_file_durably(entry_path(entry.disk_uuid), encode_cache_entry(entry));
 }
 
 Result<bool> OutageCache::forget(const std::string& disk_uuid) {
@@ -310,7 +311,7 @@ Status OutageCache::record_use(const std::string& disk_uuid, const CacheUse& use
     return Error(ErrorCode::kIo, path.string() + " is over 256 KiB: attach once with the KMS up");
   }
   uses += encode_cache_use(use) + "\n";
-  return write_file_atomically(path, uses);
+  return write_file_durably(path, uses);
 }
 
 Result<std::vector<CacheUse>> OutageCache::pending_uses(const std::string& disk_uuid) const {

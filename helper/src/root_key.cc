@@ -74,34 +74,19 @@ Status check_key_directory(const std::filesystem::path& path) {
   return OkStatus();
 }
 
-// Creates `path` (mode 0600) holding `bytes`: written and synced under a
-// private name, then linked into place, so the file is either absent or
-// complete.  link() fails if another process created `path` meanwhile;
-// `created` then says that the other file won.
+// Creates `path` (mode 0600) holding `bytes`, complete or absent, never
+// replacing a file; when another process created `path` meanwhile,
+// `created` says that the other file won.
 Status create_private_file(const std::filesystem::path& path, const std::uint8_t* bytes,
                            std::size_t size, bool& created) {
   ENVCRYPT_TRY(check_key_directory(path));
-  std::filesystem::path temp = path;
-  temp += ".new." + std::to_string(::getpid());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return error_from_errno(ErrorCode::kIo, "create " + temp.string(), errno);
+  const Status written =
+      write_file_durably(path, std::string_view(reinterpret_cast<const char*>(bytes), size),
+                         {.mode = 0600, .if_exists = IfExists::kRefuse});
+  created = written.ok();
+  if (!written.ok() && written.error().code() != ErrorCode::kConflict) {
+    return written;
   }
-  const bool written = ::write(fd, bytes, size) == static_cast<ssize_t>(size) && ::fsync(fd) == 0;
-  const int saved_errno = errno;
-  ::close(fd);
-  if (!written) {
-    ::unlink(temp.c_str());
-    return error_from_errno(ErrorCode::kIo, "write " + temp.string(), saved_errno);
-  }
-  const bool linked = ::link(temp.c_str(), path.c_str()) == 0;
-  const int link_errno = errno;
-  ::unlink(temp.c_str());
-  if (!linked && link_errno != EEXIST) {
-    return error_from_errno(ErrorCode::kIo, "create " + path.string(), link_errno);
-  }
-  created = linked;
-  sync_directory(parent_dir(path));
   return OkStatus();
 }
 
