@@ -4,6 +4,7 @@
 #include "boot_cli.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -107,6 +108,21 @@ TEST_F(BootCli, PreflightFailsWithExit2WhenALineWasSkipped) {
   EXPECT_EQ(r.err, skipped_warning(1, "expected 'name device [options]', found 1 field") +
                        "envcryptctl: preflight: 1 envcrypttab line skipped, first " +
                        tab_.string() + ":1: expected 'name device [options]', found 1 field\n");
+}
+
+// systemd and whoever inspects the units read them: 0644 even when the
+// generator runs under a tight umask.
+TEST_F(BootCli, GeneratedUnitsAreWorldReadableWhateverTheUmask) {
+  cli_testing::write_text(tab_, "data /dev/vdb\n");
+  const fs::path out = dir_ / "gen";
+  const mode_t old_mask = ::umask(077);
+  CliRun r = run({"generate-units", "--tab", tab_.string(), out.string()});
+  ::umask(old_mask);
+  EXPECT_EQ(r.code, 0) << r.err;
+  const fs::path dropin = out / "envcrypt-attach@data.service.d/50-envcrypttab.conf";
+  struct stat st {};
+  ASSERT_EQ(::stat(dropin.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644U);
 }
 
 }  // namespace

@@ -560,5 +560,22 @@ TEST_F(LifecycleCliTest, RewrapAllReportsEachDisk) {
   expect_failure({"rewrap"}, 2, "envcryptctl: rewrap: name a DEVICE or give --all, not both\n");
 }
 
+// The public key and token are replaced whole, never written through a
+// symlink planted at their names.
+TEST_F(LifecycleCliTest, ImportParametersRefuseASymlinkAtTheirFile) {
+  create_key({"--origin", "EXTERNAL", "--alias", "alias/byok"});
+  const fs::path victim = dir_ / "victim";
+  write_text(victim, "not a public key");
+  const fs::path pem = dir_ / "pub.pem";
+  fs::create_symlink(victim, pem);
+  CliRun r = run({"kms", "get-parameters-for-import", "alias/byok", "--public-key", pem.string(),
+                  "--token", (dir_ / "token").string()});
+  EXPECT_EQ(r.code, static_cast<int>(ErrorCode::kConflict)) << r.err;
+  EXPECT_TRUE(r.err.ends_with(pem.string() + " is a symbolic link: refusing to replace it\n"))
+      << r.err;
+  EXPECT_EQ(read_text(victim), "not a public key");
+  EXPECT_TRUE(fs::is_symlink(pem));
+}
+
 }  // namespace
 }  // namespace envcrypt
