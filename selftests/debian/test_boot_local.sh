@@ -26,6 +26,8 @@
 
 # shellcheck source=selftests/lib/guest.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/guest.sh"
+# shellcheck source=selftests/lib/debian-boot.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/debian-boot.sh"
 
 NAME=data-one
 MOUNTPOINT=/srv/data-one
@@ -121,33 +123,16 @@ MARKER=marker-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 # boot N PHASE: one boot; its checks become ours, prefixed "boot N:".
 boot() {
-	local n=$1 phase=$2 line status usec
+	local n=$1 phase=$2 status
 	"$TOP/selftests/debian-run.sh" --kernel "$KVER" --image "$IMAGE" \
 		--overlay "$WORK/overlay.qcow2" --disk "$WORK/data.img" \
 		--out "$WORK/boot$n" --timeout "$RUN_TIMEOUT" -- \
 		"$TOP/selftests/debian/test_boot_local.sh" --guest "$phase" "$MARKER" \
 		>"$WORK/boot$n.tap" 2>"$WORK/boot$n.err"
 	status=$?
-	while IFS= read -r line; do
-		case $line in
-		"ok "*) tap_ok "boot $n: ${line#ok * - }" ;;
-		"not ok "*)
-			TAP_CHECKS=$((TAP_CHECKS + 1))
-			TAP_FAILED=$((TAP_FAILED + 1))
-			echo "not ok $TAP_CHECKS - boot $n: ${line#not ok * - }"
-			;;
-		1..*) ;;
-		*) echo "# ${line#\# }" ;;
-		esac
-	done <"$WORK/boot$n.tap"
-	sed 's/^/# /' "$WORK/boot$n.err"
-	usec=$(cat "$WORK/boot$n/share/multi-user-usec" 2>/dev/null)
-	if [[ $usec =~ ^[1-9][0-9]*$ ]]; then
-		tap_ok "boot $n: multi-user.target reached ($(awk -v u="$usec" 'BEGIN { printf "%.1f", u / 1e6 }') s after the kernel started; $(head -n 1 "$WORK/boot$n/share/boot-time.txt"))"
-	else
-		tap_fail "boot $n: multi-user.target reached" "a time" "none (console log: $WORK/boot$n/console.txt)"
-	fi
-	expect_eq "boot $n: the guest side finished ($phase)" 0 "$status"
+	debian_boot_relay "$n" "$WORK/boot$n"
+	debian_boot_multi_user "$n" "$WORK/boot$n" "$(head -n 1 "$WORK/boot$n/share/boot-time.txt")"
+	debian_boot_finished "$n" "$phase" "$status"
 }
 
 echo "# kernel $KVER, image $IMAGE, work $WORK"
