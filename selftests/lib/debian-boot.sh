@@ -52,3 +52,39 @@ debian_boot_multi_user() { # debian_boot_multi_user N DIR [DETAIL]
 debian_boot_finished() { # debian_boot_finished N PHASE STATUS
 	expect_eq "boot $1: the guest side finished ($2)" 0 "$3"
 }
+
+# debian_monitor SOCKET COMMAND: one command to the QEMU human monitor of a
+# guest started with debian-run.sh --monitor SOCKET; prints the monitor's
+# answer (escape sequences dropped).  Exit 1 when the socket cannot be
+# reached or does not answer within 20 s.
+debian_monitor() {
+	python3 - "$1" "$2" <<'PYEOF'
+import re
+import socket
+import sys
+
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(20)
+try:
+    sock.connect(sys.argv[1])
+
+    def until_prompt():
+        seen = b""
+        while not seen.rstrip().endswith(b"(qemu)"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise OSError("monitor closed the connection")
+            seen += chunk
+        return seen
+
+    until_prompt()
+    sock.sendall(sys.argv[2].encode() + b"\n")
+    answer = until_prompt().decode(errors="replace")
+except OSError as err:
+    print(f"monitor {sys.argv[1]}: {sys.argv[2]}: {err}")
+    sys.exit(1)
+answer = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", answer)
+lines = [l for l in answer.split("\n") if l.strip() and not l.strip().startswith("(qemu)")]
+print("\n".join(l for l in lines if l.strip() != sys.argv[2]))
+PYEOF
+}
