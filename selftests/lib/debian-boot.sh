@@ -54,9 +54,10 @@ debian_boot_finished() { # debian_boot_finished N PHASE STATUS
 }
 
 # debian_monitor SOCKET COMMAND: one command to the QEMU human monitor of a
-# guest started with debian-run.sh --monitor SOCKET; prints the monitor's
-# answer (escape sequences dropped).  Exit 1 when the socket cannot be
-# reached or does not answer within 20 s.
+# guest started with debian-run.sh --monitor SOCKET; prints the command
+# and the monitor's answer on one line.  Exit 1 when the socket cannot be
+# reached, does not answer within 20 s, or the answer is an error ("Error:
+# ...", "Could not ...").
 debian_monitor() {
 	python3 - "$1" "$2" <<'PYEOF'
 import re
@@ -84,7 +85,14 @@ except OSError as err:
     print(f"monitor {sys.argv[1]}: {sys.argv[2]}: {err}")
     sys.exit(1)
 answer = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", answer)
-lines = [l for l in answer.split("\n") if l.strip() and not l.strip().startswith("(qemu)")]
-print("\n".join(l for l in lines if l.strip() != sys.argv[2]))
+# The monitor's line editor echoes the command as it redraws it: the
+# echo is the line that ends with the whole command.
+lines = [
+    l.strip() for l in answer.split("\n")
+    if l.strip() and not l.strip().startswith("(qemu)") and not l.strip().endswith(sys.argv[2])
+]
+print(f"{sys.argv[2]}: {' / '.join(lines) if lines else '(no answer)'}")
+if any(re.match(r"(error|could not)", l, re.IGNORECASE) for l in lines):
+    sys.exit(1)
 PYEOF
 }
