@@ -78,6 +78,9 @@ guest_prepare() {
 	tap_ok "envcrypttab: $NAME UUID=$uuid; fstab: /dev/mapper/$NAME on $MOUNTPOINT"
 	echo "# keystore: $(find /etc/envcrypt /var/lib/envcrypt -type f 2>&1 | tr '\n' ' ')"
 	echo "$uuid" >/root/test-boot-local-uuid
+	# The disk's Decrypt lines so far (format and this attach): boots 2 and
+	# 3 each add one, to /var's copy and to the root's.
+	audit_lines "$AUDIT_LOG" "$uuid" Decrypt | wc -l >/root/test-boot-local-decrypts
 	# /var on a disk of its own for boot 2; the root keeps its copy (boot 3).
 	expect_succeeds "mkfs.ext4 /dev/vdc for /var" mkfs.ext4 -q -L var /dev/vdc
 	mkdir -p /mnt/var
@@ -133,7 +136,7 @@ first_usec() { # first_usec UNIT REGEX
 }
 
 guest_rovar() {
-	local marker=$1 unit mount_unit units seen status generated uuid mounted started
+	local marker=$1 unit mount_unit units seen status generated uuid mounted started before
 	unit=$(systemd-escape --template=envcrypt-attach@.service "$NAME")
 	mount_unit=$(systemd-escape --path --suffix=mount "$MOUNTPOINT")
 	uuid=$(cat /root/test-boot-local-uuid 2>&1)
@@ -150,9 +153,19 @@ guest_rovar() {
 		tap_fail "$unit started after /var was mounted" "'Mounted' of var.mount before 'Starting' of $unit" \
 			"$mounted, $started"
 	fi
-	expect_eq "the attach's Decrypt line is in /var's audit log, not deferred" "1 " \
-		"$(audit_lines "$AUDIT_LOG" "$uuid" Decrypt | grep -vc deferred_time) $(find "$DEFERRED" -type f 2>/dev/null)"
+	before=$(cat /root/test-boot-local-decrypts 2>&1)
+	expect_eq "the attach's Decrypt line is in /var's audit log ($before before), not deferred" \
+		"$((before + 1)) 0 " \
+		"$(audit_lines "$AUDIT_LOG" "$uuid" Decrypt | wc -l) $(audit_lines "$AUDIT_LOG" "$uuid" Decrypt | tail -n 1 | grep -c deferred_time) $(find "$DEFERRED" -type f 2>/dev/null)"
 	expect_eq "no envcrypt unit failed" "" "$(failed_envcrypt_units)"
+	# The message and its sender, not the host name (envcrypt-guest).
+	seen=$(journalctl -b -p err --no-pager -o short-monotonic 2>&1 |
+		awk '{ line = $0; sub(/^\[[^]]*\] [^ ]+ /, ""); if (tolower($0) ~ /envcrypt/) print line }')
+	expect_eq "no journal error about envcrypt" "" "$seen"
+	journalctl -b --no-pager -o short-monotonic -u "$unit" 2>&1 | sed 's/^/# journal: /'
+	# Boot 3: /var is the root's own again.
+	expect_succeeds "remount the root read-write" mount -o remount,rw /
+	# systemd-analyze verify needs a writable /tmp, on the root here.
 	# What envcrypt-generator wrote, and the units it concerns.
 	generated=$(find /run/systemd/generator* -path '*envcrypt*' 2>/dev/null | sort)
 	echo "# generated: ${generated//$'\n'/ }"
@@ -164,13 +177,6 @@ guest_rovar() {
 	seen=$(systemd-analyze verify --man=no --generators=yes $units "$mount_unit" 2>&1)
 	status=$?
 	expect_eq "systemd-analyze verify of ${units//$'\n'/ } $mount_unit" "0:" "$status:$seen"
-	# The message and its sender, not the host name (envcrypt-guest).
-	seen=$(journalctl -b -p err --no-pager -o short-monotonic 2>&1 |
-		awk '{ line = $0; sub(/^\[[^]]*\] [^ ]+ /, ""); if (tolower($0) ~ /envcrypt/) print line }')
-	expect_eq "no journal error about envcrypt" "" "$seen"
-	journalctl -b --no-pager -o short-monotonic -u "$unit" 2>&1 | sed 's/^/# journal: /'
-	# Boot 3: /var is the root's own again.
-	expect_succeeds "remount the root read-write" mount -o remount,rw /
 	sed -i '\|^/dev/vdc[[:space:]]|d' /etc/fstab
 	sync
 	mount -o remount,ro / || echo "# the root stays read-write until the shutdown"
@@ -178,7 +184,7 @@ guest_rovar() {
 }
 
 guest_deferred() {
-	local marker=$1 uuid kept out
+	local marker=$1 uuid kept out before
 	uuid=$(cat /root/test-boot-local-uuid 2>&1)
 	check_attached "$marker"
 	expect_eq "/var is on the root" /dev/vda "$(findmnt -n -o SOURCE --target /var/lib/envcrypt 2>&1)"
@@ -188,11 +194,13 @@ guest_deferred() {
 	expect_eq "and not in the log yet" 0 "$(audit_lines "$AUDIT_LOG" "$uuid" Decrypt | grep -c deferred_time)"
 	expect_eq "no envcrypt unit failed" "" "$(failed_envcrypt_units)"
 	expect_succeeds "remount the root read-write" mount -o remount,rw /
-	out=$(envcryptctl kms describe-key acs/ecs 2>&1)
-	expect_eq "kms describe-key acs/ecs (a local KMS operation) succeeds" 0 "$?" ||
+	out=$(envcryptctl kms describe-key alias/acs/ecs 2>&1)
+	expect_eq "kms describe-key alias/acs/ecs (a local KMS operation) succeeds" 0 "$?" ||
 		echo "#   ${out//$'\n'/$'\n'#   }"
-	expect_eq "the kept line is now in the log: one Decrypt of the disk with deferred_time" 1 \
-		"$(audit_lines "$AUDIT_LOG" "$uuid" Decrypt | grep -c '"deferred_time":"')"
+	before=$(cat /root/test-boot-local-decrypts 2>&1)
+	expect_eq "the kept line is now in the log: the disk's Decrypt lines, of them with deferred_time" \
+		"$((before + 1)) 1" \
+		"$(audit_lines "$AUDIT_LOG" "$uuid" Decrypt | wc -l) $(audit_lines "$AUDIT_LOG" "$uuid" Decrypt | grep -c '"deferred_time":"')"
 	expect_eq "the kept file is gone" "" "$(find "$DEFERRED" -type f 2>&1)"
 	out=$(envcryptctl kms audit --verify 2>&1)
 	expect_eq "kms audit --verify passes" 0 "$?" || echo "#   ${out//$'\n'/$'\n'#   }"
