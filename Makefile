@@ -8,7 +8,8 @@
 #                   on each kernel of the matrix; ends with "N passed, N failed"
 #   make check-debian   the booted-Debian tests (selftests/debian/): a Debian
 #                   12 image with systemd and the envcrypt package, booted
-#                   on each kernel of the matrix; also suites of check
+#                   on each kernel of the matrix; check runs it on the first
+#                   kernel of the matrix only (CI time)
 #   make demo       the end-to-end job in a guest, narrated
 #   make bench      performance comparison with dm-crypt in a guest
 #   make fuzz       each libFuzzer target of helper/fuzz/ for FUZZ_SECONDS (600)
