@@ -8,7 +8,8 @@
 #                   on each kernel of the matrix; ends with "N passed, N failed"
 #   make check-debian   the booted-Debian tests (selftests/debian/): a Debian
 #                   12 image with systemd and the envcrypt package, booted
-#                   on each kernel of the matrix; not part of check yet
+#                   on each kernel of the matrix; check runs it on the first
+#                   kernel of the matrix only (CI time)
 #   make demo       the end-to-end job in a guest, narrated
 #   make bench      performance comparison with dm-crypt in a guest
 #   make fuzz       each libFuzzer target of helper/fuzz/ for FUZZ_SECONDS (600)
@@ -115,8 +116,9 @@ lint:
 
 # A Debian 12 image (scripts/debian-image.sh, cached in build/debian/) with
 # the package of make deb, booted with systemd on each kernel of the matrix
-# (selftests/debian-run.sh); TAP.  Not in check yet: its CI time is being
-# measured (Documentation/dev-tools/testing.rst).
+# (selftests/debian-run.sh); TAP.  make check runs scripts/check-debian.sh
+# per kernel after tests/host/test_deb.sh has made the packages
+# (Documentation/dev-tools/testing.rst).
 check-debian: kmod-matrix deb helper-bin
 	$(TOP)/scripts/check-debian.sh $(KERNELS)
 

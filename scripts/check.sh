@@ -8,10 +8,20 @@
 # under AddressSanitizer and UndefinedBehaviorSanitizer (build/asan); each
 # libFuzzer target of helper/fuzz/ for FUZZ_CHECK_SECONDS (default 20), two
 # at a time (scripts/fuzz.sh); host tests
-# (tests/host/test_*.sh, e.g. against a real PyKMIP server); the guest
-# kselftest suite on every kernel of the matrix (selftests/run.sh; the
-# kernels' guests run at the same time, their output shown one after the
-# other once both are done); the benchmark smoke run (scripts/bench-smoke.sh, no timing assertions).
+# (tests/host/test_*.sh, e.g. against a real PyKMIP server); the benchmark
+# smoke run (scripts/bench-smoke.sh, no timing assertions); the booted-Debian
+# tests (scripts/check-debian.sh, after host-test_deb, which makes the
+# packages they install) on the kernels in CHECK_DEBIAN_KERNELS (default:
+# the first of the matrix, Debian 12's own; `make check-debian` runs every
+# kernel: a second kernel's 20 to 25 minutes do not fit CI's time yet);
+# the guest kselftest suite on every kernel of the matrix (selftests/run.sh).
+#
+# Two machines' worth of work on two cores: the suites run in two lanes at
+# once (lane 1: lint, the unit tests, fuzzing, the host tests, the bench
+# smoke run; lane 2: host-test_deb, then the booted-Debian suites, whose
+# guests mostly wait on one core), then the kernels' guest suites at once.
+# Each suite's output is shown whole once its phase is done, in a fixed
+# order; "=== NAME: exit N after S s" lines show progress as suites end.
 # A suite that dies without reporting counts as one failure.  Skips are
 # counted apart and never as passes.  The last line is "N passed, N failed".
 set -u
@@ -22,58 +32,98 @@ mkdir -p "$RESULTS"
 
 suites=()
 
-run_suite() { # run_suite <name> <command...>
-	local name=$1
+# run_quietly NAME COMMAND...: one suite, its output to RESULTS/NAME.tap,
+# its exit status and seconds beside it; a progress line when it ends.
+run_quietly() {
+	local name=$1 started=$SECONDS
 	shift
-	local started=$SECONDS
-	echo "=== $name: $*"
-	"$@" 2>&1 | tee "$RESULTS/$name.tap"
-	echo "${PIPESTATUS[0]}" >"$RESULTS/$name.rc"
-	echo "=== $name: exit $(cat "$RESULTS/$name.rc") after $((SECONDS - started)) s"
-	suites+=("$name")
+	echo 1 >"$RESULTS/$name.rc" # until it reports
+	echo "?" >"$RESULTS/$name.seconds"
+	"$@" >"$RESULTS/$name.tap" 2>&1
+	echo "$?" >"$RESULTS/$name.rc"
+	echo "$((SECONDS - started))" >"$RESULTS/$name.seconds"
+	echo "=== $name: exit $(cat "$RESULTS/$name.rc") after $(cat "$RESULTS/$name.seconds") s"
 }
 
-run_suite lint "$TOP/scripts/lint.sh"
-run_suite kmod-next "$TOP/scripts/kbuild-next.sh"
-run_suite unit "$TOP/scripts/unit-tap.sh"
-# Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
-ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	run_suite unit-asan "$TOP/scripts/unit-tap.sh" "$TOP/build/asan/envcrypt_unit_tests"
-run_suite fuzz "$TOP/scripts/fuzz.sh" --seconds "${FUZZ_CHECK_SECONDS:-20}" --jobs 2
+# show NAME...: the finished suites' output, in this order, and counted.
+show() {
+	local name
+	for name in "$@"; do
+		echo "=== $name: output"
+		cat "$RESULTS/$name.tap"
+		echo "=== $name: exit $(cat "$RESULTS/$name.rc") after $(cat "$RESULTS/$name.seconds") s"
+		suites+=("$name")
+	done
+}
+
+host_tests=()
 for t in "$TOP"/tests/host/test_*.sh; do
 	[ -e "$t" ] || continue
-	run_suite "host-$(basename "$t" .sh)" "$t"
+	[ "$(basename "$t")" = test_deb.sh ] || host_tests+=("$t")
 done
+
+lane1() {
+	local t
+	run_quietly lint "$TOP/scripts/lint.sh"
+	run_quietly kmod-next "$TOP/scripts/kbuild-next.sh"
+	run_quietly unit "$TOP/scripts/unit-tap.sh"
+	# Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		run_quietly unit-asan "$TOP/scripts/unit-tap.sh" "$TOP/build/asan/envcrypt_unit_tests"
+	run_quietly fuzz "$TOP/scripts/fuzz.sh" --seconds "${FUZZ_CHECK_SECONDS:-20}" --jobs 2
+	for t in "${host_tests[@]}"; do
+		run_quietly "host-$(basename "$t" .sh)" "$t"
+	done
+	run_quietly bench-smoke "$TOP/scripts/bench-smoke.sh" "$@"
+}
+
+# The booted-Debian suites' kernels.
+read -r -a debian_kernels <<<"${CHECK_DEBIAN_KERNELS-${1-}}"
+
+lane2() {
+	local k
+	run_quietly host-test_deb "$TOP/tests/host/test_deb.sh"
+	for k in "${debian_kernels[@]}"; do
+		run_quietly "debian-$k" "$TOP/scripts/check-debian.sh" "$k"
+	done
+}
+
+lanes_started=$SECONDS
+lane1 "$@" &
+lane1_pid=$!
+lane2 &
+wait "$lane1_pid"
+echo "=== lane 1 done after $((SECONDS - lanes_started)) s"
+wait
+echo "=== lanes 1 and 2: $((SECONDS - lanes_started)) s"
+lane1_suites=(lint kmod-next unit unit-asan fuzz)
+for t in "${host_tests[@]}"; do
+	lane1_suites+=("host-$(basename "$t" .sh)")
+done
+show "${lane1_suites[@]}" bench-smoke host-test_deb
+for k in "${debian_kernels[@]}"; do
+	show "debian-$k"
+done
+
 if [ $# -eq 0 ]; then
 	# Guest tests must never vanish silently.
-	run_suite guest-matrix bash -c 'echo "TAP version 13"; echo 1..1
+	run_quietly guest-matrix bash -c 'echo "TAP version 13"; echo 1..1
 		echo "not ok 1 - kernel matrix: no 6.1 or 6.12 kernel with an image and a build tree (make deps)"
 		exit 1'
+	show guest-matrix
 fi
 # Much of a guest suite is waiting (deadlines, servers, timers, TCG's
 # single-threaded device emulation), so the kernels' suites share the
 # cores better at once than one after the other.
-guest_suite() { # guest_suite <kver>: runs in the background
-	local started=$SECONDS
-	"$TOP/selftests/run.sh" --kernel "$1" >"$RESULTS/guest-$1.tap" 2>&1
-	echo "$?" >"$RESULTS/guest-$1.rc"
-	echo "$((SECONDS - started))" >"$RESULTS/guest-$1.seconds"
-}
 guest_started=$SECONDS
 for k in "$@"; do
 	echo "=== guest-$k: $TOP/selftests/run.sh --kernel $k (in the background)"
-	echo 1 >"$RESULTS/guest-$k.rc" # until it reports
-	echo "?" >"$RESULTS/guest-$k.seconds"
-	guest_suite "$k" &
+	run_quietly "guest-$k" "$TOP/selftests/run.sh" --kernel "$k" &
 done
 wait
 for k in "$@"; do
-	echo "=== guest-$k: output"
-	cat "$RESULTS/guest-$k.tap"
-	echo "=== guest-$k: exit $(cat "$RESULTS/guest-$k.rc") after $(cat "$RESULTS/guest-$k.seconds") s"
-	suites+=("guest-$k")
+	show "guest-$k"
 done
 [ $# -eq 0 ] || echo "=== guest suites: $((SECONDS - guest_started)) s for all kernels"
-run_suite bench-smoke "$TOP/scripts/bench-smoke.sh" "$@"
 
 "$TOP/scripts/tap-summary.py" "$RESULTS" "${suites[@]}"

@@ -5,7 +5,7 @@
 #
 #   selftests/debian-run.sh --kernel KVER --image IMG [--overlay FILE]
 #                           [--disk IMG]... [--out DIR] [--timeout SEC]
-#                           [--append ARG]... -- TEST [ARGS...]
+#                           [--append ARG]... [--monitor SOCKET] -- TEST [ARGS...]
 #
 #   --kernel KVER   boot /boot/vmlinuz-KVER (the image must hold its modules)
 #   --image IMG     the raw image (build/debian/KVER.img); never written: the
@@ -20,6 +20,9 @@
 #   --append ARG    one more kernel command-line parameter (no white space)
 #   --initrd FILE   boot this initramfs instead of ours (an initramfs-tools
 #                   one: then --append root=... says where the root is)
+#   --monitor SOCKET  QEMU's human monitor on this Unix socket (created;
+#                   removed after the run), for a test that hot-plugs
+#                   devices while its command runs (device_add, device_del)
 #
 # The guest: qemu-system-x86_64 -accel tcg -cpu max, 2 vCPUs, 2 GiB, the
 # host's kernel and an initramfs of our own (busybox, virtio and ext4
@@ -56,6 +59,7 @@ DISKS=()
 INITRD=
 TIMEOUT=900
 APPEND=()
+MONITOR=
 
 usage() {
 	sed -n '6,8p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
@@ -79,6 +83,7 @@ while [ $# -gt 0 ]; do
 	--timeout) TIMEOUT=${2-} ;;
 	--append) APPEND+=("${2-}") ;;
 	--initrd) INITRD=${2-} ;;
+	--monitor) MONITOR=${2-} ;;
 	--) shift; break ;;
 	-h | --help) usage ;;
 	*) echo "debian-run: unknown argument '$1'" >&2; usage ;;
@@ -235,11 +240,18 @@ qemu_args=(
 for disk in "${DISKS[@]}"; do
 	qemu_args+=(-drive "file=$(qemu_escape "$disk"),format=raw,if=virtio,cache=writethrough")
 done
+if [ -n "$MONITOR" ]; then
+	# sun_path holds 107 bytes and a NUL.
+	[ "${#MONITOR}" -le 107 ] || fail 125 "--monitor path '$MONITOR' is longer than a Unix socket name may be"
+	rm -f "$MONITOR"
+	qemu_args+=(-monitor "unix:$(qemu_escape "$MONITOR"),server=on,wait=off")
+fi
 
 start=$SECONDS
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$OUT/qemu.txt" 2>&1
 qemu_status=$?
 echo "$((SECONDS - start))" >"$OUT/seconds"
+[ -z "$MONITOR" ] || rm -f "$MONITOR"
 [ -f "$SHARE/output.txt" ] && cat "$SHARE/output.txt"
 
 if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then

@@ -23,9 +23,11 @@
 #       img+file    /srv/images/disk.img        (a loop device, by the helper)
 #       remote_kms  UUID=<vdd>   remote-kms
 #       absent-one  UUID=<no disk has it>   nofail,x-systemd.device-timeout=120s
-#       typo-line   /dev/vde     discrad        (unknown option)
+#       typo-line   /dev/vdz     discrad        (unknown option)
 #     /etc/fstab mounts the first three on /srv/<name>; /var/log/journal is
-#     made, so the journal of the next boots persists.
+#     made, so the journal of the next boots persists.  A fifth disk, plugged
+#     as /dev/vde in this boot only, is formatted on the local KMS for the
+#     hot-plug of boot 3.
 #   boot 2 (check): the four good disks attached by their units (envcrypt
 #     tables), the three fstab mounts mounted with their markers, the
 #     remote_kms marker read through a mount by hand; the typo line logged
@@ -46,6 +48,12 @@
 #     mounted, and `systemctl --failed` holds exactly the remote_kms unit (the boot
 #     reached multi-user.target: the host checks that).  The absent disk's
 #     line was removed at the end of boot 2, so boot 3 does not wait for it.
+#     Then the hot-plug: a line "hot-one UUID=<the fifth disk>" is added and
+#     systemd reloaded; the host plugs the disk in through QEMU's monitor
+#     (drive_add, device_add); udev names envcrypt-attach@hot\x2done.service
+#     in SYSTEMD_WANTS, which attaches it, and its marker reads back; the
+#     host unplugs it (device_del); udev's remove event stops the unit,
+#     whose detach-all removes the mapping; no I/O error in the journal.
 #
 # Output: TAP; each boot's own checks under "boot N:", the boot times as
 # comments.  Exit 0 if every check passed, 1 if not.  In the guest the same
@@ -54,11 +62,18 @@
 
 # shellcheck source=selftests/lib/guest.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/guest.sh"
+# shellcheck source=selftests/lib/debian-boot.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/debian-boot.sh"
 
 # The disks that attach, and those of them mounted through /etc/fstab.
 DISKS=(data-one by.path img+file remote_kms)
 MOUNTED=(data-one by.path img+file)
 ABSENT="absent-one"
+# The disk plugged in and out while boot 3 runs, and how long each step may
+# take in the guest (udev, the unit, TCG's slow ACPI hot-plug).
+HOT=hot-one
+HOT_UUID_FILE=/root/test-boot-disks-hot-uuid
+HOTPLUG_WAIT=90
 TYPO=typo-line
 IMAGE_FILE=/srv/images/disk.img
 ATTACH_TIMEOUT=20
@@ -145,7 +160,9 @@ guest_prepare() {
 	truncate -s 64M "$IMAGE_FILE"
 	format_disk "$IMAGE_FILE" "$marker" || tap_done
 	uuid_i=$UUID
-	echo "# uuids: vdb $uuid_b, vdc $uuid_c, vdd $uuid_d, image $uuid_i"
+	format_disk /dev/vde "$marker" || tap_done
+	echo "$UUID" >"$HOT_UUID_FILE"
+	echo "# uuids: vdb $uuid_b, vdc $uuid_c, vdd $uuid_d, image $uuid_i, vde (hot-plug) $UUID"
 	# vdc by its by-path link, as udev made it (pci-..., virtio-pci-...).
 	bypath=
 	for link in /dev/disk/by-path/*; do
@@ -163,7 +180,7 @@ guest_prepare() {
 		echo "img+file $IMAGE_FILE"
 		echo "remote_kms UUID=$uuid_d remote-kms"
 		echo "$ABSENT UUID=$absent nofail,x-systemd.device-timeout=${DEVICE_TIMEOUT}s"
-		echo "$TYPO /dev/vde discrad"
+		echo "$TYPO /dev/vdz discrad"
 	} >/etc/envcrypttab
 	for name in "${MOUNTED[@]}"; do
 		printf '/dev/mapper/%s /srv/%s ext4 defaults 0 2\n' "$name" "$name" >>/etc/fstab
@@ -417,6 +434,59 @@ guest_after() {
 	expect_eq "systemctl --failed is the remote_kms unit only" "$remote" "$(failed_units)"
 	seen=$(envcrypt_errors -b 'remote_kms')
 	expect_eq "no journal error about envcrypt but remote_kms's" "" "$seen"
+	guest_hotplug "$marker"
+}
+
+# wait_unit_state UNIT STATE: until `systemctl is-active UNIT` says STATE,
+# at most HOTPLUG_WAIT s.
+wait_unit_state() {
+	local deadline=$((SECONDS + HOTPLUG_WAIT))
+	until [ "$(systemctl is-active "$1")" = "$2" ] || [ "$SECONDS" -ge "$deadline" ]; do
+		sleep 1
+	done
+}
+
+# Boot 3's hot-plug: ask the host (a file in the run share) to plug the
+# disk of boot 1 in, check that udev started the right unit, then to
+# unplug it.
+guest_hotplug() {
+	local marker=$1 uuid unit dev out since
+	uuid=$(cat "$HOT_UUID_FILE" 2>&1)
+	expect_match "the hot-plug disk's uuid, from boot 1" '^[0-9a-f-]{36}$' "$uuid" || return
+	unit=$(attach_unit "$HOT")
+	echo "$HOT UUID=$uuid" >>/etc/envcrypttab
+	expect_succeeds "daemon-reload after adding the line '$HOT UUID=$uuid'" systemctl daemon-reload
+	expect_eq "$unit before the disk is plugged in" inactive "$(systemctl is-active "$unit")"
+	since=$(date '+%Y-%m-%d %H:%M:%S')
+	: >"$ENVCRYPT_OUT/hot-add"
+	sync
+	wait_unit_state "$unit" active
+	expect_eq "$unit active after device_add" active "$(systemctl is-active "$unit")" ||
+		systemctl status --no-pager "$unit" 2>&1 | sed 's/^/#   /'
+	dev=$(readlink -f "/dev/disk/by-envcrypt-uuid/$uuid")
+	expect_match "the disk came as a new virtio disk" '^/dev/vd[e-z]$' "$dev"
+	expect_eq "udev asked systemd for $unit (SYSTEMD_WANTS of $dev)" "$unit" \
+		"$(udevadm info -q property -n "$dev" 2>&1 | sed -n 's/^SYSTEMD_WANTS=//p')"
+	expect_match "mapping $HOT is an envcrypt target" '^0 [0-9]+ envcrypt ' "$(dmsetup table "$HOT" 2>&1)"
+	mkdir -p /mnt/hot
+	if mount -o ro "/dev/mapper/$HOT" /mnt/hot; then
+		expect_eq "$HOT marker" "$marker /dev/vde" "$(cat /mnt/hot/marker 2>&1)"
+		umount /mnt/hot
+	else
+		tap_fail "mount /dev/mapper/$HOT" "mounted" "mount failed"
+	fi
+	: >"$ENVCRYPT_OUT/hot-del"
+	sync
+	wait_unit_state "$unit" inactive
+	expect_eq "$unit stopped after device_del" inactive "$(systemctl is-active "$unit")"
+	expect_eq "mapping $HOT is gone" "" "$(dmsetup ls 2>&1 | awk -v n="$HOT" '$1 == n')"
+	expect_eq "$dev is gone" no "$([ -b "$dev" ] && echo yes || echo no)"
+	out=$(journalctl -b --no-pager -o cat "_SYSTEMD_UNIT=$unit" 2>&1)
+	echo "${out//$'\n'/$'\n'# }" | sed '1s/^/# /'
+	expect_eq "$unit's detach-all detached $HOT" "$HOT: detached|detach-all: 1 detached" \
+		"$(grep -E '^[^ ]+: detached |^detach-all: ' <<<"$out" | sed 's/^\([^ ]*: detached\) .*/\1/' | paste -sd '|')"
+	expect_eq "no I/O error, no busy device since the plug-in" "" \
+		"$(journalctl --since "$since" --no-pager 2>&1 | grep -Ei 'I/O error|device or resource busy|target is busy')"
 }
 
 if [ "${1-}" = --guest ]; then
@@ -447,7 +517,7 @@ mkdir -p "$TOP/build/debian-run"
 WORK=$(mktemp -d "$TOP/build/debian-run/boot_disks-$KVER.XXXXXX") ||
 	tap_bail "work directory" "created" "mktemp failed"
 trap 'kmip_server_stop' EXIT
-for disk in vdb vdc vdd; do
+for disk in vdb vdc vdd vde; do
 	truncate -s 64M "$WORK/$disk.img"
 done
 MARKER=marker-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -472,43 +542,56 @@ kmip_server_start "$PKI" "$WORK/kmip" ||
 	tap_bail "PyKMIP server" "listening on 127.0.0.1" "it did not start (messages above)"
 tap_ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT (pid $KMIP_SERVER_PID) after $KMIP_START_SECONDS s"
 
-# boot N PHASE: one boot; its checks become ours, prefixed "boot N:".
+# hotplug_driver SOCKET: boot 3's side of the hot-plug on the host.  The
+# guest asks by creating share/out/hot-add, then share/out/hot-del; each
+# wait ends when the guest has powered off (debian-run.sh wrote "seconds").
+# The monitor's answers go to WORK/hotplug.log.
+hotplug_driver() {
+	local socket=$1 out=$WORK/boot3/share/out
+	wait_for_guest "$out/hot-add" || return 1
+	debian_monitor "$socket" "drive_add 0 if=none,id=hot,file=$WORK/vde.img,format=raw,cache=writethrough" &&
+		debian_monitor "$socket" "device_add virtio-blk-pci,drive=hot,id=hotdisk" || return 1
+	wait_for_guest "$out/hot-del" || return 1
+	debian_monitor "$socket" "device_del hotdisk"
+}
+
+# wait_for_guest FILE: until FILE exists; 1 when boot 3 ended first.
+wait_for_guest() {
+	until [ -e "$1" ]; do
+		[ ! -e "$WORK/boot3/seconds" ] || return 1
+		sleep 1
+	done
+}
+
+# boot N PHASE [DEBIAN-RUN ARGS]: one boot; its checks become ours,
+# prefixed "boot N:".
 boot() {
-	local n=$1 phase=$2 line status usec
+	local n=$1 phase=$2 status
+	shift 2
 	"$TOP/selftests/debian-run.sh" --kernel "$KVER" --image "$IMAGE" \
 		--overlay "$WORK/overlay.qcow2" \
-		--disk "$WORK/vdb.img" --disk "$WORK/vdc.img" --disk "$WORK/vdd.img" \
+		--disk "$WORK/vdb.img" --disk "$WORK/vdc.img" --disk "$WORK/vdd.img" "$@" \
 		--out "$WORK/boot$n" --timeout "$RUN_TIMEOUT" -- \
 		"$TOP/selftests/debian/test_boot_disks.sh" --guest "$phase" "$MARKER" "$KMIP_PORT" "$PKI" \
 		>"$WORK/boot$n.tap" 2>"$WORK/boot$n.err"
 	status=$?
-	while IFS= read -r line; do
-		case $line in
-		"ok "*) tap_ok "boot $n: ${line#ok * - }" ;;
-		"not ok "*)
-			TAP_CHECKS=$((TAP_CHECKS + 1))
-			TAP_FAILED=$((TAP_FAILED + 1))
-			echo "not ok $TAP_CHECKS - boot $n: ${line#not ok * - }"
-			;;
-		1..*) ;;
-		*) echo "# ${line#\# }" ;;
-		esac
-	done <"$WORK/boot$n.tap"
-	sed 's/^/# /' "$WORK/boot$n.err"
-	usec=$(cat "$WORK/boot$n/share/multi-user-usec" 2>/dev/null)
-	if [[ $usec =~ ^[1-9][0-9]*$ ]]; then
-		tap_ok "boot $n: multi-user.target reached ($(awk -v u="$usec" 'BEGIN { printf "%.1f", u / 1e6 }') s after the kernel started; $(head -n 1 "$WORK/boot$n/share/boot-time.txt"); guest $(cat "$WORK/boot$n/seconds" 2>/dev/null) s)"
-	else
-		tap_fail "boot $n: multi-user.target reached" "a time" "none (console log: $WORK/boot$n/console.txt)"
-	fi
-	expect_eq "boot $n: the guest side finished ($phase)" 0 "$status"
+	debian_boot_relay "$n" "$WORK/boot$n"
+	debian_boot_multi_user "$n" "$WORK/boot$n" "$(head -n 1 "$WORK/boot$n/share/boot-time.txt"); guest $(cat "$WORK/boot$n/seconds" 2>/dev/null) s"
+	debian_boot_finished "$n" "$phase" "$status"
 }
 
 echo "# kernel $KVER, image $IMAGE, work $WORK"
-boot 1 prepare
+boot 1 prepare --disk "$WORK/vde.img"
 boot 2 check
 kmip_server_stop
-boot 3 after
+rm -rf "$WORK/boot3"
+MONITOR=$WORK/monitor.sock
+hotplug_driver "$MONITOR" >"$WORK/hotplug.log" 2>&1 &
+HOTPLUG_PID=$!
+boot 3 after --monitor "$MONITOR"
+wait "$HOTPLUG_PID"
+expect_eq "the host plugged the disk in and out through the monitor (exit status)" 0 "$?"
+sed 's/^/# monitor: /' "$WORK/hotplug.log"
 if [ "$TAP_FAILED" = 0 ]; then
 	rm -rf "$WORK"
 else

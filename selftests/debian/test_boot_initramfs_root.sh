@@ -38,6 +38,8 @@
 
 # shellcheck source=selftests/lib/guest.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/guest.sh"
+# shellcheck source=selftests/lib/debian-boot.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/debian-boot.sh"
 
 # ---- guest side -----------------------------------------------------------
 
@@ -202,7 +204,7 @@ fi
 
 # boot N PHASE: one boot through our initramfs; status in $status.
 boot() {
-	local n=$1 phase=$2 line
+	local n=$1 phase=$2
 	"$TOP/selftests/debian-run.sh" --kernel "$KVER" --image "$WORK/root.img" \
 		--overlay "$WORK/overlay.qcow2" --initrd "$WORK/initrd.img" \
 		--append root=/dev/mapper/root --append ip=dhcp \
@@ -210,29 +212,12 @@ boot() {
 		"$TOP/selftests/debian/test_boot_initramfs_root.sh" --guest "$phase" "$WORK" "$CMK" \
 		>"$WORK/boot$n.tap" 2>"$WORK/boot$n.err"
 	status=$?
-	while IFS= read -r line; do
-		case $line in
-		"ok "*) tap_ok "boot $n: ${line#ok * - }" ;;
-		"not ok "*)
-			TAP_CHECKS=$((TAP_CHECKS + 1))
-			TAP_FAILED=$((TAP_FAILED + 1))
-			echo "not ok $TAP_CHECKS - boot $n: ${line#not ok * - }"
-			;;
-		1..*) ;;
-		*) echo "# ${line#\# }" ;;
-		esac
-	done <"$WORK/boot$n.tap"
-	sed 's/^/# /' "$WORK/boot$n.err"
+	debian_boot_relay "$n" "$WORK/boot$n"
 }
 
 echo "# kernel $KVER, work $WORK"
 boot 1 check
-usec=$(cat "$WORK/boot1/share/multi-user-usec" 2>/dev/null)
-if [[ $usec =~ ^[1-9][0-9]*$ ]]; then
-	tap_ok "boot 1: multi-user.target reached ($(awk -v u="$usec" 'BEGIN { printf "%.1f", u / 1e6 }') s after the kernel started)"
-else
-	tap_fail "boot 1: multi-user.target reached" "a time" "none (console log: $WORK/boot1/console.txt)"
-fi
+debian_boot_multi_user 1 "$WORK/boot1"
 expect_eq "boot 1: the guest side finished" 0 "$status"
 grep -a 'envcrypt' "$WORK/boot1/console.txt" | head -n 5 | sed 's/^/# console: /'
 

@@ -50,6 +50,8 @@
 
 # shellcheck source=selftests/lib/guest.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/guest.sh"
+# shellcheck source=selftests/lib/debian-boot.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/debian-boot.sh"
 
 NAME="nbd-data"
 MOUNTPOINT=/srv/nbd-data
@@ -360,7 +362,7 @@ start_nbd || tap_bail "qemu-nbd listening on 127.0.0.1" "listening within 10 s" 
 
 # boot N PHASE ARGS...: one boot; its checks become ours, prefixed "boot N:".
 boot() {
-	local n=$1 phase=$2 line status usec
+	local n=$1 phase=$2 status
 	shift 2
 	"$TOP/selftests/debian-run.sh" --kernel "$KVER" --image "$IMAGE" \
 		--overlay "$WORK/overlay.qcow2" \
@@ -368,26 +370,9 @@ boot() {
 		"$TOP/selftests/debian/test_boot_nbd.sh" --guest "$phase" "$@" \
 		>"$WORK/boot$n.tap" 2>"$WORK/boot$n.err"
 	status=$?
-	while IFS= read -r line; do
-		case $line in
-		"ok "*) tap_ok "boot $n: ${line#ok * - }" ;;
-		"not ok "*)
-			TAP_CHECKS=$((TAP_CHECKS + 1))
-			TAP_FAILED=$((TAP_FAILED + 1))
-			echo "not ok $TAP_CHECKS - boot $n: ${line#not ok * - }"
-			;;
-		1..*) ;;
-		*) echo "# ${line#\# }" ;;
-		esac
-	done <"$WORK/boot$n.tap"
-	sed 's/^/# /' "$WORK/boot$n.err"
-	usec=$(cat "$WORK/boot$n/share/multi-user-usec" 2>/dev/null)
-	if [[ $usec =~ ^[1-9][0-9]*$ ]]; then
-		tap_ok "boot $n: multi-user.target reached ($(awk -v u="$usec" 'BEGIN { printf "%.1f", u / 1e6 }') s after the kernel started; $(head -n 1 "$WORK/boot$n/share/boot-time.txt"); $(cat "$WORK/boot$n/seconds" 2>/dev/null) s on the host)"
-	else
-		tap_fail "boot $n: multi-user.target reached" "a time" "none (console log: $WORK/boot$n/console.txt)"
-	fi
-	expect_eq "boot $n: the guest side finished ($phase)" 0 "$status"
+	debian_boot_relay "$n" "$WORK/boot$n"
+	debian_boot_multi_user "$n" "$WORK/boot$n" "$(head -n 1 "$WORK/boot$n/share/boot-time.txt"); $(cat "$WORK/boot$n/seconds" 2>/dev/null) s on the host"
+	debian_boot_finished "$n" "$phase" "$status"
 }
 
 echo "# kernel $KVER, image $IMAGE, work $WORK"

@@ -1,0 +1,98 @@
+#!/bin/bash
+# The host side of one boot of a selftests/debian/ test: what every test
+# does after selftests/debian-run.sh returns.  Sourced after guest.sh (it
+# uses tap_ok, tap_fail, expect_eq and the TAP counters there).
+#
+#   debian_boot_relay N DIR     the guest's TAP lines (DIR.tap) as this
+#                               test's own checks, each named "boot N: ...",
+#                               its comments kept, its plan dropped; then
+#                               debian-run.sh's own stderr (DIR.err) as
+#                               comments
+#   debian_boot_multi_user N DIR [DETAIL]
+#                               one check: the guest recorded when it
+#                               reached multi-user.target (DIR/share/
+#                               multi-user-usec), shown in seconds after
+#                               the kernel started, with DETAIL after it
+#   debian_boot_finished N PHASE STATUS
+#                               one check: the guest side exited 0
+#
+# DIR is the --out directory given to debian-run.sh; its TAP and stderr
+# sit next to it as DIR.tap and DIR.err.
+
+debian_boot_relay() { # debian_boot_relay N DIR
+	local n=$1 dir=$2 line
+	while IFS= read -r line; do
+		case $line in
+		"ok "*) tap_ok "boot $n: ${line#ok * - }" ;;
+		"not ok "*)
+			# The guest already printed its evidence as comments; the
+			# failure is counted here without a second diagnostic.
+			TAP_CHECKS=$((TAP_CHECKS + 1))
+			TAP_FAILED=$((TAP_FAILED + 1))
+			echo "not ok $TAP_CHECKS - boot $n: ${line#not ok * - }"
+			;;
+		1..*) ;;
+		*) echo "# ${line#\# }" ;;
+		esac
+	done <"$dir.tap"
+	sed 's/^/# /' "$dir.err"
+}
+
+debian_boot_multi_user() { # debian_boot_multi_user N DIR [DETAIL]
+	local n=$1 dir=$2 detail=${3:-} usec seconds
+	usec=$(cat "$dir/share/multi-user-usec" 2>/dev/null)
+	if [[ $usec =~ ^[1-9][0-9]*$ ]]; then
+		seconds=$(awk -v u="$usec" 'BEGIN { printf "%.1f", u / 1e6 }')
+		tap_ok "boot $n: multi-user.target reached ($seconds s after the kernel started${detail:+; $detail})"
+	else
+		tap_fail "boot $n: multi-user.target reached" "a time" "none (console log: $dir/console.txt)"
+	fi
+}
+
+debian_boot_finished() { # debian_boot_finished N PHASE STATUS
+	expect_eq "boot $1: the guest side finished ($2)" 0 "$3"
+}
+
+# debian_monitor SOCKET COMMAND: one command to the QEMU human monitor of a
+# guest started with debian-run.sh --monitor SOCKET; prints the command
+# and the monitor's answer on one line.  Exit 1 when the socket cannot be
+# reached, does not answer within 20 s, or the answer is an error ("Error:
+# ...", "Could not ...").
+debian_monitor() {
+	python3 - "$1" "$2" <<'PYEOF'
+import re
+import socket
+import sys
+
+sock = socket.socket(socket.AF_UNIX)
+sock.settimeout(20)
+try:
+    sock.connect(sys.argv[1])
+
+    def until_prompt():
+        seen = b""
+        while not seen.rstrip().endswith(b"(qemu)"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise OSError("monitor closed the connection")
+            seen += chunk
+        return seen
+
+    until_prompt()
+    sock.sendall(sys.argv[2].encode() + b"\n")
+    answer = until_prompt().decode(errors="replace")
+except OSError as err:
+    print(f"monitor {sys.argv[1]}: {sys.argv[2]}: {err}")
+    sys.exit(1)
+answer = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", answer)
+# The monitor's line editor echoes the command as it redraws it: the
+# echo is the line that ends with the whole command.
+lines = [
+    l.strip() for l in answer.split("\n")
+    if l.strip() and not l.strip().startswith("(qemu)") and not l.strip().endswith(sys.argv[2])
+]
+print(f"{sys.argv[2]}: {' / '.join(lines) if lines else '(no answer)'}")
+if any(re.match(r"(error|could not)", l, re.IGNORECASE) for l in lines):
+    sys.exit(1)
+PYEOF
+}
