@@ -18,8 +18,9 @@
 #
 # Two machines' worth of work on two cores: the suites run in two lanes at
 # once (lane 1: lint, the unit tests, fuzzing, the host tests, the bench
-# smoke run; lane 2: host-test_deb, then the booted-Debian suites, whose
-# guests mostly wait on one core), then the kernels' guest suites at once.
+# smoke run, then the first kernel's guest suite; lane 2: host-test_deb,
+# then the booted-Debian suites, whose guests mostly wait on one core,
+# then the second kernel's guest suite).
 # Each suite's output is shown whole once its phase is done, in a fixed
 # order; "=== NAME: exit N after S s" lines show progress as suites end.
 # A suite that dies without reporting counts as one failure.  Skips are
@@ -62,6 +63,20 @@ for t in "$TOP"/tests/host/test_*.sh; do
 	[ "$(basename "$t")" = test_deb.sh ] || host_tests+=("$t")
 done
 
+# The booted-Debian suites' kernels.
+read -r -a debian_kernels <<<"${CHECK_DEBIAN_KERNELS-${1-}}"
+# Each lane ends with the guest suites of every other kernel of the matrix
+# (lane 1 the first, lane 2 the second, ...), so that a kernel's suite
+# starts as soon as its lane is free instead of waiting for the longer one.
+kernels=("$@")
+guest_suites() { # guest_suites LANE: the guest suites this lane runs last
+	local i
+	for ((i = $1 - 1; i < ${#kernels[@]}; i += 2)); do
+		echo "=== guest-${kernels[i]}: $TOP/selftests/run.sh --kernel ${kernels[i]} (lane $1)"
+		run_quietly "guest-${kernels[i]}" "$TOP/selftests/run.sh" --kernel "${kernels[i]}"
+	done
+}
+
 lane1() {
 	local t
 	run_quietly lint "$TOP/scripts/lint.sh"
@@ -74,11 +89,9 @@ lane1() {
 	for t in "${host_tests[@]}"; do
 		run_quietly "host-$(basename "$t" .sh)" "$t"
 	done
-	run_quietly bench-smoke "$TOP/scripts/bench-smoke.sh" "$@"
+	run_quietly bench-smoke "$TOP/scripts/bench-smoke.sh" "${kernels[@]}"
+	guest_suites 1
 }
-
-# The booted-Debian suites' kernels.
-read -r -a debian_kernels <<<"${CHECK_DEBIAN_KERNELS-${1-}}"
 
 lane2() {
 	local k
@@ -86,16 +99,18 @@ lane2() {
 	for k in "${debian_kernels[@]}"; do
 		run_quietly "debian-$k" "$TOP/scripts/check-debian.sh" "$k"
 	done
+	guest_suites 2
 }
 
 lanes_started=$SECONDS
-lane1 "$@" &
+lane1 &
 lane1_pid=$!
 lane2 &
+lane2_pid=$!
 wait "$lane1_pid"
 echo "=== lane 1 done after $((SECONDS - lanes_started)) s"
-wait
-echo "=== lanes 1 and 2: $((SECONDS - lanes_started)) s"
+wait "$lane2_pid"
+echo "=== lane 2 done after $((SECONDS - lanes_started)) s"
 lane1_suites=(lint kmod-next unit unit-asan fuzz)
 for t in "${host_tests[@]}"; do
 	lane1_suites+=("host-$(basename "$t" .sh)")
@@ -104,7 +119,6 @@ show "${lane1_suites[@]}" bench-smoke host-test_deb
 for k in "${debian_kernels[@]}"; do
 	show "debian-$k"
 done
-
 if [ $# -eq 0 ]; then
 	# Guest tests must never vanish silently.
 	run_quietly guest-matrix bash -c 'echo "TAP version 13"; echo 1..1
@@ -112,18 +126,8 @@ if [ $# -eq 0 ]; then
 		exit 1'
 	show guest-matrix
 fi
-# Much of a guest suite is waiting (deadlines, servers, timers, TCG's
-# single-threaded device emulation), so the kernels' suites share the
-# cores better at once than one after the other.
-guest_started=$SECONDS
-for k in "$@"; do
-	echo "=== guest-$k: $TOP/selftests/run.sh --kernel $k (in the background)"
-	run_quietly "guest-$k" "$TOP/selftests/run.sh" --kernel "$k" &
-done
-wait
 for k in "$@"; do
 	show "guest-$k"
 done
-[ $# -eq 0 ] || echo "=== guest suites: $((SECONDS - guest_started)) s for all kernels"
 
 "$TOP/scripts/tap-summary.py" "$RESULTS" "${suites[@]}"
