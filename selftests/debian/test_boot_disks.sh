@@ -196,19 +196,6 @@ guest_prepare() {
 		"$(envcryptctl status 2>&1 >/dev/null)"
 }
 
-# The journal lines of this boot (or -b -1) that PID 1 or the unit wrote
-# about one unit, as "[monotonic] ...".
-unit_journal() {
-	journalctl "$1" --no-pager -o short-monotonic "UNIT=$2" + "_SYSTEMD_UNIT=$2" 2>&1
-}
-
-# The monotonic time, in µs, of the first of LINES matching REGEX.
-first_usec() {
-	awk -v re="$2" '$0 ~ re {
-		t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t)
-		split(t, p, "."); printf "%d%06d\n", p[1], p[2]; exit }' <<<"$1"
-}
-
 # Checks common to boots 2 and 3: the good local disks attached and mounted.
 check_attached() {
 	local marker=$1 name unit

@@ -126,15 +126,6 @@ check_attached() {
 	expect_match "the root is read-only" '^ro(,|$)' "$(findmnt -n -o OPTIONS / 2>&1)"
 }
 
-# The monotonic time, in µs, of the first journal line of this boot from
-# or about UNIT that matches REGEX.
-first_usec() { # first_usec UNIT REGEX
-	journalctl -b --no-pager -o short-monotonic "UNIT=$1" + "_SYSTEMD_UNIT=$1" 2>&1 |
-		awk -v re="$2" '$0 ~ re {
-			t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t)
-			split(t, p, "."); printf "%d%06d\n", p[1], p[2]; exit }'
-}
-
 guest_rovar() {
 	local marker=$1 unit mount_unit units seen status generated uuid mounted started before
 	unit=$(systemd-escape --template=envcrypt-attach@.service "$NAME")
@@ -144,8 +135,8 @@ guest_rovar() {
 	expect_eq "/var is mounted from /dev/vdc" /dev/vdc "$(findmnt -n -o SOURCE /var 2>&1)"
 	expect_match "$unit needs the keystore's mount (RequiresMountsFor=)" \
 		'(^| )/var/lib/envcrypt' "$(systemctl show -p RequiresMountsFor --value "$unit" 2>&1)"
-	mounted=$(first_usec var.mount 'Mounted ')
-	started=$(first_usec "$unit" 'Starting ')
+	mounted=$(first_usec "$(unit_journal -b var.mount)" 'Mounted ')
+	started=$(first_usec "$(unit_journal -b "$unit")" 'Starting ')
 	echo "# var.mount mounted at $mounted us, $unit starting at $started us"
 	if [ -n "$mounted" ] && [ -n "$started" ] && [ "$mounted" -lt "$started" ]; then
 		tap_ok "$unit started after /var was mounted"

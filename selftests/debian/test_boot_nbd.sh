@@ -67,17 +67,6 @@ mount_unit() {
 	systemd-escape --path --suffix=mount "$MOUNTPOINT"
 }
 
-unit_journal() {
-	journalctl "$1" --no-pager -o short-monotonic "UNIT=$2" + "_SYSTEMD_UNIT=$2" 2>&1
-}
-
-# The monotonic time, in µs, of the first of LINES matching REGEX.
-first_usec() {
-	awk -v re="$2" '$0 ~ re {
-		t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t)
-		split(t, p, "."); printf "%d%06d\n", p[1], p[2]; exit }' <<<"$1"
-}
-
 # Wait (bounded) until /dev/nbd0 has a size: connected.
 wait_connected() {
 	local i

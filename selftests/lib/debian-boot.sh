@@ -18,6 +18,12 @@
 #
 # DIR is the --out directory given to debian-run.sh; its TAP and stderr
 # sit next to it as DIR.tap and DIR.err.
+#
+# In the guest (the tests source this file there too):
+#   unit_journal -b|-b-1 UNIT   the journal lines PID 1 or the unit wrote
+#                               about UNIT in that boot, "[monotonic] ..."
+#   first_usec LINES REGEX      the monotonic time, in µs, of the first of
+#                               LINES matching REGEX
 
 debian_boot_relay() { # debian_boot_relay N DIR
 	local n=$1 dir=$2 line
@@ -95,4 +101,14 @@ print(f"{sys.argv[2]}: {' / '.join(lines) if lines else '(no answer)'}")
 if any(re.match(r"(error|could not)", l, re.IGNORECASE) for l in lines):
     sys.exit(1)
 PYEOF
+}
+
+unit_journal() { # unit_journal -b|-b-1 UNIT
+	journalctl "$1" --no-pager -o short-monotonic "UNIT=$2" + "_SYSTEMD_UNIT=$2" 2>&1
+}
+
+first_usec() { # first_usec LINES REGEX
+	awk -v re="$2" '$0 ~ re {
+		t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t)
+		split(t, p, "."); printf "%d%06d\n", p[1], p[2]; exit }' <<<"$1"
 }
