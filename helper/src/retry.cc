@@ -100,7 +100,12 @@ Status Failover::run(const Attempt& attempt, const Classify& classify) {
         preferred_ = server;  // it answered, even if the answer is no
         return status;
       }
-      reasons[server] = status.error().message();
+      // An attempt the call's deadline cut short says only "out of time":
+      // the server's own answer from an earlier, whole attempt (a refused
+      // connection, say) is the reason worth reporting.
+      if (!reasons[server].has_value() || clock_.now() < deadline) {
+        reasons[server] = status.error().message();
+      }
       refused[server] = failure == AttemptFailure::kServerRefused;
     }
     // Waiting cannot help when every server has refused us.

@@ -152,6 +152,32 @@ TEST_F(FailoverTest, AllDownRetriesWithBackoffAndGivesUpExactlyAtTheDeadline) {
             "(2 servers, 8 attempts in 4000 ms; deadline 4000 ms)");
 }
 
+// Seen in a booted Debian under load: every connect was refused until the
+// last one, which the deadline cut while it waited, and the report said
+// "timed out" instead of the refusal the server had given five times.
+TEST_F(FailoverTest, AnAttemptCutByTheDeadlineKeepsTheServersEarlierReason) {
+  FailoverPolicy p = policy();
+  p.deadline = milliseconds(1000);
+  p.backoff = {milliseconds(300), milliseconds(300)};
+  Failover failover(p, {"a"}, clock);
+  unsigned attempt_number = 0;
+  const Status status = failover.run(
+      [&](std::size_t /*server*/, SteadyTime deadline) -> Status {
+        ++attempt_number;
+        if (clock.now() + milliseconds(200) < deadline) {
+          return unreachable("a", "connect: Connection refused");
+        }
+        clock.elapsed = std::chrono::duration_cast<milliseconds>(deadline.time_since_epoch());
+        return unreachable("a", "connect: timed out");
+      },
+      [](const Error&) { return AttemptFailure::kTransient; });
+  ASSERT_FALSE(status.ok());
+  // Refused at 0, 300 and 600 ms; the attempt at 900 ms is cut at 1000.
+  EXPECT_EQ(attempt_number, 4U);
+  EXPECT_EQ(status.error().message(),
+            "a: connect: Connection refused (1 server, 4 attempts in 1000 ms; deadline 1000 ms)");
+}
+
 TEST_F(FailoverTest, ServerNotReachedBeforeTheDeadlineIsNamedAsSuch) {
   FailoverPolicy slow = policy();
   slow.server_timeout = milliseconds(5000);
