@@ -81,11 +81,11 @@ Result<KeyInfo> LocalKms::describe_key(std::string_view keyref) {
       });
 }
 
-Result<LocalKeyDetails> LocalKms::describe_key_details(std::string_view keyref) {
-  return impl_->with_key<LocalKeyDetails>(
+Result<KeyDetails> LocalKms::describe_key_details(std::string_view keyref) {
+  return impl_->with_key<KeyDetails>(
       "DescribeKey", keyref, GrantOperation::kDescribe,
-      [&](Store& store, StoredKey& key, AuditEvent&) -> Result<LocalKeyDetails> {
-        LocalKeyDetails details;
+      [&](Store& store, StoredKey& key, AuditEvent&) -> Result<KeyDetails> {
+        KeyDetails details;
         details.info = impl_->info_of(store, key);
         details.owner = key.owner;
         details.rotation_interval_days = key.rotation_interval_days;

@@ -26,34 +26,6 @@ bool known_principal(std::string_view principal) {
 
 }  // namespace
 
-std::string_view to_string(GrantOperation operation) {
-  switch (operation) {
-    case GrantOperation::kGenerate:
-      return "generate";
-    case GrantOperation::kDecrypt:
-      return "decrypt";
-    case GrantOperation::kReencrypt:
-      return "reencrypt";
-    case GrantOperation::kDescribe:
-      return "describe";
-    case GrantOperation::kAdmin:
-      return "admin";
-  }
-  return "unknown";
-}
-
-Result<GrantOperation> parse_grant_operation(std::string_view name) {
-  for (const GrantOperation operation :
-       {GrantOperation::kGenerate, GrantOperation::kDecrypt, GrantOperation::kReencrypt,
-        GrantOperation::kDescribe, GrantOperation::kAdmin}) {
-    if (to_string(operation) == name) {
-      return operation;
-    }
-  }
-  return Error(ErrorCode::kUsage, "unknown grant operation '" + std::string(name) +
-                                      "': use generate, decrypt, reencrypt, describe or admin");
-}
-
 Result<Grant> LocalKms::create_grant(std::string_view keyref, std::string_view principal,
                                      const std::vector<GrantOperation>& operations) {
   return impl_->with_key<Grant>(

@@ -191,8 +191,7 @@ struct LocalKms::Impl {
   // ----- resolution, authorisation, state -----
   Result<StoredKey*> resolve(Store& store, std::string_view keyref) const;
 
-  // The owner holds every operation; the service key serves every principal
-  // of its region; anyone else needs a grant.
+  // kms.h's authorize() for this keystore's principal.
   Status authorize(const StoredKey& key, GrantOperation wanted) const;
 
   Status require_enabled(const StoredKey& key) const;

@@ -716,7 +716,7 @@ TEST_F(LocalKmsTest, RotationAddsAPrimaryVersionAndKeepsOldOnesForDecrypt) {
   EXPECT_EQ(after.wrapped.cmk_version, 2U);
   EXPECT_TRUE(kms->decrypt(before.wrapped, kContext).value().equals(before.plaintext.span()));
   EXPECT_TRUE(kms->decrypt(after.wrapped, kContext).value().equals(after.plaintext.span()));
-  const LocalKeyDetails details = kms->describe_key_details(key.uri).value();
+  const KeyDetails details = kms->describe_key_details(key.uri).value();
   ASSERT_EQ(details.versions.size(), 2U);
   EXPECT_EQ(details.owner, "host/test");
 
