@@ -175,15 +175,34 @@ class Cli {
     return &*registry_;
   }
 
-  Result<KmsBackend*> kms_for(const std::string& keyref) {
+  Result<KmsClient*> kms_for(const std::string& keyref) {
     ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * reg, registry());
     return kms_selector_.empty() ? reg->for_key(keyref) : reg->for_selector(kms_selector_);
   }
 
-  Result<KmsBackend*> kms_selected() {
+  Result<KmsClient*> kms_selected() {
     ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * reg, registry());
     return reg->for_selector(kms_selector_.empty() ? std::nullopt
                                                    : std::optional<std::string>(kms_selector_));
+  }
+
+  // Key administration and aliases of the client for `keyref` (or of
+  // --kms's), or its explanation why it cannot do `operation`.
+  Result<KeyAdministration*> admin_for(const std::string& keyref, std::string_view operation) {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms_for(keyref));
+    return offered(*client, client->administration(), operation);
+  }
+  Result<KeyAdministration*> admin_selected(std::string_view operation) {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms_selected());
+    return offered(*client, client->administration(), operation);
+  }
+  Result<KeyAliases*> aliases_for(const std::string& keyref, std::string_view operation) {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms_for(keyref));
+    return offered(*client, client->aliases(), operation);
+  }
+  Result<KeyAliases*> aliases_selected(std::string_view operation) {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms_selected());
+    return offered(*client, client->aliases(), operation);
   }
 
   std::optional<std::filesystem::path> header_file() const {
@@ -498,7 +517,7 @@ Status Cli::print_key(const KeyInfo& key) {
 }
 
 Status Cli::create_key() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * kms, kms_selected());
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * kms, admin_selected("create-key"));
   CreateKeyRequest request;
   request.description = description_;
   if (!alias_.empty()) {
@@ -515,7 +534,7 @@ Status Cli::create_key() {
 }
 
 Status Cli::list_keys() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * kms, kms_selected());
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * kms, admin_selected("list-keys"));
   ENVCRYPT_ASSIGN_OR_RETURN(auto keys, kms->list_keys());
   if (json_) {
     json list = json::array();
@@ -539,13 +558,13 @@ Status Cli::list_keys() {
 }
 
 Status Cli::describe_key() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * kms, kms_for(keyref_));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * kms, admin_for(keyref_, "describe-key"));
   ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, kms->describe_key(keyref_));
   return print_key(key);
 }
 
 Status Cli::list_aliases() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * kms, kms_selected());
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyAliases * kms, aliases_selected("list-aliases"));
   ENVCRYPT_ASSIGN_OR_RETURN(auto aliases, kms->list_aliases());
   if (json_) {
     json j = json::object();
@@ -663,7 +682,7 @@ void Cli::add_kms_commands(CLI::App& app) {
   on(
       keyed("enable-key", "allow a key's use again"), "enable-key",
       [this]() -> Status {
-        ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(keyref_));
+        ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * backend, admin_for(keyref_, "enable-key"));
         ENVCRYPT_TRY(backend->enable_key(keyref_));
         out_ << "enabled " << keyref_ << '\n';
         return OkStatus();
@@ -675,7 +694,7 @@ void Cli::add_kms_commands(CLI::App& app) {
   on(
       disable, "disable-key",
       [this]() -> Status {
-        ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(keyref_));
+        ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * backend, admin_for(keyref_, "disable-key"));
         ENVCRYPT_TRY(refuse_if_key_in_use(*backend, keyref_, force_));
         ENVCRYPT_TRY(backend->disable_key(keyref_));
         out_ << "disabled " << keyref_ << '\n';
@@ -691,7 +710,8 @@ void Cli::add_kms_commands(CLI::App& app) {
   on(
       schedule, "schedule-key-deletion",
       [this]() -> Status {
-        ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(keyref_));
+        ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * backend,
+                                  admin_for(keyref_, "schedule-key-deletion"));
         ENVCRYPT_ASSIGN_OR_RETURN(
             KeyInfo key,
             schedule_key_deletion(*backend, keyref_, pending_window_days_, force_, destroy_now_));
@@ -702,7 +722,8 @@ void Cli::add_kms_commands(CLI::App& app) {
       keyed("cancel-key-deletion", "cancel a scheduled deletion (the key stays disabled)"),
       "cancel-key-deletion",
       [this]() -> Status {
-        ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(keyref_));
+        ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * backend,
+                                  admin_for(keyref_, "cancel-key-deletion"));
         ENVCRYPT_TRY(backend->cancel_key_deletion(keyref_));
         out_ << "deletion cancelled for " << keyref_ << '\n';
         return OkStatus();
@@ -715,7 +736,7 @@ void Cli::add_kms_commands(CLI::App& app) {
   on(
       create_alias, "create-alias",
       [this]() -> Status {
-        ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(keyref_));
+        ENVCRYPT_ASSIGN_OR_RETURN(KeyAliases * backend, aliases_for(keyref_, "create-alias"));
         ENVCRYPT_TRY(backend->create_alias(alias_, keyref_));
         out_ << "created " << alias_ << " -> " << keyref_ << '\n';
         return OkStatus();
@@ -726,7 +747,7 @@ void Cli::add_kms_commands(CLI::App& app) {
   on(
       delete_alias, "delete-alias",
       [this]() -> Status {
-        ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_selected());
+        ENVCRYPT_ASSIGN_OR_RETURN(KeyAliases * backend, aliases_selected("delete-alias"));
         ENVCRYPT_TRY(backend->delete_alias(alias_));
         out_ << "deleted " << alias_ << '\n';
         return OkStatus();

@@ -368,7 +368,7 @@ Result<DiskHeader> new_header(KmsRegistry& kms, const ImageEncryptOptions& optio
   header.geometry.sector_size = options.sector_size;
   header.geometry.data_offset = kDefaultDataOffset;
   header.geometry.data_size = layout.data_size;
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms.for_key(options.cmk));
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * backend, kms.for_key(options.cmk));
   ENVCRYPT_ASSIGN_OR_RETURN(DataKey generated,
                             generate_data_key(*backend, options.cmk, encryption_context(header),
                                               header.geometry.key_size));

@@ -27,9 +27,10 @@ constexpr std::string_view kCmk = "kmip://kms.example:5696/42";
 // A KMIP-like backend: wraps are the plaintext itself (enough for format's
 // decrypt-back), deletion is immediate, and every call is counted so a
 // refusal can be shown to have reached no key operation.
-class FakeKmip final : public KmsBackend {
+class FakeKmip final : public KmsClient, public KeyAdministration {
  public:
   [[nodiscard]] bool supports(std::string_view uri) const override { return uri == kCmk; }
+  KeyAdministration* administration() override { return this; }
   Result<WrappedKey> encrypt(std::string_view /*keyref*/, const SecretBytes& plaintext,
                              const EncryptionContext& /*context*/) override {
     WrappedKey wrapped;
@@ -53,6 +54,10 @@ class FakeKmip final : public KmsBackend {
     info.uri = std::string(kCmk);
     info.state = KeyState::kDisabled;
     return info;
+  }
+  Result<KeyDetails> describe_key_details(std::string_view keyref) override {
+    ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo info, describe_key(keyref));
+    return KeyDetails{std::move(info), "", std::nullopt, 0, {}, std::nullopt};
   }
   Result<std::vector<KeyInfo>> list_keys() override { return unsupported("list-keys"); }
   Status enable_key(std::string_view /*keyref*/) override { return unsupported("enable-key"); }

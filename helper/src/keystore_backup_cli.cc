@@ -37,17 +37,17 @@ struct BackupArgs {
 
 // The local KMS of the configured region: backups carry a local keystore,
 // which a KMIP server keeps for itself.
-Result<LocalKms*> local_kms(const LifecycleCommandHooks& hooks) {
+Result<KeystoreBackup*> local_kms(const LifecycleCommandHooks& hooks) {
   if (hooks.kms_selector != nullptr && !hooks.kms_selector->empty() &&
       *hooks.kms_selector != "local" && *hooks.kms_selector != "local://") {
     return Error(ErrorCode::kUsage,
                  "keystore backups are of the local KMS only, not " + *hooks.kms_selector);
   }
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, hooks.registry());
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, registry->for_selector(std::nullopt));
-  auto* local = dynamic_cast<LocalKms*>(backend);
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, registry->for_selector(std::nullopt));
+  KeystoreBackup* local = client->keystore_backup();
   if (local == nullptr) {
-    return Error(ErrorCode::kInternal, "the configured local KMS is not a LocalKms");
+    return Error(ErrorCode::kInternal, "the configured local KMS keeps no keystore to back up");
   }
   return local;
 }
@@ -140,7 +140,7 @@ struct BackupSummary {
 };
 
 // Runs inside the keystore lock: the file is made from one consistent state.
-Status write_backup(LocalKms& kms, const BackupArgs& args, const RecoveryPublicKey& key,
+Status write_backup(KeystoreBackup& kms, const BackupArgs& args, const RecoveryPublicKey& key,
                     KeystoreRecords& records, AuditEvent& event, BackupSummary& summary) {
   event.details["to"] = args.to;
   event.details["recovery_key"] = to_hex(key.id);
@@ -206,7 +206,7 @@ Status backup(const LifecycleCommandHooks& hooks, const BackupArgs& args) {
   if (fs::symlink_status(args.to, ignored).type() != fs::file_type::not_found) {
     return exists_error(args.to);
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(LocalKms * kms, local_kms(hooks));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeystoreBackup * kms, local_kms(hooks));
   BackupSummary summary;
   ENVCRYPT_TRY(kms->backup_keystore([&](KeystoreRecords& records, AuditEvent& event) {
     return write_backup(*kms, args, key, records, event, summary);
@@ -282,7 +282,7 @@ Status check_region(const LifecycleCommandHooks& hooks, const KeystoreRecords& r
 Status restore(const LifecycleCommandHooks& hooks, const BackupArgs& args) {
   ENVCRYPT_ASSIGN_OR_RETURN(const BackupContents contents, open_backup(args));
   ENVCRYPT_TRY(check_region(hooks, contents.records));
-  ENVCRYPT_ASSIGN_OR_RETURN(LocalKms * kms, local_kms(hooks));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeystoreBackup * kms, local_kms(hooks));
   const std::map<std::string, std::string> details = {
       {"from", args.from},
       {"source_principal", contents.principal},

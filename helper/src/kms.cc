@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <string>
 
 #include "crypto.h"
@@ -60,65 +61,65 @@ std::string_view to_string(KeyOrigin origin) {
   return "Unknown";
 }
 
-Status KmsBackend::create_alias(std::string_view /*alias*/, std::string_view /*keyref*/) {
-  return unsupported("create-alias");
-}
-
-Status KmsBackend::delete_alias(std::string_view /*alias*/) { return unsupported("delete-alias"); }
-
-Result<std::map<std::string, std::string>> KmsBackend::list_aliases() {
-  return unsupported("list-aliases");
-}
-
-Result<WrappedKey> KmsBackend::reencrypt(const WrappedKey& wrapped,
-                                         const EncryptionContext& source_context,
-                                         std::string_view destination_keyref,
-                                         const EncryptionContext& destination_context) {
+Result<WrappedKey> KmsClient::reencrypt(const WrappedKey& wrapped,
+                                        const EncryptionContext& source_context,
+                                        std::string_view destination_keyref,
+                                        const EncryptionContext& destination_context) {
   ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes plaintext, decrypt(wrapped, source_context));
   return encrypt(destination_keyref, plaintext, destination_context);
 }
 
-Result<KeyInfo> KmsBackend::rotate_key(std::string_view /*keyref*/) {
-  return unsupported("rotate-key");
-}
-
-Result<std::vector<KeyInfo>> KmsBackend::rotate_due() { return unsupported("rotate-due"); }
-
-Result<ImportParameters> KmsBackend::get_parameters_for_import(std::string_view /*keyref*/) {
-  return unsupported("get-parameters-for-import");
-}
-
-Result<KeyInfo> KmsBackend::import_key_material(std::string_view /*keyref*/,
-                                                const ImportMaterialRequest& /*request*/) {
-  return unsupported("import-key-material");
-}
-
-Result<KeyInfo> KmsBackend::delete_key_material(std::string_view /*keyref*/) {
-  return unsupported("delete-key-material");
-}
-
-Result<Grant> KmsBackend::create_grant(std::string_view /*keyref*/, std::string_view /*principal*/,
-                                       const std::vector<GrantOperation>& /*operations*/) {
-  return unsupported("create-grant");
-}
-
-Status KmsBackend::revoke_grant(std::string_view /*keyref*/, std::string_view /*grant_id*/) {
-  return unsupported("revoke-grant");
-}
-
-Result<std::vector<Grant>> KmsBackend::list_grants(std::string_view /*keyref*/) {
-  return unsupported("list-grants");
-}
-
-Result<std::vector<std::string>> KmsBackend::purge_due() { return unsupported("purge-due"); }
-
-Result<AuditLog*> KmsBackend::audit() { return unsupported("audit"); }
-
-Error KmsBackend::unsupported(std::string_view operation) const {
+Error KmsClient::unsupported(std::string_view operation) const {
   return {ErrorCode::kUsage, std::string(operation) + " is not supported by this KMS backend"};
 }
 
-Status verify_wrap(KmsBackend& kms, const WrappedKey& wrapped, const EncryptionContext& context,
+std::string_view to_string(GrantOperation operation) {
+  switch (operation) {
+    case GrantOperation::kGenerate:
+      return "generate";
+    case GrantOperation::kDecrypt:
+      return "decrypt";
+    case GrantOperation::kReencrypt:
+      return "reencrypt";
+    case GrantOperation::kDescribe:
+      return "describe";
+    case GrantOperation::kAdmin:
+      return "admin";
+  }
+  return "unknown";
+}
+
+Result<GrantOperation> parse_grant_operation(std::string_view name) {
+  for (const GrantOperation operation :
+       {GrantOperation::kGenerate, GrantOperation::kDecrypt, GrantOperation::kReencrypt,
+        GrantOperation::kDescribe, GrantOperation::kAdmin}) {
+    if (to_string(operation) == name) {
+      return operation;
+    }
+  }
+  return Error(ErrorCode::kUsage, "unknown grant operation '" + std::string(name) +
+                                      "': use generate, decrypt, reencrypt, describe or admin");
+}
+
+Status authorize(const KeyAccess& key, std::string_view principal, GrantOperation wanted) {
+  const auto covers = [wanted](const Grant& grant) {
+    return std::any_of(
+        grant.operations.begin(), grant.operations.end(), [wanted](GrantOperation held) {
+          return held == wanted ||
+                 (wanted == GrantOperation::kDescribe && held == GrantOperation::kAdmin);
+        });
+  };
+  if (key.service_key || key.owner == principal ||
+      std::any_of(key.grants.begin(), key.grants.end(), [&](const Grant& grant) {
+        return grant.principal == principal && covers(grant);
+      })) {
+    return OkStatus();
+  }
+  return Error(ErrorCode::kDenied, "principal " + std::string(principal) + " holds no " +
+                                       std::string(to_string(wanted)) + " grant on key " + key.uri);
+}
+
+Status verify_wrap(KmsClient& kms, const WrappedKey& wrapped, const EncryptionContext& context,
                    const SecretBytes& data_key) {
   const std::string refused =
       wrapped.cmk_uri + ": the new wrap of the data key does not decrypt back to it";
@@ -136,7 +137,7 @@ Status verify_wrap(KmsBackend& kms, const WrappedKey& wrapped, const EncryptionC
   return OkStatus();
 }
 
-Result<DataKey> generate_data_key(KmsBackend& kms, std::string_view keyref,
+Result<DataKey> generate_data_key(KmsClient& kms, std::string_view keyref,
                                   const EncryptionContext& context, std::size_t size) {
   DataKey key;
   ENVCRYPT_ASSIGN_OR_RETURN(key.plaintext, random_secret(size));

@@ -48,21 +48,6 @@ struct LocalKmsOptions {
   std::function<bool()> read_only;
 };
 
-struct KeyVersionInfo {
-  std::uint32_t version = 0;
-  std::int64_t created_at = 0;
-};
-
-// What describe_key's KeyInfo does not carry.
-struct LocalKeyDetails {
-  KeyInfo info;
-  std::string owner;  // the principal that created the key; holds every operation
-  std::optional<std::uint32_t> rotation_interval_days;
-  std::int64_t last_rotated_at = 0;  // creation or last rotation
-  std::vector<KeyVersionInfo> versions;
-  std::optional<std::int64_t> material_expires_at;  // EXTERNAL keys only
-};
-
 // A CMK as `kms backup` and `kms restore` carry it (keystore_backup.h): the
 // keystore record with each version's material unsealed, in locked memory.
 struct CmkVersionRecord {
@@ -108,71 +93,108 @@ struct RestoreOutcome {
   std::vector<std::string> kept;   // key ids already here with the same material
 };
 
+// Keystore backup and restore (keystore_backup.h): the capability of a KMS
+// that keeps its keys in a keystore of this host.
+class KeystoreBackup {
+ public:
+  virtual ~KeystoreBackup() = default;
+  // Runs `write` on the region's records, material unsealed, under the
+  // keystore lock, and audits it as BackupKeystore with the details `write`
+  // adds to the event.
+  virtual Status backup_keystore(
+      const std::function<Status(KeystoreRecords&, AuditEvent&)>& write) = 0;
+  // Writes `records` (checked by the caller) into the region's keystore,
+  // each version sealed under this host's root key, in one commit.  A
+  // keystore holding keys is refused unless `merge`; a merge refuses any
+  // key or alias that differs.  Audited as RestoreKeystore with `details`.
+  virtual Result<RestoreOutcome> restore_keystore(
+      const KeystoreRecords& records, bool merge,
+      const std::map<std::string, std::string>& details) = 0;
+  // The audit log of the keystore directory, whose head a backup records.
+  virtual AuditLog& audit_log() = 0;
+  // The principal that takes the backup, recorded in it.
+  [[nodiscard]] virtual const std::string& principal() const = 0;
+};
+
+// The local KMS offers every capability of kms.h and keystore backups.
 // One LocalKms per thread: processes and threads share a keystore through
 // its file locks, but one object is not to be used from two threads at once.
-class LocalKms final : public KmsBackend {
+class LocalKms final : public KmsClient,
+                       public KeyAdministration,
+                       public KeyAliases,
+                       public KeyLifecycle,
+                       public KeyImport,
+                       public KeyGrants,
+                       public KeyAudit,
+                       public KeystoreBackup {
  public:
-  // Prefer open_local_kms(); this is for callers that need the local-only
-  // operations below.
+  // Prefer open_local_kms(); this is for tests that call the local KMS
+  // directly.
   static Result<std::unique_ptr<LocalKms>> open(const LocalKmsOptions& options);
   ~LocalKms() override;
   LocalKms(const LocalKms&) = delete;
   LocalKms& operator=(const LocalKms&) = delete;
 
+  // --- KmsClient ---
   [[nodiscard]] bool supports(std::string_view uri) const override;
   Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
                              const EncryptionContext& context) override;
   Result<SecretBytes> decrypt(const WrappedKey& wrapped, const EncryptionContext& context) override;
+  // The DK never leaves this call: unwrap and wrap happen in one locked step.
+  Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
+                               std::string_view destination_keyref,
+                               const EncryptionContext& destination_context) override;
+  KeyAdministration* administration() override { return this; }
+  KeyAliases* aliases() override { return this; }
+  KeyLifecycle* lifecycle() override { return this; }
+  KeyImport* key_import() override { return this; }
+  KeyGrants* grants() override { return this; }
+  KeyAudit* audit_trail() override { return this; }
+  KeystoreBackup* keystore_backup() override { return this; }
+
+  // --- KeyAdministration (kms_local_admin.cc) ---
   Result<KeyInfo> create_key(const CreateKeyRequest& request) override;
   Result<KeyInfo> describe_key(std::string_view keyref) override;
+  Result<KeyDetails> describe_key_details(std::string_view keyref) override;
   Result<std::vector<KeyInfo>> list_keys() override;
   Status enable_key(std::string_view keyref) override;
   Status disable_key(std::string_view keyref) override;
   Result<KeyInfo> schedule_key_deletion(std::string_view keyref,
                                         std::uint32_t pending_window_days) override;
   Status cancel_key_deletion(std::string_view keyref) override;
+
+  // --- KeyAliases (kms_local_admin.cc) ---
   Status create_alias(std::string_view alias, std::string_view keyref) override;
   Status delete_alias(std::string_view alias) override;
   Result<std::map<std::string, std::string>> list_aliases() override;
 
-  // --- Key lifecycle (issue 5); kms.h says what each does ---
-  Result<LocalKeyDetails> describe_key_details(std::string_view keyref);
+  // --- KeyLifecycle (kms_local_lifecycle.cc) ---
   Result<KeyInfo> rotate_key(std::string_view keyref) override;
   Result<std::vector<KeyInfo>> rotate_due() override;
-  // The DK never leaves this call: unwrap and wrap happen in one locked step.
-  Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
-                               std::string_view destination_keyref,
-                               const EncryptionContext& destination_context) override;
-  // BYOK.  The key must have origin EXTERNAL.
+  Result<std::vector<std::string>> purge_due() override;
+
+  // --- KeyImport (kms_local_byok.cc).  The key must have origin EXTERNAL. ---
   Result<ImportParameters> get_parameters_for_import(std::string_view keyref) override;
   Result<KeyInfo> import_key_material(std::string_view keyref,
                                       const ImportMaterialRequest& request) override;
   Result<KeyInfo> delete_key_material(std::string_view keyref) override;
-  // Grants.  `principal` is host/<name>, user/<name> or service/<name>.
+
+  // --- KeyGrants (kms_local_grants.cc) ---
   Result<Grant> create_grant(std::string_view keyref, std::string_view principal,
                              const std::vector<GrantOperation>& operations) override;
   Status revoke_grant(std::string_view keyref, std::string_view grant_id) override;
   Result<std::vector<Grant>> list_grants(std::string_view keyref) override;
-  Result<std::vector<std::string>> purge_due() override;
+  [[nodiscard]] const std::string& principal() const override;
 
-  // --- Keystore backup and restore (keystore_backup.h) ---
-  // Runs `write` on the region's records, material unsealed, under the
-  // keystore lock, and audits it as BackupKeystore with the details `write`
-  // adds to the event.
-  Status backup_keystore(const std::function<Status(KeystoreRecords&, AuditEvent&)>& write);
-  // Writes `records` (checked by the caller) into the region's keystore,
-  // each version sealed under this host's root key, in one commit.  A
-  // keystore holding keys is refused unless `merge`; a merge refuses any
-  // key or alias that differs.  Audited as RestoreKeystore with `details`.
-  Result<RestoreOutcome> restore_keystore(const KeystoreRecords& records, bool merge,
-                                          const std::map<std::string, std::string>& details);
-
-  // The audit log of this keystore directory.
-  AuditLog& audit_log();
-  Result<AuditLog*> audit() override;
+  // --- KeyAudit and KeystoreBackup (kms_local_backup.cc) ---
+  AuditLog& audit_log() override;
+  Status backup_keystore(
+      const std::function<Status(KeystoreRecords&, AuditEvent&)>& write) override;
+  Result<RestoreOutcome> restore_keystore(
+      const KeystoreRecords& records, bool merge,
+      const std::map<std::string, std::string>& details) override;
 
   [[nodiscard]] const std::string& region() const;
-  [[nodiscard]] const std::string& principal() const;
 
  private:
   struct Impl;
@@ -180,6 +202,6 @@ class LocalKms final : public KmsBackend {
   std::unique_ptr<Impl> impl_;
 };
 
-Result<std::unique_ptr<KmsBackend>> open_local_kms(const LocalKmsOptions& options);
+Result<std::unique_ptr<KmsClient>> open_local_kms(const LocalKmsOptions& options);
 
 }  // namespace envcrypt

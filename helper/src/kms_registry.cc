@@ -19,7 +19,7 @@ std::string_view authority_of(std::string_view after_scheme) {
 
 }  // namespace
 
-Result<KmsBackend*> KmsRegistry::for_key(std::string_view keyref) {
+Result<KmsClient*> KmsRegistry::for_key(std::string_view keyref) {
   if (keyref.starts_with(kKmipScheme)) {
     return kmip(authority_of(keyref.substr(kKmipScheme.size())));
   }
@@ -37,14 +37,14 @@ Result<KmsBackend*> KmsRegistry::for_key(std::string_view keyref) {
   return local(config_.region);
 }
 
-Result<KmsBackend*> KmsRegistry::for_selector(const std::optional<std::string>& selector) {
+Result<KmsClient*> KmsRegistry::for_selector(const std::optional<std::string>& selector) {
   if (!selector || *selector == "local" || *selector == "local://") {
     return local(config_.region);
   }
   return for_key(*selector);
 }
 
-Result<KmsBackend*> KmsRegistry::local(const std::string& region) {
+Result<KmsClient*> KmsRegistry::local(const std::string& region) {
   const std::string slot = "local:" + region;
   if (auto it = open_.find(slot); it != open_.end()) {
     return it->second.get();
@@ -58,12 +58,12 @@ Result<KmsBackend*> KmsRegistry::local(const std::string& region) {
   };
   options.region = region;
   options.principal = config_.principal;
-  ENVCRYPT_ASSIGN_OR_RETURN(std::unique_ptr<KmsBackend> backend, open_local_kms(options));
+  ENVCRYPT_ASSIGN_OR_RETURN(std::unique_ptr<KmsClient> backend, open_local_kms(options));
   return (open_[slot] = std::move(backend)).get();
 }
 
 // `authority` is a configured endpoint's name or "<host>:<port>" of one.
-Result<KmsBackend*> KmsRegistry::kmip(std::string_view authority) {
+Result<KmsClient*> KmsRegistry::kmip(std::string_view authority) {
   const KmipEndpoint* endpoint = nullptr;
   auto serves = [&](const KmipEndpoint& candidate) {
     const auto servers = candidate.servers();
@@ -89,18 +89,19 @@ Result<KmsBackend*> KmsRegistry::kmip(std::string_view authority) {
   if (auto it = open_.find(slot); it != open_.end()) {
     return it->second.get();
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(std::unique_ptr<KmsBackend> backend, open_kmip_kms(*endpoint));
+  ENVCRYPT_ASSIGN_OR_RETURN(std::unique_ptr<KmsClient> backend, open_kmip_kms(*endpoint));
   return (open_[slot] = std::move(backend)).get();
 }
 
 Result<AuditLog*> KmsRegistry::audit_for(std::string_view cmk_uri) {
-  if (auto backend = for_key(cmk_uri); backend.ok()) {
-    if (auto log = (*backend)->audit(); log.ok()) {
-      return log;
+  if (auto client = for_key(cmk_uri); client.ok()) {
+    if (KeyAudit* trail = (*client)->audit_trail(); trail != nullptr) {
+      return &trail->audit_log();
     }
   }
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * local, for_selector(std::nullopt));
-  return local->audit();
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * local, for_selector(std::nullopt));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyAudit * trail, offered(*local, local->audit_trail(), "audit"));
+  return &trail->audit_log();
 }
 
 }  // namespace envcrypt

@@ -1,4 +1,4 @@
-// Chooses the KMS backend for a key reference by its URI scheme, as Tink's
+// Chooses the KMS client for a key reference by its URI scheme, as Tink's
 // KmsClients does: `kmip://` goes to the KMIP endpoint it names, everything
 // else (local:// URIs, key ids, aliases) to the embedded local KMS.
 // Backends are opened once and kept for the life of the registry.
@@ -22,11 +22,11 @@ class KmsRegistry {
 
   // The backend serving `keyref`: a key id, alias/<name>, local://<region>/<id>
   // or kmip://<host>:<port>/<uid>.
-  Result<KmsBackend*> for_key(std::string_view keyref);
+  Result<KmsClient*> for_key(std::string_view keyref);
 
   // The backend `kms` commands act on: the local KMS of the configured region,
   // or with --kms, kmip://<endpoint-name> or kmip://<host>:<port>.
-  Result<KmsBackend*> for_selector(const std::optional<std::string>& selector);
+  Result<KmsClient*> for_selector(const std::optional<std::string>& selector);
 
   // The audit trail for events about disks under `cmk_uri`: its backend's
   // when it keeps one, else the local KMS's (a KMIP server keeps its own
@@ -38,16 +38,16 @@ class KmsRegistry {
   // Serves `slot` ("local:<region>" or "kmip:<endpoint name>") with `backend`
   // instead of opening it from the configuration: how unit tests put a
   // faulty KMS under format and rewrap.
-  void adopt(const std::string& slot, std::unique_ptr<KmsBackend> backend) {
+  void adopt(const std::string& slot, std::unique_ptr<KmsClient> backend) {
     open_[slot] = std::move(backend);
   }
 
  private:
-  Result<KmsBackend*> local(const std::string& region);
-  Result<KmsBackend*> kmip(std::string_view authority);
+  Result<KmsClient*> local(const std::string& region);
+  Result<KmsClient*> kmip(std::string_view authority);
 
   Config config_;
-  std::map<std::string, std::unique_ptr<KmsBackend>> open_;  // by "local:<region>" / "kmip:<name>"
+  std::map<std::string, std::unique_ptr<KmsClient>> open_;  // by "local:<region>" / "kmip:<name>"
 };
 
 }  // namespace envcrypt

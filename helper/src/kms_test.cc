@@ -27,10 +27,9 @@ TEST(KmsStrings, StatesAndOrigins) {
   EXPECT_EQ(to_string(KeyOrigin::kExternal), "EXTERNAL");
 }
 
-// A backend that implements only the mandatory operations: aliases fall
-// back to the base class, which reports them unsupported.  Its "wrap" is
-// the plaintext itself, so decrypting it back gives the data key.
-class MinimalBackend : public KmsBackend {
+// A client that offers envelope encryption and no capability.  Its "wrap"
+// is the plaintext itself, so decrypting it back gives the data key.
+class MinimalBackend : public KmsClient {
  public:
   [[nodiscard]] bool supports(std::string_view /*uri*/) const override { return true; }
   Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
@@ -44,32 +43,95 @@ class MinimalBackend : public KmsBackend {
                               const EncryptionContext& /*context*/) override {
     return SecretBytes(wrapped.ciphertext.data(), wrapped.ciphertext.size());
   }
-  Result<KeyInfo> create_key(const CreateKeyRequest& /*request*/) override {
-    return unsupported("create-key");
-  }
-  Result<KeyInfo> describe_key(std::string_view /*keyref*/) override {
-    return unsupported("describe-key");
-  }
-  Result<std::vector<KeyInfo>> list_keys() override { return unsupported("list-keys"); }
-  Status enable_key(std::string_view /*keyref*/) override { return unsupported("enable-key"); }
-  Status disable_key(std::string_view /*keyref*/) override { return unsupported("disable-key"); }
-  Result<KeyInfo> schedule_key_deletion(std::string_view /*keyref*/,
-                                        std::uint32_t /*days*/) override {
-    return unsupported("schedule-key-deletion");
-  }
-  Status cancel_key_deletion(std::string_view /*keyref*/) override {
-    return unsupported("cancel-key-deletion");
-  }
 };
 
-TEST(KmsBackendDefaults, AliasesAreUnsupported) {
+TEST(KmsClientCapabilities, AMissingCapabilityIsReportedForTheOperationAskedFor) {
   MinimalBackend backend;
-  const Status created = backend.create_alias("alias/x", "key");
+  EXPECT_EQ(backend.administration(), nullptr);
+  EXPECT_EQ(backend.aliases(), nullptr);
+  EXPECT_EQ(backend.lifecycle(), nullptr);
+  EXPECT_EQ(backend.key_import(), nullptr);
+  EXPECT_EQ(backend.grants(), nullptr);
+  EXPECT_EQ(backend.audit_trail(), nullptr);
+  EXPECT_EQ(backend.keystore_backup(), nullptr);
+  const auto created = offered(backend, backend.aliases(), "create-alias");
   ASSERT_FALSE(created.ok());
   EXPECT_EQ(created.error().code(), ErrorCode::kUsage);
   EXPECT_EQ(created.error().message(), "create-alias is not supported by this KMS backend");
-  EXPECT_FALSE(backend.delete_alias("alias/x").ok());
-  EXPECT_FALSE(backend.list_aliases().ok());
+  EXPECT_FALSE(offered(backend, backend.aliases(), "delete-alias").ok());
+  EXPECT_FALSE(offered(backend, backend.aliases(), "list-aliases").ok());
+}
+
+TEST(KmsClientCapabilities, TheDefaultReencryptDecryptsAndEncrypts) {
+  MinimalBackend backend;
+  const DataKey key = generate_data_key(backend, "old", {}, 32).value();
+  const WrappedKey moved = backend.reencrypt(key.wrapped, {}, "new", {}).value();
+  EXPECT_EQ(moved.cmk_uri, "new");
+  EXPECT_TRUE(key.plaintext.equals(moved.ciphertext));
+}
+
+// ----- the one authorisation decision (authorize) -----
+
+constexpr GrantOperation kEveryOperation[] = {GrantOperation::kGenerate, GrantOperation::kDecrypt,
+                                              GrantOperation::kReencrypt, GrantOperation::kDescribe,
+                                              GrantOperation::kAdmin};
+
+KeyAccess key_owned_by(const std::string& owner) {
+  return {"local://local-1/k1", owner, false, {}};
+}
+
+Grant grant_of(const std::string& principal, std::vector<GrantOperation> operations) {
+  return {"g1", "k1", principal, std::move(operations), "host/owner", 0};
+}
+
+TEST(Authorize, TheOwnerHoldsEveryOperation) {
+  for (const GrantOperation operation : kEveryOperation) {
+    EXPECT_TRUE(authorize(key_owned_by("host/owner"), "host/owner", operation).ok())
+        << to_string(operation);
+  }
+}
+
+TEST(Authorize, TheServiceKeyServesEveryPrincipal) {
+  KeyAccess service = key_owned_by("");
+  service.service_key = true;
+  for (const GrantOperation operation : kEveryOperation) {
+    EXPECT_TRUE(authorize(service, "host/anyone", operation).ok()) << to_string(operation);
+  }
+}
+
+TEST(Authorize, AStrangerWithoutAGrantIsDeniedEveryOperationNamingIt) {
+  for (const GrantOperation operation : kEveryOperation) {
+    const Status denied = authorize(key_owned_by("host/owner"), "host/other", operation);
+    ASSERT_FALSE(denied.ok());
+    EXPECT_EQ(denied.error().code(), ErrorCode::kDenied);
+    EXPECT_EQ(denied.error().message(), "principal host/other holds no " +
+                                            std::string(to_string(operation)) +
+                                            " grant on key local://local-1/k1");
+  }
+}
+
+TEST(Authorize, AGrantAllowsExactlyItsOperations) {
+  for (const GrantOperation granted : kEveryOperation) {
+    KeyAccess key = key_owned_by("host/owner");
+    key.grants.push_back(grant_of("host/other", {granted}));
+    for (const GrantOperation wanted : kEveryOperation) {
+      const bool admin_covers_describe =
+          granted == GrantOperation::kAdmin && wanted == GrantOperation::kDescribe;
+      EXPECT_EQ(authorize(key, "host/other", wanted).ok(),
+                wanted == granted || admin_covers_describe)
+          << "granted " << to_string(granted) << ", wanted " << to_string(wanted);
+    }
+  }
+}
+
+TEST(Authorize, AGrantServesOnlyItsPrincipal) {
+  KeyAccess key = key_owned_by("host/owner");
+  key.grants.push_back(grant_of("host/other", {GrantOperation::kDecrypt}));
+  EXPECT_TRUE(authorize(key, "host/other", GrantOperation::kDecrypt).ok());
+  EXPECT_EQ(authorize(key, "host/third", GrantOperation::kDecrypt).error().code(),
+            ErrorCode::kDenied);
+  EXPECT_EQ(authorize(key, "host/Other", GrantOperation::kDecrypt).error().code(),
+            ErrorCode::kDenied);
 }
 
 TEST(GenerateDataKey, WrapsAFreshKeyOfTheRequestedSize) {

@@ -4,17 +4,15 @@
 // refusing one).
 #pragma once
 
-#include <cstdint>
 #include <string_view>
-#include <vector>
 
 #include "kms.h"
 
 namespace envcrypt::kms_testing {
 
-class DelegatingKms : public KmsBackend {
+class DelegatingKms : public KmsClient {
  public:
-  explicit DelegatingKms(KmsBackend& inner) : inner_(inner) {}
+  explicit DelegatingKms(KmsClient& inner) : inner_(inner) {}
 
   [[nodiscard]] bool supports(std::string_view uri) const override { return inner_.supports(uri); }
   Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
@@ -30,28 +28,14 @@ class DelegatingKms : public KmsBackend {
                               const EncryptionContext& context) override {
     return inner_.decrypt(wrapped, context);
   }
-  Result<KeyInfo> create_key(const CreateKeyRequest& request) override {
-    return inner_.create_key(request);
-  }
-  Result<KeyInfo> describe_key(std::string_view keyref) override {
-    return inner_.describe_key(keyref);
-  }
-  Result<std::vector<KeyInfo>> list_keys() override { return inner_.list_keys(); }
-  Status enable_key(std::string_view keyref) override { return inner_.enable_key(keyref); }
-  Status disable_key(std::string_view keyref) override { return inner_.disable_key(keyref); }
-  Result<KeyInfo> schedule_key_deletion(std::string_view keyref, std::uint32_t days) override {
-    return inner_.schedule_key_deletion(keyref, days);
-  }
-  Status cancel_key_deletion(std::string_view keyref) override {
-    return inner_.cancel_key_deletion(keyref);
-  }
-  Result<AuditLog*> audit() override { return inner_.audit(); }
+  KeyAdministration* administration() override { return inner_.administration(); }
+  KeyAudit* audit_trail() override { return inner_.audit_trail(); }
 
  protected:
-  KmsBackend& inner() { return inner_; }
+  KmsClient& inner() { return inner_; }
 
  private:
-  KmsBackend& inner_;
+  KmsClient& inner_;
 };
 
 }  // namespace envcrypt::kms_testing

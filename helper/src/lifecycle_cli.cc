@@ -77,15 +77,30 @@ class Commands {
 
  private:
   // The backend for a key reference: the one its URI names, or --kms's.
-  Result<KmsBackend*> kms_for(const std::string& keyref) {
+  Result<KmsClient*> kms_for(const std::string& keyref) {
     ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, h_.registry());
     return h_.kms_selector->empty() ? registry->for_key(keyref)
                                     : registry->for_selector(*h_.kms_selector);
   }
-  Result<KmsBackend*> kms_selected() {
+  Result<KmsClient*> kms_selected() {
     ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, h_.registry());
     return registry->for_selector(
         h_.kms_selector->empty() ? std::nullopt : std::optional<std::string>(*h_.kms_selector));
+  }
+  // A capability of the client for `keyref` (or of --kms's), or its
+  // explanation why it cannot do `operation`.
+  template <typename Capability>
+  Result<Capability*> capability_for(const std::string& keyref,
+                                     Capability* (KmsClient::*accessor)(),
+                                     std::string_view operation) {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms_for(keyref));
+    return offered(*client, (client->*accessor)(), operation);
+  }
+  template <typename Capability>
+  Result<Capability*> capability_selected(Capability* (KmsClient::*accessor)(),
+                                          std::string_view operation) {
+    ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms_selected());
+    return offered(*client, (client->*accessor)(), operation);
   }
   std::ostream& out() { return *h_.out; }
   [[nodiscard]] bool json_output() const { return *h_.json; }
@@ -93,7 +108,7 @@ class Commands {
 
   Status audit_verify(AuditLog& log);
   Status audit_anchor(AuditLog& log);
-  Status audit_query(KmsBackend& backend, AuditLog& log);
+  Status audit_query(KmsClient& client, AuditLog& log);
   Status rewrap_one(KmsRegistry& registry);
   Status rewrap_every(KmsRegistry& registry);
 
@@ -171,8 +186,9 @@ Result<std::optional<std::int64_t>> optional_time(const std::string& text) {
 }
 
 Status Commands::rotate_key() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
-  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend->rotate_key(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyLifecycle * lifecycle,
+                            capability_for(args_->keyref, &KmsClient::lifecycle, "rotate-key"));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, lifecycle->rotate_key(args_->keyref));
   if (json_output()) {
     print_json(key_json(key));
   } else {
@@ -183,8 +199,9 @@ Status Commands::rotate_key() {
 }
 
 Status Commands::rotate_due() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_selected());
-  ENVCRYPT_ASSIGN_OR_RETURN(auto keys, backend->rotate_due());
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyLifecycle * lifecycle,
+                            capability_selected(&KmsClient::lifecycle, "rotate-due"));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto keys, lifecycle->rotate_due());
   if (json_output()) {
     json rotated = json::array();
     for (const KeyInfo& key : keys) {
@@ -201,8 +218,9 @@ Status Commands::rotate_due() {
 }
 
 Status Commands::purge_due() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_selected());
-  ENVCRYPT_ASSIGN_OR_RETURN(auto ids, backend->purge_due());
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyLifecycle * lifecycle,
+                            capability_selected(&KmsClient::lifecycle, "purge-due"));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto ids, lifecycle->purge_due());
   if (json_output()) {
     print_json({{"purged", ids}});
     return OkStatus();
@@ -215,9 +233,10 @@ Status Commands::purge_due() {
 }
 
 Status Commands::get_parameters_for_import() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyImport * byok, capability_for(args_->keyref, &KmsClient::key_import,
+                                                             "get-parameters-for-import"));
   ENVCRYPT_ASSIGN_OR_RETURN(ImportParameters parameters,
-                            backend->get_parameters_for_import(args_->keyref));
+                            byok->get_parameters_for_import(args_->keyref));
   ENVCRYPT_TRY(write_file(args_->public_key_file, parameters.public_key_pem, 0644));
   ENVCRYPT_TRY(write_file(args_->token_file, parameters.import_token + "\n", 0600));
   if (json_output()) {
@@ -236,7 +255,8 @@ Status Commands::get_parameters_for_import() {
 }
 
 Status Commands::import_key_material() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyImport * byok, capability_for(args_->keyref, &KmsClient::key_import,
+                                                             "import-key-material"));
   ImportMaterialRequest request;
   ENVCRYPT_ASSIGN_OR_RETURN(const std::string material, read_file(args_->material_file));
   request.encrypted_material.assign(material.begin(), material.end());
@@ -244,7 +264,7 @@ Status Commands::import_key_material() {
   request.import_token = trimmed(token);
   ENVCRYPT_ASSIGN_OR_RETURN(request.material_expires_at, optional_time(args_->expires));
   request.allow_backup = args_->allow_backup;
-  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend->import_key_material(args_->keyref, request));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, byok->import_key_material(args_->keyref, request));
   if (json_output()) {
     json j = key_json(key);
     if (request.material_expires_at) {
@@ -262,9 +282,13 @@ Status Commands::import_key_material() {
 }
 
 Status Commands::delete_key_material() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
-  ENVCRYPT_TRY(refuse_if_key_in_use(*backend, args_->keyref, args_->force));
-  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend->delete_key_material(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms_for(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyImport * byok,
+                            offered(*client, client->key_import(), "delete-key-material"));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * admin,
+                            offered(*client, client->administration(), "delete-key-material"));
+  ENVCRYPT_TRY(refuse_if_key_in_use(*admin, args_->keyref, args_->force));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, byok->delete_key_material(args_->keyref));
   if (json_output()) {
     print_json(key_json(key));
   } else {
@@ -274,10 +298,11 @@ Status Commands::delete_key_material() {
 }
 
 Status Commands::create_grant() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyGrants * grants,
+                            capability_for(args_->keyref, &KmsClient::grants, "create-grant"));
   ENVCRYPT_ASSIGN_OR_RETURN(auto operations, parse_operations(args_->operations));
   ENVCRYPT_ASSIGN_OR_RETURN(Grant grant,
-                            backend->create_grant(args_->keyref, args_->principal, operations));
+                            grants->create_grant(args_->keyref, args_->principal, operations));
   const auto names = operation_names(grant.operations);
   if (json_output()) {
     print_json({{"grant_id", grant.grant_id},
@@ -292,8 +317,9 @@ Status Commands::create_grant() {
 }
 
 Status Commands::revoke_grant() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
-  ENVCRYPT_TRY(backend->revoke_grant(args_->keyref, args_->grant_id));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyGrants * grants,
+                            capability_for(args_->keyref, &KmsClient::grants, "revoke-grant"));
+  ENVCRYPT_TRY(grants->revoke_grant(args_->keyref, args_->grant_id));
   if (json_output()) {
     print_json({{"grant_id", args_->grant_id}, {"revoked", true}});
   } else {
@@ -303,8 +329,9 @@ Status Commands::revoke_grant() {
 }
 
 Status Commands::list_grants() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_for(args_->keyref));
-  ENVCRYPT_ASSIGN_OR_RETURN(auto grants, backend->list_grants(args_->keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyGrants * capability,
+                            capability_for(args_->keyref, &KmsClient::grants, "list-grants"));
+  ENVCRYPT_ASSIGN_OR_RETURN(auto grants, capability->list_grants(args_->keyref));
   if (json_output()) {
     json list = json::array();
     for (const Grant& grant : grants) {
@@ -330,12 +357,13 @@ Status Commands::list_grants() {
 }
 
 Status Commands::audit() {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms_selected());
-  ENVCRYPT_ASSIGN_OR_RETURN(AuditLog * log, backend->audit());
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms_selected());
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyAudit * trail, offered(*client, client->audit_trail(), "audit"));
+  AuditLog* log = &trail->audit_log();
   if (args_->anchor_option != nullptr && args_->anchor_option->count() > 0) {
     return args_->anchor.empty() && !args_->verify ? audit_anchor(*log) : audit_verify(*log);
   }
-  return args_->verify ? audit_verify(*log) : audit_query(*backend, *log);
+  return args_->verify ? audit_verify(*log) : audit_query(*client, *log);
 }
 
 // A tampered log is ErrorCode::kCorruptHeader: the stored record is corrupt.
@@ -385,14 +413,16 @@ Status Commands::audit_anchor(AuditLog& log) {
   return OkStatus();
 }
 
-Status Commands::audit_query(KmsBackend& backend, AuditLog& log) {
+Status Commands::audit_query(KmsClient& client, AuditLog& log) {
   AuditFilter filter;
   if (!args_->key.empty()) {
     // Ids are taken as they are, so lines of purged keys stay findable.
     const bool is_reference =
         args_->key.starts_with("alias/") || args_->key.find("://") != std::string::npos;
     if (is_reference) {
-      ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, backend.describe_key(args_->key));
+      ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * admin,
+                                offered(client, client.administration(), "describe-key"));
+      ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo key, admin->describe_key(args_->key));
       filter.key_id = key.key_id;
     } else {
       filter.key_id = args_->key;
@@ -558,7 +588,7 @@ Status Commands::rewrap_every(KmsRegistry& registry) {
 
 }  // namespace
 
-Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force) {
+Status refuse_if_key_in_use(KeyAdministration& backend, std::string_view keyref, bool force) {
   if (force) {
     return OkStatus();
   }
@@ -567,7 +597,7 @@ Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool f
   return refuse_if_key_in_use(backend, keyref, force, table, env);
 }
 
-Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force,
+Status refuse_if_key_in_use(KeyAdministration& backend, std::string_view keyref, bool force,
                             const std::vector<TabEntry>& table, PreflightEnvironment& env) {
   if (force) {
     return OkStatus();
@@ -583,7 +613,7 @@ Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool f
                    joined(disks, ", ") + "; rewrap them under another key first, or use --force");
 }
 
-Result<KeyInfo> schedule_key_deletion(KmsBackend& backend, std::string_view keyref,
+Result<KeyInfo> schedule_key_deletion(KeyAdministration& backend, std::string_view keyref,
                                       std::uint32_t pending_window_days, bool force,
                                       bool destroy_now) {
   if (const auto immediate = backend.immediate_deletion(); immediate && !destroy_now) {

@@ -37,17 +37,17 @@ void add_rewrap_command(CLI::App& app, const LifecycleCommandHooks& hooks);
 // Safe disable: whatever the backend (local or KMIP), refuses with
 // ErrorCode::kConflict, naming the disks, when `keyref` still wraps a disk
 // this host knows (envcrypttab or attached).  `force` skips the check.
-Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force);
+Status refuse_if_key_in_use(KeyAdministration& backend, std::string_view keyref, bool force);
 // The same over a given table and environment (the attached disks), which
 // unit tests inject.
-Status refuse_if_key_in_use(KmsBackend& backend, std::string_view keyref, bool force,
+Status refuse_if_key_in_use(KeyAdministration& backend, std::string_view keyref, bool force,
                             const std::vector<TabEntry>& table, PreflightEnvironment& env);
 
 // `kms schedule-key-deletion`: a backend without a pending-deletion window
 // (KMIP: Destroy is immediate and final) is refused with ErrorCode::kUsage
 // unless `destroy_now`; then the in-use guard, then the backend's
 // schedule_key_deletion().
-Result<KeyInfo> schedule_key_deletion(KmsBackend& backend, std::string_view keyref,
+Result<KeyInfo> schedule_key_deletion(KeyAdministration& backend, std::string_view keyref,
                                       std::uint32_t pending_window_days, bool force,
                                       bool destroy_now);
 

@@ -77,7 +77,7 @@ class OutageCacheTest : public ::testing::Test {
 
     Config config = load_config(config_path_).value();
     real_ = std::make_unique<KmsRegistry>(config);
-    KmsBackend* local = real_->for_key(header_.wrapped.cmk_uri).value();
+    KmsClient* local = real_->for_key(header_.wrapped.cmk_uri).value();
     kms_key_ = unlock(*real_, header_).value().clone();
     registry_ = std::make_unique<KmsRegistry>(config);
     auto switchable = std::make_unique<SwitchableKms>(*local);

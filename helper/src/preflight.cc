@@ -11,7 +11,7 @@
 #include "boot.h"
 #include "diagnostics.h"
 #include "header.h"
-#include "kms_local.h"
+#include "kms.h"
 #include "volume.h"
 
 namespace envcrypt {
@@ -86,29 +86,33 @@ class StepLog {
   DiskCheck& check_;
 };
 
-// Local keys: the owner, the service key's region, or a decrypt grant.
-// Nothing is said when this principal may not list the grants: the unwrap
-// then decides.
-std::optional<Status> local_grant(LocalKms& local, const std::string& cmk, const KeyInfo& info) {
-  if (info.service_key) {
-    return OkStatus();
+// kms.h's authorize() for a decrypt by this client's principal, on a client
+// that keeps grants (the local KMS).  Nothing is said when this principal
+// may not read the key's owner and grants: the unwrap then decides.
+std::optional<Status> decrypt_grant(KmsClient& client, KeyGrants& grants, const std::string& cmk,
+                                    const KeyInfo& info) {
+  KeyAccess access{cmk, "", info.service_key, {}};
+  if (!access.service_key) {  // the service key's rule needs neither owner nor
+                              // grants
+    KeyAdministration* admin = client.administration();
+    if (admin == nullptr) {
+      return std::nullopt;
+    }
+    auto details = admin->describe_key_details(cmk);
+    auto granted = grants.list_grants(cmk);
+    if (!details.ok() || !granted.ok()) {
+      return std::nullopt;
+    }
+    access.owner = details->owner;
+    access.grants = std::move(granted).value();
   }
-  auto details = local.describe_key_details(cmk);
-  auto grants = local.list_grants(cmk);
-  if (!details.ok() || !grants.ok()) {
-    return std::nullopt;
+  if (Status decided = authorize(access, grants.principal(), GrantOperation::kDecrypt);
+      !decided.ok()) {
+    // Preflight's own wording, older than the shared decision (operations.rst).
+    return Error(ErrorCode::kDenied,
+                 "principal " + grants.principal() + " holds no decrypt grant on " + cmk);
   }
-  const bool granted = details->owner == local.principal() ||
-                       std::any_of(grants->begin(), grants->end(), [&](const Grant& grant) {
-                         return grant.principal == local.principal() &&
-                                std::find(grant.operations.begin(), grant.operations.end(),
-                                          GrantOperation::kDecrypt) != grant.operations.end();
-                       });
-  if (granted) {
-    return OkStatus();
-  }
-  return Error(ErrorCode::kDenied,
-               "principal " + local.principal() + " holds no decrypt grant on " + cmk);
+  return OkStatus();
 }
 
 std::string grant_detail(const KeyInfo& info) {
@@ -124,12 +128,17 @@ void check_key(const DiskHeader& header, KmsRegistry& kms, StepLog& log) {
     log.fail("kms", backend.error());
     return;
   }
-  auto info = (*backend)->describe_key(cmk);
+  KeyAdministration* admin = (*backend)->administration();
+  if (admin == nullptr) {
+    log.fail("kms", (*backend)->unsupported("describe-key"));
+    return;
+  }
+  auto info = admin->describe_key(cmk);
   if (!info.ok() && info.error().code() != ErrorCode::kDenied) {
     log.fail("kms", info.error());  // unreachable, or the CMK is unknown there
     return;
   }
-  auto* local = dynamic_cast<LocalKms*>(*backend);
+  KeyGrants* grants = (*backend)->grants();  // only a client that keeps grants decides them here
   if (info.ok()) {
     log.pass("kms", "reachable");
     if (info->state != KeyState::kEnabled) {
@@ -138,8 +147,8 @@ void check_key(const DiskHeader& header, KmsRegistry& kms, StepLog& log) {
       return;
     }
     log.pass("state", "Enabled");
-    if (local != nullptr) {
-      if (auto granted = local_grant(*local, cmk, *info); granted && !granted->ok()) {
+    if (grants != nullptr) {
+      if (auto granted = decrypt_grant(**backend, *grants, cmk, *info); granted && !granted->ok()) {
         log.fail("grant", granted->error());
         return;
       } else if (granted) {
@@ -154,7 +163,7 @@ void check_key(const DiskHeader& header, KmsRegistry& kms, StepLog& log) {
   if (!data_key.ok()) {
     const Error& error = data_key.error();
     std::string step = "unwrap";
-    if (error.code() == ErrorCode::kDenied && local != nullptr) {
+    if (error.code() == ErrorCode::kDenied && grants != nullptr) {
       step = error.message().find("grant") != std::string::npos ? "grant" : "state";
     }
     log.fail(step, error);
@@ -364,8 +373,9 @@ Result<std::vector<KeyVersionRow>> key_versions(const std::vector<TabEntry>& tab
     row.outage_cache = system_outage_cache(kms.config())
                            .state(row.disk.name, uuid_to_string(selection->header.uuid));
     auto backend = kms.for_key(row.cmk_uri);
-    auto info =
-        backend.ok() ? (*backend)->describe_key(row.cmk_uri) : Result<KeyInfo>(backend.error());
+    auto admin = backend.ok() ? offered(**backend, (*backend)->administration(), "describe-key")
+                              : Result<KeyAdministration*>(backend.error());
+    auto info = admin.ok() ? (*admin)->describe_key(row.cmk_uri) : Result<KeyInfo>(admin.error());
     if (info.ok()) {
       row.primary_version = info->primary_version;
     } else {

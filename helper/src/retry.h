@@ -48,7 +48,7 @@ std::string duration_text(std::chrono::milliseconds duration);
 
 // A deadline that an outer caller imposes on every KMS call made by this
 // thread while the scope lives: attach at boot sets its own so an unwrap
-// never outlasts it, without threading a deadline through the KmsBackend
+// never outlasts it, without threading a deadline through the KmsClient
 // interface.  Nested scopes keep the earlier deadline.
 class DeadlineScope {
  public:

@@ -19,8 +19,8 @@ WrapVersion version_of(const WrappedKey& wrapped) { return {wrapped.cmk_uri, wra
 // (local to KMIP, say) the DK is unwrapped, checked and wrapped again here.
 Result<WrappedKey> reencrypt_to(KmsRegistry& kms, const DiskHeader& header,
                                 const std::string& destination) {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * source, kms.for_key(header.wrapped.cmk_uri));
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * target, kms.for_key(destination));
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * source, kms.for_key(header.wrapped.cmk_uri));
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * target, kms.for_key(destination));
   const EncryptionContext context = encryption_context(header);
   if (source == target) {
     return source->reencrypt(header.wrapped, context, destination, context);
@@ -46,8 +46,10 @@ Status verify_new_wrap(KmsRegistry& kms, const DiskHeader& header, const Wrapped
 }
 
 Result<KeyInfo> describe(KmsRegistry& kms, const std::string& keyref) {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms.for_key(keyref));
-  return backend->describe_key(keyref);
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * client, kms.for_key(keyref));
+  ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * admin,
+                            offered(*client, client->administration(), "describe-key"));
+  return admin->describe_key(keyref);
 }
 
 // Whether the disk already is where rewrap --all would put it.

@@ -248,9 +248,9 @@ class NewWrapVerifyTest : public RewrapCrashTest {
     config_value_ = load_config(config_).value();
     real_ = std::make_unique<KmsRegistry>(config_value_);
     faulty_ = std::make_unique<KmsRegistry>(config_value_);
-    KmsBackend* local = real_->for_key("alias/web").value();
+    KmsClient* local = real_->for_key("alias/web").value();
     faulty_->adopt("local:" + config_value_.region, std::make_unique<CorruptingKms>(*local));
-    key_uri_ = local->describe_key("alias/web").value().uri;
+    key_uri_ = local->administration()->describe_key("alias/web").value().uri;
   }
 
   Config config_value_;

@@ -239,7 +239,7 @@ Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
   header.geometry.data_offset = options.header_file ? 0 : kDefaultDataOffset;
   ENVCRYPT_TRY(data_bytes(header, device.size, device.path));
 
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms.for_key(options.cmk));
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * backend, kms.for_key(options.cmk));
   ENVCRYPT_ASSIGN_OR_RETURN(DataKey data_key,
                             generate_data_key(*backend, options.cmk, encryption_context(header),
                                               header.geometry.key_size));
@@ -289,7 +289,7 @@ Result<HeaderSelection> read_volume_header(
 }
 
 Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header) {
-  ENVCRYPT_ASSIGN_OR_RETURN(KmsBackend * backend, kms.for_key(header.wrapped.cmk_uri));
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * backend, kms.for_key(header.wrapped.cmk_uri));
   ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key,
                             backend->decrypt(header.wrapped, encryption_context(header)));
   ENVCRYPT_TRY(check_data_key(header, data_key));

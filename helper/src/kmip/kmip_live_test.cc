@@ -59,7 +59,7 @@ class KmipLiveTest : public ::testing::Test {
 
   [[nodiscard]] virtual bool server_must_be_stopped() const { return false; }
 
-  std::unique_ptr<KmsBackend> open(const std::string& endpoint) {
+  std::unique_ptr<KmsClient> open(const std::string& endpoint) {
     const auto found = config_.kmip_endpoints.find(endpoint);
     EXPECT_NE(found, config_.kmip_endpoints.end()) << "no endpoint " << endpoint;
     if (found == config_.kmip_endpoints.end()) {
@@ -80,11 +80,11 @@ class KmipLiveTest : public ::testing::Test {
     return "envcrypt-test-" + (suffix.ok() ? to_hex(*suffix) : std::string("x"));
   }
 
-  static KeyInfo create_key(KmsBackend& kms, const std::string& alias) {
+  static KeyInfo create_key(KmsClient& kms, const std::string& alias) {
     CreateKeyRequest request;
     request.description = "kmip live test";
     request.alias = alias;
-    auto key = kms.create_key(request);
+    auto key = kms.administration()->create_key(request);
     EXPECT_TRUE(key.ok()) << key.error().message();
     return key.ok() ? *key : KeyInfo{};
   }
@@ -194,19 +194,19 @@ TEST_F(KmipLiveTest, DescribeAndListKeys) {
   auto kms = open("main");
   const std::string alias = unique_alias();
   const KeyInfo key = create_key(*kms, alias);
-  auto described = kms->describe_key("alias/" + alias);
+  auto described = kms->administration()->describe_key("alias/" + alias);
   ASSERT_TRUE(described.ok()) << described.error().message();
   EXPECT_EQ(described->key_id, key.key_id);
   EXPECT_EQ(described->aliases, std::vector<std::string>{alias});
   EXPECT_GT(described->created_at, 0);
-  auto keys = kms->list_keys();
+  auto keys = kms->administration()->list_keys();
   ASSERT_TRUE(keys.ok()) << keys.error().message();
   EXPECT_TRUE(std::any_of(keys->begin(), keys->end(),
                           [&](const KeyInfo& listed) { return listed.key_id == key.key_id; }));
-  expect_error(as_status(kms->describe_key("alias/no-such-" + alias)), ErrorCode::kNotFound,
-               {"no key named"});
-  expect_error(as_status(kms->describe_key(endpoint_uri("main") + "/999999")), ErrorCode::kNotFound,
-               {endpoint_uri("main") + "/999999", "Item Not Found"});
+  expect_error(as_status(kms->administration()->describe_key("alias/no-such-" + alias)),
+               ErrorCode::kNotFound, {"no key named"});
+  expect_error(as_status(kms->administration()->describe_key(endpoint_uri("main") + "/999999")),
+               ErrorCode::kNotFound, {endpoint_uri("main") + "/999999", "Item Not Found"});
 }
 
 TEST_F(KmipLiveTest, RevokedKeyRefusesUnwrapAndCannotComeBack) {
@@ -216,25 +216,26 @@ TEST_F(KmipLiveTest, RevokedKeyRefusesUnwrapAndCannotComeBack) {
   ASSERT_TRUE(data_key.ok()) << data_key.error().message();
 
   // Enabled keys are not destroyed without a disable first.
-  expect_error(as_status(kms->schedule_key_deletion(key.uri, 7)), ErrorCode::kUsage,
-               {"not supported by KMIP server", "disable-key first"});
+  expect_error(as_status(kms->administration()->schedule_key_deletion(key.uri, 7)),
+               ErrorCode::kUsage, {"not supported by KMIP server", "disable-key first"});
 
-  ASSERT_TRUE(kms->disable_key(key.uri).ok());
-  ASSERT_TRUE(kms->disable_key(key.uri).ok()) << "disabling twice is not an error";
-  auto described = kms->describe_key(key.uri);
+  ASSERT_TRUE(kms->administration()->disable_key(key.uri).ok());
+  ASSERT_TRUE(kms->administration()->disable_key(key.uri).ok())
+      << "disabling twice is not an error";
+  auto described = kms->administration()->describe_key(key.uri);
   ASSERT_TRUE(described.ok());
   EXPECT_EQ(described->state, KeyState::kDisabled);
   expect_error(as_status(kms->decrypt(data_key->wrapped, context_)), ErrorCode::kDenied,
                {key.uri, "KMIP Decrypt failed: Permission Denied", "Active state"});
   expect_error(as_status(kms->encrypt(key.uri, data_key->plaintext, context_)), ErrorCode::kDenied,
                {"KMIP Encrypt failed: Permission Denied"});
-  expect_error(kms->enable_key(key.uri), ErrorCode::kUsage,
+  expect_error(kms->administration()->enable_key(key.uri), ErrorCode::kUsage,
                {"enable-key: not supported by KMIP server " + endpoint_uri("main"), "Deactivated"});
 
-  auto deleted = kms->schedule_key_deletion(key.uri, 7);
+  auto deleted = kms->administration()->schedule_key_deletion(key.uri, 7);
   ASSERT_TRUE(deleted.ok()) << deleted.error().message();
   EXPECT_EQ(deleted->state, KeyState::kPendingDeletion);
-  expect_error(kms->cancel_key_deletion(key.uri), ErrorCode::kUsage,
+  expect_error(kms->administration()->cancel_key_deletion(key.uri), ErrorCode::kUsage,
                {"not supported by KMIP server"});
   expect_error(as_status(kms->decrypt(data_key->wrapped, context_)), ErrorCode::kNotFound,
                {"Item Not Found"});
@@ -242,9 +243,11 @@ TEST_F(KmipLiveTest, RevokedKeyRefusesUnwrapAndCannotComeBack) {
 
 TEST_F(KmipLiveTest, AliasOperationsAreUnsupported) {
   auto kms = open("main");
-  expect_error(kms->create_alias("alias/x", endpoint_uri("main") + "/1"), ErrorCode::kUsage,
+  EXPECT_EQ(kms->aliases(), nullptr);
+  expect_error(as_status(offered(*kms, kms->aliases(), "create-alias")), ErrorCode::kUsage,
                {"create-alias: not supported by KMIP server " + endpoint_uri("main")});
-  expect_error(as_status(kms->list_aliases()), ErrorCode::kUsage, {"list-aliases"});
+  expect_error(as_status(offered(*kms, kms->aliases(), "list-aliases")), ErrorCode::kUsage,
+               {"list-aliases"});
   expect_error(as_status(kms->encrypt("kmip://192.0.2.1:5696/1", SecretBytes(64), context_)),
                ErrorCode::kUsage, {"not a key of KMIP server"});
 }
@@ -261,7 +264,8 @@ TEST_F(KmipLiveTest, AnotherClientIdentityIsRefused) {
   ASSERT_TRUE(stranger->supports(key.uri));
   expect_error(as_status(stranger->decrypt(data_key->wrapped, context_)), ErrorCode::kDenied,
                {key.uri, "KMIP Decrypt failed: Permission Denied"});
-  expect_error(stranger->disable_key(key.uri), ErrorCode::kDenied, {"Permission Denied"});
+  expect_error(stranger->administration()->disable_key(key.uri), ErrorCode::kDenied,
+               {"Permission Denied"});
   // The owner still can.
   EXPECT_TRUE(owner->decrypt(data_key->wrapped, context_).ok());
 }
@@ -269,7 +273,7 @@ TEST_F(KmipLiveTest, AnotherClientIdentityIsRefused) {
 TEST_F(KmipLiveTest, WrongCaIsATlsVerificationFailure) {
   auto kms = open("wrongca");
   const auto started = steady_clock::now();
-  expect_error(as_status(kms->describe_key(endpoint_uri("wrongca") + "/1")),
+  expect_error(as_status(kms->administration()->describe_key(endpoint_uri("wrongca") + "/1")),
                ErrorCode::kKmsUnreachable,
                {endpoint_uri("wrongca"), "TLS handshake", "server certificate verify failed: "});
   // Not retried: a certificate problem does not go away by waiting.
@@ -278,7 +282,7 @@ TEST_F(KmipLiveTest, WrongCaIsATlsVerificationFailure) {
 
 TEST_F(KmipLiveTest, ClientCertificateFromAnotherCaIsRefusedByTheServer) {
   auto kms = open("untrusted");
-  expect_error(as_status(kms->describe_key(endpoint_uri("untrusted") + "/1")),
+  expect_error(as_status(kms->administration()->describe_key(endpoint_uri("untrusted") + "/1")),
                ErrorCode::kKmsUnreachable,
                {endpoint_uri("untrusted"), "TLS alert from the server"});
 }
@@ -312,7 +316,7 @@ TEST_F(KmipLiveTest, SilentServerTimesOutAtTimeoutMs) {
   auto kms = open_kmip_kms(silent);
   ASSERT_TRUE(kms.ok());
   const auto started = steady_clock::now();
-  expect_error(as_status((*kms)->describe_key("1")), ErrorCode::kKmsUnreachable,
+  expect_error(as_status((*kms)->administration()->describe_key("1")), ErrorCode::kKmsUnreachable,
                {"TLS handshake: timed out"});
   const auto elapsed = steady_clock::now() - started;
   EXPECT_GE(elapsed, std::chrono::milliseconds(650));
@@ -329,7 +333,7 @@ TEST_F(KmipServerStoppedTest, FailsClearlyWithinTheTimeout) {
   auto kms = open("main");
   const auto timeout = std::chrono::milliseconds(config_.kmip_endpoints.at("main").timeout_ms);
   const auto started = steady_clock::now();
-  expect_error(as_status(kms->describe_key(endpoint_uri("main") + "/1")),
+  expect_error(as_status(kms->administration()->describe_key(endpoint_uri("main") + "/1")),
                ErrorCode::kKmsUnreachable,
                {endpoint_uri("main") + ": connect: Connection refused", "attempts"});
   const auto elapsed =
@@ -342,10 +346,12 @@ TEST_F(KmipServerStoppedTest, FailsClearlyWithinTheTimeout) {
 // Unwrap latency and rate.  Prints one line per measurement; the numbers in
 // Documentation/kms/kmip.rst come from here.
 TEST_F(KmipLiveTest, Benchmark) {
-  if (!env_set("ENVCRYPT_KMIP_BENCH")) {
+  // Read once: the analyzer cannot know a second getenv() answers as the first.
+  const char* requested = std::getenv("ENVCRYPT_KMIP_BENCH");
+  if (requested == nullptr || *requested == '\0') {
     GTEST_SKIP() << "ENVCRYPT_KMIP_BENCH=<unwraps> runs the benchmark";
   }
-  const int unwraps = std::max(1, std::atoi(std::getenv("ENVCRYPT_KMIP_BENCH")));
+  const int unwraps = std::max(1, std::atoi(requested));
   auto kms = open("main");
   const KeyInfo key = create_key(*kms, unique_alias());
   auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);

@@ -34,7 +34,9 @@ KeyState key_state(State state) {
   return KeyState::kDisabled;
 }
 
-class KmipKms final : public KmsBackend {
+// A KMIP server offers envelope operations and key administration; aliases,
+// lifecycle, BYOK, grants and audit it does not (unsupported() says why).
+class KmipKms final : public KmsClient, public KeyAdministration {
  public:
   explicit KmipKms(const KmipEndpoint& endpoint) : endpoint_(endpoint), client_(endpoint) {
     for (const KmipServer& server : endpoint.servers()) {
@@ -46,6 +48,8 @@ class KmipKms final : public KmsBackend {
   [[nodiscard]] bool supports(std::string_view uri) const override {
     return uid_from_uri(uri).has_value();
   }
+
+  KeyAdministration* administration() override { return this; }
 
   Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
                              const EncryptionContext& context) override {
@@ -129,6 +133,16 @@ class KmipKms final : public KmsBackend {
     return describe_uid(uid);
   }
 
+  // A KMIP key has one version and no owner this host knows of.
+  Result<KeyDetails> describe_key_details(std::string_view keyref) override {
+    ENVCRYPT_ASSIGN_OR_RETURN(KeyInfo info, describe_key(keyref));
+    KeyDetails details;
+    details.last_rotated_at = info.created_at;
+    details.versions.push_back({kOnlyVersion, info.created_at});
+    details.info = std::move(info);
+    return details;
+  }
+
   Result<std::vector<KeyInfo>> list_keys() override {
     ENVCRYPT_ASSIGN_OR_RETURN(const std::vector<std::string> uids, client_.locate(std::nullopt));
     std::vector<KeyInfo> keys;
@@ -191,7 +205,6 @@ class KmipKms final : public KmsBackend {
                                "KMIP Destroy is immediate, so there is no deletion to cancel");
   }
 
- protected:
   [[nodiscard]] Error unsupported(std::string_view operation) const override {
     if (operation.ends_with("alias") || operation.ends_with("aliases")) {
       return unsupported_because(operation,
@@ -200,7 +213,7 @@ class KmipKms final : public KmsBackend {
     }
     // The lifecycle operations of kms.h: PyKMIP 0.10 serves no ReKey, no
     // import under a wrapping key, no grants and no audit trail.  rewrap
-    // works (KmsBackend::reencrypt: Decrypt, then Encrypt).
+    // works (KmsClient::reencrypt: Decrypt, then Encrypt).
     return unsupported_because(operation, "PyKMIP 0.10 offers no such operation");
   }
 
@@ -319,14 +332,14 @@ class KmipKms final : public KmsBackend {
 
 }  // namespace
 
-Result<std::unique_ptr<KmsBackend>> open_kmip_kms(const KmipEndpoint& endpoint) {
+Result<std::unique_ptr<KmsClient>> open_kmip_kms(const KmipEndpoint& endpoint) {
   if (endpoint.host.empty()) {
     return Error(ErrorCode::kUsage, "KMIP endpoint " + endpoint.name + ": no host configured");
   }
   if (endpoint.timeout_ms == 0) {
     return Error(ErrorCode::kUsage, "KMIP endpoint " + endpoint.name + ": timeout_ms must be > 0");
   }
-  return std::unique_ptr<KmsBackend>(std::make_unique<KmipKms>(endpoint));
+  return std::unique_ptr<KmsClient>(std::make_unique<KmipKms>(endpoint));
 }
 
 }  // namespace envcrypt

@@ -1,7 +1,9 @@
 // The `kmip://` KMS backend: CMKs held by a KMIP 1.4 key manager, reached over
 // TLS with a client certificate.  Wrap/unwrap are KMIP Encrypt/Decrypt.
-// What a KMIP server cannot offer (aliases, re-enabling a revoked key,
-// cancelling a deletion) is answered with ErrorCode::kUsage; see
+// It offers key administration (KeyAdministration) and no other capability
+// of kms.h; what a KMIP server cannot offer (aliases, lifecycle, BYOK,
+// grants, audit, re-enabling a revoked key, cancelling a deletion) is
+// answered with ErrorCode::kUsage naming the server; see
 // Documentation/kms/kmip.rst.
 #pragma once
 
@@ -19,6 +21,6 @@ namespace envcrypt {
 // for kmip://<host>:<port>/<uid> URIs naming this endpoint's host and port
 // (and for kmip://<endpoint name>/<uid>); the URIs it returns are always the
 // host:port form.  Key references may also be a bare uid or alias/<Name>.
-Result<std::unique_ptr<KmsBackend>> open_kmip_kms(const KmipEndpoint& endpoint);
+Result<std::unique_ptr<KmsClient>> open_kmip_kms(const KmipEndpoint& endpoint);
 
 }  // namespace envcrypt

@@ -23,7 +23,7 @@ KmipEndpoint endpoint(const std::string& host = "kms.example") {
   return result;
 }
 
-std::unique_ptr<KmsBackend> open(const KmipEndpoint& config) {
+std::unique_ptr<KmsClient> open(const KmipEndpoint& config) {
   auto kms = open_kmip_kms(config);
   EXPECT_TRUE(kms.ok()) << kms.error().message();
   return kms.ok() ? std::move(kms).value() : nullptr;
@@ -70,7 +70,7 @@ TEST(KmsKmipTest, RefusesIncompleteEndpoints) {
 TEST(KmsKmipTest, UnreadableCertificateFilesAreConfigurationErrorsNamingTheFile) {
   auto kms = open(endpoint());
   // The key file is looked at first (its owner and mode, then its PEM).
-  expect_usage(as_status(kms->describe_key("kmip://kms.example:5696/1")),
+  expect_usage(as_status(kms->administration()->describe_key("kmip://kms.example:5696/1")),
                "kmip://kms.example:5696: client key /nonexistent/envcrypt-test/client.key: No "
                "such file or directory");
 }
@@ -78,17 +78,29 @@ TEST(KmsKmipTest, UnreadableCertificateFilesAreConfigurationErrorsNamingTheFile)
 TEST(KmsKmipTest, WhatKmipCannotOfferIsAUsageErrorNamingTheServer) {
   auto kms = open(endpoint());
   const std::string server = "not supported by KMIP server kmip://kms.example:5696";
-  expect_usage(kms->create_alias("alias/a", "kmip://kms.example:5696/1"),
-               "create-alias: " + server);
-  expect_usage(kms->delete_alias("alias/a"), "delete-alias: " + server);
-  expect_usage(as_status(kms->list_aliases()), "list-aliases: " + server);
-  expect_usage(kms->cancel_key_deletion("kmip://kms.example:5696/1"), server);
+  EXPECT_EQ(kms->aliases(), nullptr);
+  expect_usage(as_status(offered(*kms, kms->aliases(), "create-alias")), "create-alias: " + server);
+  expect_usage(as_status(offered(*kms, kms->aliases(), "delete-alias")), "delete-alias: " + server);
+  expect_usage(as_status(offered(*kms, kms->aliases(), "list-aliases")), "list-aliases: " + server);
+  for (const char* operation :
+       {"rotate-key", "rotate-due", "purge-due", "get-parameters-for-import", "import-key-material",
+        "delete-key-material", "create-grant", "revoke-grant", "list-grants", "audit"}) {
+    expect_usage(kms->unsupported(operation), std::string(operation) + ": " + server);
+  }
+  EXPECT_EQ(kms->lifecycle(), nullptr);
+  EXPECT_EQ(kms->key_import(), nullptr);
+  EXPECT_EQ(kms->grants(), nullptr);
+  EXPECT_EQ(kms->audit_trail(), nullptr);
+  EXPECT_EQ(kms->keystore_backup(), nullptr);
+  KeyAdministration* admin = kms->administration();
+  ASSERT_NE(admin, nullptr);
+  expect_usage(admin->cancel_key_deletion("kmip://kms.example:5696/1"), server);
   CreateKeyRequest external;
   external.origin = KeyOrigin::kExternal;
-  expect_usage(as_status(kms->create_key(external)), server);
+  expect_usage(as_status(admin->create_key(external)), server);
   CreateKeyRequest rotating;
   rotating.rotation_interval_days = 365;
-  expect_usage(as_status(kms->create_key(rotating)), server);
+  expect_usage(as_status(admin->create_key(rotating)), server);
 }
 
 TEST(KmsKmipTest, KeyReferencesForOtherServersAreRefusedBeforeAnyConnection) {
