@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "recovery.h"
-#include "secret.h"
+#include "kms/recovery.h"
+#include "util/secret.h"
 
 namespace envcrypt::fuzz {
 

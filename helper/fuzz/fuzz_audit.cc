@@ -12,7 +12,7 @@
 #include <optional>
 #include <string_view>
 
-#include "audit.h"
+#include "audit/audit.h"
 #include "fuzz_check.h"
 
 namespace envcrypt::fuzz {

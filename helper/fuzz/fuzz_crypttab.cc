@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "crypttab.h"
+#include "config/crypttab.h"
 #include "fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -11,7 +11,7 @@
 #include <span>
 
 #include "fuzz_check.h"
-#include "header.h"
+#include "header/header.h"
 #include "header_input.h"
 
 namespace envcrypt::fuzz {

@@ -12,7 +12,7 @@
 
 #include "backup_key.h"
 #include "fuzz_check.h"
-#include "keystore_backup.h"
+#include "kms/local/keystore_backup.h"
 
 namespace {
 

@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <span>
 
-#include "kmip/kmip_messages.h"
-#include "kmip/ttlv.h"
+#include "kms/kmip/kmip_messages.h"
+#include "kms/kmip/ttlv.h"
 
 namespace envcrypt::fuzz {
 namespace {

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "fuzz_check.h"
-#include "outage_cache.h"
+#include "volume/outage_cache.h"
 
 namespace {
 

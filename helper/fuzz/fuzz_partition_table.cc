@@ -13,8 +13,8 @@
 #include <span>
 #include <vector>
 
+#include "device/partition_table.h"
 #include "fuzz_check.h"
-#include "partition_table.h"
 
 namespace envcrypt::fuzz {
 namespace {

@@ -11,10 +11,10 @@
 #include <string>
 #include <string_view>
 
+#include "boot/udev_properties.h"
 #include "fuzz_check.h"
-#include "header.h"
+#include "header/header.h"
 #include "header_input.h"
-#include "udev_properties.h"
 
 namespace envcrypt::fuzz {
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "fuzz_check.h"
-#include "tpm_seal.h"
+#include "tpm/tpm_seal.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using envcrypt::fuzz::require;

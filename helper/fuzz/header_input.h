@@ -16,8 +16,8 @@
 #include <span>
 #include <vector>
 
-#include "crypto.h"
-#include "header.h"
+#include "header/header.h"
+#include "util/crypto.h"
 
 namespace envcrypt::fuzz {
 

@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "audit.h"
+#include "audit/audit.h"
 #include "backup_key.h"
-#include "header.h"
-#include "keystore_backup.h"
-#include "kmip/kmip_messages.h"
-#include "kmip/ttlv.h"
+#include "header/header.h"
+#include "kms/kmip/kmip_messages.h"
+#include "kms/kmip/ttlv.h"
+#include "kms/local/keystore_backup.h"
 
 namespace envcrypt::fuzz {
 namespace {

@@ -11,10 +11,10 @@
 #include <optional>
 #include <string>
 
-#include "config.h"
-#include "crypto.h"
-#include "kms_registry.h"
-#include "volume.h"
+#include "config/config.h"
+#include "kms/kms_registry.h"
+#include "util/crypto.h"
+#include "volume/volume.h"
 
 int main(int argc, char** argv) {
   using namespace envcrypt;

@@ -1,7 +1,7 @@
 #!/bin/bash
 # No key reaches a core file (Documentation/security/key-hierarchy.rst, "Core
 # dumps").  The test build of envcryptctl (build/test/envcryptctl, with the
-# hooks of helper/src/test_hooks.h) attaches a loop device under a local KMS
+# hooks of helper/src/util/test_hooks.h) attaches a loop device under a local KMS
 # and aborts right after the DK is unwrapped, before anything is mapped
 # (ENVCRYPT_FAULT=attach:unwrapped:...), with core dumps allowed by the shell
 # (ulimit -c unlimited) and core_pattern pointed at the test's directory

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Test hooks exist only in test builds (helper/src/test_hooks.h), as TAP 13:
+# Test hooks exist only in test builds (helper/src/util/test_hooks.h), as TAP 13:
 #  - the release build/envcryptctl (what `make` builds and `make install`
 #    installs) holds no "ENVCRYPT_FAULT" string, and a rewrap run with
 #    ENVCRYPT_FAULT=rewrap:reencrypted completes (exit 0, new wrap in force);

@@ -2,7 +2,7 @@
 # rewrap survives the whole machine dying, as TAP 13.  For each kernel of the
 # matrix (or ENVCRYPT_REWRAP_KERNELS) one guest (selftests/vm-run.sh) formats
 # a virtio disk and writes 8 MiB through the mapping; then, for each step of
-# rewrap (helper/src/rewrap.h: reencrypted, first-copy-written,
+# rewrap (helper/src/boot/rewrap.h: reencrypted, first-copy-written,
 # first-copy-flushed, second-copy-written, second-copy-flushed), a guest
 # rotates the key and runs rewrap paused at that step
 # (ENVCRYPT_FAULT=rewrap:<step>:pause), the host kills QEMU with SIGKILL, and

@@ -1,0 +1,120 @@
+#include "cli/initramfs_cli.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <ostream>
+#include <sstream>
+#include <system_error>
+
+#include "boot/boot.h"
+#include "boot/initramfs_plan.h"
+#include "config/crypttab.h"
+#include "volume/volume.h"
+
+namespace envcrypt {
+namespace {
+
+struct PlanArgs {
+  std::string tab;
+  std::string fstab;
+};
+
+// --fstab, else $ENVCRYPT_FSTAB, else /etc/fstab; a missing file is empty.
+Result<std::string> read_fstab(const std::string& option) {
+  std::string path = option;
+  if (path.empty()) {
+    const char* env = std::getenv("ENVCRYPT_FSTAB");
+    path = env != nullptr && *env != '\0' ? env : "/etc/fstab";
+  }
+  std::ifstream in(path);
+  if (!in) {
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec) && !ec) {
+      return std::string();
+    }
+    return Error(ErrorCode::kIo, path + ": cannot be read");
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The device under our mapping `name`: the table's first field is its
+// major:minor, whose DEVNAME sysfs gives.
+Result<std::filesystem::path> mapped_device(const std::string& name) {
+  ENVCRYPT_ASSIGN_OR_RETURN(std::vector<MappingStatus> mappings, volume_status(name));
+  if (mappings.empty()) {
+    return Error(ErrorCode::kNotFound, "mapping " + name + ": not found");
+  }
+  const std::string devnum = table_device(mappings.front().table);
+  std::ifstream uevent("/sys/dev/block/" + devnum + "/uevent");
+  for (std::string line; std::getline(uevent, line);) {
+    if (line.starts_with("DEVNAME=")) {
+      return std::filesystem::path("/dev") / line.substr(8);
+    }
+  }
+  return Error(ErrorCode::kNotFound, "mapping " + name + ": no device " + devnum + " in /sys");
+}
+
+Status initramfs_plan(const PlanArgs& args, const BootCommandHooks& hooks) {
+  ENVCRYPT_ASSIGN_OR_RETURN(Envcrypttab tab, read_envcrypttab(args.tab));
+  log_skipped_lines(tab, *hooks.err);
+  InitramfsPlanInputs inputs;
+  inputs.table = std::move(tab.entries);
+  ENVCRYPT_ASSIGN_OR_RETURN(inputs.fstab_text, read_fstab(args.fstab));
+  // A host without such a line gets its initramfs whatever else is wrong
+  // here: the configuration is read only when a line needs it.
+  if (initramfs_lines(inputs.table, inputs.fstab_text, system_mapping_names).empty()) {
+    *hooks.out << initramfs_plan_output({});
+    return OkStatus();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, hooks.registry());
+  inputs.config = registry->config();
+  auto actions = system_boot_actions(hooks.registry);
+  inputs.cmk_of = [&actions](const TabEntry& entry) -> Result<std::string> {
+    auto resolved = actions->resolve(entry);
+    if (!resolved.ok()) {
+      // The running system's root disk is attached: its mapping holds it,
+      // which hides it from the UUID= lookup.  The mapping names it.
+      auto mapped = mapped_device(entry.name);
+      if (!mapped.ok()) {
+        return resolved.error();
+      }
+      resolved = std::move(mapped);
+    }
+    const std::filesystem::path device = *resolved;
+    ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection header,
+                              read_volume_header(device, entry.header_file));
+    return header.header.wrapped.cmk_uri;
+  };
+  inputs.mapping_names = system_mapping_names;
+  inputs.exists = [](const std::filesystem::path& path) {
+    std::error_code ec;
+    return std::filesystem::exists(path, ec);
+  };
+  ENVCRYPT_ASSIGN_OR_RETURN(InitramfsPlan plan, plan_initramfs(inputs));
+  for (const std::string& warning : plan.warnings) {
+    *hooks.err << "envcryptctl: warning: " << warning << '\n';
+  }
+  *hooks.out << initramfs_plan_output(plan);
+  return OkStatus();
+}
+
+}  // namespace
+
+void add_initramfs_commands(CLI::App& app, const BootCommandHooks& hooks) {
+  auto args = std::make_shared<PlanArgs>();
+  auto* command = app.add_subcommand(
+      "initramfs-plan",
+      "what the initramfs-tools hook copies: disks, KMS files, network, TPM (KEY=value)");
+  command->add_option("--tab", args->tab,
+                      "table file (default: $ENVCRYPT_TAB, else /etc/envcrypttab)");
+  command->add_option("--fstab", args->fstab,
+                      "fstab naming / and /usr (default: $ENVCRYPT_FSTAB, else /etc/fstab)");
+  command->callback([args, hooks] {
+    hooks.select("initramfs-plan", [args, hooks] { return initramfs_plan(*args, hooks); });
+  });
+}
+
+}  // namespace envcrypt
