@@ -82,7 +82,7 @@ if [ ! -f "$BUILD/asan/compile_commands.json" ]; then
 	echo "build/asan/compile_commands.json missing (make asan first)" >"$log"
 	result 1 "clang-tidy helper/fuzz/" "$log"
 else
-	# Only the targets that build: fuzz_probe.cc waits for udev_properties.h.
+	# The fuzz targets the clang build compiled (ENVCRYPT_FUZZ=ON).
 	mapfile -t fuzz_srcs < <(cd "$TOP" && git ls-files 'helper/fuzz/*.cc' |
 		while read -r f; do grep -qF "$TOP/$f\"" "$BUILD/asan/compile_commands.json" && echo "$f"; done)
 	(cd "$TOP" && printf '%s\0' "${fuzz_srcs[@]}" |
