@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "cli/exit_codes.h"
 #include "config/config.h"
 #include "kms/kms_registry.h"
 #include "util/crypto.h"
@@ -35,18 +36,18 @@ int main(int argc, char** argv) {
   auto config = load_config(config_path);
   if (!config.ok()) {
     std::cerr << "envcrypt-test-dk-dump: " << config.error().message() << '\n';
-    return config.error().exit_code();
+    return envcrypt::exit_code_for(config.error());
   }
   KmsRegistry registry(std::move(config).value());
   auto selection = read_volume_header(device, header_file);
   if (!selection.ok()) {
     std::cerr << "envcrypt-test-dk-dump: " << selection.error().message() << '\n';
-    return selection.error().exit_code();
+    return envcrypt::exit_code_for(selection.error());
   }
   auto data_key = unlock(registry, selection->header);
   if (!data_key.ok()) {
     std::cerr << "envcrypt-test-dk-dump: " << data_key.error().message() << '\n';
-    return data_key.error().exit_code();
+    return envcrypt::exit_code_for(data_key.error());
   }
   std::cout << to_hex(data_key->span()) << '\n';
   return 0;
