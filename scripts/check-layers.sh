@@ -31,38 +31,47 @@ allowed_of() {
 }
 
 declare -A allowed
-while IFS= read -r file; do
-	dir=$(dirname "$file")
-	if [ "$dir" = . ]; then
+cmake_text=$(<"$CMAKELISTS")
+
+# check_folder DIR: reads DIR's README once; its allowed list, or "unknown".
+check_folder() {
+	local list
+	if list=$(allowed_of "$1"); then
+		allowed[$1]=" $(echo $list) "
+	else
+		violation "helper/src/$1/README.md: missing, or not exactly one \"May include:\" line"
+		allowed[$1]=unknown # reported once, its includes not checked
+	fi
+}
+
+mapfile -t files < <(cd "$SRC" && find . \( -name '*.cc' -o -name '*.h' \) -printf '%P\n' | sort)
+for file in "${files[@]}"; do
+	dir=${file%/*}
+	if [ "$dir" = "$file" ]; then
 		violation "helper/src/$file: not in a layer folder"
 		continue
 	fi
-	if [ -z "${allowed[$dir]+set}" ]; then
-		if list=$(allowed_of "$dir"); then
-			allowed[$dir]=" $(echo $list) "
-		else
-			violation "helper/src/$dir/README.md: missing, or not exactly one \"May include:\" line"
-			allowed[$dir]=unknown # reported once, its includes not checked
-		fi
+	[ -n "${allowed[$dir]+set}" ] || check_folder "$dir"
+	if [[ $file == *.cc && $cmake_text != *"src/$file"* ]]; then
+		violation "helper/src/$file: not named in helper/CMakeLists.txt"
 	fi
-	case $file in
-	*.cc)
-		grep -qF "src/$file" "$CMAKELISTS" ||
-			violation "helper/src/$file: not named in helper/CMakeLists.txt"
-		;;
-	esac
+done
+
+# Every #include "..." of a source that is not a test, in one pass.
+while IFS=: read -r file included; do
 	case $file in
 	*_test.cc | *test_support.h) continue ;; # tests may use any layer
 	esac
+	dir=${file%/*}
+	[ "$dir" = "$file" ] && continue # reported above
 	[ "${allowed[$dir]}" = unknown ] && continue
-	may=$(echo ${allowed[$dir]} | sed 's/ /, /g')
-	while IFS= read -r included; do
-		inc_dir=$(dirname "$included")
-		[ "$inc_dir" = "$dir" ] && continue
-		if [[ ${allowed[$dir]} != *" $inc_dir "* ]]; then
-			violation "helper/src/$file includes $included: $dir/ may include only ${may:-itself}"
-		fi
-	done < <(sed -n 's/^#include "\([^"]*\)".*/\1/p' "$SRC/$file")
-done < <(cd "$SRC" && find . -name '*.cc' -o -name '*.h' | sed 's|^\./||' | sort)
+	inc_dir=${included%/*}
+	[ "$inc_dir" = "$dir" ] && continue
+	if [[ ${allowed[$dir]} != *" $inc_dir "* ]]; then
+		may=$(echo ${allowed[$dir]} | sed 's/ /, /g')
+		violation "helper/src/$file includes $included: $dir/ may include only ${may:-itself}"
+	fi
+done < <(cd "$SRC" && printf '%s\0' "${files[@]}" |
+	xargs -0 grep -H '^#include "' | sed 's/^\([^:]*\):#include "\([^"]*\)".*/\1:\2/')
 
 [ "$violations" = 0 ]
