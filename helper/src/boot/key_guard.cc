@@ -3,19 +3,9 @@
 #include <iostream>
 
 #include "boot/rewrap.h"
+#include "util/joined.h"
 
 namespace envcrypt {
-namespace {
-
-std::string joined(const std::vector<std::string>& items, const char* separator) {
-  std::string text;
-  for (const std::string& item : items) {
-    text += (text.empty() ? "" : separator) + item;
-  }
-  return text;
-}
-
-}  // namespace
 
 Status refuse_if_key_in_use(KeyAdministration& backend, std::string_view keyref, bool force) {
   if (force) {

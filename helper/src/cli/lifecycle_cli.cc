@@ -23,6 +23,7 @@
 #include "config/crypttab.h"
 #include "device/blockdev.h"
 #include "util/file_io.h"
+#include "util/joined.h"
 #include "util/printable.h"
 
 namespace envcrypt {
@@ -108,14 +109,6 @@ class Commands {
   Args args_;
   LifecycleCommandHooks h_;
 };
-
-std::string joined(const std::vector<std::string>& items, const char* separator) {
-  std::string text;
-  for (const std::string& item : items) {
-    text += (text.empty() ? "" : separator) + item;
-  }
-  return text;
-}
 
 std::vector<std::string> operation_names(const std::vector<GrantOperation>& operations) {
   std::vector<std::string> names;
