@@ -18,6 +18,11 @@
 ATTACH_TIMEOUT_S=30
 # Process start and the last attempt's end under TCG emulation.
 MARGIN_S=15
+# How far past its deadline the remote disk may give up: its last attempt's
+# KMS call is cut at the deadline, and returning from it (closing the
+# socket, releasing the device) on a guest whose vCPU shares a saturated
+# 2-core host with another guest can take over a second.
+GIVE_UP_SLACK_S=3
 KMIP_START_TIMEOUT_S=300
 # Setting up waits as long as PyKMIP needs under TCG (seconds per request);
 # the attach-all runs use 2 s per server.
@@ -92,7 +97,7 @@ remote_seconds=$(disk_field remote seconds)
 # call (at most BOOT_TIMEOUT_MS) and the local attach.
 expect_succeeds "the remote disk gave up at its deadline ($remote_seconds s, deadline $ATTACH_TIMEOUT_S s, local attach $local_seconds s)" \
 	python3 -c "import sys; first_pass = $BOOT_TIMEOUT_MS / 1000 + float('$local_seconds')
-sys.exit(not $ATTACH_TIMEOUT_S <= float('$remote_seconds') <= max($ATTACH_TIMEOUT_S, first_pass) + 1)"
+sys.exit(not $ATTACH_TIMEOUT_S <= float('$remote_seconds') <= max($ATTACH_TIMEOUT_S, first_pass) + $GIVE_UP_SLACK_S)"
 expect_succeeds "the whole run took $SECONDS_TAKEN s (at most $ATTACH_TIMEOUT_S + $MARGIN_S)" \
 	test "$SECONDS_TAKEN" -le $((ATTACH_TIMEOUT_S + MARGIN_S))
 "$ENVCTL" detach-all --tab "$TAB" >/dev/null

@@ -302,10 +302,10 @@ std::optional<SteadyTime> attach_one(const TabEntry& entry, const BootSelection&
   return deadline;
 }
 
-// An attempt started this close to its deadline reaches no server: its
-// KMS call finds the deadline passed once the device is opened and the
-// header read ("not tried before the deadline"), and that would replace
-// the reason of the attempt before, the one worth reporting.
+// An attempt started this close to its deadline would most likely reach
+// no server: its KMS call finds the deadline passed once the device is
+// opened and the header read.  Not starting it gives up at the deadline
+// instead of after it.
 constexpr milliseconds kLastAttemptFloor{1000};
 
 // Tries a pending disk once more if its deadline allows; true when the
@@ -327,13 +327,18 @@ bool retry_attach(const PendingAttach& pending, BootActions& actions, const Atta
       result.detail = "/dev/mapper/" + pending.entry->name;
       return true;
     }
-    result.error = attached.error();
     if (attached.error().code() != ErrorCode::kKmsUnreachable) {
+      result.error = attached.error();
       return true;
     }
     if (actions.now() < pending.deadline) {
+      result.error = attached.error();
       return false;
     }
+    // The deadline cut this attempt short: it says only "out of time" or
+    // "not tried before the deadline" (a guest stalled for a second before
+    // its KMS call, say).  The earlier, whole attempt's reason is the
+    // server's own and the one worth reporting.
   }
   result.elapsed = std::chrono::duration_cast<milliseconds>(actions.now() - pending.started);
   result.error = Error(ErrorCode::kKmsUnreachable,
