@@ -116,8 +116,10 @@ class SystemBootActions : public BootActions {
     return user ? std::optional<std::string>(user->name) : std::optional<std::string>();
   }
 
-  Status attach(const TabEntry& entry, const fs::path& device) override {
+  Status attach(const TabEntry& entry, const fs::path& device,
+                const CallContext& kms_call) override {
     AttachOptions options;
+    options.kms_call = kms_call;
     options.device = device;
     options.name = entry.name;
     options.header_file = entry.header_file;
@@ -229,14 +231,10 @@ class ActionsClock final : public RetryClock {
   BootActions& actions_;
 };
 
-// One attach attempt; KMS calls inside it end by `deadline` (retry.h).
+// One attach attempt; KMS calls inside it end by `deadline`.
 Status attach_by(const TabEntry& entry, const fs::path& device, BootActions& actions,
                  std::optional<SteadyTime> deadline) {
-  if (!deadline.has_value()) {
-    return actions.attach(entry, device);
-  }
-  const DeadlineScope scope(*deadline);
-  return actions.attach(entry, device);
+  return actions.attach(entry, device, CallContext{deadline});
 }
 
 // A disk whose KMS could not be reached, to be tried again.

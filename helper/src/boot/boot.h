@@ -85,7 +85,9 @@ class BootActions {
   virtual Result<std::string> mapping_uuid(const std::string& name) = 0;
   // Our mapping that already maps `device`, if any.
   virtual Result<std::optional<std::string>> mapping_of(const std::filesystem::path& device) = 0;
-  virtual Status attach(const TabEntry& entry, const std::filesystem::path& device) = 0;
+  // Every KMS call of the attach ends by `kms_call`'s deadline.
+  virtual Status attach(const TabEntry& entry, const std::filesystem::path& device,
+                        const CallContext& kms_call) = 0;
   virtual Status detach(const std::string& name) = 0;
   virtual std::chrono::steady_clock::time_point now() = 0;
   virtual void sleep(std::chrono::milliseconds duration) = 0;

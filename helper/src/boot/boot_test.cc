@@ -233,8 +233,7 @@ TEST(AttachAll, AnAttemptCutByTheDeadlineKeepsTheEarlierAttemptsReason) {
   fake.before_kms = milliseconds(1700);
   // Attempts at 0, 2300, 5100 and 8900, 1100 ms before the deadline; the
   // last one reaches its KMS call at 10600, past the deadline.
-  auto report =
-      attach_all(table("remote /dev/vdb netdev\n"), {}, fake, attach_policy(seconds(10)));
+  auto report = attach_all(table("remote /dev/vdb netdev\n"), {}, fake, attach_policy(seconds(10)));
   ASSERT_TRUE(report.ok());
   const DiskResult& remote = disk(*report, "remote");
   EXPECT_EQ(remote.attempts, 4U);

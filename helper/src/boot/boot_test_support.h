@@ -32,7 +32,7 @@ class FakeActions : public BootActions {
   std::map<fs::path, Error> attach_errors;
   // Devices whose KMS is unreachable for attaches started before the given time.
   std::map<fs::path, milliseconds> kms_down_until;
-  // The KMS deadline (retry.h) each attach ran under.
+  // The KMS deadline each attach ran under.
   std::vector<std::optional<std::chrono::steady_clock::time_point>> attach_deadlines;
   // name -> (device, uuid)
   std::map<std::string, std::pair<fs::path, std::string>> mappings;
@@ -96,16 +96,16 @@ class FakeActions : public BootActions {
     return std::optional<std::string>();
   }
 
-  Status attach(const TabEntry& entry, const fs::path& device) override {
+  Status attach(const TabEntry& entry, const fs::path& device,
+                const CallContext& kms_call) override {
     calls.push_back("attach " + entry.name + " " + device.string());
-    attach_deadlines.push_back(DeadlineScope::current());
+    attach_deadlines.push_back(kms_call.deadline);
     const milliseconds started = clock;
     clock += attach_cost;
     if (auto down = kms_down_until.find(device);
         down != kms_down_until.end() && started < down->second) {
-      if (const auto deadline = DeadlineScope::current();
-          before_kms > milliseconds(0) && deadline &&
-          now() - attach_cost + before_kms >= *deadline) {
+      if (const auto& deadline = kms_call.deadline; before_kms > milliseconds(0) && deadline &&
+                                                    now() - attach_cost + before_kms >= *deadline) {
         return Error(ErrorCode::kKmsUnreachable,
                      "kmip://kms.example:5696: not tried before the deadline");
       }

@@ -23,10 +23,10 @@ Result<WrappedKey> reencrypt_to(KmsRegistry& kms, const DiskHeader& header,
   ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * target, kms.for_key(destination));
   const EncryptionContext context = encryption_context(header);
   if (source == target) {
-    return source->reencrypt(header.wrapped, context, destination, context);
+    return source->envelope().rewrap(header.wrapped, context, destination, context);
   }
   ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes data_key, unlock(kms, header));
-  return target->encrypt(destination, data_key, context);
+  return target->envelope().wrap(destination, data_key, context);
 }
 
 // A new wrap replaces the old one only once it has been decrypted back

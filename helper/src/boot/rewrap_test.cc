@@ -220,15 +220,17 @@ class CorruptingKms final : public kms_testing::DelegatingKms {
  public:
   using DelegatingKms::DelegatingKms;
 
-  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                             const EncryptionContext& context) override {
-    return corrupted(inner().encrypt(keyref, plaintext, context));
+ protected:
+  Result<WrappedKey> wrap_key(std::string_view keyref, const SecretBytes& plaintext,
+                              const EncryptionContext& context, const CallContext& call) override {
+    return corrupted(inner().envelope(call).wrap(keyref, plaintext, context));
   }
-  Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
-                               std::string_view destination_keyref,
-                               const EncryptionContext& destination_context) override {
-    return corrupted(
-        inner().reencrypt(wrapped, source_context, destination_keyref, destination_context));
+  Result<WrappedKey> rewrap_key(const WrappedKey& wrapped, const EncryptionContext& source_context,
+                                std::string_view destination_keyref,
+                                const EncryptionContext& destination_context,
+                                const CallContext& call) override {
+    return corrupted(inner().envelope(call).rewrap(wrapped, source_context, destination_keyref,
+                                                   destination_context));
   }
 
  private:

@@ -33,8 +33,9 @@ class FakeKmip final : public KmsClient, public KeyAdministration {
  public:
   [[nodiscard]] bool supports(std::string_view uri) const override { return uri == kCmk; }
   KeyAdministration* administration() override { return this; }
-  Result<WrappedKey> encrypt(std::string_view /*keyref*/, const SecretBytes& plaintext,
-                             const EncryptionContext& /*context*/) override {
+  Result<WrappedKey> wrap_key(std::string_view /*keyref*/, const SecretBytes& plaintext,
+                              const EncryptionContext& /*context*/,
+                              const CallContext& /*call*/) override {
     WrappedKey wrapped;
     wrapped.cmk_uri = std::string(kCmk);
     wrapped.cmk_version = 1;
@@ -43,8 +44,8 @@ class FakeKmip final : public KmsClient, public KeyAdministration {
     wrapped.ciphertext.assign(plaintext.data(), plaintext.data() + plaintext.size());
     return wrapped;
   }
-  Result<SecretBytes> decrypt(const WrappedKey& wrapped,
-                              const EncryptionContext& /*context*/) override {
+  Result<SecretBytes> unwrap_key(const WrappedKey& wrapped, const EncryptionContext& /*context*/,
+                                 const CallContext& /*call*/) override {
     return SecretBytes(wrapped.ciphertext.data(), wrapped.ciphertext.size());
   }
   Result<KeyInfo> create_key(const CreateKeyRequest& /*request*/) override {

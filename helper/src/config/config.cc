@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "util/duration.h"
+#include "util/file_io.h"
 #include "util/printable.h"
 
 namespace envcrypt {
@@ -52,21 +53,7 @@ Result<std::string> read_checked_config(int fd, const std::filesystem::path& pat
     return error_from_errno(ErrorCode::kIo, "config " + path.string(), errno);
   }
   ENVCRYPT_TRY(check_config_owner_and_mode(path, st));
-  std::string text;
-  std::array<char, 4096> buffer{};
-  for (;;) {
-    const ssize_t got = ::read(fd, buffer.data(), buffer.size());
-    if (got < 0 && errno == EINTR) {
-      continue;
-    }
-    if (got < 0) {
-      return error_from_errno(ErrorCode::kIo, "config " + path.string() + ": read failed", errno);
-    }
-    if (got == 0) {
-      return text;
-    }
-    text.append(buffer.data(), static_cast<std::size_t>(got));
-  }
+  return read_to_end(fd, "config " + path.string() + ": read failed");
 }
 
 std::string_view type_name(const toml::node& node) {

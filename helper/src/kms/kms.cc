@@ -61,12 +61,13 @@ std::string_view to_string(KeyOrigin origin) {
   return "Unknown";
 }
 
-Result<WrappedKey> KmsClient::reencrypt(const WrappedKey& wrapped,
-                                        const EncryptionContext& source_context,
-                                        std::string_view destination_keyref,
-                                        const EncryptionContext& destination_context) {
-  ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes plaintext, decrypt(wrapped, source_context));
-  return encrypt(destination_keyref, plaintext, destination_context);
+Result<WrappedKey> KmsClient::rewrap_key(const WrappedKey& wrapped,
+                                         const EncryptionContext& source_context,
+                                         std::string_view destination_keyref,
+                                         const EncryptionContext& destination_context,
+                                         const CallContext& call) {
+  ENVCRYPT_ASSIGN_OR_RETURN(const SecretBytes plaintext, unwrap_key(wrapped, source_context, call));
+  return wrap_key(destination_keyref, plaintext, destination_context, call);
 }
 
 Error KmsClient::unsupported(std::string_view operation) const {
@@ -119,11 +120,28 @@ Status authorize(const KeyAccess& key, std::string_view principal, GrantOperatio
                                        std::string(to_string(wanted)) + " grant on key " + key.uri);
 }
 
-Status verify_wrap(KmsClient& kms, const WrappedKey& wrapped, const EncryptionContext& context,
-                   const SecretBytes& data_key) {
+Result<WrappedKey> Envelope::wrap(std::string_view keyref, const SecretBytes& data_key,
+                                  const EncryptionContext& context) {
+  return client_.wrap_key(keyref, data_key, context, call_);
+}
+
+Result<SecretBytes> Envelope::unwrap(const WrappedKey& wrapped, const EncryptionContext& context) {
+  return client_.unwrap_key(wrapped, context, call_);
+}
+
+Result<WrappedKey> Envelope::rewrap(const WrappedKey& wrapped,
+                                    const EncryptionContext& source_context,
+                                    std::string_view destination_keyref,
+                                    const EncryptionContext& destination_context) {
+  return client_.rewrap_key(wrapped, source_context, destination_keyref, destination_context,
+                            call_);
+}
+
+Status Envelope::verify(const WrappedKey& wrapped, const EncryptionContext& context,
+                        const SecretBytes& data_key) {
   const std::string refused =
       wrapped.cmk_uri + ": the new wrap of the data key does not decrypt back to it";
-  auto unwrapped = kms.decrypt(wrapped, context);
+  auto unwrapped = unwrap(wrapped, context);
   if (!unwrapped.ok()) {
     return Error(unwrapped.error().code(),
                  refused + " (" + unwrapped.error().message() + "); nothing was written");
@@ -137,12 +155,12 @@ Status verify_wrap(KmsClient& kms, const WrappedKey& wrapped, const EncryptionCo
   return OkStatus();
 }
 
-Result<DataKey> generate_data_key(KmsClient& kms, std::string_view keyref,
-                                  const EncryptionContext& context, std::size_t size) {
+Result<DataKey> Envelope::generate(std::string_view keyref, const EncryptionContext& context,
+                                   std::size_t size) {
   DataKey key;
   ENVCRYPT_ASSIGN_OR_RETURN(key.plaintext, random_secret(size));
-  ENVCRYPT_ASSIGN_OR_RETURN(key.wrapped, kms.encrypt(keyref, key.plaintext, context));
-  ENVCRYPT_TRY(verify_wrap(kms, key.wrapped, context, key.plaintext));
+  ENVCRYPT_ASSIGN_OR_RETURN(key.wrapped, wrap(keyref, key.plaintext, context));
+  ENVCRYPT_TRY(verify(key.wrapped, context, key.plaintext));
   return key;
 }
 

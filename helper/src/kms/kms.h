@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "util/result.h"
+#include "util/retry.h"
 #include "util/secret.h"
 
 namespace envcrypt {
@@ -210,10 +211,14 @@ class KeyAudit {
   virtual AuditLog& audit_log() = 0;
 };
 
+struct DataKey;
+class Envelope;
+
 // A KMS as Tink's KmsClient sees one: it says which CMK URIs it serves and
-// wraps and unwraps data keys under them.  Everything else is a capability
-// it may offer (above).  Clients: `local://` (kms_local.*) and `kmip://`
-// (kmip/*); KmsRegistry picks one by the URI's scheme.
+// hands out its envelope operations (Envelope, below) under a call context.
+// Everything else is a capability it may offer (above).  Clients:
+// `local://` (kms_local.*) and `kmip://` (kmip/*); KmsRegistry picks one by
+// the URI's scheme.
 class KmsClient {
  public:
   virtual ~KmsClient() = default;
@@ -221,19 +226,10 @@ class KmsClient {
   // Does this client serve the given CMK URI or key reference?
   [[nodiscard]] virtual bool supports(std::string_view uri) const = 0;
 
-  // Envelope operations.  `keyref` is a key id, alias/<name> or CMK URI.
-  virtual Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                                     const EncryptionContext& context) = 0;
-  virtual Result<SecretBytes> decrypt(const WrappedKey& wrapped,
-                                      const EncryptionContext& context) = 0;
-  // KMS ReEncrypt: the same DK under the primary version of
-  // `destination_keyref`.  The default decrypts and encrypts through this
-  // client, so the DK passes through the helper's memory as at attach; a
-  // client that can do it in one step overrides it.
-  virtual Result<WrappedKey> reencrypt(const WrappedKey& wrapped,
-                                       const EncryptionContext& source_context,
-                                       std::string_view destination_keyref,
-                                       const EncryptionContext& destination_context);
+  // Wrap, unwrap, rewrap and generate data keys, each KMS call they make
+  // done by `call`'s deadline when it has one (attach at boot passes its
+  // attach deadline), else by the client's own (KMIP: deadline_ms).
+  Envelope envelope(const CallContext& call = {});
 
   // The capabilities this client offers; nullptr for one it does not.
   virtual KeyAdministration* administration() { return nullptr; }
@@ -248,7 +244,71 @@ class KmsClient {
   // and, by default, "<operation> is not supported by this KMS backend"; a
   // client overrides it to say why its server cannot offer it.
   [[nodiscard]] virtual Error unsupported(std::string_view operation) const;
+
+ protected:
+  friend class Envelope;
+
+  // What each client implements for Envelope.  `keyref` is a key id,
+  // alias/<name> or CMK URI.
+  virtual Result<WrappedKey> wrap_key(std::string_view keyref, const SecretBytes& plaintext,
+                                      const EncryptionContext& context,
+                                      const CallContext& call) = 0;
+  virtual Result<SecretBytes> unwrap_key(const WrappedKey& wrapped,
+                                         const EncryptionContext& context,
+                                         const CallContext& call) = 0;
+  // KMS ReEncrypt: the same DK under the primary version of
+  // `destination_keyref`.  The default unwraps and wraps through this
+  // client, so the DK passes through the helper's memory as at attach; a
+  // client that can do it in one step overrides it.
+  virtual Result<WrappedKey> rewrap_key(const WrappedKey& wrapped,
+                                        const EncryptionContext& source_context,
+                                        std::string_view destination_keyref,
+                                        const EncryptionContext& destination_context,
+                                        const CallContext& call);
 };
+
+// GenerateDataKey's answer: the DK and its wrap.
+struct DataKey {
+  SecretBytes plaintext;
+  WrappedKey wrapped;
+};
+
+// A client's envelope operations under one call context, as Tink's Aead is
+// a KmsClient's for one key: what format, attach, rewrap, recovery and
+// image encrypt use, never the client's virtuals directly.
+class Envelope {
+ public:
+  Envelope(KmsClient& client, const CallContext& call) : client_(client), call_(call) {}
+
+  // KMS Encrypt of a data key under `keyref`.
+  Result<WrappedKey> wrap(std::string_view keyref, const SecretBytes& data_key,
+                          const EncryptionContext& context);
+  // KMS Decrypt.
+  Result<SecretBytes> unwrap(const WrappedKey& wrapped, const EncryptionContext& context);
+  // KMS ReEncrypt (KmsClient::rewrap_key).
+  Result<WrappedKey> rewrap(const WrappedKey& wrapped, const EncryptionContext& source_context,
+                            std::string_view destination_keyref,
+                            const EncryptionContext& destination_context);
+  // GenerateDataKey: a fresh DK of `size` bytes from OpenSSL's DRBG,
+  // wrapped by the client and unwrapped back (verify()), so DK generation
+  // is one code path for every client.
+  Result<DataKey> generate(std::string_view keyref, const EncryptionContext& context,
+                           std::size_t size);
+  // Unwraps a new wrap and compares the result with `data_key` in constant
+  // time, so a wrap the KMS cannot open again (a server that ignored our
+  // nonce, a faulty HSM, a bug) is refused before a header commits it.
+  // The error names the CMK URI and ends "nothing was written"; a failed
+  // Decrypt keeps its own error code, other bytes are
+  // ErrorCode::kKmsUnreachable.
+  Status verify(const WrappedKey& wrapped, const EncryptionContext& context,
+                const SecretBytes& data_key);
+
+ private:
+  KmsClient& client_;
+  CallContext call_;
+};
+
+inline Envelope KmsClient::envelope(const CallContext& call) { return {*this, call}; }
 
 // `capability` (one of `client`'s accessors), or the client's explanation
 // why it cannot do `operation`.
@@ -260,24 +320,5 @@ Result<Capability*> offered(const KmsClient& client, Capability* capability,
   }
   return capability;
 }
-
-// Decrypts a new wrap back through `kms` and compares the result with
-// `data_key` in constant time, so a wrap the KMS cannot open again (a
-// server that ignored our nonce, a faulty HSM, a bug) is refused before a
-// header commits it.  The error names the CMK URI and ends "nothing was
-// written"; a failed Decrypt keeps its own error code, other bytes are
-// ErrorCode::kKmsUnreachable.
-Status verify_wrap(KmsClient& kms, const WrappedKey& wrapped, const EncryptionContext& context,
-                   const SecretBytes& data_key);
-
-// GenerateDataKey: a fresh DK of `size` bytes from OpenSSL's DRBG, wrapped
-// by the backend and decrypted back (verify_wrap).  Shared by every backend
-// so DK generation is one code path.
-struct DataKey {
-  SecretBytes plaintext;
-  WrappedKey wrapped;
-};
-Result<DataKey> generate_data_key(KmsClient& kms, std::string_view keyref,
-                                  const EncryptionContext& context, std::size_t size);
 
 }  // namespace envcrypt

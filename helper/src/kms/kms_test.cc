@@ -32,17 +32,26 @@ TEST(KmsStrings, StatesAndOrigins) {
 class MinimalBackend : public KmsClient {
  public:
   [[nodiscard]] bool supports(std::string_view /*uri*/) const override { return true; }
-  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                             const EncryptionContext& /*context*/) override {
+
+ protected:
+  Result<WrappedKey> wrap_key(std::string_view keyref, const SecretBytes& plaintext,
+                              const EncryptionContext& /*context*/,
+                              const CallContext& call) override {
+    deadlines.push_back(call.deadline);
     WrappedKey wrapped;
     wrapped.cmk_uri = std::string(keyref);
     wrapped.ciphertext.assign(plaintext.data(), plaintext.data() + plaintext.size());
     return wrapped;
   }
-  Result<SecretBytes> decrypt(const WrappedKey& wrapped,
-                              const EncryptionContext& /*context*/) override {
+  Result<SecretBytes> unwrap_key(const WrappedKey& wrapped, const EncryptionContext& /*context*/,
+                                 const CallContext& call) override {
+    deadlines.push_back(call.deadline);
     return SecretBytes(wrapped.ciphertext.data(), wrapped.ciphertext.size());
   }
+
+ public:
+  // The deadline of each call's context, in call order.
+  std::vector<std::optional<SteadyTime>> deadlines;
 };
 
 TEST(KmsClientCapabilities, AMissingCapabilityIsReportedForTheOperationAskedFor) {
@@ -64,10 +73,23 @@ TEST(KmsClientCapabilities, AMissingCapabilityIsReportedForTheOperationAskedFor)
 
 TEST(KmsClientCapabilities, TheDefaultReencryptDecryptsAndEncrypts) {
   MinimalBackend backend;
-  const DataKey key = generate_data_key(backend, "old", {}, 32).value();
-  const WrappedKey moved = backend.reencrypt(key.wrapped, {}, "new", {}).value();
+  const DataKey key = backend.envelope().generate("old", {}, 32).value();
+  const WrappedKey moved = backend.envelope().rewrap(key.wrapped, {}, "new", {}).value();
   EXPECT_EQ(moved.cmk_uri, "new");
   EXPECT_TRUE(key.plaintext.equals(moved.ciphertext));
+}
+
+TEST(KmsClientCapabilities, EveryCallOfAnEnvelopeCarriesItsCallContext) {
+  MinimalBackend backend;
+  const SteadyTime deadline(std::chrono::seconds(90));
+  Envelope bounded = backend.envelope(CallContext{deadline});
+  const DataKey key = bounded.generate("old", {}, 32).value();
+  ASSERT_TRUE(bounded.rewrap(key.wrapped, {}, "new", {}).ok());
+  ASSERT_TRUE(backend.envelope().unwrap(key.wrapped, {}).ok());
+  // generate: wrap and the unwrap that verifies it; rewrap: unwrap and
+  // wrap; then one unwrap with no deadline.
+  EXPECT_EQ(backend.deadlines, (std::vector<std::optional<SteadyTime>>{deadline, deadline, deadline,
+                                                                       deadline, std::nullopt}));
 }
 
 // ----- the one authorisation decision (authorize) -----
@@ -136,8 +158,8 @@ TEST(Authorize, AGrantServesOnlyItsPrincipal) {
 
 TEST(GenerateDataKey, WrapsAFreshKeyOfTheRequestedSize) {
   MinimalBackend backend;
-  const DataKey first = generate_data_key(backend, "key", {}, 64).value();
-  const DataKey second = generate_data_key(backend, "key", {}, 64).value();
+  const DataKey first = backend.envelope().generate("key", {}, 64).value();
+  const DataKey second = backend.envelope().generate("key", {}, 64).value();
   EXPECT_EQ(first.plaintext.size(), 64U);
   EXPECT_TRUE(first.plaintext.equals(first.wrapped.ciphertext));
   EXPECT_FALSE(first.plaintext.equals(second.plaintext.span()));
@@ -145,10 +167,10 @@ TEST(GenerateDataKey, WrapsAFreshKeyOfTheRequestedSize) {
 
 // Its wraps decrypt, but to other bytes than the data key it was given.
 class ForgetfulBackend final : public MinimalBackend {
- public:
-  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                             const EncryptionContext& context) override {
-    auto wrapped = MinimalBackend::encrypt(keyref, plaintext, context);
+ protected:
+  Result<WrappedKey> wrap_key(std::string_view keyref, const SecretBytes& plaintext,
+                              const EncryptionContext& context, const CallContext& call) override {
+    auto wrapped = MinimalBackend::wrap_key(keyref, plaintext, context, call);
     wrapped->ciphertext.back() ^= 0x80;
     return wrapped;
   }
@@ -156,16 +178,17 @@ class ForgetfulBackend final : public MinimalBackend {
 
 // And this one's wraps do not decrypt at all.
 class UnopenableBackend final : public MinimalBackend {
- public:
-  Result<SecretBytes> decrypt(const WrappedKey& /*wrapped*/,
-                              const EncryptionContext& /*context*/) override {
+ protected:
+  Result<SecretBytes> unwrap_key(const WrappedKey& /*wrapped*/,
+                                 const EncryptionContext& /*context*/,
+                                 const CallContext& /*call*/) override {
     return Error(ErrorCode::kDenied, "no Decrypt permission");
   }
 };
 
 TEST(GenerateDataKey, RefusesAWrapThatDecryptsBackToOtherBytes) {
   ForgetfulBackend backend;
-  auto key = generate_data_key(backend, "kmip://kms:5696/7", {}, 64);
+  auto key = backend.envelope().generate("kmip://kms:5696/7", {}, 64);
   ASSERT_FALSE(key.ok());
   EXPECT_EQ(key.error().code(), ErrorCode::kKmsUnreachable);
   EXPECT_EQ(key.error().message(),
@@ -175,7 +198,7 @@ TEST(GenerateDataKey, RefusesAWrapThatDecryptsBackToOtherBytes) {
 
 TEST(GenerateDataKey, RefusesAWrapThatDoesNotDecrypt) {
   UnopenableBackend backend;
-  auto key = generate_data_key(backend, "kmip://kms:5696/7", {}, 64);
+  auto key = backend.envelope().generate("kmip://kms:5696/7", {}, 64);
   ASSERT_FALSE(key.ok());
   EXPECT_EQ(key.error().code(), ErrorCode::kDenied);
   EXPECT_EQ(key.error().message(),

@@ -15,23 +15,25 @@ class DelegatingKms : public KmsClient {
   explicit DelegatingKms(KmsClient& inner) : inner_(inner) {}
 
   [[nodiscard]] bool supports(std::string_view uri) const override { return inner_.supports(uri); }
-  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                             const EncryptionContext& context) override {
-    return inner_.encrypt(keyref, plaintext, context);
-  }
-  Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
-                               std::string_view destination_keyref,
-                               const EncryptionContext& destination_context) override {
-    return inner_.reencrypt(wrapped, source_context, destination_keyref, destination_context);
-  }
-  Result<SecretBytes> decrypt(const WrappedKey& wrapped,
-                              const EncryptionContext& context) override {
-    return inner_.decrypt(wrapped, context);
-  }
   KeyAdministration* administration() override { return inner_.administration(); }
   KeyAudit* audit_trail() override { return inner_.audit_trail(); }
 
  protected:
+  Result<WrappedKey> wrap_key(std::string_view keyref, const SecretBytes& plaintext,
+                              const EncryptionContext& context, const CallContext& call) override {
+    return inner_.envelope(call).wrap(keyref, plaintext, context);
+  }
+  Result<WrappedKey> rewrap_key(const WrappedKey& wrapped, const EncryptionContext& source_context,
+                                std::string_view destination_keyref,
+                                const EncryptionContext& destination_context,
+                                const CallContext& call) override {
+    return inner_.envelope(call).rewrap(wrapped, source_context, destination_keyref,
+                                        destination_context);
+  }
+  Result<SecretBytes> unwrap_key(const WrappedKey& wrapped, const EncryptionContext& context,
+                                 const CallContext& call) override {
+    return inner_.envelope(call).unwrap(wrapped, context);
+  }
   KmsClient& inner() { return inner_; }
 
  private:

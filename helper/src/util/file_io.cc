@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -153,6 +154,31 @@ Status move_into_place(TempFile& temp, const fs::path& path, IfExists if_exists)
 }
 
 }  // namespace
+
+Result<std::string> read_to_end(int fd, const std::string& what, std::size_t max_bytes) {
+  std::string contents;
+  std::array<char, 65536> buffer{};
+  for (;;) {
+    // One byte past the limit tells a file of exactly max_bytes from a
+    // longer one.
+    const std::size_t room = max_bytes - contents.size();
+    const std::size_t want = room < buffer.size() ? room + 1 : buffer.size();
+    const ssize_t got = ::read(fd, buffer.data(), want);
+    if (got < 0 && errno == EINTR) {
+      continue;
+    }
+    if (got < 0) {
+      return error_from_errno(ErrorCode::kIo, what, errno);
+    }
+    if (got == 0) {
+      return contents;
+    }
+    if (static_cast<std::size_t>(got) > room) {
+      return Error(ErrorCode::kUsage, what + ": more than " + std::to_string(max_bytes) + " bytes");
+    }
+    contents.append(buffer.data(), static_cast<std::size_t>(got));
+  }
+}
 
 Status write_all(int fd, std::string_view data, const std::string& what) {
   while (!data.empty()) {

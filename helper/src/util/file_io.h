@@ -1,12 +1,14 @@
-// Writing files: the one write loop, the one positioned write loop, the one
-// way to create or replace a whole file durably, and the directory sync that
-// makes a created, renamed or removed name last.
+// Reading and writing files: the one read loop, the one write loop, the one
+// positioned write loop, the one way to create or replace a whole file
+// durably, and the directory sync that makes a created, renamed or removed
+// name last.
 #pragma once
 
 #include <sys/types.h>
 
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string>
@@ -15,6 +17,14 @@
 #include "util/result.h"
 
 namespace envcrypt {
+
+// Reads `fd` from where it stands to its end, resuming after short reads
+// and EINTR.  An error reads "<what>: <strerror>"; more than `max_bytes`
+// is ErrorCode::kUsage, "<what>: more than <max_bytes> bytes", found
+// without reading further, so an endless or growing file cannot exhaust
+// memory.
+Result<std::string> read_to_end(int fd, const std::string& what,
+                                std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
 
 // Writes all of `data` to `fd`, resuming after short writes and EINTR.  An
 // error reads "<what>: <strerror>"; a write that makes no progress is

@@ -332,5 +332,43 @@ TEST_F(FileIoTest, PwriteAllReportsTheErrno) {
   EXPECT_EQ(written.error().message(), "write nothing at 7: Bad file descriptor");
 }
 
+// ----- read_to_end -----
+
+TEST_F(FileIoTest, ReadToEndReadsEveryByteFromWhereTheFileStands) {
+  const std::string text = std::string(200000, 'a') + "tail";  // several reads
+  put(file_, text);
+  const UniqueFd fd(::open(file_.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_EQ(::lseek(fd.get(), 3, SEEK_SET), 3);
+  const auto read = read_to_end(fd.get(), "read file");
+  ASSERT_TRUE(read.ok()) << read.error().message();
+  EXPECT_EQ(*read, text.substr(3));
+}
+
+TEST_F(FileIoTest, ReadToEndTakesExactlyTheLimitAndRefusesOneByteMore) {
+  put(file_, "0123456789");
+  const UniqueFd exact(::open(file_.c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_EQ(read_to_end(exact.get(), "read file", 10).value(), "0123456789");
+  const UniqueFd over(::open(file_.c_str(), O_RDONLY | O_CLOEXEC));
+  const auto refused = read_to_end(over.get(), "read file", 9);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUsage);
+  EXPECT_EQ(refused.error().message(), "read file: more than 9 bytes");
+}
+
+TEST_F(FileIoTest, ReadToEndStopsAnEndlessFileAtTheLimit) {
+  const UniqueFd zero(::open("/dev/zero", O_RDONLY | O_CLOEXEC));
+  const auto refused = read_to_end(zero.get(), "read /dev/zero", 100000);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().message(), "read /dev/zero: more than 100000 bytes");
+}
+
+TEST_F(FileIoTest, ReadToEndNamesWhatFailed) {
+  const UniqueFd directory(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  const auto failed = read_to_end(directory.get(), "read " + dir_.string());
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code(), ErrorCode::kIo);
+  EXPECT_EQ(failed.error().message(), "read " + dir_.string() + ": Is a directory");
+}
+
 }  // namespace
 }  // namespace envcrypt

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <utility>
 
+#include "util/file_io.h"
+
 namespace envcrypt {
 namespace {
 
@@ -108,21 +110,7 @@ Result<std::optional<std::string>> read_private_file(const std::filesystem::path
     return Error(ErrorCode::kIo, path.string() + " is not a regular file");
   }
   ENVCRYPT_TRY(check_private_stat(path, st));
-  std::string contents;
-  std::array<char, 65536> buffer{};
-  for (;;) {
-    const ssize_t got = ::read(fd.get(), buffer.data(), buffer.size());
-    if (got < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return error_from_errno(ErrorCode::kIo, "read " + path.string(), errno);
-    }
-    if (got == 0) {
-      break;
-    }
-    contents.append(buffer.data(), static_cast<std::size_t>(got));
-  }
+  ENVCRYPT_ASSIGN_OR_RETURN(std::string contents, read_to_end(fd.get(), "read " + path.string()));
   return std::optional<std::string>(std::move(contents));
 }
 

@@ -16,8 +16,6 @@ class SteadyRetryClock final : public RetryClock {
   void sleep_for(milliseconds duration) override { std::this_thread::sleep_for(duration); }
 };
 
-thread_local std::optional<SteadyTime> current_deadline;
-
 milliseconds ms_between(SteadyTime from, SteadyTime to) {
   return std::chrono::duration_cast<milliseconds>(to - from);
 }
@@ -53,14 +51,6 @@ std::string duration_text(milliseconds duration) {
   return text;
 }
 
-DeadlineScope::DeadlineScope(SteadyTime deadline) : previous_(current_deadline) {
-  current_deadline = previous_.has_value() ? std::min(*previous_, deadline) : deadline;
-}
-
-DeadlineScope::~DeadlineScope() { current_deadline = previous_; }
-
-std::optional<SteadyTime> DeadlineScope::current() { return current_deadline; }
-
 Failover::Failover(FailoverPolicy policy, std::vector<std::string> servers, RetryClock& clock)
     : policy_(policy), servers_(std::move(servers)), clock_(clock) {}
 
@@ -77,11 +67,11 @@ std::vector<std::size_t> Failover::round_order(const std::vector<bool>& refused)
   return order;
 }
 
-Status Failover::run(const Attempt& attempt, const Classify& classify) {
+Status Failover::run(const Attempt& attempt, const Classify& classify, const CallContext& call) {
   const SteadyTime started = clock_.now();
   SteadyTime deadline = started + policy_.deadline;
-  if (const auto outer = DeadlineScope::current(); outer.has_value()) {
-    deadline = std::min(deadline, *outer);
+  if (call.deadline.has_value()) {
+    deadline = std::min(deadline, *call.deadline);
   }
   std::vector<std::optional<std::string>> reasons(servers_.size());
   std::vector<bool> refused(servers_.size(), false);

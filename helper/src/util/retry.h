@@ -46,22 +46,13 @@ bool pause_before_next_round(RetryClock& clock, SteadyTime deadline,
 // "1.25 s": durations in messages.
 std::string duration_text(std::chrono::milliseconds duration);
 
-// A deadline that an outer caller imposes on every KMS call made by this
-// thread while the scope lives: attach at boot sets its own so an unwrap
-// never outlasts it, without threading a deadline through the KmsClient
-// interface.  Nested scopes keep the earlier deadline.
-class DeadlineScope {
- public:
-  explicit DeadlineScope(SteadyTime deadline);
-  ~DeadlineScope();
-  DeadlineScope(const DeadlineScope&) = delete;
-  DeadlineScope& operator=(const DeadlineScope&) = delete;
-
-  // The innermost deadline in force, if any.
-  static std::optional<SteadyTime> current();
-
- private:
-  std::optional<SteadyTime> previous_;
+// What a caller allows one call to a key server: the time by which it must
+// be done, if any.  Passed down explicitly, from attach at boot (its attach
+// deadline) through the envelope operations (kms.h) to Failover::run, so
+// no unwrap outlasts the attach deadline; an empty context leaves a call
+// the deadline of its own policy.
+struct CallContext {
+  std::optional<SteadyTime> deadline;
 };
 
 // What a failed attempt means for the rest of the call.
@@ -94,7 +85,8 @@ class Failover {
   // the deadline (or once every server has refused us), the error
   // ErrorCode::kKmsUnreachable naming every server with its last reason,
   // the number of attempts and the deadline.
-  Status run(const Attempt& attempt, const Classify& classify);
+  // The call ends by the policy's deadline or `call`'s, whichever is first.
+  Status run(const Attempt& attempt, const Classify& classify, const CallContext& call = {});
 
   // The server tried first by the next call.
   [[nodiscard]] std::size_t preferred() const { return preferred_; }

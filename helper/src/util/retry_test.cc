@@ -45,7 +45,7 @@ class FailoverTest : public ::testing::Test {
     return p;
   }
 
-  Status call(Failover& failover) {
+  Status call(Failover& failover, const CallContext& context = {}) {
     return failover.run(
         [this](std::size_t server, SteadyTime deadline) -> Status {
           tried.push_back(server);
@@ -64,7 +64,8 @@ class FailoverTest : public ::testing::Test {
           return error.message().find("certificate") != std::string::npos
                      ? AttemptFailure::kServerRefused
                      : AttemptFailure::kTransient;
-        });
+        },
+        context);
   }
 
   FakeClock clock;
@@ -217,28 +218,24 @@ TEST_F(FailoverTest, WhenEveryServerRefusesUsTheCallEndsWithoutWaiting) {
             "(2 servers, 2 attempts in 10 ms; deadline 4000 ms)");
 }
 
-TEST_F(FailoverTest, AnOuterDeadlineShortensTheCall) {
+TEST_F(FailoverTest, TheCallersDeadlineShortensTheCall) {
   servers = {{0, {milliseconds(0), unreachable("a", "connect: Connection refused")}}};
   Failover failover(policy(), {"a"}, clock);
-  const DeadlineScope outer(SteadyTime(milliseconds(250)));
-  {
-    const DeadlineScope later(SteadyTime(milliseconds(9000)));  // the earlier one stays
-    const Status status = call(failover);
-    ASSERT_FALSE(status.ok());
-    EXPECT_EQ(clock.elapsed, milliseconds(250));
-    EXPECT_NE(status.error().message().find("deadline 250 ms"), std::string::npos)
-        << status.error().message();
-  }
-  EXPECT_EQ(DeadlineScope::current(), SteadyTime(milliseconds(250)));
+  const Status status = call(failover, CallContext{SteadyTime(milliseconds(250))});
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(clock.elapsed, milliseconds(250));
+  EXPECT_EQ(status.error().message(),
+            "a: connect: Connection refused (1 server, 2 attempts in 250 ms; deadline 250 ms)");
 }
 
-TEST(DeadlineScope, RestoresTheOuterDeadline) {
-  EXPECT_FALSE(DeadlineScope::current().has_value());
-  {
-    const DeadlineScope scope(SteadyTime(milliseconds(10)));
-    EXPECT_EQ(DeadlineScope::current(), SteadyTime(milliseconds(10)));
-  }
-  EXPECT_FALSE(DeadlineScope::current().has_value());
+TEST_F(FailoverTest, ALaterCallerDeadlineLeavesThePolicysOwn) {
+  servers = {{0, {milliseconds(0), unreachable("a", "connect: Connection refused")}}};
+  Failover failover(policy(), {"a"}, clock);
+  const Status status = call(failover, CallContext{SteadyTime(milliseconds(90000))});
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(clock.elapsed, milliseconds(4000));
+  EXPECT_NE(status.error().message().find("deadline 4000 ms"), std::string::npos)
+      << status.error().message();
 }
 
 }  // namespace

@@ -15,9 +15,11 @@ Result<SecretBytes> read_secret(int fd, std::size_t size, const std::string& wha
     if (got < 0 && errno == EINTR) {
       continue;
     }
-    if (got <= 0) {
-      return Error(ErrorCode::kIo,
-                   "read " + what + ": " + (got < 0 ? std::strerror(errno) : "short read"));
+    if (got < 0) {
+      return error_from_errno(ErrorCode::kIo, "read " + what, errno);
+    }
+    if (got == 0) {
+      return Error(ErrorCode::kIo, "read " + what + ": short read");
     }
     done += static_cast<std::size_t>(got);
   }

@@ -370,8 +370,8 @@ Result<DiskHeader> new_header(KmsRegistry& kms, const ImageEncryptOptions& optio
   header.geometry.data_size = layout.data_size;
   ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * backend, kms.for_key(options.cmk));
   ENVCRYPT_ASSIGN_OR_RETURN(DataKey generated,
-                            generate_data_key(*backend, options.cmk, encryption_context(header),
-                                              header.geometry.key_size));
+                            backend->envelope().generate(options.cmk, encryption_context(header),
+                                                         header.geometry.key_size));
   header.wrapped = std::move(generated.wrapped);
   data_key = std::move(generated.plaintext);
   ENVCRYPT_ASSIGN_OR_RETURN(header.kcv, key_check_value(data_key, header.uuid));

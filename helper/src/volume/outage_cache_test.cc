@@ -38,15 +38,16 @@ class SwitchableKms final : public kms_testing::DelegatingKms {
   using DelegatingKms::DelegatingKms;
   void set(Mode mode) { mode_ = mode; }
 
-  Result<SecretBytes> decrypt(const WrappedKey& wrapped,
-                              const EncryptionContext& context) override {
+ protected:
+  Result<SecretBytes> unwrap_key(const WrappedKey& wrapped, const EncryptionContext& context,
+                                 const CallContext& call) override {
     if (mode_ == Mode::kUnreachable) {
       return Error(ErrorCode::kKmsUnreachable, "kmip://10.0.2.2:5696: connect: Connection refused");
     }
     if (mode_ == Mode::kRefuse) {
       return Error(ErrorCode::kDenied, "key " + wrapped.cmk_uri + " is Disabled");
     }
-    return inner().decrypt(wrapped, context);
+    return inner().envelope(call).unwrap(wrapped, context);
   }
 
  private:

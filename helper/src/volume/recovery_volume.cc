@@ -94,8 +94,9 @@ Result<WrappedKey> wrap_under(KmsRegistry& kms, const DiskHeader& header,
                               const std::string& destination, const SecretBytes& data_key) {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * backend, kms.for_key(destination));
   const EncryptionContext context = encryption_context(header);
-  ENVCRYPT_ASSIGN_OR_RETURN(WrappedKey wrapped, backend->encrypt(destination, data_key, context));
-  ENVCRYPT_TRY(verify_wrap(*backend, wrapped, context, data_key));
+  Envelope envelope = backend->envelope();
+  ENVCRYPT_ASSIGN_OR_RETURN(WrappedKey wrapped, envelope.wrap(destination, data_key, context));
+  ENVCRYPT_TRY(envelope.verify(wrapped, context, data_key));
   return wrapped;
 }
 

@@ -241,8 +241,8 @@ Result<DiskHeader> format_volume(KmsRegistry& kms, const FormatOptions& options,
 
   ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * backend, kms.for_key(options.cmk));
   ENVCRYPT_ASSIGN_OR_RETURN(DataKey data_key,
-                            generate_data_key(*backend, options.cmk, encryption_context(header),
-                                              header.geometry.key_size));
+                            backend->envelope().generate(options.cmk, encryption_context(header),
+                                                         header.geometry.key_size));
   header.wrapped = std::move(data_key.wrapped);
   ENVCRYPT_ASSIGN_OR_RETURN(header.kcv, key_check_value(data_key.plaintext, header.uuid));
   if (options.recovery_key) {
@@ -288,10 +288,10 @@ Result<HeaderSelection> read_volume_header(
   return read_header(source);
 }
 
-Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header) {
+Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header, const CallContext& call) {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsClient * backend, kms.for_key(header.wrapped.cmk_uri));
-  ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key,
-                            backend->decrypt(header.wrapped, encryption_context(header)));
+  ENVCRYPT_ASSIGN_OR_RETURN(SecretBytes data_key, backend->envelope(call).unwrap(
+                                                      header.wrapped, encryption_context(header)));
   ENVCRYPT_TRY(check_data_key(header, data_key));
   return data_key;
 }
@@ -352,9 +352,10 @@ bool kms_refused(const Error& error) {
 }  // namespace
 
 Result<UnlockedKey> unlock_for_attach(KmsRegistry& kms, const DiskHeader& header,
-                                      const std::string& name, OutageCache& cache) {
+                                      const std::string& name, OutageCache& cache,
+                                      const CallContext& call) {
   const std::string disk_uuid = uuid_to_string(header.uuid);
-  auto answered = unlock(kms, header);
+  auto answered = unlock(kms, header, call);
   if (answered.ok()) {
     UnlockedKey unlocked{std::move(*answered), std::nullopt, {}};
     after_kms_answer(kms, header, name, cache, unlocked);
@@ -430,8 +431,9 @@ Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
   ENVCRYPT_TRY(require_not_attached(device));
   trace.step = "unwrap";
   OutageCache cache = system_outage_cache(kms.config());
-  ENVCRYPT_ASSIGN_OR_RETURN(UnlockedKey unlocked,
-                            unlock_for_attach(kms, attached.header, attached.name, cache));
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      UnlockedKey unlocked,
+      unlock_for_attach(kms, attached.header, attached.name, cache, options.kms_call));
   const SecretBytes data_key = std::move(unlocked.data_key);
   attached.from_cache = std::move(unlocked.from_cache);
   attached.notes = std::move(unlocked.notes);

@@ -59,8 +59,10 @@ Status require_no_loop_over(const Device& image);
 Result<HeaderSelection> read_volume_header(const std::filesystem::path& device,
                                            const std::optional<std::filesystem::path>& header_file);
 
-// Unwraps the DK through the header's KMS and checks it against the KCV.
-Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header);
+// Unwraps the DK through the header's KMS, by `call`'s deadline, and
+// checks it against the KCV.
+Result<SecretBytes> unlock(KmsRegistry& kms, const DiskHeader& header,
+                           const CallContext& call = {});
 
 // A data key for attach.
 struct UnlockedKey {
@@ -77,7 +79,8 @@ struct UnlockedKey {
 // it may; otherwise the error stays ErrorCode::kKmsUnreachable and says
 // why the cache did not serve.
 Result<UnlockedKey> unlock_for_attach(KmsRegistry& kms, const DiskHeader& header,
-                                      const std::string& name, OutageCache& cache);
+                                      const std::string& name, OutageCache& cache,
+                                      const CallContext& call = {});
 
 // How far an attach got, so a failure can name its step (diagnostics.h):
 // header (reading it), device (opening and sizing it, name and device not
@@ -95,6 +98,7 @@ struct AttachOptions {
   bool read_only = false;
   bool allow_discards = false;
   AttachTrace* trace = nullptr;  // when set, kept up to date
+  CallContext kms_call;          // bounds the KMS calls (attach-all: the attach deadline)
 };
 
 struct Attached {

@@ -91,7 +91,7 @@ Result<Ttlv> KmipClient::round_trip(Server& server, const Ttlv& request,
 }
 
 Result<Ttlv> KmipClient::call(Operation operation, const Ttlv& request_payload,
-                              std::string_view uid) {
+                              std::string_view uid, const CallContext& context) {
   std::optional<Ttlv> answer;
   bool may_have_acted = false;
   bool server_answered = false;
@@ -118,7 +118,8 @@ Result<Ttlv> KmipClient::call(Operation operation, const Ttlv& request_payload,
         }
         return is_certificate_failure(error) ? AttemptFailure::kServerRefused
                                              : AttemptFailure::kTransient;
-      });
+      },
+      context);
   if (!status.ok()) {
     return may_have_acted ? status.error().with_context(
                                 "KMIP Create sent but not answered, not repeated elsewhere")
@@ -205,8 +206,10 @@ Status KmipClient::destroy(std::string_view uid) {
   return OkStatus();
 }
 
-Result<std::vector<std::string>> KmipClient::locate(const std::optional<std::string>& name) {
-  ENVCRYPT_ASSIGN_OR_RETURN(const Ttlv payload, call(Operation::kLocate, locate_request(name)));
+Result<std::vector<std::string>> KmipClient::locate(const std::optional<std::string>& name,
+                                                    const CallContext& context) {
+  ENVCRYPT_ASSIGN_OR_RETURN(const Ttlv payload,
+                            call(Operation::kLocate, locate_request(name), {}, context));
   return parse_locate(payload);
 }
 
@@ -219,19 +222,20 @@ Result<Attributes> KmipClient::get_attributes(std::string_view uid,
 
 Result<Ciphertext> KmipClient::encrypt(std::string_view uid,
                                        std::span<const std::uint8_t> plaintext,
-                                       const GcmParameters& gcm) {
-  ENVCRYPT_ASSIGN_OR_RETURN(const Ttlv payload,
-                            call(Operation::kEncrypt, encrypt_request(uid, plaintext, gcm), uid));
+                                       const GcmParameters& gcm, const CallContext& context) {
+  ENVCRYPT_ASSIGN_OR_RETURN(
+      const Ttlv payload,
+      call(Operation::kEncrypt, encrypt_request(uid, plaintext, gcm), uid, context));
   return parse_encrypt(payload);
 }
 
 Result<SecretBytes> KmipClient::decrypt(std::string_view uid,
                                         std::span<const std::uint8_t> ciphertext,
-                                        const GcmParameters& gcm,
-                                        std::span<const std::uint8_t> tag) {
+                                        const GcmParameters& gcm, std::span<const std::uint8_t> tag,
+                                        const CallContext& context) {
   ENVCRYPT_ASSIGN_OR_RETURN(
       const Ttlv payload,
-      call(Operation::kDecrypt, decrypt_request(uid, ciphertext, gcm, tag), uid));
+      call(Operation::kDecrypt, decrypt_request(uid, ciphertext, gcm, tag), uid, context));
   return parse_decrypt(payload);
 }
 

@@ -35,20 +35,24 @@ class KmipClient {
   // One operation: its Response Payload, or an Error.  Errors of the
   // transport name each server tried; errors the server reports name the
   // server and the object (`uid`, when the operation has one) and quote
-  // the server's message.
-  Result<Ttlv> call(Operation operation, const Ttlv& request_payload, std::string_view uid = {});
+  // the server's message.  The call ends by the endpoint's deadline or
+  // `context`'s, whichever is first.
+  Result<Ttlv> call(Operation operation, const Ttlv& request_payload, std::string_view uid = {},
+                    const CallContext& context = {});
 
   Result<std::vector<ProtocolVersion>> discover_versions();
   Result<std::string> create_aes256(const std::optional<std::string>& name);
   Status activate(std::string_view uid);
   Status revoke(std::string_view uid);
   Status destroy(std::string_view uid);
-  Result<std::vector<std::string>> locate(const std::optional<std::string>& name);
+  Result<std::vector<std::string>> locate(const std::optional<std::string>& name,
+                                          const CallContext& context = {});
   Result<Attributes> get_attributes(std::string_view uid, const std::vector<std::string>& names);
   Result<Ciphertext> encrypt(std::string_view uid, std::span<const std::uint8_t> plaintext,
-                             const GcmParameters& gcm);
+                             const GcmParameters& gcm, const CallContext& context = {});
   Result<SecretBytes> decrypt(std::string_view uid, std::span<const std::uint8_t> ciphertext,
-                              const GcmParameters& gcm, std::span<const std::uint8_t> tag);
+                              const GcmParameters& gcm, std::span<const std::uint8_t> tag,
+                              const CallContext& context = {});
 
  private:
   // One server of the endpoint and what this client keeps for it.

@@ -121,7 +121,7 @@ TEST_F(KmipLiveTest, CreateKeyWrapUnwrapRoundTrip) {
   EXPECT_FALSE(kms->supports("local://local-1/" + key.key_id));
   EXPECT_FALSE(kms->supports("kmip://192.0.2.1:5696/" + key.key_id));
 
-  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  auto data_key = kms->envelope().generate(key.uri, context_, kDataKeySize);
   ASSERT_TRUE(data_key.ok()) << data_key.error().message();
   const WrappedKey& wrapped = data_key->wrapped;
   EXPECT_EQ(wrapped.cmk_uri, key.uri);
@@ -131,16 +131,16 @@ TEST_F(KmipLiveTest, CreateKeyWrapUnwrapRoundTrip) {
   EXPECT_EQ(wrapped.ciphertext.size(), kDataKeySize);
   EXPECT_FALSE(data_key->plaintext.equals(wrapped.ciphertext));
 
-  auto unwrapped = kms->decrypt(wrapped, context_);
+  auto unwrapped = kms->envelope().unwrap(wrapped, context_);
   ASSERT_TRUE(unwrapped.ok()) << unwrapped.error().message();
   EXPECT_TRUE(unwrapped->equals(data_key->plaintext.span()));
 
   // By alias too, and from a fresh backend (new connection).
-  auto by_alias = kms->encrypt("alias/" + alias, data_key->plaintext, context_);
+  auto by_alias = kms->envelope().wrap("alias/" + alias, data_key->plaintext, context_);
   ASSERT_TRUE(by_alias.ok()) << by_alias.error().message();
   EXPECT_EQ(by_alias->cmk_uri, key.uri);
   auto fresh = open("main");
-  auto again = fresh->decrypt(*by_alias, context_);
+  auto again = fresh->envelope().unwrap(*by_alias, context_);
   ASSERT_TRUE(again.ok()) << again.error().message();
   EXPECT_TRUE(again->equals(data_key->plaintext.span()));
 }
@@ -148,26 +148,28 @@ TEST_F(KmipLiveTest, CreateKeyWrapUnwrapRoundTrip) {
 TEST_F(KmipLiveTest, ChangedContextOrCiphertextFailsToUnwrap) {
   auto kms = open("main");
   const KeyInfo key = create_key(*kms, unique_alias());
-  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  auto data_key = kms->envelope().generate(key.uri, context_, kDataKeySize);
   ASSERT_TRUE(data_key.ok()) << data_key.error().message();
 
   // PyKMIP answers a tag that does not verify with General Failure, which
   // says nothing about the header: the KMS failed (issue 16).
   EncryptionContext moved = context_;
   moved["geometry"] = "xts-plain64/4096/4096";
-  expect_error(as_status(kms->decrypt(data_key->wrapped, moved)), ErrorCode::kKmsUnreachable,
+  expect_error(as_status(kms->envelope().unwrap(data_key->wrapped, moved)),
+               ErrorCode::kKmsUnreachable,
                {key.uri + ": KMIP Decrypt failed: General Failure: ",
                 "(the KMS server failed and gave no cause; the disk header is not known to be at "
                 "fault"});
 
   WrappedKey flipped = data_key->wrapped;
   flipped.ciphertext[0] ^= 1;
-  expect_error(as_status(kms->decrypt(flipped, context_)), ErrorCode::kKmsUnreachable,
+  expect_error(as_status(kms->envelope().unwrap(flipped, context_)), ErrorCode::kKmsUnreachable,
                {key.uri + ": KMIP Decrypt failed: General Failure"});
 
   WrappedKey short_tag = data_key->wrapped;
   short_tag.tag.resize(8);
-  expect_error(as_status(kms->decrypt(short_tag, context_)), ErrorCode::kCorrupt, {"8-byte tag"});
+  expect_error(as_status(kms->envelope().unwrap(short_tag, context_)), ErrorCode::kCorrupt,
+               {"8-byte tag"});
 }
 
 // Asked to Encrypt without an IV, PyKMIP chooses one (16 bytes, an AES
@@ -211,7 +213,7 @@ TEST_F(KmipLiveTest, DescribeAndListKeys) {
 TEST_F(KmipLiveTest, RevokedKeyRefusesUnwrapAndCannotComeBack) {
   auto kms = open("main");
   const KeyInfo key = create_key(*kms, unique_alias());
-  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  auto data_key = kms->envelope().generate(key.uri, context_, kDataKeySize);
   ASSERT_TRUE(data_key.ok()) << data_key.error().message();
 
   // Enabled keys are not destroyed without a disable first.
@@ -224,10 +226,10 @@ TEST_F(KmipLiveTest, RevokedKeyRefusesUnwrapAndCannotComeBack) {
   auto described = kms->administration()->describe_key(key.uri);
   ASSERT_TRUE(described.ok());
   EXPECT_EQ(described->state, KeyState::kDisabled);
-  expect_error(as_status(kms->decrypt(data_key->wrapped, context_)), ErrorCode::kDenied,
+  expect_error(as_status(kms->envelope().unwrap(data_key->wrapped, context_)), ErrorCode::kDenied,
                {key.uri, "KMIP Decrypt failed: Permission Denied", "Active state"});
-  expect_error(as_status(kms->encrypt(key.uri, data_key->plaintext, context_)), ErrorCode::kDenied,
-               {"KMIP Encrypt failed: Permission Denied"});
+  expect_error(as_status(kms->envelope().wrap(key.uri, data_key->plaintext, context_)),
+               ErrorCode::kDenied, {"KMIP Encrypt failed: Permission Denied"});
   expect_error(kms->administration()->enable_key(key.uri), ErrorCode::kUsage,
                {"enable-key: not supported by KMIP server " + endpoint_uri("main"), "Deactivated"});
 
@@ -236,7 +238,7 @@ TEST_F(KmipLiveTest, RevokedKeyRefusesUnwrapAndCannotComeBack) {
   EXPECT_EQ(deleted->state, KeyState::kPendingDeletion);
   expect_error(kms->administration()->cancel_key_deletion(key.uri), ErrorCode::kUsage,
                {"not supported by KMIP server"});
-  expect_error(as_status(kms->decrypt(data_key->wrapped, context_)), ErrorCode::kNotFound,
+  expect_error(as_status(kms->envelope().unwrap(data_key->wrapped, context_)), ErrorCode::kNotFound,
                {"Item Not Found"});
 }
 
@@ -247,26 +249,27 @@ TEST_F(KmipLiveTest, AliasOperationsAreUnsupported) {
                {"create-alias: not supported by KMIP server " + endpoint_uri("main")});
   expect_error(as_status(offered(*kms, kms->aliases(), "list-aliases")), ErrorCode::kUsage,
                {"list-aliases"});
-  expect_error(as_status(kms->encrypt("kmip://192.0.2.1:5696/1", SecretBytes(64), context_)),
-               ErrorCode::kUsage, {"not a key of KMIP server"});
+  expect_error(
+      as_status(kms->envelope().wrap("kmip://192.0.2.1:5696/1", SecretBytes(64), context_)),
+      ErrorCode::kUsage, {"not a key of KMIP server"});
 }
 
 TEST_F(KmipLiveTest, AnotherClientIdentityIsRefused) {
   auto owner = open("main");
   const KeyInfo key = create_key(*owner, unique_alias());
-  auto data_key = generate_data_key(*owner, key.uri, context_, kDataKeySize);
+  auto data_key = owner->envelope().generate(key.uri, context_, kDataKeySize);
   ASSERT_TRUE(data_key.ok()) << data_key.error().message();
 
   auto stranger = open("other");
   ASSERT_NE(stranger, nullptr);
   // The other endpoint reaches the same server, so the URI is the same.
   ASSERT_TRUE(stranger->supports(key.uri));
-  expect_error(as_status(stranger->decrypt(data_key->wrapped, context_)), ErrorCode::kDenied,
-               {key.uri, "KMIP Decrypt failed: Permission Denied"});
+  expect_error(as_status(stranger->envelope().unwrap(data_key->wrapped, context_)),
+               ErrorCode::kDenied, {key.uri, "KMIP Decrypt failed: Permission Denied"});
   expect_error(stranger->administration()->disable_key(key.uri), ErrorCode::kDenied,
                {"Permission Denied"});
   // The owner still can.
-  EXPECT_TRUE(owner->decrypt(data_key->wrapped, context_).ok());
+  EXPECT_TRUE(owner->envelope().unwrap(data_key->wrapped, context_).ok());
 }
 
 TEST_F(KmipLiveTest, WrongCaIsATlsVerificationFailure) {
@@ -291,9 +294,9 @@ TEST_F(KmipLiveTest, HostNameIsVerifiedAgainstDnsSubjectAltName) {
   ASSERT_NE(kms, nullptr);
   const KeyInfo key = create_key(*kms, unique_alias());
   EXPECT_EQ(key.uri, endpoint_uri("byname") + "/" + key.key_id);
-  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  auto data_key = kms->envelope().generate(key.uri, context_, kDataKeySize);
   ASSERT_TRUE(data_key.ok()) << data_key.error().message();
-  EXPECT_TRUE(kms->decrypt(data_key->wrapped, context_).ok());
+  EXPECT_TRUE(kms->envelope().unwrap(data_key->wrapped, context_).ok());
 }
 
 // A peer that accepts TCP connections but never speaks: the handshake must
@@ -353,7 +356,7 @@ TEST_F(KmipLiveTest, Benchmark) {
   const int unwraps = std::max(1, std::atoi(requested));
   auto kms = open("main");
   const KeyInfo key = create_key(*kms, unique_alias());
-  auto data_key = generate_data_key(*kms, key.uri, context_, kDataKeySize);
+  auto data_key = kms->envelope().generate(key.uri, context_, kDataKeySize);
   ASSERT_TRUE(data_key.ok()) << data_key.error().message();
 
   auto report = [](const std::string& what, std::vector<double> micros) {
@@ -380,7 +383,7 @@ TEST_F(KmipLiveTest, Benchmark) {
   std::vector<double> reused;
   for (int i = 0; i < unwraps; ++i) {
     reused.push_back(time_one([&] {
-      auto unwrapped = kms->decrypt(data_key->wrapped, context_);
+      auto unwrapped = kms->envelope().unwrap(data_key->wrapped, context_);
       ASSERT_TRUE(unwrapped.ok()) << unwrapped.error().message();
     }));
   }
@@ -392,7 +395,7 @@ TEST_F(KmipLiveTest, Benchmark) {
   for (int i = 0; i < std::max(1, unwraps / 10); ++i) {
     fresh.push_back(time_one([&] {
       auto once = open("main");
-      auto unwrapped = once->decrypt(data_key->wrapped, context_);
+      auto unwrapped = once->envelope().unwrap(data_key->wrapped, context_);
       ASSERT_TRUE(unwrapped.ok()) << unwrapped.error().message();
     }));
   }

@@ -51,13 +51,13 @@ class KmipKms final : public KmsClient, public KeyAdministration {
 
   KeyAdministration* administration() override { return this; }
 
-  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                             const EncryptionContext& context) override {
-    ENVCRYPT_ASSIGN_OR_RETURN(const std::string uid, resolve(keyref));
+  Result<WrappedKey> wrap_key(std::string_view keyref, const SecretBytes& plaintext,
+                              const EncryptionContext& context, const CallContext& call) override {
+    ENVCRYPT_ASSIGN_OR_RETURN(const std::string uid, resolve(keyref, call));
     ENVCRYPT_ASSIGN_OR_RETURN(const Bytes nonce, random_bytes(kGcmNonceSize));
     const Bytes aad = canonical_context(context);
     ENVCRYPT_ASSIGN_OR_RETURN(kmip::Ciphertext sealed,
-                              client_.encrypt(uid, plaintext.span(), {nonce, aad}));
+                              client_.encrypt(uid, plaintext.span(), {nonce, aad}, call));
     if (sealed.data.size() != plaintext.size()) {
       return Error(ErrorCode::kKmsUnreachable,
                    uri_for(uid) + ": KMIP Encrypt returned " + std::to_string(sealed.data.size()) +
@@ -77,8 +77,8 @@ class KmipKms final : public KmsClient, public KeyAdministration {
     return wrapped;
   }
 
-  Result<SecretBytes> decrypt(const WrappedKey& wrapped,
-                              const EncryptionContext& context) override {
+  Result<SecretBytes> unwrap_key(const WrappedKey& wrapped, const EncryptionContext& context,
+                                 const CallContext& call) override {
     const auto uid = uid_from_uri(wrapped.cmk_uri);
     if (!uid.has_value()) {
       return Error(ErrorCode::kUsage,
@@ -96,7 +96,7 @@ class KmipKms final : public KmsClient, public KeyAdministration {
     const Bytes aad = canonical_context(context);
     ENVCRYPT_ASSIGN_OR_RETURN(
         SecretBytes plaintext,
-        client_.decrypt(*uid, wrapped.ciphertext, {wrapped.nonce, aad}, wrapped.tag));
+        client_.decrypt(*uid, wrapped.ciphertext, {wrapped.nonce, aad}, wrapped.tag, call));
     if (plaintext.size() != wrapped.ciphertext.size()) {
       return Error(ErrorCode::kKmsUnreachable,
                    wrapped.cmk_uri + ": KMIP Decrypt returned " + std::to_string(plaintext.size()) +
@@ -254,7 +254,7 @@ class KmipKms final : public KmsClient, public KeyAdministration {
 
   // A key reference: a kmip:// URI of this endpoint, alias/<Name>, or a
   // bare KMIP unique identifier.
-  Result<std::string> resolve(std::string_view keyref) {
+  Result<std::string> resolve(std::string_view keyref, const CallContext& call = {}) {
     if (keyref.starts_with(kScheme)) {
       auto uid = uid_from_uri(keyref);
       if (!uid.has_value()) {
@@ -266,7 +266,7 @@ class KmipKms final : public KmsClient, public KeyAdministration {
     }
     if (keyref.starts_with(kAliasPrefix)) {
       const std::string name(keyref.substr(kAliasPrefix.size()));
-      ENVCRYPT_ASSIGN_OR_RETURN(const std::vector<std::string> uids, client_.locate(name));
+      ENVCRYPT_ASSIGN_OR_RETURN(const std::vector<std::string> uids, client_.locate(name, call));
       if (uids.empty()) {
         return Error(ErrorCode::kNotFound, std::string(keyref) + ": no key named " + name +
                                                " on KMIP server " + client_.endpoint());

@@ -106,13 +106,13 @@ TEST(KmsKmipTest, WhatKmipCannotOfferIsAUsageErrorNamingTheServer) {
 TEST(KmsKmipTest, KeyReferencesForOtherServersAreRefusedBeforeAnyConnection) {
   auto kms = open(endpoint());
   const EncryptionContext context;
-  expect_usage(as_status(kms->encrypt("kmip://elsewhere:5696/1", SecretBytes(64), context)),
+  expect_usage(as_status(kms->envelope().wrap("kmip://elsewhere:5696/1", SecretBytes(64), context)),
                "not a key of KMIP server kmip://kms.example:5696");
-  expect_usage(as_status(kms->encrypt("local://local-1/1", SecretBytes(64), context)),
+  expect_usage(as_status(kms->envelope().wrap("local://local-1/1", SecretBytes(64), context)),
                "not a key reference for KMIP server");
   WrappedKey foreign;
   foreign.cmk_uri = "local://local-1/1";
-  expect_usage(as_status(kms->decrypt(foreign, context)), "not a key of KMIP server");
+  expect_usage(as_status(kms->envelope().unwrap(foreign, context)), "not a key of KMIP server");
 }
 
 }  // namespace

@@ -348,9 +348,10 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::open(
     }
   }
   if (attempt.fd < 0) {
-    const std::string reason =
-        attempt.error == ETIMEDOUT ? "timed out" : std::string(std::strerror(attempt.error));
-    return Error(ErrorCode::kKmsUnreachable, endpoint + ": connect: " + reason);
+    if (attempt.error == ETIMEDOUT) {
+      return Error(ErrorCode::kKmsUnreachable, endpoint + ": connect: timed out");
+    }
+    return error_from_errno(ErrorCode::kKmsUnreachable, endpoint + ": connect", attempt.error);
   }
 
   SSL* ssl = SSL_new(context->native());
@@ -433,7 +434,8 @@ Error TlsConnection::failure(std::string_view step, int ssl_result) const {
     return {ErrorCode::kKmsUnreachable, prefix + "connection closed by the server"};
   }
   if (error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
-    return {ErrorCode::kKmsUnreachable, prefix + std::strerror(errno)};
+    return error_from_errno(ErrorCode::kKmsUnreachable,
+                            endpoint_name(context_->options()) + ": " + std::string(step), errno);
   }
   const std::string reason = openssl_reason();
   // The server refusing the client's certificate arrives as an alert (with

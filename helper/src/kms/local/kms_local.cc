@@ -244,8 +244,9 @@ bool LocalKms::supports(std::string_view uri) const {
   return uri.find("://") == std::string_view::npos;  // key ids and aliases
 }
 
-Result<WrappedKey> LocalKms::encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                                     const EncryptionContext& context) {
+Result<WrappedKey> LocalKms::wrap_key(std::string_view keyref, const SecretBytes& plaintext,
+                                      const EncryptionContext& context,
+                                      const CallContext& /*call*/) {
   AuditEvent event{"GenerateDataKey", "", std::nullopt, context, "", {}};
   event.details["bytes"] = std::to_string(plaintext.size());
   std::optional<WrappedKey> wrapped;
@@ -260,7 +261,9 @@ Result<WrappedKey> LocalKms::encrypt(std::string_view keyref, const SecretBytes&
   return impl_->finish<WrappedKey>(event, std::move(*wrapped));
 }
 
-Result<SecretBytes> LocalKms::decrypt(const WrappedKey& wrapped, const EncryptionContext& context) {
+Result<SecretBytes> LocalKms::unwrap_key(const WrappedKey& wrapped,
+                                         const EncryptionContext& context,
+                                         const CallContext& /*call*/) {
   AuditEvent event{"Decrypt", "", std::nullopt, context, "", {}};
   std::optional<SecretBytes> plaintext;
   const Status status = impl_->transact(event, [&](Store& store) -> Status {
@@ -274,10 +277,11 @@ Result<SecretBytes> LocalKms::decrypt(const WrappedKey& wrapped, const Encryptio
   return impl_->finish<SecretBytes>(event, std::move(*plaintext));
 }
 
-Result<WrappedKey> LocalKms::reencrypt(const WrappedKey& wrapped,
-                                       const EncryptionContext& source_context,
-                                       std::string_view destination_keyref,
-                                       const EncryptionContext& destination_context) {
+Result<WrappedKey> LocalKms::rewrap_key(const WrappedKey& wrapped,
+                                        const EncryptionContext& source_context,
+                                        std::string_view destination_keyref,
+                                        const EncryptionContext& destination_context,
+                                        const CallContext& /*call*/) {
   AuditEvent event{"ReEncrypt", "", std::nullopt, destination_context, "", {}};
   std::optional<WrappedKey> rewrapped;
   const Status status = impl_->transact(event, [&](Store& store) -> Status {

@@ -56,7 +56,10 @@ struct CmkVersionRecord {
   SecretBytes material;
 };
 
-struct CmkRecord {
+// A local CMK's attributes, the same in the keystore (StoredKey,
+// kms_local_store.h) and in a backup (CmkRecord): one struct, so the two
+// cannot drift apart and a conversion copies them in one assignment.
+struct LocalKeyAttributes {
   std::string id;
   KeyState state = KeyState::kEnabled;
   KeyOrigin origin = KeyOrigin::kKms;
@@ -69,8 +72,14 @@ struct CmkRecord {
   std::uint32_t primary_version = 0;
   std::optional<std::int64_t> deletion_date;
   std::optional<std::int64_t> material_expires_at;
+  // SHA-256 over a label and the imported material, so a re-import can be
+  // checked against it after the material itself was deleted.
   std::string material_check;
-  bool backup_allowed = false;  // imported material that may go into a backup
+  // Imported material may go into a `kms backup` (set at import).
+  bool backup_allowed = false;
+};
+
+struct CmkRecord : LocalKeyAttributes {
   // Imported material left out of the backup (its key does not allow it):
   // the record is the key as after delete-key-material, PendingImport.
   bool material_withheld = false;
@@ -137,13 +146,6 @@ class LocalKms final : public KmsClient,
 
   // --- KmsClient ---
   [[nodiscard]] bool supports(std::string_view uri) const override;
-  Result<WrappedKey> encrypt(std::string_view keyref, const SecretBytes& plaintext,
-                             const EncryptionContext& context) override;
-  Result<SecretBytes> decrypt(const WrappedKey& wrapped, const EncryptionContext& context) override;
-  // The DK never leaves this call: unwrap and wrap happen in one locked step.
-  Result<WrappedKey> reencrypt(const WrappedKey& wrapped, const EncryptionContext& source_context,
-                               std::string_view destination_keyref,
-                               const EncryptionContext& destination_context) override;
   KeyAdministration* administration() override { return this; }
   KeyAliases* aliases() override { return this; }
   KeyLifecycle* lifecycle() override { return this; }
@@ -195,6 +197,19 @@ class LocalKms final : public KmsClient,
       const std::map<std::string, std::string>& details) override;
 
   [[nodiscard]] const std::string& region() const;
+
+ protected:
+  // --- KmsClient's envelope operations; a local call has no network to
+  // wait on, so the call context's deadline does not apply ---
+  Result<WrappedKey> wrap_key(std::string_view keyref, const SecretBytes& plaintext,
+                              const EncryptionContext& context, const CallContext& call) override;
+  Result<SecretBytes> unwrap_key(const WrappedKey& wrapped, const EncryptionContext& context,
+                                 const CallContext& call) override;
+  // The DK never leaves this call: unwrap and wrap happen in one locked step.
+  Result<WrappedKey> rewrap_key(const WrappedKey& wrapped, const EncryptionContext& source_context,
+                                std::string_view destination_keyref,
+                                const EncryptionContext& destination_context,
+                                const CallContext& call) override;
 
  private:
   struct Impl;

@@ -35,12 +35,12 @@ using kms_local_testing::slurp;
 TEST_F(LocalKmsTest, EveryOperationIsAuditedWithItsResult) {
   auto kms = open();
   const KeyInfo key = create(*kms);
-  const DataKey data_key = generate_data_key(*kms, key.uri, kContext, 64).value();
+  const DataKey data_key = kms->envelope().generate(key.uri, kContext, 64).value();
   ASSERT_TRUE(kms->disable_key(key.uri).ok());
-  ASSERT_FALSE(kms->decrypt(data_key.wrapped, kContext).ok());
+  ASSERT_FALSE(kms->envelope().unwrap(data_key.wrapped, kContext).ok());
 
   const std::vector<AuditRecord> records = kms->audit_log().query({}).value();
-  // generate_data_key decrypts its new wrap back (kms.h verify_wrap).
+  // Envelope::generate decrypts its new wrap back (Envelope::verify).
   ASSERT_EQ(records.size(), 5U);
   EXPECT_EQ(records[0].operation, "CreateKey");
   EXPECT_EQ(records[1].operation, "GenerateDataKey");
@@ -194,7 +194,7 @@ TEST_F(LocalKmsTest, ConcurrentCreatorsNeverLoseAKey) {
 // lists and unwraps.
 TEST_F(LocalKmsTest, SigkillDuringKeyCreationLeavesAUsableKeystore) {
   auto kms = open();
-  const DataKey data_key = generate_data_key(*kms, "alias/acs/ecs", kContext, 64).value();
+  const DataKey data_key = kms->envelope().generate("alias/acs/ecs", kContext, 64).value();
   std::mt19937 random(4242);
   std::size_t last_count = 1;
   // Kill delays scale with how long one creation takes on this machine;
@@ -226,7 +226,7 @@ TEST_F(LocalKmsTest, SigkillDuringKeyCreationLeavesAUsableKeystore) {
     ASSERT_TRUE(keys.ok()) << keys.error().message();
     EXPECT_GE(keys->size(), last_count);
     last_count = keys->size();
-    EXPECT_TRUE(kms->decrypt(data_key.wrapped, kContext).ok());
+    EXPECT_TRUE(kms->envelope().unwrap(data_key.wrapped, kContext).ok());
   }
   EXPECT_GT(last_count, 6U) << "the writers made too little progress to test anything";
 }

@@ -7,20 +7,7 @@ namespace envcrypt {
 
 Result<CmkRecord> LocalKms::Impl::record_of(const StoredKey& key) const {
   CmkRecord record;
-  record.id = key.id;
-  record.state = key.state;
-  record.origin = key.origin;
-  record.description = key.description;
-  record.owner = key.owner;
-  record.service = key.service;
-  record.created_at = key.created_at;
-  record.rotation_interval_days = key.rotation_interval_days;
-  record.last_rotated_at = key.last_rotated_at;
-  record.primary_version = key.primary_version;
-  record.deletion_date = key.deletion_date;
-  record.material_expires_at = key.material_expires_at;
-  record.material_check = key.material_check;
-  record.backup_allowed = key.backup_allowed;
+  static_cast<LocalKeyAttributes&>(record) = key;
   for (const StoredGrant& stored : key.grants) {
     Grant grant{stored.id, key.id, stored.principal, {}, stored.created_by, stored.created_at};
     for (const std::string& name : stored.operations) {
@@ -59,20 +46,7 @@ Result<KeystoreRecords> LocalKms::Impl::records_of(const Store& store) const {
 
 Result<StoredKey> LocalKms::Impl::stored_of(const CmkRecord& record) const {
   StoredKey key;
-  key.id = record.id;
-  key.state = record.state;
-  key.origin = record.origin;
-  key.description = record.description;
-  key.owner = record.owner;
-  key.service = record.service;
-  key.created_at = record.created_at;
-  key.rotation_interval_days = record.rotation_interval_days;
-  key.last_rotated_at = record.last_rotated_at;
-  key.primary_version = record.primary_version;
-  key.deletion_date = record.deletion_date;
-  key.material_expires_at = record.material_expires_at;
-  key.material_check = record.material_check;
-  key.backup_allowed = record.backup_allowed;
+  static_cast<LocalKeyAttributes&>(key) = record;
   for (const Grant& grant : record.grants) {
     StoredGrant stored{grant.grant_id, grant.principal, {}, grant.created_by, grant.created_at};
     for (const GrantOperation operation : grant.operations) {

@@ -35,15 +35,17 @@ using kms_local_testing::slurp;
 TEST_F(LocalKmsTest, RotationAddsAPrimaryVersionAndKeepsOldOnesForDecrypt) {
   auto kms = open();
   const KeyInfo key = create(*kms);
-  const DataKey before = generate_data_key(*kms, key.uri, kContext, 64).value();
+  const DataKey before = kms->envelope().generate(key.uri, kContext, 64).value();
   const KeyInfo rotated = kms->rotate_key(key.uri).value();
   EXPECT_EQ(rotated.primary_version, 2U);
   EXPECT_EQ(rotated.version_count, 2U);
-  const DataKey after = generate_data_key(*kms, key.uri, kContext, 64).value();
+  const DataKey after = kms->envelope().generate(key.uri, kContext, 64).value();
   EXPECT_EQ(before.wrapped.cmk_version, 1U);
   EXPECT_EQ(after.wrapped.cmk_version, 2U);
-  EXPECT_TRUE(kms->decrypt(before.wrapped, kContext).value().equals(before.plaintext.span()));
-  EXPECT_TRUE(kms->decrypt(after.wrapped, kContext).value().equals(after.plaintext.span()));
+  EXPECT_TRUE(
+      kms->envelope().unwrap(before.wrapped, kContext).value().equals(before.plaintext.span()));
+  EXPECT_TRUE(
+      kms->envelope().unwrap(after.wrapped, kContext).value().equals(after.plaintext.span()));
   const KeyDetails details = kms->describe_key_details(key.uri).value();
   ASSERT_EQ(details.versions.size(), 2U);
   EXPECT_EQ(details.owner, "host/test");
@@ -62,10 +64,10 @@ TEST_F(LocalKmsTest, RotationIntervalRotatesOnUseAndByRotateDue) {
                "rotation interval must be 1-3650 days, got 0");
 
   advance_days(29);
-  EXPECT_EQ(generate_data_key(*kms, on_use.uri, kContext, 64).value().wrapped.cmk_version, 1U);
+  EXPECT_EQ(kms->envelope().generate(on_use.uri, kContext, 64).value().wrapped.cmk_version, 1U);
   EXPECT_TRUE(kms->rotate_due().value().empty());
   advance_days(1);
-  EXPECT_EQ(generate_data_key(*kms, on_use.uri, kContext, 64).value().wrapped.cmk_version, 2U);
+  EXPECT_EQ(kms->envelope().generate(on_use.uri, kContext, 64).value().wrapped.cmk_version, 2U);
   const std::vector<KeyInfo> rotated = kms->rotate_due().value();
   ASSERT_EQ(rotated.size(), 1U);
   EXPECT_EQ(rotated[0].key_id, by_timer.key_id);
@@ -87,25 +89,26 @@ TEST_F(LocalKmsTest, ReEncryptMovesADataKeyToAnotherKeyOrVersion) {
   auto kms = open();
   const KeyInfo source = create(*kms);
   const KeyInfo destination = create(*kms);
-  const DataKey data_key = generate_data_key(*kms, source.uri, kContext, 64).value();
+  const DataKey data_key = kms->envelope().generate(source.uri, kContext, 64).value();
 
   const WrappedKey moved =
-      kms->reencrypt(data_key.wrapped, kContext, destination.uri, kContext).value();
+      kms->envelope().rewrap(data_key.wrapped, kContext, destination.uri, kContext).value();
   EXPECT_EQ(moved.cmk_uri, destination.uri);
-  EXPECT_TRUE(kms->decrypt(moved, kContext).value().equals(data_key.plaintext.span()));
+  EXPECT_TRUE(kms->envelope().unwrap(moved, kContext).value().equals(data_key.plaintext.span()));
 
   ASSERT_TRUE(kms->rotate_key(source.uri).ok());
   const WrappedKey refreshed =
-      kms->reencrypt(data_key.wrapped, kContext, source.uri, kContext).value();
+      kms->envelope().rewrap(data_key.wrapped, kContext, source.uri, kContext).value();
   EXPECT_EQ(refreshed.cmk_version, 2U);
-  EXPECT_TRUE(kms->decrypt(refreshed, kContext).value().equals(data_key.plaintext.span()));
+  EXPECT_TRUE(
+      kms->envelope().unwrap(refreshed, kContext).value().equals(data_key.plaintext.span()));
 
   EncryptionContext wrong = kContext;
   wrong["disk_uuid"] = "another";
-  expect_error(kms->reencrypt(data_key.wrapped, wrong, destination.uri, kContext),
+  expect_error(kms->envelope().rewrap(data_key.wrapped, wrong, destination.uri, kContext),
                ErrorCode::kCorrupt, "unwrap failed: encryption context or blob does not match");
   ASSERT_TRUE(kms->disable_key(destination.uri).ok());
-  expect_error(kms->reencrypt(data_key.wrapped, kContext, destination.uri, kContext),
+  expect_error(kms->envelope().rewrap(data_key.wrapped, kContext, destination.uri, kContext),
                ErrorCode::kDenied, "key " + destination.uri + " is Disabled");
 }
 
@@ -138,7 +141,7 @@ TEST_F(ByokTest, ExternalKeyWaitsForItsMaterial) {
   EXPECT_EQ(key_.state, KeyState::kPendingImport);
   EXPECT_EQ(key_.origin, KeyOrigin::kExternal);
   EXPECT_EQ(key_.version_count, 0U);
-  expect_error(generate_data_key(*kms_, key_.uri, kContext, 64), ErrorCode::kDenied,
+  expect_error(kms_->envelope().generate(key_.uri, kContext, 64), ErrorCode::kDenied,
                "key " + key_.uri + " is PendingImport");
   expect_error(kms_->enable_key(key_.uri), ErrorCode::kDenied,
                "key " + key_.uri + " is PendingImport: import its material first");
@@ -172,8 +175,11 @@ TEST_F(ByokTest, ImportWithOpensslPkeyutlAsAUserWould) {
           .value();
   EXPECT_EQ(imported.state, KeyState::kEnabled);
   EXPECT_EQ(imported.primary_version, 1U);
-  const DataKey data_key = generate_data_key(*kms_, key_.uri, kContext, 64).value();
-  EXPECT_TRUE(kms_->decrypt(data_key.wrapped, kContext).value().equals(data_key.plaintext.span()));
+  const DataKey data_key = kms_->envelope().generate(key_.uri, kContext, 64).value();
+  EXPECT_TRUE(kms_->envelope()
+                  .unwrap(data_key.wrapped, kContext)
+                  .value()
+                  .equals(data_key.plaintext.span()));
 }
 
 TEST_F(ByokTest, BadTokensAndBadMaterialAreRefused) {
@@ -210,12 +216,12 @@ TEST_F(ByokTest, BadTokensAndBadMaterialAreRefused) {
 
 TEST_F(ByokTest, DeleteMaterialMakesDisksUnusableUntilTheSameMaterialReturns) {
   ASSERT_TRUE(import(material_).ok());
-  const DataKey data_key = generate_data_key(*kms_, key_.uri, kContext, 64).value();
+  const DataKey data_key = kms_->envelope().generate(key_.uri, kContext, 64).value();
 
   const KeyInfo deleted = kms_->delete_key_material(key_.uri).value();
   EXPECT_EQ(deleted.state, KeyState::kPendingImport);
   EXPECT_EQ(deleted.version_count, 0U);
-  expect_error(kms_->decrypt(data_key.wrapped, kContext), ErrorCode::kDenied,
+  expect_error(kms_->envelope().unwrap(data_key.wrapped, kContext), ErrorCode::kDenied,
                "key " + key_.uri + " is PendingImport");
 
   const SecretBytes other = random_secret(32).value();
@@ -224,7 +230,10 @@ TEST_F(ByokTest, DeleteMaterialMakesDisksUnusableUntilTheSameMaterialReturns) {
                    ": only the same material can be re-imported");
 
   ASSERT_TRUE(import(material_).ok());
-  EXPECT_TRUE(kms_->decrypt(data_key.wrapped, kContext).value().equals(data_key.plaintext.span()));
+  EXPECT_TRUE(kms_->envelope()
+                  .unwrap(data_key.wrapped, kContext)
+                  .value()
+                  .equals(data_key.plaintext.span()));
 }
 
 TEST_F(ByokTest, MaterialExpiryDeletesTheMaterial) {
@@ -232,9 +241,9 @@ TEST_F(ByokTest, MaterialExpiryDeletesTheMaterial) {
   ASSERT_TRUE(kms_->import_key_material(key_.uri, {wrap(parameters, material_),
                                                    parameters.import_token, kStart + 3600})
                   .ok());
-  const DataKey data_key = generate_data_key(*kms_, key_.uri, kContext, 64).value();
+  const DataKey data_key = kms_->envelope().generate(key_.uri, kContext, 64).value();
   *now_ += 3600;
-  expect_error(kms_->decrypt(data_key.wrapped, kContext), ErrorCode::kDenied,
+  expect_error(kms_->envelope().unwrap(data_key.wrapped, kContext), ErrorCode::kDenied,
                "key " + key_.uri + " is PendingImport");
   // A token serves one import.
   expect_error(
@@ -250,9 +259,9 @@ TEST_F(LocalKmsTest, GrantsGovernOtherPrincipals) {
   auto owner = open("host/owner");
   auto other = open("host/other");
   const KeyInfo key = create(*owner);
-  const DataKey data_key = generate_data_key(*owner, key.uri, kContext, 64).value();
+  const DataKey data_key = owner->envelope().generate(key.uri, kContext, 64).value();
 
-  expect_error(other->decrypt(data_key.wrapped, kContext), ErrorCode::kDenied,
+  expect_error(other->envelope().unwrap(data_key.wrapped, kContext), ErrorCode::kDenied,
                "principal host/other holds no decrypt grant on key " + key.uri);
   expect_error(other->describe_key(key.uri), ErrorCode::kDenied,
                "principal host/other holds no describe grant on key " + key.uri);
@@ -263,9 +272,12 @@ TEST_F(LocalKmsTest, GrantsGovernOtherPrincipals) {
                           ->create_grant(key.uri, "host/other",
                                          {GrantOperation::kDecrypt, GrantOperation::kDescribe})
                           .value();
-  EXPECT_TRUE(other->decrypt(data_key.wrapped, kContext).value().equals(data_key.plaintext.span()));
+  EXPECT_TRUE(other->envelope()
+                  .unwrap(data_key.wrapped, kContext)
+                  .value()
+                  .equals(data_key.plaintext.span()));
   EXPECT_TRUE(other->describe_key(key.uri).ok());
-  expect_error(generate_data_key(*other, key.uri, kContext, 64), ErrorCode::kDenied,
+  expect_error(other->envelope().generate(key.uri, kContext, 64), ErrorCode::kDenied,
                "principal host/other holds no generate grant on key " + key.uri);
   expect_error(other->disable_key(key.uri), ErrorCode::kDenied,
                "principal host/other holds no admin grant on key " + key.uri);
@@ -277,7 +289,7 @@ TEST_F(LocalKmsTest, GrantsGovernOtherPrincipals) {
             (std::vector<GrantOperation>{GrantOperation::kDecrypt, GrantOperation::kDescribe}));
 
   ASSERT_TRUE(owner->revoke_grant(key.uri, grant.grant_id).ok());
-  expect_error(other->decrypt(data_key.wrapped, kContext), ErrorCode::kDenied,
+  expect_error(other->envelope().unwrap(data_key.wrapped, kContext), ErrorCode::kDenied,
                "principal host/other holds no decrypt grant on key " + key.uri);
   expect_error(owner->revoke_grant(key.uri, grant.grant_id), ErrorCode::kNotFound,
                "grant " + grant.grant_id + " not found on key " + key.uri);
@@ -317,9 +329,11 @@ TEST_F(LocalKmsTest, GrantRefusals) {
 TEST_F(LocalKmsTest, ServiceKeyServesEveryPrincipalOfItsRegion) {
   auto first = open("host/a");
   auto second = open("host/b");
-  const DataKey data_key = generate_data_key(*first, "alias/acs/ecs", kContext, 64).value();
-  EXPECT_TRUE(
-      second->decrypt(data_key.wrapped, kContext).value().equals(data_key.plaintext.span()));
+  const DataKey data_key = first->envelope().generate("alias/acs/ecs", kContext, 64).value();
+  EXPECT_TRUE(second->envelope()
+                  .unwrap(data_key.wrapped, kContext)
+                  .value()
+                  .equals(data_key.plaintext.span()));
 }
 
 }  // namespace

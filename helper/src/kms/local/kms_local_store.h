@@ -65,24 +65,7 @@ struct PendingImportParameters {
   SealedBlob private_key;  // RSA-2048 PKCS#8 PEM
 };
 
-struct StoredKey {
-  std::string id;
-  KeyState state = KeyState::kEnabled;
-  KeyOrigin origin = KeyOrigin::kKms;
-  std::string description;
-  std::string owner;
-  bool service = false;
-  std::int64_t created_at = 0;
-  std::optional<std::uint32_t> rotation_interval_days;
-  std::int64_t last_rotated_at = 0;
-  std::uint32_t primary_version = 0;
-  std::optional<std::int64_t> deletion_date;
-  std::optional<std::int64_t> material_expires_at;
-  // SHA-256 over a label and the imported material, so a re-import can be
-  // checked against it after the material itself was deleted.
-  std::string material_check;
-  // Imported material may go into a `kms backup` (set at import).
-  bool backup_allowed = false;
+struct StoredKey : LocalKeyAttributes {
   std::vector<StoredVersion> versions;
   std::vector<StoredGrant> grants;
   std::optional<PendingImportParameters> pending_import;

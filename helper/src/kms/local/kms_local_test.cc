@@ -70,7 +70,7 @@ TEST_F(LocalKmsTest, ServiceKeyIsPerRegion) {
 
 TEST_F(LocalKmsTest, GenerateDataKeyAndDecryptRoundTrip) {
   auto kms = open();
-  const DataKey key = generate_data_key(*kms, "alias/acs/ecs", kContext, 64).value();
+  const DataKey key = kms->envelope().generate("alias/acs/ecs", kContext, 64).value();
   const KeyInfo service = kms->describe_key("alias/acs/ecs").value();
   EXPECT_EQ(key.plaintext.size(), 64U);
   EXPECT_EQ(key.wrapped.cmk_uri, service.uri);
@@ -79,11 +79,12 @@ TEST_F(LocalKmsTest, GenerateDataKeyAndDecryptRoundTrip) {
   EXPECT_EQ(key.wrapped.tag.size(), 16U);
   EXPECT_EQ(key.wrapped.ciphertext.size(), 64U);
   EXPECT_FALSE(key.plaintext.equals(key.wrapped.ciphertext));
-  const SecretBytes unwrapped = kms->decrypt(key.wrapped, kContext).value();
+  const SecretBytes unwrapped = kms->envelope().unwrap(key.wrapped, kContext).value();
   EXPECT_TRUE(unwrapped.equals(key.plaintext.span()));
 
   // Another process (a fresh open) unwraps it too.
-  EXPECT_TRUE(open()->decrypt(key.wrapped, kContext).value().equals(key.plaintext.span()));
+  EXPECT_TRUE(
+      open()->envelope().unwrap(key.wrapped, kContext).value().equals(key.plaintext.span()));
 }
 
 TEST_F(LocalKmsTest, AReadOnlyKeystoreUnwrapsAndKeepsTheAuditLineForLater) {
@@ -92,7 +93,7 @@ TEST_F(LocalKmsTest, AReadOnlyKeystoreUnwrapsAndKeepsTheAuditLineForLater) {
   opts.audit_spool = root_ / "run" / "audit-deferred";
   opts.read_only = [read_only] { return *read_only; };
   auto kms = LocalKms::open(opts).value();
-  const DataKey key = generate_data_key(*kms, "alias/acs/ecs", kContext, 64).value();
+  const DataKey key = kms->envelope().generate("alias/acs/ecs", kContext, 64).value();
   const std::filesystem::path log = opts.dir / "audit.log";
   const std::filesystem::path saved = root_ / "audit.log.saved";
   // The log cannot be opened for writing, as on a read-only root.
@@ -100,11 +101,11 @@ TEST_F(LocalKmsTest, AReadOnlyKeystoreUnwrapsAndKeepsTheAuditLineForLater) {
   std::filesystem::create_directory(log);
 
   // On a writable file system that is a failure: nothing happens unaudited.
-  EXPECT_FALSE(kms->decrypt(key.wrapped, kContext).ok());
+  EXPECT_FALSE(kms->envelope().unwrap(key.wrapped, kContext).ok());
   // On a read-only one the unwrap works and its line is kept.
   *read_only = true;
   *now_ += 60;
-  const Result<SecretBytes> unwrapped = kms->decrypt(key.wrapped, kContext);
+  const Result<SecretBytes> unwrapped = kms->envelope().unwrap(key.wrapped, kContext);
   ASSERT_TRUE(unwrapped.ok()) << unwrapped.error().message();
   EXPECT_TRUE(unwrapped->equals(key.plaintext.span()));
   EXPECT_FALSE(std::filesystem::is_empty(opts.audit_spool));
@@ -114,7 +115,7 @@ TEST_F(LocalKmsTest, AReadOnlyKeystoreUnwrapsAndKeepsTheAuditLineForLater) {
   std::filesystem::remove(log);
   std::filesystem::rename(saved, log);
   *now_ += 60;
-  ASSERT_TRUE(kms->decrypt(key.wrapped, kContext).ok());
+  ASSERT_TRUE(kms->envelope().unwrap(key.wrapped, kContext).ok());
   EXPECT_TRUE(std::filesystem::is_empty(opts.audit_spool));
   const std::vector<AuditRecord> records = kms->audit_log().query({}).value();
   ASSERT_GE(records.size(), 2U);
@@ -153,29 +154,29 @@ TEST_F(LocalKmsTest, KeyReferencesByIdAliasAndUri) {
 
 TEST_F(LocalKmsTest, WrongContextOrTamperedBlobFailsToUnwrap) {
   auto kms = open();
-  const DataKey key = generate_data_key(*kms, "alias/acs/ecs", kContext, 64).value();
+  const DataKey key = kms->envelope().generate("alias/acs/ecs", kContext, 64).value();
   const std::string message = "unwrap failed: encryption context or blob does not match";
 
   EncryptionContext other = kContext;
   other["sector_size"] = "512";
-  expect_error(kms->decrypt(key.wrapped, other), ErrorCode::kCorrupt, message);
-  expect_error(kms->decrypt(key.wrapped, {}), ErrorCode::kCorrupt, message);
+  expect_error(kms->envelope().unwrap(key.wrapped, other), ErrorCode::kCorrupt, message);
+  expect_error(kms->envelope().unwrap(key.wrapped, {}), ErrorCode::kCorrupt, message);
 
   WrappedKey tampered = key.wrapped;
   tampered.ciphertext[10] ^= 1;
-  expect_error(kms->decrypt(tampered, kContext), ErrorCode::kCorrupt, message);
+  expect_error(kms->envelope().unwrap(tampered, kContext), ErrorCode::kCorrupt, message);
   tampered = key.wrapped;
   tampered.tag[0] ^= 1;
-  expect_error(kms->decrypt(tampered, kContext), ErrorCode::kCorrupt, message);
+  expect_error(kms->envelope().unwrap(tampered, kContext), ErrorCode::kCorrupt, message);
 
   // The version is bound too: a blob relabelled to another version of the
   // same key does not unwrap.
   ASSERT_TRUE(kms->rotate_key("alias/acs/ecs").ok());
   tampered = key.wrapped;
   tampered.cmk_version = 2;
-  expect_error(kms->decrypt(tampered, kContext), ErrorCode::kCorrupt, message);
+  expect_error(kms->envelope().unwrap(tampered, kContext), ErrorCode::kCorrupt, message);
   tampered.cmk_version = 9;
-  expect_error(kms->decrypt(tampered, kContext), ErrorCode::kNotFound,
+  expect_error(kms->envelope().unwrap(tampered, kContext), ErrorCode::kNotFound,
                "key " + key.wrapped.cmk_uri + " has no version 9");
 }
 
@@ -207,28 +208,28 @@ TEST_F(LocalKmsTest, StateMachineTransitionsAndRefusals) {
   const KeyInfo key = create(*kms);
   const std::string& uri = key.uri;
   EXPECT_EQ(key.state, KeyState::kEnabled);
-  const DataKey data_key = generate_data_key(*kms, key.key_id, kContext, 64).value();
+  const DataKey data_key = kms->envelope().generate(key.key_id, kContext, 64).value();
 
   // Enabled -> Disabled: no GenerateDataKey, no Decrypt.
   ASSERT_TRUE(kms->disable_key(uri).ok());
   EXPECT_EQ(kms->describe_key(uri).value().state, KeyState::kDisabled);
-  expect_error(generate_data_key(*kms, uri, kContext, 64), ErrorCode::kDenied,
+  expect_error(kms->envelope().generate(uri, kContext, 64), ErrorCode::kDenied,
                "key " + uri + " is Disabled");
-  expect_error(kms->decrypt(data_key.wrapped, kContext), ErrorCode::kDenied,
+  expect_error(kms->envelope().unwrap(data_key.wrapped, kContext), ErrorCode::kDenied,
                "key " + uri + " is Disabled");
   EXPECT_TRUE(kms->disable_key(uri).ok());  // idempotent
 
   // Disabled -> Enabled.
   ASSERT_TRUE(kms->enable_key(uri).ok());
-  EXPECT_TRUE(kms->decrypt(data_key.wrapped, kContext).ok());
+  EXPECT_TRUE(kms->envelope().unwrap(data_key.wrapped, kContext).ok());
 
   // Enabled -> PendingDeletion.
   const KeyInfo pending = kms->schedule_key_deletion(uri, 7).value();
   EXPECT_EQ(pending.state, KeyState::kPendingDeletion);
   EXPECT_EQ(pending.deletion_date, kStart + 7 * kDay);
-  expect_error(kms->decrypt(data_key.wrapped, kContext), ErrorCode::kDenied,
+  expect_error(kms->envelope().unwrap(data_key.wrapped, kContext), ErrorCode::kDenied,
                "key " + uri + " is PendingDeletion");
-  expect_error(generate_data_key(*kms, uri, kContext, 64), ErrorCode::kDenied,
+  expect_error(kms->envelope().generate(uri, kContext, 64), ErrorCode::kDenied,
                "key " + uri + " is PendingDeletion");
   expect_error(kms->enable_key(uri), ErrorCode::kDenied,
                "key " + uri + " is PendingDeletion: cancel the deletion first");
@@ -265,7 +266,7 @@ TEST_F(LocalKmsTest, DeletionWindowBounds) {
 TEST_F(LocalKmsTest, PurgeDueDestroysKeysAfterTheirWindow) {
   auto kms = open();
   const KeyInfo key = create(*kms, {"doomed", "doomed", KeyOrigin::kKms, std::nullopt});
-  const DataKey data_key = generate_data_key(*kms, key.uri, kContext, 64).value();
+  const DataKey data_key = kms->envelope().generate(key.uri, kContext, 64).value();
   ASSERT_TRUE(kms->schedule_key_deletion(key.uri, 7).ok());
   advance_days(6);
   EXPECT_TRUE(kms->purge_due().value().empty());
@@ -273,7 +274,7 @@ TEST_F(LocalKmsTest, PurgeDueDestroysKeysAfterTheirWindow) {
   EXPECT_EQ(kms->purge_due().value(), std::vector<std::string>{key.key_id});
   expect_error(kms->describe_key(key.uri), ErrorCode::kNotFound,
                "key " + key.uri + " was deleted on 2027-01-22T08:00:00Z");
-  expect_error(kms->decrypt(data_key.wrapped, kContext), ErrorCode::kNotFound,
+  expect_error(kms->envelope().unwrap(data_key.wrapped, kContext), ErrorCode::kNotFound,
                "key " + key.uri + " was deleted on 2027-01-22T08:00:00Z");
   expect_error(kms->describe_key("alias/doomed"), ErrorCode::kNotFound,
                "alias alias/doomed not found in region local-1");
@@ -406,10 +407,10 @@ TEST_F(LocalKmsTest, RefusesARootKeyOfTheWrongSizeAndABadRegion) {
 
 TEST_F(LocalKmsTest, AnotherRootKeyCannotOpenTheKeystore) {
   auto kms = open();
-  const DataKey data_key = generate_data_key(*kms, "alias/acs/ecs", kContext, 64).value();
+  const DataKey data_key = kms->envelope().generate("alias/acs/ecs", kContext, 64).value();
   std::filesystem::remove(root_ / "etc" / "root.key");
   auto other = open();  // creates a new, different root key
-  const Result<SecretBytes> refused = other->decrypt(data_key.wrapped, kContext);
+  const Result<SecretBytes> refused = other->envelope().unwrap(data_key.wrapped, kContext);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code(), ErrorCode::kCorrupt);
   EXPECT_NE(refused.error().message().find("does not open under root key"), std::string::npos);
@@ -422,8 +423,8 @@ TEST_F(LocalKmsTest, NoKeyBytesInKeystoreOrAuditLog) {
   const KeyInfo key = create(*kms);
   std::vector<SecretBytes> data_keys;
   for (const std::string& ref : {std::string("alias/acs/ecs"), key.uri}) {
-    DataKey data_key = generate_data_key(*kms, ref, kContext, 64).value();
-    ASSERT_TRUE(kms->decrypt(data_key.wrapped, kContext).ok());
+    DataKey data_key = kms->envelope().generate(ref, kContext, 64).value();
+    ASSERT_TRUE(kms->envelope().unwrap(data_key.wrapped, kContext).ok());
     data_keys.push_back(std::move(data_key.plaintext));
   }
   data_keys.push_back(SecretBytes(
