@@ -130,6 +130,7 @@ class Cli {
   Status describe_key();
   Status list_aliases();
   Status print_key(const KeyInfo& key);
+  Status print_changed_key(KeyAdministration& backend, std::string_view done);
 
   std::ostream& out_;
   std::ostream& err_;

@@ -103,6 +103,19 @@ Status Cli::list_aliases() {
   return OkStatus();
 }
 
+// After enable-key, disable-key or cancel-key-deletion: "<done> KEYREF", or
+// under --json the key record as it is now (one JSON document, like every
+// other --json command).
+Status Cli::print_changed_key(KeyAdministration& backend, std::string_view done) {
+  if (!json_) {
+    out_ << done << ' ' << keyref_ << '\n';
+    return OkStatus();
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(const KeyInfo key, backend.describe_key(keyref_));
+  print_json(key_json(key));
+  return OkStatus();
+}
+
 void Cli::add_kms_commands(CLI::App& app) {
   auto* kms = app.add_subcommand("kms", "key management");
   kms->require_subcommand(1);
@@ -146,8 +159,7 @@ void Cli::add_kms_commands(CLI::App& app) {
       [this]() -> Status {
         ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * backend, admin_for(keyref_, "enable-key"));
         ENVCRYPT_TRY(backend->enable_key(keyref_));
-        out_ << "enabled " << keyref_ << '\n';
-        return OkStatus();
+        return print_changed_key(*backend, "enabled");
       },
       true);
   // Safe disable (lifecycle_cli.h): refused while the key wraps a known disk.
@@ -159,8 +171,7 @@ void Cli::add_kms_commands(CLI::App& app) {
         ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * backend, admin_for(keyref_, "disable-key"));
         ENVCRYPT_TRY(refuse_if_key_in_use(*backend, keyref_, force_));
         ENVCRYPT_TRY(backend->disable_key(keyref_));
-        out_ << "disabled " << keyref_ << '\n';
-        return OkStatus();
+        return print_changed_key(*backend, "disabled");
       },
       true);
   auto* schedule = keyed("schedule-key-deletion", "delete a key after a waiting period");
@@ -187,8 +198,7 @@ void Cli::add_kms_commands(CLI::App& app) {
         ENVCRYPT_ASSIGN_OR_RETURN(KeyAdministration * backend,
                                   admin_for(keyref_, "cancel-key-deletion"));
         ENVCRYPT_TRY(backend->cancel_key_deletion(keyref_));
-        out_ << "deletion cancelled for " << keyref_ << '\n';
-        return OkStatus();
+        return print_changed_key(*backend, "deletion cancelled for");
       },
       true);
 
@@ -200,7 +210,11 @@ void Cli::add_kms_commands(CLI::App& app) {
       [this]() -> Status {
         ENVCRYPT_ASSIGN_OR_RETURN(KeyAliases * backend, aliases_for(keyref_, "create-alias"));
         ENVCRYPT_TRY(backend->create_alias(alias_, keyref_));
-        out_ << "created " << alias_ << " -> " << keyref_ << '\n';
+        if (json_) {
+          print_json({{"alias", alias_}, {"target_key", keyref_}, {"created", true}});
+        } else {
+          out_ << "created " << alias_ << " -> " << keyref_ << '\n';
+        }
         return OkStatus();
       },
       false);
@@ -211,7 +225,11 @@ void Cli::add_kms_commands(CLI::App& app) {
       [this]() -> Status {
         ENVCRYPT_ASSIGN_OR_RETURN(KeyAliases * backend, aliases_selected("delete-alias"));
         ENVCRYPT_TRY(backend->delete_alias(alias_));
-        out_ << "deleted " << alias_ << '\n';
+        if (json_) {
+          print_json({{"alias", alias_}, {"deleted", true}});
+        } else {
+          out_ << "deleted " << alias_ << '\n';
+        }
         return OkStatus();
       },
       false);

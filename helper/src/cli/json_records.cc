@@ -66,4 +66,14 @@ json outage_cache_json(const std::optional<CacheUse>& use) {
   return {{"kms_unreachable", use->reason}, {"valid_until", format_rfc3339(use->valid_until)}};
 }
 
+json grant_json(const Grant& grant) {
+  json operations = json::array();
+  for (const GrantOperation operation : grant.operations) {
+    operations.push_back(std::string(to_string(operation)));
+  }
+  return {{"grant_id", grant.grant_id},     {"key_id", grant.key_id},
+          {"principal", grant.principal},   {"operations", operations},
+          {"created_by", grant.created_by}, {"created_at", format_rfc3339(grant.created_at)}};
+}
+
 }  // namespace envcrypt

@@ -16,6 +16,9 @@ namespace envcrypt {
 // schedule-key-deletion, rotate-key, import-key-material and the like.
 nlohmann::ordered_json key_json(const KeyInfo& key);
 
+// A grant: kms create-grant, list-grants (each element).
+nlohmann::ordered_json grant_json(const Grant& grant);
+
 // One header copy's state inside header_json's "copies".
 nlohmann::ordered_json copy_json(const CopyReport& copy);
 

@@ -281,10 +281,7 @@ Status Commands::create_grant() {
                             grants->create_grant(args_->keyref, args_->principal, operations));
   const auto names = operation_names(grant.operations);
   if (json_output()) {
-    print_json({{"grant_id", grant.grant_id},
-                {"key_id", grant.key_id},
-                {"principal", grant.principal},
-                {"operations", names}});
+    print_json(grant_json(grant));
   } else {
     out() << "grant " << grant.grant_id << ": " << grant.principal << " may " << joined(names, ", ")
           << " on key " << grant.key_id << '\n';
@@ -311,12 +308,7 @@ Status Commands::list_grants() {
   if (json_output()) {
     json list = json::array();
     for (const Grant& grant : grants) {
-      list.push_back({{"grant_id", grant.grant_id},
-                      {"key_id", grant.key_id},
-                      {"principal", grant.principal},
-                      {"operations", operation_names(grant.operations)},
-                      {"created_by", grant.created_by},
-                      {"created_at", format_rfc3339(grant.created_at)}});
+      list.push_back(grant_json(grant));
     }
     print_json(list);
     return OkStatus();
