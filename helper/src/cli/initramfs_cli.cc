@@ -10,6 +10,7 @@
 #include "boot/boot.h"
 #include "boot/initramfs_plan.h"
 #include "config/crypttab.h"
+#include "util/file_io.h"
 #include "volume/volume.h"
 
 namespace envcrypt {
@@ -27,17 +28,11 @@ Result<std::string> read_fstab(const std::string& option) {
     const char* env = std::getenv("ENVCRYPT_FSTAB");
     path = env != nullptr && *env != '\0' ? env : "/etc/fstab";
   }
-  std::ifstream in(path);
-  if (!in) {
-    std::error_code ec;
-    if (!std::filesystem::exists(path, ec) && !ec) {
-      return std::string();
-    }
-    return Error(ErrorCode::kIo, path + ": cannot be read");
+  auto text = read_file_at_most(path, kMaxTableFile);
+  if (!text.ok() && text.error().code() == ErrorCode::kNotFound) {
+    return std::string();
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return text;
 }
 
 // The device under our mapping `name`: the table's first field is its

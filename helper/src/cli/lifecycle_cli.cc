@@ -6,9 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -138,12 +136,12 @@ Status write_file(const std::string& path, const std::string& text, mode_t mode)
   return write_file_durably(path, text, {.mode = mode});
 }
 
+// A token or wrapped material is a few hundred bytes; a path to anything
+// much larger (/dev/zero, say) is refused rather than read.
+constexpr std::size_t kMaxImportFile = 64 * 1024;
+
 Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return error_from_errno(ErrorCode::kNotFound, path, errno);
-  }
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return read_file_at_most(path, kMaxImportFile);
 }
 
 std::string trimmed(std::string text) {

@@ -254,6 +254,8 @@ TEST_F(LifecycleCliTest, ByokBadInputs) {
       prefix + "import token does not match the parameters last issued for key " + uri + "\n");
   expect_failure(import(dir_ / "missing"), 3,
                  prefix + (dir_ / "missing").string() + ": No such file or directory\n");
+  // A token (or material) path naming an endless file is refused unread.
+  expect_failure(import("/dev/zero"), 2, prefix + "/dev/zero: more than 65536 bytes\n");
 
   write_material(dir_ / "short.bin", 16, 's');
   openssl_wrap(pem, dir_ / "short.bin", wrapped);

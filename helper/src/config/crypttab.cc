@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "device/mapping_name.h"
+#include "util/file_io.h"
 #include "util/printable.h"
 #include "util/uuid.h"
 
@@ -249,23 +250,17 @@ std::filesystem::path envcrypttab_path(const std::optional<std::filesystem::path
 }
 
 Result<Envcrypttab> load_envcrypttab(const std::filesystem::path& path, bool missing_ok) {
-  std::ifstream in(path);
-  if (!in) {
-    const int err = errno;
-    if (err == ENOENT) {
-      if (missing_ok) {
-        return Envcrypttab{};
-      }
-      return Error(ErrorCode::kNotFound, path.string() + ": no such file");
+  auto text = read_file_at_most(path, kMaxTableFile);
+  if (!text.ok()) {
+    if (text.error().code() != ErrorCode::kNotFound) {
+      return text.error();
     }
-    return error_from_errno(ErrorCode::kIo, path.string(), err);
+    if (missing_ok) {
+      return Envcrypttab{};
+    }
+    return Error(ErrorCode::kNotFound, path.string() + ": no such file");
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
-    return Error(ErrorCode::kIo, path.string() + ": read failed");
-  }
-  return parse_envcrypttab(text.str(), path);
+  return parse_envcrypttab(*text, path);
 }
 
 Result<Envcrypttab> read_envcrypttab(const std::string& tab_option) {

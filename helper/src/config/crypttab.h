@@ -14,6 +14,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <filesystem>
 #include <iosfwd>
 #include <optional>
@@ -78,8 +79,13 @@ Envcrypttab parse_envcrypttab(const std::string& text, const std::filesystem::pa
 // /etc/envcrypttab.
 std::filesystem::path envcrypttab_path(const std::optional<std::filesystem::path>& explicit_path);
 
+// The largest envcrypttab (or fstab) read: far beyond any real table, so
+// that a --tab naming /dev/zero or a huge file is refused, not read.
+inline constexpr std::size_t kMaxTableFile = std::size_t{1024} * 1024;
+
 // Reads and parses `path`.  A missing file is an empty table when
-// `missing_ok`, otherwise ErrorCode::kNotFound.
+// `missing_ok`, otherwise ErrorCode::kNotFound; a file over kMaxTableFile
+// is ErrorCode::kUsage.
 Result<Envcrypttab> load_envcrypttab(const std::filesystem::path& path, bool missing_ok);
 
 // The table the commands act on: `tab_option` (--tab; empty if not given),

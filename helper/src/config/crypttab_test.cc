@@ -221,6 +221,13 @@ TEST_F(CrypttabFiles, EntriesOnlyLogsTheSkippedLines) {
                            ":2: name 'a' is already used on line 1 (line skipped)\n");
 }
 
+TEST_F(CrypttabFiles, ATableNamingDevZeroIsRefusedNotRead) {
+  auto refused = load_envcrypttab("/dev/zero", false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUsage);
+  EXPECT_EQ(refused.error().message(), "/dev/zero: more than 1048576 bytes");
+}
+
 TEST_F(CrypttabFiles, MissingFile) {
   const auto path = dir_ / "absent";
   auto required = load_envcrypttab(path, false);

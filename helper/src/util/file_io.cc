@@ -180,6 +180,16 @@ Result<std::string> read_to_end(int fd, const std::string& what, std::size_t max
   }
 }
 
+Result<std::string> read_file_at_most(const std::filesystem::path& path, std::size_t max_bytes) {
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd.valid()) {
+    const int err = errno;
+    return error_from_errno(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo, path.string(),
+                            err);
+  }
+  return read_to_end(fd.get(), path.string(), max_bytes);
+}
+
 Status write_all(int fd, std::string_view data, const std::string& what) {
   while (!data.empty()) {
     const ssize_t written = ::write(fd, data.data(), data.size());

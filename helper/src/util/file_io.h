@@ -26,6 +26,14 @@ namespace envcrypt {
 Result<std::string> read_to_end(int fd, const std::string& what,
                                 std::size_t max_bytes = std::numeric_limits<std::size_t>::max());
 
+// The whole of the file at `path`, which may hold at most `max_bytes`: the
+// bound for a file a user names (a table, a token, wrapped material), so
+// that /dev/zero or a huge file is refused instead of read into memory.
+// Errors name the file: "<path>: <strerror>" (ErrorCode::kNotFound when it
+// does not exist, else kIo), "<path>: more than <max_bytes> bytes"
+// (kUsage).
+Result<std::string> read_file_at_most(const std::filesystem::path& path, std::size_t max_bytes);
+
 // Writes all of `data` to `fd`, resuming after short writes and EINTR.  An
 // error reads "<what>: <strerror>"; a write that makes no progress is
 // reported as ENOSPC rather than retried for ever.

@@ -370,5 +370,23 @@ TEST_F(FileIoTest, ReadToEndNamesWhatFailed) {
   EXPECT_EQ(failed.error().message(), "read " + dir_.string() + ": Is a directory");
 }
 
+// ----- read_file_at_most -----
+
+TEST_F(FileIoTest, ReadFileAtMostReadsASmallFileAndNamesAMissingOne) {
+  put(file_, "token\n");
+  EXPECT_EQ(read_file_at_most(file_, 6).value(), "token\n");
+  const auto missing = read_file_at_most(dir_ / "missing", 6);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(missing.error().message(), (dir_ / "missing").string() + ": No such file or directory");
+}
+
+TEST_F(FileIoTest, ReadFileAtMostRefusesDevZeroInsteadOfFillingMemory) {
+  const auto refused = read_file_at_most("/dev/zero", 65536);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUsage);
+  EXPECT_EQ(refused.error().message(), "/dev/zero: more than 65536 bytes");
+}
+
 }  // namespace
 }  // namespace envcrypt
