@@ -252,6 +252,21 @@ TEST_F(CliTest, DetachedHeaderLeavesTheDeviceUntouched) {
             static_cast<int>(ErrorCode::kConflict));
 }
 
+// A link planted where the header is to go must not make format truncate
+// its target, not even with --force.
+TEST_F(CliTest, ADetachedHeaderIsNeverWrittenThroughASymlink) {
+  const fs::path victim = dir_ / "victim";
+  cli_testing::write_text(victim, "precious");
+  const fs::path link = dir_ / "disk.hdr";
+  fs::create_symlink(victim, link);
+  const CliRun refused = run({"format", image_.string(), "--header", link.string(), "--force"});
+  EXPECT_EQ(refused.code, 2);
+  EXPECT_EQ(refused.err, "envcryptctl: format " + image_.string() + ": header file " +
+                             link.string() + " is a symbolic link: never written through one\n");
+  EXPECT_EQ(cli_testing::read_text(victim), "precious");
+  EXPECT_TRUE(fs::is_symlink(link));
+}
+
 TEST_F(CliTest, UsageErrors) {
   EXPECT_EQ(run({}).code, 2);
   EXPECT_EQ(run({"format"}).code, 2);

@@ -1,6 +1,7 @@
 #include "volume/volume.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -157,8 +158,11 @@ Status wipe_data_area(const DiskHeader& header, const SecretBytes& data_key, con
   return removed;
 }
 
+// Never through a symbolic link, even with --force: a link planted where
+// the header is to go (in /tmp, say) would otherwise have format truncate
+// whatever file it points to.
 Result<Device> open_header_file_for_format(const std::filesystem::path& path, bool force) {
-  const int flags = O_RDWR | O_CREAT | O_CLOEXEC | (force ? 0 : O_EXCL);
+  const int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? 0 : O_EXCL);
   UniqueFd fd(::open(path.c_str(), flags, 0600));
   if (!fd.valid()) {
     const int err = errno;
@@ -166,13 +170,24 @@ Result<Device> open_header_file_for_format(const std::filesystem::path& path, bo
       return Error(ErrorCode::kConflict,
                    path.string() + ": header file exists (use --force to overwrite it)");
     }
+    if (err == ELOOP) {
+      return Error(ErrorCode::kUsage, "header file " + path.string() +
+                                          " is a symbolic link: never written through one");
+    }
     return error_from_errno(ErrorCode::kIo, path.string(), err);
+  }
+  struct stat created {};
+  if (::fstat(fd.get(), &created) != 0 || !S_ISREG(created.st_mode)) {
+    return Error(ErrorCode::kUsage, path.string() + ": not a regular file");
   }
   if (::ftruncate(fd.get(), static_cast<off_t>(kHeaderAreaSize)) != 0) {
     return error_from_errno(ErrorCode::kIo, path.string(), errno);
   }
-  fd = UniqueFd();
-  return open_device(path, OpenMode::kReadWrite);
+  ENVCRYPT_ASSIGN_OR_RETURN(Device device, open_device(path, OpenMode::kReadWrite));
+  if (device.st_dev != created.st_dev || device.st_ino != created.st_ino) {
+    return Error(ErrorCode::kConflict, path.string() + ": replaced while it was being created");
+  }
+  return device;
 }
 
 }  // namespace
