@@ -501,4 +501,13 @@ Result<const TabEntry*> entry_for_device(const std::vector<TabEntry>& table, con
   return static_cast<const TabEntry*>(nullptr);
 }
 
+Status whole_table_status(const Envcrypttab& tab) {
+  if (tab.skipped.empty()) {
+    return OkStatus();
+  }
+  return Error(ErrorCode::kUsage, std::to_string(tab.skipped.size()) + " envcrypttab " +
+                                      (tab.skipped.size() == 1 ? "line" : "lines") +
+                                      " skipped, first " + tab.skipped.front().message());
+}
+
 }  // namespace envcrypt

@@ -183,4 +183,10 @@ bool boot_attach_enabled_now(std::ostream& err);
 Status write_generated(const std::map<std::filesystem::path, GeneratedFile>& files,
                        const std::filesystem::path& out_dir);
 
+// A run over the whole table that skipped a bad line did not do all it was
+// asked: ErrorCode::kUsage, "N envcrypttab line(s) skipped, first <error>",
+// reported once the good lines are attached (a disk's own failure, coming
+// first, gives the exit code instead).  OK when no line was skipped.
+Status whole_table_status(const Envcrypttab& tab);
+
 }  // namespace envcrypt

@@ -404,5 +404,16 @@ TEST(AttachAll, ANamedNofailDiskThatFailsFailsTheRun) {
   EXPECT_EQ(report->first_failure()->error->code(), ErrorCode::kDenied);
 }
 
+TEST(WholeTableStatus, ASkippedLineFailsTheWholeTableRunNamingTheFirst) {
+  EXPECT_TRUE(whole_table_status(parse_envcrypttab("a /dev/vdb\n", "/etc/envcrypttab")).ok());
+  const Status two = whole_table_status(
+      parse_envcrypttab("a /dev/vdb\nb\nc /dev/vdc bogus-option\n", "/etc/envcrypttab"));
+  ASSERT_FALSE(two.ok());
+  EXPECT_EQ(two.error().code(), ErrorCode::kUsage);
+  EXPECT_EQ(two.error().message(),
+            "2 envcrypttab lines skipped, first /etc/envcrypttab:2: expected 'name device "
+            "[options]', found 1 field");
+}
+
 }  // namespace
 }  // namespace envcrypt

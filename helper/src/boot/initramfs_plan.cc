@@ -6,7 +6,9 @@
 #include <string_view>
 #include <system_error>
 
+#include "boot/boot.h"
 #include "util/printable.h"
+#include "volume/volume.h"
 
 namespace envcrypt {
 namespace {
@@ -256,6 +258,20 @@ std::vector<std::string> system_mapping_names(const std::string& spec) {
   }
   walk_slaves(fs::path("/sys/class/block") / canonical.filename(), names, 0);
   return names;
+}
+
+Result<std::string> system_cmk_of(const TabEntry& entry, BootActions& actions) {
+  auto resolved = actions.resolve(entry);
+  if (!resolved.ok()) {
+    auto mapped = mapping_device(entry.name);
+    if (!mapped.ok()) {
+      return resolved.error();
+    }
+    resolved = std::move(mapped);
+  }
+  ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection header,
+                            read_volume_header(*resolved, entry.header_file));
+  return header.header.wrapped.cmk_uri;
 }
 
 }  // namespace envcrypt

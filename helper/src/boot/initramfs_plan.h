@@ -98,4 +98,12 @@ std::string initramfs_plan_output(const InitramfsPlan& plan);
 // /sys/block/<dev>/dm/name and walks slaves/.
 std::vector<std::string> system_mapping_names(const std::string& spec);
 
+class BootActions;
+
+// InitramfsPlanInputs::cmk_of on this system: the CMK URI in the header of
+// the line's disk.  A disk that does not resolve is looked up through the
+// mapping of the line's name: the running system's attached root disk is
+// held by its mapping, which hides it from a UUID= lookup.
+Result<std::string> system_cmk_of(const TabEntry& entry, BootActions& actions);
+
 }  // namespace envcrypt

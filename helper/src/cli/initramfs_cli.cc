@@ -1,10 +1,8 @@
 #include "cli/initramfs_cli.h"
 
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <ostream>
-#include <sstream>
 #include <system_error>
 
 #include "boot/boot.h"
@@ -35,23 +33,6 @@ Result<std::string> read_fstab(const std::string& option) {
   return text;
 }
 
-// The device under our mapping `name`: the table's first field is its
-// major:minor, whose DEVNAME sysfs gives.
-Result<std::filesystem::path> mapped_device(const std::string& name) {
-  ENVCRYPT_ASSIGN_OR_RETURN(std::vector<MappingStatus> mappings, volume_status(name));
-  if (mappings.empty()) {
-    return Error(ErrorCode::kNotFound, "mapping " + name + ": not found");
-  }
-  const std::string devnum = table_device(mappings.front().table);
-  std::ifstream uevent("/sys/dev/block/" + devnum + "/uevent");
-  for (std::string line; std::getline(uevent, line);) {
-    if (line.starts_with("DEVNAME=")) {
-      return std::filesystem::path("/dev") / line.substr(8);
-    }
-  }
-  return Error(ErrorCode::kNotFound, "mapping " + name + ": no device " + devnum + " in /sys");
-}
-
 Status initramfs_plan(const PlanArgs& args, const BootCommandHooks& hooks) {
   ENVCRYPT_ASSIGN_OR_RETURN(Envcrypttab tab, read_envcrypttab(args.tab));
   log_skipped_lines(tab, *hooks.err);
@@ -67,22 +48,7 @@ Status initramfs_plan(const PlanArgs& args, const BootCommandHooks& hooks) {
   ENVCRYPT_ASSIGN_OR_RETURN(KmsRegistry * registry, hooks.registry());
   inputs.config = registry->config();
   auto actions = system_boot_actions(hooks.registry);
-  inputs.cmk_of = [&actions](const TabEntry& entry) -> Result<std::string> {
-    auto resolved = actions->resolve(entry);
-    if (!resolved.ok()) {
-      // The running system's root disk is attached: its mapping holds it,
-      // which hides it from the UUID= lookup.  The mapping names it.
-      auto mapped = mapped_device(entry.name);
-      if (!mapped.ok()) {
-        return resolved.error();
-      }
-      resolved = std::move(mapped);
-    }
-    const std::filesystem::path device = *resolved;
-    ENVCRYPT_ASSIGN_OR_RETURN(HeaderSelection header,
-                              read_volume_header(device, entry.header_file));
-    return header.header.wrapped.cmk_uri;
-  };
+  inputs.cmk_of = [&actions](const TabEntry& entry) { return system_cmk_of(entry, *actions); };
   inputs.mapping_names = system_mapping_names;
   inputs.exists = [](const std::filesystem::path& path) {
     std::error_code ec;

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 
 #include "audit/audit.h"
@@ -476,6 +477,21 @@ Status detach_volume(const std::string& name) {
 
 std::string table_device(std::string_view table) {
   return std::string(table.substr(0, table.find(' ')));
+}
+
+Result<std::filesystem::path> mapping_device(const std::string& name) {
+  ENVCRYPT_ASSIGN_OR_RETURN(std::vector<MappingStatus> mappings, volume_status(name));
+  if (mappings.empty()) {
+    return Error(ErrorCode::kNotFound, "mapping " + name + ": not found");
+  }
+  const std::string devnum = table_device(mappings.front().table);
+  std::ifstream uevent("/sys/dev/block/" + devnum + "/uevent");
+  for (std::string line; std::getline(uevent, line);) {
+    if (line.starts_with("DEVNAME=")) {
+      return std::filesystem::path("/dev") / line.substr(8);
+    }
+  }
+  return Error(ErrorCode::kNotFound, "mapping " + name + ": no device " + devnum + " in /sys");
 }
 
 Result<std::optional<MappingStatus>> mapping_using(

@@ -136,6 +136,11 @@ Result<std::vector<MappingStatus>> volume_status(const std::optional<std::string
 // The device ("MAJOR:MINOR") a table of ours maps: its first field.
 std::string table_device(std::string_view table);
 
+// The device node under our mapping `name` (the inverse query): its
+// table's device, named by /sys's DEVNAME.  ErrorCode::kNotFound when there
+// is no such mapping or /sys does not know its device.
+Result<std::filesystem::path> mapping_device(const std::string& name);
+
 // The one "which mapping uses this device" query: the first of our mappings
 // whose table's device satisfies `uses`, std::nullopt when none does.
 Result<std::optional<MappingStatus>> mapping_using(
