@@ -13,7 +13,11 @@
 namespace envcrypt {
 namespace {
 
-// The last error libdevmapper logged in this thread, for our one-line errors.
+// The last error libdevmapper logged in this thread, for our one-line
+// errors: text only, it decides nothing.  It cannot travel with the task:
+// libdevmapper's log hook takes no user pointer, and a create with a table
+// runs the table load as an inner task whose errno it discards (only its
+// log line says why the target refused the table).  new_task() clears it.
 thread_local std::string last_dm_error;
 
 void capture_dm_log(int level, const char* /*file*/, int /*line*/, int /*dm_errno*/,
