@@ -109,8 +109,9 @@ head -c 32 /dev/urandom >material
 openssl pkeyutl -encrypt -pubin -inkey wrap.pem -pkeyopt rsa_padding_mode:oaep \
 	-pkeyopt rsa_oaep_md:sha256 -in material -out material.enc ||
 	bail "openssl wraps the material"
+# With --expires, so that the key record's optional material_expires_at is checked too.
 check "kms import-key-material" 0 kms import-key-material alias/byok --material material.enc \
-	--token token
+	--token token --expires "$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)"
 check "kms delete-key-material" 0 kms delete-key-material alias/byok
 check "kms audit" 0 kms audit
 check "kms audit --verify" 0 kms audit --verify
