@@ -6,7 +6,7 @@
 # newest kernel headers of Debian trixie-backports (scripts/kbuild-next.sh);
 # helper unit tests (GoogleTest), once as built and once
 # under AddressSanitizer and UndefinedBehaviorSanitizer (build/asan); each
-# libFuzzer target of helper/fuzz/ for FUZZ_CHECK_SECONDS (default 20), two
+# libFuzzer target of helper/fuzz/ for FUZZ_CHECK_SECONDS (default 10), two
 # at a time (scripts/fuzz.sh); host tests
 # (tests/host/test_*.sh, e.g. against a real PyKMIP server); the benchmark
 # smoke run (scripts/bench-smoke.sh, no timing assertions); the booted-Debian
@@ -84,7 +84,7 @@ lane1() {
 	# Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		run_quietly unit-asan "$TOP/scripts/unit-tap.sh" "$TOP/build/asan/envcrypt_unit_tests"
-	run_quietly fuzz "$TOP/scripts/fuzz.sh" --seconds "${FUZZ_CHECK_SECONDS:-20}" --jobs 2
+	run_quietly fuzz "$TOP/scripts/fuzz.sh" --seconds "${FUZZ_CHECK_SECONDS:-10}" --jobs 2
 	for t in "${host_tests[@]}"; do
 		run_quietly "host-$(basename "$t" .sh)" "$t"
 	done
