@@ -510,4 +510,14 @@ Status whole_table_status(const Envcrypttab& tab) {
                                       " skipped, first " + tab.skipped.front().message());
 }
 
+GeneratorSettings generator_settings(const Config& config) {
+  GeneratorSettings settings;
+  settings.attach_timeout = config.boot.attach_timeout;
+  settings.kms_paths = {config.local_dir, config.local_root_key};
+  for (const auto& [name, endpoint] : config.kmip_endpoints) {
+    settings.kms_paths.insert(settings.kms_paths.end(), {endpoint.ca, endpoint.cert, endpoint.key});
+  }
+  return settings;
+}
+
 }  // namespace envcrypt

@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "config/config.h"
 #include "config/crypttab.h"
 #include "kms/kms_registry.h"
 #include "util/result.h"
@@ -153,6 +154,11 @@ struct GeneratorSettings {
   // [boot] attach_timeout_seconds: part of each attach's time budget.
   std::chrono::seconds attach_timeout = kDefaultAttachTimeout;
 };
+
+// envcrypt.conf's part in the units: the KMS files every attach may read
+// (local keystore, root key, each KMIP endpoint's CA, certificate and key)
+// and [boot] attach_timeout_seconds.
+GeneratorSettings generator_settings(const Config& config);
 
 // The longest one attach unit may run: the wait for its device, the retries
 // until the attach deadline, and one more KMS call after it (90 s, the

@@ -319,5 +319,23 @@ TEST(GenerateUnits, EmptyTableWritesNothing) {
   EXPECT_TRUE(generate_units({}, "/etc/envcrypttab", "/lib/systemd/system").empty());
 }
 
+TEST(GeneratorSettings, TheUnitsWaitForEveryKmsFileOfTheConfiguration) {
+  Config config;
+  config.local_dir = "/var/lib/envcrypt/kms";
+  config.local_root_key = "/etc/envcrypt/root.key";
+  config.boot.attach_timeout = std::chrono::seconds(45);
+  KmipEndpoint endpoint;
+  endpoint.ca = "/etc/envcrypt/kmip/ca.pem";
+  endpoint.cert = "/etc/envcrypt/kmip/client.pem";
+  endpoint.key = "/etc/envcrypt/kmip/client.key";
+  config.kmip_endpoints.emplace("main", endpoint);
+  const GeneratorSettings settings = generator_settings(config);
+  EXPECT_EQ(settings.attach_timeout, std::chrono::seconds(45));
+  EXPECT_EQ(settings.kms_paths,
+            (std::vector<fs::path>{"/var/lib/envcrypt/kms", "/etc/envcrypt/root.key",
+                                   "/etc/envcrypt/kmip/ca.pem", "/etc/envcrypt/kmip/client.pem",
+                                   "/etc/envcrypt/kmip/client.key"}));
+}
+
 }  // namespace
 }  // namespace envcrypt

@@ -47,10 +47,9 @@ Result<Envcrypttab> read_table_for_names(const BootArgs& args, const BootCommand
   return tab;
 }
 
-// envcrypt.conf's part in the units: the KMS files and the attach timeout.
 // A configuration that does not load leaves the defaults: the boot still
 // gets units, and attach-all reports the configuration error itself.
-GeneratorSettings generator_settings(const BootCommandHooks& hooks) {
+GeneratorSettings settings_for_units(const BootCommandHooks& hooks) {
   Config config;
   if (auto registry = hooks.registry(); registry.ok()) {
     config = (*registry)->config();
@@ -58,13 +57,7 @@ GeneratorSettings generator_settings(const BootCommandHooks& hooks) {
     *hooks.err << "envcryptctl: warning: generate-units: " << registry.error().message()
                << " (using the defaults)\n";
   }
-  GeneratorSettings settings;
-  settings.attach_timeout = config.boot.attach_timeout;
-  settings.kms_paths = {config.local_dir, config.local_root_key};
-  for (const auto& [name, endpoint] : config.kmip_endpoints) {
-    settings.kms_paths.insert(settings.kms_paths.end(), {endpoint.ca, endpoint.cert, endpoint.key});
-  }
-  return settings;
+  return generator_settings(config);
 }
 
 Result<AttachPolicy> attach_policy(const BootCommandHooks& hooks) {
@@ -265,7 +258,7 @@ void add_boot_commands(CLI::App& app, const BootCommandHooks& hooks) {
       const std::filesystem::path path = envcrypttab_path(
           args->tab.empty() ? std::nullopt : std::optional<std::filesystem::path>(args->tab));
       ENVCRYPT_ASSIGN_OR_RETURN(auto table, read_envcrypttab_entries(args->tab, *hooks.err));
-      return write_generated(generate_units(table, path, args->unit_dir, generator_settings(hooks)),
+      return write_generated(generate_units(table, path, args->unit_dir, settings_for_units(hooks)),
                              args->out_dir);
     });
   });
