@@ -67,12 +67,8 @@ json outage_cache_json(const std::optional<CacheUse>& use) {
 }
 
 json grant_json(const Grant& grant) {
-  json operations = json::array();
-  for (const GrantOperation operation : grant.operations) {
-    operations.push_back(std::string(to_string(operation)));
-  }
   return {{"grant_id", grant.grant_id},     {"key_id", grant.key_id},
-          {"principal", grant.principal},   {"operations", operations},
+          {"principal", grant.principal},   {"operations", grant_operation_names(grant.operations)},
           {"created_by", grant.created_by}, {"created_at", format_rfc3339(grant.created_at)}};
 }
 

@@ -108,14 +108,6 @@ class Commands {
   LifecycleCommandHooks h_;
 };
 
-std::vector<std::string> operation_names(const std::vector<GrantOperation>& operations) {
-  std::vector<std::string> names;
-  for (const GrantOperation operation : operations) {
-    names.emplace_back(to_string(operation));
-  }
-  return names;
-}
-
 // "decrypt,describe" and "decrypt describe" both name two operations.
 Result<std::vector<GrantOperation>> parse_operations(const std::vector<std::string>& words) {
   std::vector<GrantOperation> operations;
@@ -277,7 +269,7 @@ Status Commands::create_grant() {
   ENVCRYPT_ASSIGN_OR_RETURN(auto operations, parse_operations(args_->operations));
   ENVCRYPT_ASSIGN_OR_RETURN(Grant grant,
                             grants->create_grant(args_->keyref, args_->principal, operations));
-  const auto names = operation_names(grant.operations);
+  const auto names = grant_operation_names(grant.operations);
   if (json_output()) {
     print_json(grant_json(grant));
   } else {
@@ -316,7 +308,7 @@ Status Commands::list_grants() {
         << "CREATED\n";
   for (const Grant& grant : grants) {
     out() << std::left << std::setw(34) << grant.grant_id << std::setw(20) << grant.principal
-          << std::setw(28) << joined(operation_names(grant.operations), ",")
+          << std::setw(28) << joined(grant_operation_names(grant.operations), ",")
           << format_rfc3339(grant.created_at) << '\n';
   }
   return OkStatus();

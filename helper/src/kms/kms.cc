@@ -90,6 +90,14 @@ std::string_view to_string(GrantOperation operation) {
   return "unknown";
 }
 
+std::vector<std::string> grant_operation_names(const std::vector<GrantOperation>& operations) {
+  std::vector<std::string> names;
+  for (const GrantOperation operation : operations) {
+    names.emplace_back(to_string(operation));
+  }
+  return names;
+}
+
 Result<GrantOperation> parse_grant_operation(std::string_view name) {
   for (const GrantOperation operation :
        {GrantOperation::kGenerate, GrantOperation::kDecrypt, GrantOperation::kReencrypt,

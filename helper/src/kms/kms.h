@@ -66,6 +66,8 @@ struct CreateKeyRequest {
 // grants, import).
 enum class GrantOperation { kGenerate, kDecrypt, kReencrypt, kDescribe, kAdmin };
 std::string_view to_string(GrantOperation operation);
+// Each operation's to_string(), in order.
+std::vector<std::string> grant_operation_names(const std::vector<GrantOperation>& operations);
 // Accepts the names to_string() prints: generate, decrypt, reencrypt, describe, admin.
 Result<GrantOperation> parse_grant_operation(std::string_view name);
 

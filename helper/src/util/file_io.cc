@@ -181,11 +181,19 @@ Result<std::string> read_to_end(int fd, const std::string& what, std::size_t max
 }
 
 Result<std::string> read_file_at_most(const std::filesystem::path& path, std::size_t max_bytes) {
-  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  // O_NONBLOCK: opening a FIFO without a writer would wait for ever.
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   if (!fd.valid()) {
     const int err = errno;
     return error_from_errno(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo, path.string(),
                             err);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return error_from_errno(ErrorCode::kIo, path.string(), errno);
+  }
+  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+    return Error(ErrorCode::kUsage, path.string() + ": a pipe or socket, not a file");
   }
   return read_to_end(fd.get(), path.string(), max_bytes);
 }

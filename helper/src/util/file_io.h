@@ -31,7 +31,8 @@ Result<std::string> read_to_end(int fd, const std::string& what,
 // that /dev/zero or a huge file is refused instead of read into memory.
 // Errors name the file: "<path>: <strerror>" (ErrorCode::kNotFound when it
 // does not exist, else kIo), "<path>: more than <max_bytes> bytes"
-// (kUsage).
+// (kUsage), "<path>: a pipe or socket, not a file" (kUsage: reading one
+// could wait for ever).
 Result<std::string> read_file_at_most(const std::filesystem::path& path, std::size_t max_bytes);
 
 // Writes all of `data` to `fd`, resuming after short writes and EINTR.  An

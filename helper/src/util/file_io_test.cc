@@ -381,6 +381,15 @@ TEST_F(FileIoTest, ReadFileAtMostReadsASmallFileAndNamesAMissingOne) {
   EXPECT_EQ(missing.error().message(), (dir_ / "missing").string() + ": No such file or directory");
 }
 
+TEST_F(FileIoTest, ReadFileAtMostRefusesAFifoInsteadOfWaitingForAWriter) {
+  const fs::path fifo = dir_ / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto refused = read_file_at_most(fifo, 65536);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUsage);
+  EXPECT_EQ(refused.error().message(), fifo.string() + ": a pipe or socket, not a file");
+}
+
 TEST_F(FileIoTest, ReadFileAtMostRefusesDevZeroInsteadOfFillingMemory) {
   const auto refused = read_file_at_most("/dev/zero", 65536);
   ASSERT_FALSE(refused.ok());

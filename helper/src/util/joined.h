@@ -1,6 +1,7 @@
 // A list as text: "a, b, c" for messages and tables.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -9,11 +10,8 @@ namespace envcrypt {
 
 inline std::string joined(const std::vector<std::string>& items, std::string_view separator) {
   std::string text;
-  for (const std::string& item : items) {
-    if (!text.empty()) {
-      text += separator;
-    }
-    text += item;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    text += (i == 0 ? "" : std::string(separator)) + items[i];
   }
   return text;
 }
