@@ -5,7 +5,8 @@
 #
 #   selftests/debian-run.sh --kernel KVER --image IMG [--overlay FILE]
 #                           [--disk IMG]... [--out DIR] [--timeout SEC]
-#                           [--append ARG]... [--monitor SOCKET] -- TEST [ARGS...]
+#                           [--append ARG]... [--monitor SOCKET] [--tpm DIR]
+#                           [--firmware-boot] -- TEST [ARGS...]
 #
 #   --kernel KVER   boot /boot/vmlinuz-KVER (the image must hold its modules)
 #   --image IMG     the raw image (build/debian/KVER.img); never written: the
@@ -23,6 +24,14 @@
 #   --monitor SOCKET  QEMU's human monitor on this Unix socket (created;
 #                   removed after the run), for a test that hot-plugs
 #                   devices while its command runs (device_add, device_del)
+#   --tpm DIR       a TPM 2.0 for the guest (tpm-tis): swtpm with its state
+#                   in DIR (created; kept, so a later run with the same DIR
+#                   has the same TPM, as a machine keeps its TPM over reboots)
+#   --firmware-boot boot the image's own boot loader through QEMU's default
+#                   BIOS (SeaBIOS) instead of -kernel: the image is a whole
+#                   disk with a boot sector, its boot loader's configuration
+#                   puts debian_run=1 and the console on ttyS0 on the kernel
+#                   command line (--append, --initrd are refused)
 #
 # The guest: qemu-system-x86_64 -accel tcg -cpu max, 2 vCPUs, 2 GiB, the
 # host's kernel and an initramfs of our own (busybox, virtio and ext4
@@ -60,9 +69,11 @@ INITRD=
 TIMEOUT=900
 APPEND=()
 MONITOR=
+TPM_DIR=
+FIRMWARE_BOOT=
 
 usage() {
-	sed -n '6,8p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+	sed -n '6,9p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
 	exit 125
 }
 
@@ -84,6 +95,12 @@ while [ $# -gt 0 ]; do
 	--append) APPEND+=("${2-}") ;;
 	--initrd) INITRD=${2-} ;;
 	--monitor) MONITOR=${2-} ;;
+	--tpm) TPM_DIR=${2-} ;;
+	--firmware-boot)
+		FIRMWARE_BOOT=1
+		shift
+		continue
+		;;
 	--) shift; break ;;
 	-h | --help) usage ;;
 	*) echo "debian-run: unknown argument '$1'" >&2; usage ;;
@@ -111,6 +128,9 @@ done
 for arg in "${APPEND[@]}"; do
 	[[ $arg =~ ^[^[:space:]]+$ ]] || fail 125 "--append '$arg' is empty or contains white space"
 done
+if [ -n "$FIRMWARE_BOOT" ] && { [ -n "$INITRD" ] || [ "${#APPEND[@]}" != 0 ]; }; then
+	fail 125 "--firmware-boot boots the image's own kernel command line: --initrd and --append do not apply"
+fi
 [[ $TOP != *[[:space:]]* ]] || fail 125 "the repository path '$TOP' contains white space"
 if [ -z "$OUT" ]; then
 	mkdir -p "$TOP/build/debian-run" || fail 125 "cannot create $TOP/build/debian-run"
@@ -216,19 +236,24 @@ cp "$TOP/selftests/lib/debian-guest.sh" "$SHARE/guest.sh" || fail 125 "cannot wr
 # shellcheck source=selftests/lib/kernel-log.sh
 . "$TOP/selftests/lib/kernel-log.sh"
 
-if [ -n "$INITRD" ]; then
-	[ -f "$INITRD" ] || fail 125 "no initramfs '$INITRD'"
-	INITRAMFS=$(realpath "$INITRD")
+if [ -n "$FIRMWARE_BOOT" ]; then
+	boot_args=()
 else
-	build_initramfs
+	if [ -n "$INITRD" ]; then
+		[ -f "$INITRD" ] || fail 125 "no initramfs '$INITRD'"
+		INITRAMFS=$(realpath "$INITRD")
+	else
+		build_initramfs
+	fi
+	boot_args=(-kernel "/boot/vmlinuz-$KVER" -initrd "$INITRAMFS"
+		-append "console=ttyS0 panic=-1 rdinit=/init debian_run=1${APPEND[*]:+ ${APPEND[*]}}")
 fi
 
 # shellcheck disable=SC2054 # QEMU option values are comma-separated
 qemu_args=(
 	-accel tcg -cpu max -smp 2 -m 2048
 	-nographic -nodefaults -no-reboot
-	-kernel "/boot/vmlinuz-$KVER" -initrd "$INITRAMFS"
-	-append "console=ttyS0 panic=-1 rdinit=/init debian_run=1${APPEND[*]:+ ${APPEND[*]}}"
+	"${boot_args[@]}"
 	-serial "file:$(qemu_escape "$OUT/console.txt")"
 	-drive "file=$(qemu_escape "$OVERLAY"),format=qcow2,if=virtio,cache=writeback"
 	-nic user,model=virtio-net-pci
@@ -247,9 +272,39 @@ if [ -n "$MONITOR" ]; then
 	qemu_args+=(-monitor "unix:$(qemu_escape "$MONITOR"),server=on,wait=off")
 fi
 
+# swtpm for --tpm: QEMU talks to it over DIR/ctrl.sock; --terminate ends
+# it when QEMU closes that connection.  Waits (at most 10 s) for the socket.
+SWTPM_PID=
+start_swtpm() {
+	local sock=$TPM_DIR/ctrl.sock
+	command -v swtpm >/dev/null || fail 125 "--tpm needs swtpm (make deps)"
+	mkdir -p "$TPM_DIR" || fail 125 "cannot create --tpm directory '$TPM_DIR'"
+	[ "${#sock}" -le 107 ] || fail 125 "--tpm directory '$TPM_DIR' is too long for a Unix socket name"
+	rm -f "$sock"
+	swtpm socket --tpm2 --tpmstate "dir=$TPM_DIR" --ctrl "type=unixio,path=$sock" \
+		--terminate --log "file=$TPM_DIR/swtpm.log" </dev/null >/dev/null 2>&1 &
+	SWTPM_PID=$!
+	for _ in $(seq 1 100); do
+		[ -S "$sock" ] && return 0
+		kill -0 "$SWTPM_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	fail 125 "swtpm did not start (see $TPM_DIR/swtpm.log)"
+}
+if [ -n "$TPM_DIR" ]; then
+	start_swtpm
+	# shellcheck disable=SC2054 # QEMU option values are comma-separated
+	qemu_args+=(-chardev "socket,id=chrtpm,path=$(qemu_escape "$TPM_DIR/ctrl.sock")"
+		-tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0)
+fi
+
 start=$SECONDS
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$OUT/qemu.txt" 2>&1
 qemu_status=$?
+if [ -n "$SWTPM_PID" ]; then
+	kill "$SWTPM_PID" 2>/dev/null
+	wait "$SWTPM_PID" 2>/dev/null
+fi
 echo "$((SECONDS - start))" >"$OUT/seconds"
 [ -z "$MONITOR" ] || rm -f "$MONITOR"
 [ -f "$SHARE/output.txt" ] && cat "$SHARE/output.txt"
