@@ -312,9 +312,10 @@ static void envcrypt_count(struct envcrypt_io *io)
 /*
  * Process data units until the I/O is done (returns 0), fails (returns an
  * error) or the cipher went asynchronous (returns -EINPROGRESS; the
- * completion callback continues).
+ * completion callback continues).  @may_sleep: the caller is a worker,
+ * which yields between units.
  */
-static int envcrypt_crypt_units(struct envcrypt_io *io);
+static int envcrypt_crypt_units(struct envcrypt_io *io, bool may_sleep);
 
 static void envcrypt_read_done(struct envcrypt_io *io);
 static void envcrypt_write_encrypted(struct envcrypt_io *io);
@@ -359,7 +360,7 @@ static void envcrypt_crypt_continue(struct envcrypt_io *io)
 
 	io->continuing = false;
 	if (!err)
-		err = envcrypt_crypt_units(io);
+		err = envcrypt_crypt_units(io, true);
 	if (err != -EINPROGRESS)
 		envcrypt_crypt_finished(io, err);
 }
@@ -403,7 +404,7 @@ static int envcrypt_crypt_one_unit(struct envcrypt_io *io, struct bio *in,
 				       crypto_skcipher_decrypt(req);
 }
 
-static int envcrypt_crypt_units(struct envcrypt_io *io)
+static int envcrypt_crypt_units(struct envcrypt_io *io, bool may_sleep)
 {
 	struct bio *in = io->bio;
 	struct bio *out = envcrypt_is_write(io) ? io->clone : io->bio;
@@ -415,13 +416,22 @@ static int envcrypt_crypt_units(struct envcrypt_io *io)
 			return -EINPROGRESS;
 		if (r)
 			return r;
+		/*
+		 * As dm-crypt's crypt_convert(): the SIMD cipher runs with
+		 * preemption off, and without a preemptible kernel a worker
+		 * busy with a large I/O on a slow CPU yields only here.  Seen
+		 * without it, under QEMU's emulated CPU: an RCU stall in a
+		 * worker while a root file system on envcrypt booted.
+		 */
+		if (may_sleep)
+			cond_resched();
 	}
 	return 0;
 }
 
-static void envcrypt_run_crypt(struct envcrypt_io *io)
+static void envcrypt_run_crypt(struct envcrypt_io *io, bool may_sleep)
 {
-	int r = envcrypt_crypt_units(io);
+	int r = envcrypt_crypt_units(io, may_sleep);
 
 	if (r != -EINPROGRESS)
 		envcrypt_crypt_finished(io, r);
@@ -460,7 +470,7 @@ static void envcrypt_bh_drain(struct envcrypt_bh *bh)
 	struct envcrypt_io *io, *next;
 
 	llist_for_each_entry_safe(io, next, ios, bh_entry)
-		envcrypt_run_crypt(io);
+		envcrypt_run_crypt(io, false);
 }
 
 static void envcrypt_read_endio(struct bio *bio)
@@ -477,7 +487,7 @@ static void envcrypt_read_endio(struct bio *bio)
 	else if (!envcrypt_context_allows_crypto())
 		envcrypt_queue_bh(io);
 	else
-		envcrypt_run_crypt(io);
+		envcrypt_run_crypt(io, false);
 }
 
 static int envcrypt_map_read(struct envcrypt_io *io)
@@ -709,12 +719,13 @@ static void envcrypt_write_encrypted(struct envcrypt_io *io)
 	dm_submit_bio_remap(io->bio, clone);
 }
 
-static void envcrypt_start_write(struct envcrypt_io *io, struct bio *clone)
+static void envcrypt_start_write(struct envcrypt_io *io, struct bio *clone,
+				 bool may_sleep)
 {
 	io->clone = clone;
 	io->iter_in = io->bio->bi_iter;
 	io->iter_out = clone->bi_iter;
-	envcrypt_run_crypt(io);
+	envcrypt_run_crypt(io, may_sleep);
 }
 
 /* A queued write, in a worker: here the bounce pages may be waited for. */
@@ -730,7 +741,7 @@ static void envcrypt_write_queued(struct envcrypt_io *io)
 		bio_endio(io->bio);
 		return;
 	}
-	envcrypt_start_write(io, clone);
+	envcrypt_start_write(io, clone, true);
 }
 
 static int envcrypt_map_write(struct envcrypt_io *io)
@@ -744,7 +755,7 @@ static int envcrypt_map_write(struct envcrypt_io *io)
 	if (envcrypt_context_allows_crypto() && envcrypt_process_here(io))
 		clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN);
 	if (clone)
-		envcrypt_start_write(io, clone);
+		envcrypt_start_write(io, clone, false);
 	else
 		envcrypt_queue_io(io);
 	return DM_MAPIO_SUBMITTED;
@@ -819,7 +830,7 @@ static void envcrypt_worker_fn(struct work_struct *work)
 		else if (envcrypt_is_write(io))
 			envcrypt_write_queued(io);
 		else
-			envcrypt_run_crypt(io);
+			envcrypt_run_crypt(io, true);
 		if (batched >= ENVCRYPT_BATCH_BYTES) {
 			blk_finish_plug(&plug);
 			blk_start_plug(&plug);
