@@ -517,6 +517,11 @@ GeneratorSettings generator_settings(const Config& config) {
   for (const auto& [name, endpoint] : config.kmip_endpoints) {
     settings.kms_paths.insert(settings.kms_paths.end(), {endpoint.ca, endpoint.cert, endpoint.key});
   }
+  // The outage cache's entries are read and written by the attach of every
+  // enabled disk (Documentation/admin-guide/outage-cache.rst).
+  if (!config.outage_cache.disks.empty()) {
+    settings.kms_paths.push_back(config.outage_cache.dir);
+  }
   return settings;
 }
 

@@ -149,15 +149,17 @@ struct GeneratedFile {
 // What the generator takes from envcrypt.conf.
 struct GeneratorSettings {
   // Files and directories every attach may read: the local keystore, its
-  // root key, the KMIP credentials (each becomes RequiresMountsFor=).
+  // root key, the KMIP credentials, the outage cache's directory when the
+  // cache is on (each becomes RequiresMountsFor=).
   std::vector<std::filesystem::path> kms_paths;
   // [boot] attach_timeout_seconds: part of each attach's time budget.
   std::chrono::seconds attach_timeout = kDefaultAttachTimeout;
 };
 
 // envcrypt.conf's part in the units: the KMS files every attach may read
-// (local keystore, root key, each KMIP endpoint's CA, certificate and key)
-// and [boot] attach_timeout_seconds.
+// (local keystore, root key, each KMIP endpoint's CA, certificate and key,
+// the [outage_cache] dir when the cache names a disk) and [boot]
+// attach_timeout_seconds.
 GeneratorSettings generator_settings(const Config& config);
 
 // The longest one attach unit may run: the wait for its device, the retries

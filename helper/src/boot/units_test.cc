@@ -337,5 +337,20 @@ TEST(GeneratorSettings, TheUnitsWaitForEveryKmsFileOfTheConfiguration) {
                                    "/etc/envcrypt/kmip/client.key"}));
 }
 
+// The attach of an enabled disk reads and writes the outage cache: its
+// directory on a file system of its own must be mounted first.
+TEST(GeneratorSettings, TheUnitsWaitForTheOutageCacheDirectoryWhenTheCacheIsOn) {
+  Config config;
+  config.local_dir = "/var/lib/envcrypt/kms";
+  config.local_root_key = "/etc/envcrypt/root.key";
+  config.outage_cache.dir = "/srv/envcrypt-cache";
+  EXPECT_EQ(generator_settings(config).kms_paths,
+            (std::vector<fs::path>{"/var/lib/envcrypt/kms", "/etc/envcrypt/root.key"}));
+  config.outage_cache.disks = {"data-one"};
+  EXPECT_EQ(generator_settings(config).kms_paths,
+            (std::vector<fs::path>{"/var/lib/envcrypt/kms", "/etc/envcrypt/root.key",
+                                   "/srv/envcrypt-cache"}));
+}
+
 }  // namespace
 }  // namespace envcrypt
