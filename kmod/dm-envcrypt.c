@@ -419,9 +419,8 @@ static int envcrypt_crypt_units(struct envcrypt_io *io, bool may_sleep)
 		/*
 		 * As dm-crypt's crypt_convert(): the SIMD cipher runs with
 		 * preemption off, and without a preemptible kernel a worker
-		 * busy with a large I/O on a slow CPU yields only here.  Seen
-		 * without it, under QEMU's emulated CPU: an RCU stall in a
-		 * worker while a root file system on envcrypt booted.
+		 * busy with a large I/O on a slow CPU yields only where it
+		 * says so.
 		 */
 		if (may_sleep)
 			cond_resched();
@@ -634,8 +633,10 @@ static void envcrypt_free_bounce(struct envcrypt_ctx *ec, struct bio *clone)
  * rather than wait; a sleeping caller holds bounce_lock so that only one
  * partially filled bio ever waits on the pool (the others hold all their
  * pages and will return them), which guarantees forward progress.
+ * @may_yield: the caller is a worker, which yields between pages.
  */
-static struct bio *envcrypt_alloc_bounce(struct envcrypt_io *io, gfp_t gfp)
+static struct bio *envcrypt_alloc_bounce(struct envcrypt_io *io, gfp_t gfp,
+					 bool may_yield)
 {
 	struct envcrypt_ctx *ec = io->ec;
 	unsigned int remaining = io->bytes;
@@ -668,6 +669,14 @@ static struct bio *envcrypt_alloc_bounce(struct envcrypt_io *io, gfp_t gfp)
 		}
 		__bio_add_page(clone, page, len, 0);
 		remaining -= len;
+		/*
+		 * A fresh page is cleared (init_on_alloc), slowly on an
+		 * emulated CPU: twice, a root file system on envcrypt booting
+		 * under QEMU's TCG reported an RCU stall with a worker in
+		 * clear_page_erms() under this loop.
+		 */
+		if (may_yield)
+			cond_resched();
 	}
 	return clone;
 }
@@ -675,14 +684,15 @@ static struct bio *envcrypt_alloc_bounce(struct envcrypt_io *io, gfp_t gfp)
 static struct bio *envcrypt_alloc_bounce_wait(struct envcrypt_io *io)
 {
 	struct envcrypt_ctx *ec = io->ec;
-	struct bio *clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN);
+	struct bio *clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN,
+						  true);
 
 	if (clone)
 		return clone;
 	mutex_lock(&ec->bounce_lock);
 	/* Set before the stash is taken: no page is stashed behind our back. */
 	envcrypt_set_bounce_waiting(ec, true);
-	clone = envcrypt_alloc_bounce(io, GFP_NOIO);
+	clone = envcrypt_alloc_bounce(io, GFP_NOIO, true);
 	envcrypt_set_bounce_waiting(ec, false);
 	mutex_unlock(&ec->bounce_lock);
 	return clone;
@@ -753,7 +763,8 @@ static int envcrypt_map_write(struct envcrypt_io *io)
 	 * possibly queued, unsubmitted, on current->bio_list.
 	 */
 	if (envcrypt_context_allows_crypto() && envcrypt_process_here(io))
-		clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN);
+		clone = envcrypt_alloc_bounce(io, GFP_NOWAIT | __GFP_NOWARN,
+					      false);
 	if (clone)
 		envcrypt_start_write(io, clone, false);
 	else
