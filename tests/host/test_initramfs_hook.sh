@@ -20,7 +20,8 @@
 #   * the local-top script, run with initramfs-tools' functions replaced by
 #     stubs that record calls: envcrypt=no attaches nothing; with the key
 #     server stopped it gives up at the attach deadline and panics with one
-#     message naming disk, CMK, endpoint and reason.
+#     message naming disk, CMK, endpoint and reason; before attach-all it
+#     names the kernel after the system's /etc/hostname while it has none.
 # Output is TAP 13; exit 0 only if nothing failed, 4 when all was skipped.
 set -u
 
@@ -349,6 +350,24 @@ fi
 
 echo network=no >"$FAKE/etc/envcrypt/initramfs"
 sed -i 's/^exit 7$/exit 0/' "$FAKE/bin/envcryptctl"
+# The kernel's host name before the attach: the system's, from its
+# /etc/hostname, while the kernel has none; never replaced otherwise.
+echo envcrypt-guest >"$FAKE/etc/hostname"
+sed -i "2i echo \"host name at attach-all: \$(cat $FAKE/hostname)\" >>\"$FAKE/calls\"" "$FAKE/bin/envcryptctl"
+echo "(none)" >"$FAKE/hostname"
+ENVCRYPT_HOSTNAME_FILE=$FAKE/hostname local_top "root=/dev/mapper/sys"
+host_calls=$(grep '^host name' <<<"$calls")
+echo builder >"$FAKE/hostname"
+ENVCRYPT_HOSTNAME_FILE=$FAKE/hostname local_top "root=/dev/mapper/sys"
+host_calls="$host_calls / $(grep '^host name' <<<"$calls")"
+if [ "$host_calls" = "host name at attach-all: envcrypt-guest / host name at attach-all: builder" ]; then
+	ok "the kernel is named after the system's /etc/hostname before attach-all, only while it has none"
+else
+	not_ok "the kernel named after /etc/hostname before attach-all, only while it has none"
+	diag <<<"$host_calls"
+fi
+rm -f "$FAKE/etc/hostname"
+sed -i '2d' "$FAKE/bin/envcryptctl"
 local_top "root=/dev/mapper/sys"
 if [ "$rc" = 0 ] && ! grep -q -e '^panic' -e configure_networking <<<"$calls" &&
 	grep -qx 'envcryptctl: warning: something earlier' "$FAKE/out"; then
