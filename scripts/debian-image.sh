@@ -5,7 +5,12 @@
 # KVER and the host's modules of KVER.  Prints the image's path on stdout;
 # progress and errors go to stderr.
 #
-#   scripts/debian-image.sh [--quiet] KVER
+#   scripts/debian-image.sh [--quiet] [--tree DIR] KVER
+#
+# With --tree DIR, the image's file tree is made in DIR (which must not
+# exist) instead of an image, and DIR is printed: the system-disk test
+# (selftests/debian/test_boot_grub_root.sh) lays it out on partitions of
+# its own.  Only the base is cached then.
 #
 # Two cached steps, each rebuilt only when its inputs change:
 #
@@ -46,8 +51,10 @@ MIRROR=${DEBIAN_IMAGE_MIRROR:-http://deb.debian.org/debian}
 MMDEBSTRAP_TIMEOUT=${DEBIAN_IMAGE_TIMEOUT:-1800}
 SUITE=bookworm
 # systemd as PID 1 and what the tests use; envcrypt's own dependencies
-# come from its .deb through apt.
-PACKAGES=systemd-sysv,udev,dbus,kmod,dmsetup,keyutils,e2fsprogs,iproute2,procps,nbd-client
+# come from its .deb through apt.  initramfs-tools, busybox and
+# grub-pc-bin are for the system-disk test, which makes the image's own
+# initramfs (with envcrypt's hook) and boot loader inside a copy of it.
+PACKAGES=systemd-sysv,udev,dbus,kmod,dmsetup,keyutils,e2fsprogs,iproute2,procps,nbd-client,initramfs-tools,busybox,grub-pc-bin
 # Module trees a QEMU guest with virtio devices never loads; left out of the
 # image to keep it small (6.1's modules are 396 MiB uncompressed).
 PRUNE=(kernel/sound kernel/drivers/gpu kernel/drivers/media
@@ -109,6 +116,11 @@ if [ "${1-}" = --quiet ]; then
 	QUIET=1
 	shift
 fi
+TREE=
+if [ "${1-}" = --tree ]; then
+	TREE=${2-}
+	shift 2 || set --
+fi
 KVER=${1-}
 
 fail() {
@@ -121,8 +133,11 @@ say() {
 }
 
 if [ $# != 1 ] || [ -z "$KVER" ]; then
-	echo "usage: scripts/debian-image.sh [--quiet] KVER" >&2
+	echo "usage: scripts/debian-image.sh [--quiet] [--tree DIR] KVER" >&2
 	exit 1
+fi
+if [ -n "$TREE" ] && [ -e "$TREE" ]; then
+	fail "--tree $TREE exists: give a new directory"
 fi
 [ "$(id -u)" = 0 ] || fail "must run as root (mmdebstrap --mode=root, file owners in the image)"
 [ -d "/lib/modules/$KVER/kernel" ] || fail "no modules in /lib/modules/$KVER"
@@ -206,9 +221,9 @@ image_stamp=$({
 	sha256sum "/lib/modules/$KVER/modules.dep" "/boot/vmlinuz-$KVER" | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)
 
-build_image() {
-	local stage=$DIR/$KVER.stage mods size_mib dir
-	rm -rf --one-file-system "$stage"
+# fill_tree DIR: the base, KVER's modules and dm-envcrypt in DIR.
+fill_tree() {
+	local stage=$1 mods dir
 	mkdir -p "$stage" || return 1
 	tar -C "$stage" --numeric-owner --xattrs --xattrs-include='*' -xpf "$BASE" || return 1
 	# bookworm is merged-/usr: /lib is a link to usr/lib.
@@ -220,7 +235,13 @@ build_image() {
 		rm -rf "${mods:?}/$dir"
 	done
 	install -D -m 0644 "$MODULE" "$mods/updates/dm-envcrypt.ko" || return 1
-	depmod -b "$stage" "$KVER" || return 1
+	depmod -b "$stage" "$KVER"
+}
+
+build_image() {
+	local stage=$DIR/$KVER.stage size_mib
+	rm -rf --one-file-system "$stage"
+	fill_tree "$stage" || return 1
 	# The files plus half as much again and 512 MiB free for the tests.
 	size_mib=$(du -sm "$stage" | cut -f1)
 	size_mib=$((size_mib * 3 / 2 + 512))
@@ -229,6 +250,16 @@ build_image() {
 	mv -f "$IMAGE.tmp" "$IMAGE" && echo "$image_stamp" >"$DIR/$KVER.stamp" &&
 		rm -rf --one-file-system "$stage"
 }
+
+if [ -n "$TREE" ]; then
+	fill_tree "$TREE" >"$DIR/$KVER.tree.log" 2>&1 || {
+		tail -n 20 "$DIR/$KVER.tree.log" | sed 's/^/debian-image:   /' >&2
+		fail "making the tree $TREE failed (log: $DIR/$KVER.tree.log)"
+	}
+	say "tree $TREE made"
+	echo "$TREE"
+	exit 0
+fi
 
 if [ -f "$IMAGE" ] && [ "$(cat "$DIR/$KVER.stamp" 2>/dev/null)" = "$image_stamp" ]; then
 	say "$IMAGE is up to date"
