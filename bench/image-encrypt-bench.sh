@@ -13,7 +13,11 @@
 #
 #   bench/image-encrypt-bench.sh [OUT]
 #
-# BENCH_IMAGE_MIB: the image's size (default 2048).  The LUKS image is
+# BENCH_IMAGE_MIB: the image's size (default 2048); BENCH_IMAGE_ROUNDS: how
+# many times each tool runs, in alternation (default 3): the median counts,
+# every run is printed.  Each run starts with nothing dirty (sync): the
+# source was just written, and each run's destination removed, and their
+# writeback would otherwise land in the next run's time.  The LUKS image is
 # created (qemu-img create -f luks, with its PBKDF) before the clock starts,
 # and the timed qemu-img convert -n writes into it: the key derivation is
 # not what is compared.
@@ -21,6 +25,7 @@ set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-$TOP/build/bench}
 MIB=${BENCH_IMAGE_MIB:-2048}
+ROUNDS=${BENCH_IMAGE_ROUNDS:-3}
 ENVCTL=$TOP/build/envcryptctl
 for tool in "$ENVCTL" qemu-img; do
 	command -v "$tool" >/dev/null || { echo "image-encrypt-bench: $tool missing" >&2; exit 1; }
@@ -58,6 +63,7 @@ timed() {
 		luks_create || { echo "image-encrypt-bench: qemu-img create -f luks failed 3 times: $(tail -n 3 "$WORK/luks-create.log")" >&2; exit 1; }
 	fi
 	cat "$WORK/src.img" >/dev/null
+	sync
 	start=$(date +%s%N)
 	"$@" >"$WORK/$name.log" 2>&1 || { echo "image-encrypt-bench: $name failed: $(tail -n 3 "$WORK/$name.log")" >&2; exit 1; }
 	end=$(date +%s%N)
@@ -74,9 +80,19 @@ copy() {
 	cp --sparse=never "$WORK/src.img" "$WORK/dst.img" && sync "$WORK/dst.img"
 }
 
-t_envcrypt=$(timed envcrypt "$ENVCTL" image encrypt "$WORK/src.img" "$WORK/dst.img") || exit 1
-t_luks=$(timed luks luks) || exit 1
-t_cp=$(timed cp copy) || exit 1
+runs_envcrypt=() runs_luks=() runs_cp=()
+for _ in $(seq "$ROUNDS"); do
+	t=$(timed envcrypt "$ENVCTL" image encrypt "$WORK/src.img" "$WORK/dst.img") || exit 1
+	runs_envcrypt+=("$t")
+	t=$(timed luks luks) || exit 1
+	runs_luks+=("$t")
+	t=$(timed cp copy) || exit 1
+	runs_cp+=("$t")
+done
+median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
+t_envcrypt=$(median "${runs_envcrypt[@]}")
+t_luks=$(median "${runs_luks[@]}")
+t_cp=$(median "${runs_cp[@]}")
 rate() { printf '%.1f' "$(echo "scale=1; $MIB / $1" | bc)"; }
 ratio() { printf '%.2f' "$(echo "scale=2; $1 / $2" | bc)"; }
 # OpenSSL's own AES-256-XTS rate on one CPU, 4 KiB messages (the unit image
@@ -98,7 +114,8 @@ met() {
 	if [ "$(echo "$2 >= $3" | bc)" = 1 ]; then echo "target $1: $2 >= $3: met"; else echo "target $1: $2 < $3: missed"; fi
 }
 {
-	echo "image encrypt bench: $MIB MiB of random data, $(nproc) CPUs"
+	echo "image encrypt bench: $MIB MiB of random data, $(nproc) CPUs, median of $ROUNDS alternating runs"
+	echo "runs (s): image encrypt ${runs_envcrypt[*]}; qemu-img ${runs_luks[*]}; cp ${runs_cp[*]}"
 	printf '%-44s %8s s %8s MiB/s\n' "envcryptctl image encrypt" "$t_envcrypt" "$(rate "$t_envcrypt")"
 	printf '%-44s %8s s %8s MiB/s\n' "qemu-img convert to luks (aes-256-xts)" "$t_luks" "$(rate "$t_luks")"
 	printf '%-44s %8s s %8s MiB/s\n' "cp --sparse=never" "$t_cp" "$(rate "$t_cp")"
