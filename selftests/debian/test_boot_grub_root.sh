@@ -446,7 +446,7 @@ SWTPM_PID=
 
 first_boot 4 "$WORK/local.img" "$LOCAL_CMK" "the root key unsealed by the TPM in the initramfs" --tpm "$WORK/tpm"
 boot 5 "$WORK/copy4.img" copy "$LOCAL_CMK" --tpm "$WORK/other-tpm"
-expect_panic 5 "^envcrypt: attach failed: disk=root device=/dev/disk/by-partuuid/$LABEL_ID-02 cmk=$LOCAL_CMK endpoint=\"local keystore /var/lib/envcrypt/kms\" step=unwrap code=[0-9]+ reason=\"root key /etc/envcrypt/root\\.key\\.tpm: TPM at device:/dev/tpmrm0: the sealed key does not load \\(sealed on another TPM, the TPM was cleared, or the file is damaged\\): [^\"]*\""
+expect_panic 5 "^envcrypt: attach failed: disk=root device=/dev/disk/by-partuuid/$LABEL_ID-02 cmk=$LOCAL_CMK endpoint=\"local keystore /var/lib/envcrypt/kms\" step=unwrap code=5 reason=\"root key /etc/envcrypt/root\\.key\\.tpm: TPM at device:/dev/tpmrm0: the sealed key does not load \\(sealed on another TPM, the TPM was cleared, or the file is damaged\\): tpm:parameter\\(1\\):integrity check failed\"$"
 
 if [ "$TAP_FAILED" = 0 ]; then
 	rm -rf "$WORK"
