@@ -25,7 +25,7 @@
 #   * plain.img: an MBR disk (label-id 0x5eed0001), partition 1 /boot
 #     (ext4, 128 MiB), partition 2 the root file system (mkfs.ext4 -d, no
 #     loop device) with the 16 MiB the header area takes free at its end;
-#   * `image encrypt plain.img enc.img --partition 2 --cmk CMK`; the MBR,
+#   * `image encrypt plain.img kmip.img --partition 2 --cmk CMK`; the MBR,
 #     GRUB's core image after it and /boot are byte for byte as in
 #     plain.img.
 #   boot 1 (debian-run.sh --firmware-boot: SeaBIOS, then the image's GRUB,
@@ -49,9 +49,9 @@
 # update-initramfs in the tree carries the sealed key, the keystore and the
 # TPM drivers.
 #   boot 4 (debian-run.sh --tpm with that state: the same TPM): the same
-#     checks as boot 1, and no plaintext root key in the image, the
-#     initramfs or the booted system; the root marker is not in the raw
-#     disk after it.
+#     checks as boot 1, and the sealed root key but no plaintext one in
+#     the initramfs and in the booted system's /etc/envcrypt; the root
+#     marker is not in the raw disk after it.
 #   boot 5 (a byte copy of that disk on a machine with another TPM): the
 #     TPM does not load the sealed key; the initramfs stops with one
 #     line naming disk, CMK, the keystore and the TPM's refusal.
