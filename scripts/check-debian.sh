@@ -9,7 +9,9 @@
 # time-outs, and lane 1 of make check keeps both cores busy at times
 # (Documentation/dev-tools/testing.rst).
 #
-# Environment: DEBIAN_TEST_TIMEOUT (s, per test, default 2400).  Exit 0 when
+# Environment: DEBIAN_TEST_TIMEOUT (s, per test, default 2400);
+# DEBIAN_TESTS, the names of the tests to run (default every
+# selftests/debian/test_*.sh), e.g. "test_boot_grub_root.sh".  Exit 0 when
 # no line is "not ok".
 
 set -u
@@ -20,7 +22,18 @@ TEST_TIMEOUT=${DEBIAN_TEST_TIMEOUT:-2400}
 	exit 2
 }
 
-tests=("$TOP"/selftests/debian/test_*.sh)
+tests=()
+if [ -n "${DEBIAN_TESTS:-}" ]; then
+	for name in $DEBIAN_TESTS; do
+		[ -f "$TOP/selftests/debian/$name" ] || {
+			echo "check-debian: DEBIAN_TESTS names $name, which is not in selftests/debian/" >&2
+			exit 2
+		}
+		tests+=("$TOP/selftests/debian/$name")
+	done
+else
+	tests=("$TOP"/selftests/debian/test_*.sh)
+fi
 echo "TAP version 13"
 echo "1..$(($# * (${#tests[@]} + 1)))"
 n=0

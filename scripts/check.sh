@@ -13,7 +13,9 @@
 # tests (scripts/check-debian.sh, after host-test_deb, which makes the
 # packages they install) on the kernels in CHECK_DEBIAN_KERNELS (default:
 # the first of the matrix, Debian 12's own; `make check-debian` runs every
-# kernel: a second kernel's 20 to 25 minutes do not fit CI's time yet);
+# kernel: a second kernel's 35 minutes do not fit CI's time), and the
+# system-disk test (test_boot_grub_root.sh) alone on the kernels in
+# CHECK_SYSTEM_DISK_KERNELS (default: the matrix's other kernels);
 # the guest kselftest suite on every kernel of the matrix (selftests/run.sh).
 #
 # Two machines' worth of work on two cores: the suites run in two lanes at
@@ -64,6 +66,7 @@ done
 
 # The booted-Debian suites' kernels.
 read -r -a debian_kernels <<<"${CHECK_DEBIAN_KERNELS-${1-}}"
+read -r -a system_disk_kernels <<<"${CHECK_SYSTEM_DISK_KERNELS-${*:2}}"
 # Lane 1 ends with the kernels' guest suites, one after the other: each
 # keeps both cores busy (2 vCPUs under TCG), and two at once took longer
 # than two in a row (CI of 2026-12-04: 2470 s at once; one alone 1024 s).
@@ -99,6 +102,10 @@ lane2() {
 	for k in "${debian_kernels[@]}"; do
 		run_quietly "debian-$k" "$TOP/scripts/check-debian.sh" "$k"
 	done
+	for k in "${system_disk_kernels[@]}"; do
+		DEBIAN_TESTS=test_boot_grub_root.sh run_quietly "debian-system-disk-$k" \
+			"$TOP/scripts/check-debian.sh" "$k"
+	done
 }
 
 lanes_started=$SECONDS
@@ -117,6 +124,9 @@ done
 show "${lane1_suites[@]}" bench-smoke host-test_deb
 for k in "${debian_kernels[@]}"; do
 	show "debian-$k"
+done
+for k in "${system_disk_kernels[@]}"; do
+	show "debian-system-disk-$k"
 done
 if [ $# -eq 0 ]; then
 	# Guest tests must never vanish silently.
