@@ -81,8 +81,9 @@ guest_check() { # guest_check first|copy WORK CMK MARKER
 		"$(dmsetup table root 2>/dev/null | awk '{ print $4 }')"
 	expect_eq "/boot is the plaintext partition 1" "/dev/vda1 ext4" \
 		"$(findmnt -n -o SOURCE,FSTYPE /boot 2>&1)"
-	expect_match "the kernel command line is GRUB's" \
-		"^BOOT_IMAGE=/vmlinuz-$kver root=/dev/mapper/root ro " "$(cat /proc/cmdline)"
+	expect_eq "the kernel command line is GRUB's" \
+		"BOOT_IMAGE=/vmlinuz-$kver root=/dev/mapper/root ro console=ttyS0 panic=-1 debian_run=1" \
+		"$(cat /proc/cmdline)"
 	rm -rf /tmp/initrd
 	expect_eq "the initramfs made in the image holds the root's line" \
 		"$ROOT_LINE x-systemd.device-timeout=90000ms" \
