@@ -131,18 +131,7 @@ fi
 
 # The PKI and the key server.
 PKI=$WORK/pki
-mkdir -p "$PKI"
-if kmip_ca "$PKI" ca && kmip_cert "$PKI" server ca "/CN=envcrypt-initramfs-root" \
-	"subjectAltName=IP:10.0.2.2,IP:127.0.0.1
-extendedKeyUsage=serverAuth
-keyUsage=critical,digitalSignature" &&
-	kmip_cert "$PKI" client-a ca "/CN=envcrypt-guest" \
-		"extendedKeyUsage=clientAuth
-keyUsage=critical,digitalSignature"; then
-	tap_ok "throwaway CA, server certificate for 10.0.2.2, client certificate"
-else
-	tap_bail "certificates" "made with openssl" "openssl failed"
-fi
+debian_guest_pki "$PKI" envcrypt-initramfs-root
 kmip_server_start "$PKI" "$WORK/kmip" ||
 	tap_bail "PyKMIP server" "listening on 127.0.0.1" "it did not start (messages above)"
 tap_ok "PyKMIP server listening on 127.0.0.1:$KMIP_PORT (pid $KMIP_SERVER_PID)"

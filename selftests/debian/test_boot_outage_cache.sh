@@ -439,18 +439,7 @@ MARKER=marker-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # The PKI: the guest checks the server's certificate against the address it
 # dials, 10.0.2.2.  It lives under build/, which the guest sees read-only.
 PKI=$WORK/pki
-mkdir -p "$PKI"
-if kmip_ca "$PKI" ca && kmip_cert "$PKI" server ca "/CN=envcrypt-boot-outage-cache" \
-	"subjectAltName=IP:10.0.2.2,IP:127.0.0.1
-extendedKeyUsage=serverAuth
-keyUsage=critical,digitalSignature" &&
-	kmip_cert "$PKI" client-a ca "/CN=envcrypt-guest" \
-		"extendedKeyUsage=clientAuth
-keyUsage=critical,digitalSignature"; then
-	tap_ok "throwaway CA, server certificate for 10.0.2.2, client certificate"
-else
-	tap_bail "certificates" "made with openssl" "openssl failed"
-fi
+debian_guest_pki "$PKI" envcrypt-boot-outage-cache
 chmod 0600 "$PKI/client-a.key"
 kmip_server_start "$PKI" "$WORK/kmip" ||
 	tap_bail "PyKMIP server" "listening on 127.0.0.1" "it did not start (messages above)"

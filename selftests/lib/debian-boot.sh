@@ -15,6 +15,11 @@
 #                               the kernel started, with DETAIL after it
 #   debian_boot_finished N PHASE STATUS
 #                               one check: the guest side exited 0
+#   debian_guest_pki DIR CN     a throwaway CA in DIR, a server certificate
+#                               (CN) for 10.0.2.2 (the host's loopback as
+#                               the guest dials it) and 127.0.0.1, and the
+#                               client certificate client-a; one check, or
+#                               bail out (needs tests/host/lib/kmip/pykmip.sh)
 #
 # DIR is the --out directory given to debian-run.sh; its TAP and stderr
 # sit next to it as DIR.tap and DIR.err.
@@ -57,6 +62,21 @@ debian_boot_multi_user() { # debian_boot_multi_user N DIR [DETAIL]
 
 debian_boot_finished() { # debian_boot_finished N PHASE STATUS
 	expect_eq "boot $1: the guest side finished ($2)" 0 "$3"
+}
+
+debian_guest_pki() { # debian_guest_pki DIR CN
+	mkdir -p "$1"
+	if kmip_ca "$1" ca && kmip_cert "$1" server ca "/CN=$2" \
+		"subjectAltName=IP:10.0.2.2,IP:127.0.0.1
+extendedKeyUsage=serverAuth
+keyUsage=critical,digitalSignature" &&
+		kmip_cert "$1" client-a ca "/CN=envcrypt-guest" \
+			"extendedKeyUsage=clientAuth
+keyUsage=critical,digitalSignature"; then
+		tap_ok "throwaway CA, server certificate for 10.0.2.2, client certificate"
+	else
+		tap_bail "certificates" "made with openssl" "openssl failed"
+	fi
 }
 
 # debian_monitor SOCKET COMMAND: one command to the QEMU human monitor of a
