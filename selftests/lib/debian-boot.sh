@@ -41,6 +41,7 @@ debian_boot_relay() { # debian_boot_relay N DIR
 			TAP_CHECKS=$((TAP_CHECKS + 1))
 			TAP_FAILED=$((TAP_FAILED + 1))
 			echo "not ok $TAP_CHECKS - boot $n: ${line#not ok * - }"
+			tap_record_failure "boot $n: ${line#not ok * - }" "(evidence in the guest's lines above)"
 			;;
 		1..*) ;;
 		*) echo "# ${line#\# }" ;;
@@ -56,8 +57,18 @@ debian_boot_multi_user() { # debian_boot_multi_user N DIR [DETAIL]
 		seconds=$(awk -v u="$usec" 'BEGIN { printf "%.1f", u / 1e6 }')
 		tap_ok "boot $n: multi-user.target reached ($seconds s after the kernel started${detail:+; $detail})"
 	else
-		tap_fail "boot $n: multi-user.target reached" "a time" "none (console log: $dir/console.txt)"
+		tap_fail "boot $n: multi-user.target reached" "a time" "none; $(debian_boot_why "$dir")"
 	fi
+}
+
+# debian_boot_why DIR: one line on why a boot did not get far: debian-run's
+# verdict and the console's last envcrypt or kernel message.
+debian_boot_why() {
+	local dir=$1 verdict last
+	verdict=$(grep -a '^debian-run: kernel ' "$dir.err" 2>/dev/null | tail -n 1)
+	last=$(grep -a -E 'envcrypt|BUG|panic|stall|lockup|Timed out|Kernel' "$dir/console.txt" 2>/dev/null |
+		tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' | tail -n 1)
+	echo "${verdict:-debian-run said nothing}; console: ${last:-nothing of note} (log: $dir/console.txt)"
 }
 
 debian_boot_finished() { # debian_boot_finished N PHASE STATUS

@@ -51,6 +51,10 @@ KSFT_SKIP=4
 
 TAP_CHECKS=0
 TAP_FAILED=0
+# One line per failed check, repeated by tap_done: a long test's failures
+# then stand together at the end of its output, which is the part a CI
+# summary shows.
+TAP_FAILURES=()
 
 tap_ok() {
 	TAP_CHECKS=$((TAP_CHECKS + 1))
@@ -63,7 +67,16 @@ tap_fail() {
 	echo "not ok $TAP_CHECKS - $1"
 	echo "#   expected: $2"
 	echo "#   seen:     ${3//$'\n'/$'\n'#             }"
+	tap_record_failure "$1" "$3"
 	return 1
+}
+
+# tap_record_failure WHAT SEEN: the summary line of check $TAP_CHECKS,
+# SEEN's first line cut to 300 bytes.
+tap_record_failure() {
+	local seen=${2%%$'\n'*}
+	[ "${#seen}" -le 300 ] || seen="${seen:0:300}..."
+	TAP_FAILURES+=("not ok $TAP_CHECKS - $1${seen:+: seen: $seen}")
 }
 
 tap_skip() {
@@ -74,6 +87,7 @@ tap_skip() {
 tap_done() {
 	echo "1..$TAP_CHECKS"
 	[ "$TAP_FAILED" = 0 ] || {
+		printf '# %s\n' "${TAP_FAILURES[@]}"
 		echo "FAIL: $TAP_FAILED of $TAP_CHECKS checks failed"
 		exit "$KSFT_FAIL"
 	}
