@@ -24,6 +24,13 @@ result() { # result <rc> <name> <evidence-file>
 	fi
 }
 
+# tidy_result RC NAME LOG: result, and clang-tidy-cached.py's count of
+# files checked and skipped as a comment.
+tidy_result() {
+	result "$@"
+	[ "$1" != 0 ] || sed -n 's/^clang-tidy-cached: /# /p' "$3"
+}
+
 extract_checkpatch() {
 	[ -x "$CP_DIR/scripts/checkpatch.pl" ] && return 0
 	local tarball
@@ -70,12 +77,12 @@ if [ ! -f "$BUILD/helper/compile_commands.json" ]; then
 	result 1 "clang-tidy helper/" "$log"
 else
 	mapfile -t srcs < <(cd "$TOP" && git ls-files 'helper/src/*.cc' | grep -v '_test\.cc$')
-	# One clang-tidy per file, as many at once as there are CPUs.
-	(cd "$TOP" && printf '%s\0' "${srcs[@]}" |
-		xargs -0 -n 1 -P "$(nproc)" clang-tidy -p "$BUILD/helper" --quiet \
-			--extra-arg=-Wno-unknown-warning-option \
-			--warnings-as-errors='*') 2>&1 | grep -v ' warnings\? generated\.$' >"$log"
-	result "${PIPESTATUS[0]}" "clang-tidy helper/" "$log"
+	# One clang-tidy per file, as many at once as there are CPUs; files
+	# found clean before, byte for byte as the compiler sees them, are
+	# skipped (scripts/clang-tidy-cached.py says how).
+	(cd "$TOP" && "$TOP/scripts/clang-tidy-cached.py" -p "$BUILD/helper" "${srcs[@]}" -- \
+		--extra-arg=-Wno-unknown-warning-option --warnings-as-errors='*') >"$log" 2>&1
+	tidy_result $? "clang-tidy helper/" "$log"
 fi
 
 if [ ! -f "$BUILD/asan/compile_commands.json" ]; then
@@ -85,11 +92,9 @@ else
 	# The fuzz targets the clang build compiled (ENVCRYPT_FUZZ=ON).
 	mapfile -t fuzz_srcs < <(cd "$TOP" && git ls-files 'helper/fuzz/*.cc' |
 		while read -r f; do grep -qF "$TOP/$f\"" "$BUILD/asan/compile_commands.json" && echo "$f"; done)
-	(cd "$TOP" && printf '%s\0' "${fuzz_srcs[@]}" |
-		xargs -0 -n 1 -P "$(nproc)" clang-tidy -p "$BUILD/asan" --quiet \
-			--header-filter='helper/(src|fuzz)/.*' --warnings-as-errors='*') 2>&1 |
-		grep -v ' warnings\? generated\.$' >"$log"
-	result "${PIPESTATUS[0]}" "clang-tidy helper/fuzz/" "$log"
+	(cd "$TOP" && "$TOP/scripts/clang-tidy-cached.py" -p "$BUILD/asan" "${fuzz_srcs[@]}" -- \
+		--header-filter='helper/(src|fuzz)/.*' --warnings-as-errors='*') >"$log" 2>&1
+	tidy_result $? "clang-tidy helper/fuzz/" "$log"
 fi
 
 [ "$failed" = 0 ]

@@ -66,7 +66,7 @@ debian_boot_multi_user() { # debian_boot_multi_user N DIR [DETAIL]
 debian_boot_why() {
 	local dir=$1 verdict last
 	verdict=$(grep -a '^debian-run: kernel ' "$dir.err" 2>/dev/null | tail -n 1)
-	last=$(grep -a -E 'envcrypt|BUG|panic|stall|lockup|Timed out|Kernel' "$dir/console.txt" 2>/dev/null |
+	last=$(grep -a -E 'envcrypt|BUG|panic|stall|lockup|Timed out|FAILED|[Ee]mergency|Kernel' "$dir/console.txt" 2>/dev/null |
 		tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' | tail -n 1)
 	echo "${verdict:-debian-run said nothing}; console: ${last:-nothing of note} (log: $dir/console.txt)"
 }
