@@ -94,6 +94,7 @@ lane1() {
 	# The harness on the first kernel; make bench runs every kernel.
 	run_quietly bench-smoke "$TOP/scripts/bench-smoke.sh" "${kernels[@]:0:1}"
 	guest_suites
+	lane_done 1
 }
 
 lane2() {
@@ -106,6 +107,13 @@ lane2() {
 		DEBIAN_TESTS=test_boot_grub_root.sh run_quietly "debian-system-disk-$k" \
 			"$TOP/scripts/check-debian.sh" "$k"
 	done
+	lane_done 2
+}
+
+# lane_done N: the lane's time, for the progress log and the summary (the
+# longer lane is CI's time).
+lane_done() {
+	echo "lane $1 done after $((SECONDS - lanes_started)) s" | tee -a "$RESULTS/lanes.txt" | sed 's/^/=== /'
 }
 
 lanes_started=$SECONDS
@@ -113,10 +121,7 @@ lane1 &
 lane1_pid=$!
 lane2 &
 lane2_pid=$!
-wait "$lane1_pid"
-echo "=== lane 1 done after $((SECONDS - lanes_started)) s"
-wait "$lane2_pid"
-echo "=== lane 2 done after $((SECONDS - lanes_started)) s"
+wait "$lane1_pid" "$lane2_pid"
 lane1_suites=(lint kmod-next unit unit-asan fuzz)
 for t in "${host_tests[@]}"; do
 	lane1_suites+=("host-$(basename "$t" .sh)")

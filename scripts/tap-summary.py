@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 """Counts the results of every suite's TAP 13 output.
 
-Usage: tap-summary.py RESULTS_DIR SUITE...  (reads SUITE.tap and SUITE.rc)
+Usage: tap-summary.py RESULTS_DIR SUITE...  (reads SUITE.tap, SUITE.rc and
+SUITE.seconds, and lanes.txt when it exists)
 Only top-level test lines count (indented subtests are the suite's own
 detail).  A suite whose exit status is non-zero without a failing test line,
 or whose plan does not match its test lines, counts as one more failure.
-Prints a table, then "N skipped", then the closing "N passed, N failed".
+Prints a table (with each suite's wall-clock seconds), lanes.txt's lines
+(when the suites ran in lanes, each lane's time: what CI's time limit
+is about), then "N skipped", then the closing "N passed, N failed".
 Exit status: 0 when nothing failed.
 """
 import re
@@ -48,15 +51,27 @@ def count(results_dir, suite):
     return passed, failed, skipped, notes
 
 
+def read_or(path, default):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read().strip() or default
+    except OSError:
+        return default
+
+
 def main():
     results_dir, suites = sys.argv[1], sys.argv[2:]
     totals = [0, 0, 0]
-    print(f"{'suite':40} {'passed':>7} {'failed':>7} {'skipped':>8}")
+    print(f"{'suite':40} {'passed':>7} {'failed':>7} {'skipped':>8} {'seconds':>8}")
     for suite in suites:
         passed, failed, skipped, notes = count(results_dir, suite)
         totals = [totals[0] + passed, totals[1] + failed, totals[2] + skipped]
         extra = f"  ({'; '.join(notes)})" if notes else ""
-        print(f"{suite:40} {passed:7} {failed:7} {skipped:8}{extra}")
+        seconds = read_or(f"{results_dir}/{suite}.seconds", "?")
+        print(f"{suite:40} {passed:7} {failed:7} {skipped:8} {seconds:>8}{extra}")
+    lanes = read_or(f"{results_dir}/lanes.txt", "")
+    if lanes:
+        print(lanes)
     print(f"{totals[2]} skipped")
     print(f"{totals[0]} passed, {totals[1]} failed")
     return 1 if totals[1] else 0
