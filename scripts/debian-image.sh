@@ -105,6 +105,37 @@ customize() {
 		WantedBy=multi-user.target
 	EOF
 	systemctl --root="$root" enable systemd-networkd.service debian-run.service
+	# Under debian_run=1 the emergency and rescue shells, which would wait
+	# on a console nobody types into until debian-run.sh's time-out, print
+	# why the boot stopped and power off: the test fails at once, with the
+	# reason on the console.  Without debian_run=1 they are the usual
+	# shells.
+	cat >"$root/usr/local/sbin/debian-run-shell" <<-'EOF'
+		#!/bin/sh
+		# debian-run-shell emergency|rescue: see scripts/debian-image.sh.
+		if grep -qw debian_run=1 /proc/cmdline; then
+		    {
+		        echo "debian-run: $1 mode: the boot stopped; failed units and errors:"
+		        systemctl --failed --no-legend --no-pager
+		        journalctl -b -p err --no-pager -o short-monotonic | tail -n 20
+		        echo "debian-run: $1 mode: powering off"
+		    } >/dev/console 2>&1
+		    # An orderly power-off once udev is idle: modprobe killed in the
+		    # middle of loading a module (systemctl --force poweroff during
+		    # coldplug) left 6.1 with an oops in enqueue_timer and a hung
+		    # guest.
+		    udevadm settle --timeout=60
+		    exec systemctl poweroff
+		fi
+		exec /lib/systemd/systemd-sulogin-shell "$1"
+	EOF
+	chmod 0755 "$root/usr/local/sbin/debian-run-shell"
+	local shell
+	for shell in emergency rescue; do
+		mkdir -p "$root/etc/systemd/system/$shell.service.d"
+		printf '[Service]\nExecStart=\nExecStart=-/usr/local/sbin/debian-run-shell %s\n' "$shell" \
+			>"$root/etc/systemd/system/$shell.service.d/debian-run.conf"
+	done
 }
 if [ "${1-}" = --customize-hook ]; then
 	customize "${2:?}" "${3:?}"

@@ -52,9 +52,15 @@
 # time), multi-user-usec (CLOCK_MONOTONIC of multi-user.target), journal.txt,
 # dmesg.txt, failed-units.txt, system-state.txt and out/.
 #
-# Exit status: TEST's, except 1 when the guest died before TEST finished or
-# its kernel log shows BUG:, WARNING:, Oops, a panic ..., 124 when it did not
-# finish within --timeout (QEMU is killed), 125 when it could not be started.
+# Under debian_run=1 the image's emergency and rescue shells print the failed
+# units and the boot's errors on the console and power off, so a boot that
+# stops there fails at once ("guest stopped in emergency mode"), with those
+# lines, instead of waiting for --timeout.
+#
+# Exit status: TEST's, except 1 when the guest died (or stopped in emergency
+# mode) before TEST finished or its kernel log shows BUG:, WARNING:, Oops, a
+# panic ..., 124 when it did not finish within --timeout (QEMU is killed),
+# 125 when it could not be started.
 # Every failure message on stderr starts "debian-run: kernel KVER:".
 
 set -u
@@ -324,6 +330,15 @@ fi
 	fail 125 "qemu-system-x86_64 failed with status $qemu_status"
 }
 if ! [ -s "$SHARE/status" ]; then
+	# The image's emergency and rescue shells print why and power off
+	# (scripts/debian-image.sh): their lines say more than the shutdown's.
+	stopped=$(grep -a -m 1 -o '^debian-run: [a-z]* mode: ' "$OUT/console.txt" | tr -d '\r')
+	if [ -n "$stopped" ]; then
+		sed -n '/^debian-run: [a-z]* mode: the boot stopped/,/^debian-run: [a-z]* mode: powering off/p' \
+			"$OUT/console.txt" | tr -d '\r' | sed 's/^/debian-run:   /' >&2
+		stopped=${stopped#debian-run: }
+		fail 1 "guest stopped in ${stopped%%: *} before the test finished (no status; console log in $OUT/console.txt)"
+	fi
 	{ kernel_trouble "$OUT/console.txt" || tail -n 15 "$OUT/console.txt"; } | sed 's/^/debian-run:   /' >&2
 	fail 1 "guest died before the test finished (no status; console log in $OUT/console.txt)"
 fi
