@@ -22,8 +22,8 @@
 # once (lane 1: lint, the unit tests, fuzzing, the host tests, then each
 # kernel's guest suite in turn; lane 2: host-test_deb, the booted-Debian
 # suites, whose guests mostly wait on one core, then host-test_rewrap_vm_crash
-# and the bench smoke run: in the CI run of 2026-12-05 lane 2 was done at
-# 42 minutes and lane 1 was still 31 minutes from its end).
+# and the bench smoke run: in the self-run CI of 2026-12-05 lane 2 was done
+# after 2550 s and lane 1 after 4237 s, with both of those in lane 1).
 # Each suite's output is shown whole once its phase is done, in a fixed
 # order; "=== NAME: exit N after S s" lines show progress as suites end.
 # A suite that dies without reporting counts as one failure.  Skips are
