@@ -1,0 +1,108 @@
+#!/bin/bash
+# The test tooling's own promises, as TAP 13 (plan last):
+#  - scripts/clang-tidy-cached.py: a clean file is checked once and then
+#    taken from the cache; a comment added to a header it includes (a NOLINT
+#    could be one) checks it again; a file with a finding fails, shows the
+#    finding, and fails again on the next run (never recorded); the cache
+#    is shared by a copy of the tree at another path.
+#  - selftests/lib/guest.sh: tap_done repeats the failed checks, with the
+#    first line of their evidence, after the plan.
+#  - scripts/tap-summary.py: each suite's seconds and lanes.txt's lines in
+#    the table, the closing "N passed, N failed" last.
+set -u
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/host/lib/tap.sh
+. "$TOP/tests/host/lib/tap.sh"
+
+echo "TAP version 13"
+for tool in clang-tidy clang++ python3; do
+	command -v "$tool" >/dev/null || skip_all "$tool not installed (make deps)"
+done
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+check() { # check WHAT EXPECTED SEEN
+	if [ "$2" = "$3" ]; then
+		ok "$1"
+	else
+		not_ok "$1"
+		printf 'expected: %s\nseen:     %s\n' "$2" "$3" | diag
+	fi
+}
+
+# ---- clang-tidy-cached.py --------------------------------------------------
+
+# tree DIR: a one-file project with its compilation database.
+tree() {
+	mkdir -p "$1"
+	cp "$TOP/.clang-tidy" "$1/"
+	printf 'int twice(int x);\n' >"$1/a.h"
+	printf '#include "a.h"\nint twice(int x) { return 2 * x; }\n' >"$1/a.cc"
+	printf '[{"directory": "%s", "command": "c++ -std=c++20 -I%s -o a.o -c %s/a.cc", "file": "%s/a.cc"}]\n' \
+		"$1" "$1" "$1" "$1" >"$1/compile_commands.json"
+}
+
+# tidy DIR: the tool on DIR's a.cc as lint.sh runs it; its status, then its
+# count line.
+tidy() {
+	(cd "$1" && "$TOP/scripts/clang-tidy-cached.py" -p "$1" --cache "$WORK/cache" a.cc -- \
+		--warnings-as-errors='*') >"$WORK/tidy.out" 2>&1
+	echo "$? $(grep '^clang-tidy-cached: ' "$WORK/tidy.out")"
+}
+
+tree "$WORK/one"
+check "a clean file is checked" "0 clang-tidy-cached: 1 files, 0 clean in the cache, 1 checked, 0 failed" \
+	"$(tidy "$WORK/one")"
+check "and then taken from the cache" "0 clang-tidy-cached: 1 files, 1 clean in the cache, 0 checked, 0 failed" \
+	"$(tidy "$WORK/one")"
+cp -a "$WORK/one" "$WORK/other-path"
+sed -i "s|$WORK/one|$WORK/other-path|g" "$WORK/other-path/compile_commands.json"
+check "a copy of the tree at another path shares the entry" \
+	"0 clang-tidy-cached: 1 files, 1 clean in the cache, 0 checked, 0 failed" "$(tidy "$WORK/other-path")"
+echo '// NOLINT could be here' >>"$WORK/one/a.h"
+check "a comment added to the header checks the file again" \
+	"0 clang-tidy-cached: 1 files, 0 clean in the cache, 1 checked, 0 failed" "$(tidy "$WORK/one")"
+printf 'int deref() {\n  int *p = nullptr;\n  return *p;\n}\n' >>"$WORK/one/a.cc"
+check "a finding fails" "1 clang-tidy-cached: 1 files, 0 clean in the cache, 1 checked, 1 failed" \
+	"$(tidy "$WORK/one")"
+check "and is shown" 1 "$(grep -c 'a.cc:5:10: error: Dereference of null pointer' "$WORK/tidy.out")"
+check "and fails again on the next run" "1 clang-tidy-cached: 1 files, 0 clean in the cache, 1 checked, 1 failed" \
+	"$(tidy "$WORK/one")"
+
+# ---- tap_done's summary ----------------------------------------------------
+
+output=$(bash -c '. "$1/selftests/lib/guest.sh"
+	tap_ok first
+	expect_eq second yes "$(printf "no\nmore")"
+	tap_fail third "a" "b"
+	tap_done' sh "$TOP" 2>&1)
+status=$?
+check "tap_done: exit 1 and the failed checks repeated after the plan" "1
+1..3
+# not ok 2 - second: seen: no
+# not ok 3 - third: seen: b
+FAIL: 2 of 3 checks failed" "$status
+$(sed -n '/^1\.\./,$p' <<<"$output")"
+
+# ---- tap-summary.py --------------------------------------------------------
+
+mkdir -p "$WORK/results"
+printf 'TAP version 13\n1..2\nok 1 - a\nnot ok 2 - b\n' >"$WORK/results/x.tap"
+echo 1 >"$WORK/results/x.rc"
+echo 42 >"$WORK/results/x.seconds"
+printf 'TAP version 13\n1..1\nok 1 - a # SKIP why\n' >"$WORK/results/y.tap"
+echo 0 >"$WORK/results/y.rc"
+printf 'lane 2 done after 10 s\nlane 1 done after 12 s\n' >"$WORK/results/lanes.txt"
+output=$("$TOP/scripts/tap-summary.py" "$WORK/results" x y)
+status=$?
+check "tap-summary: seconds per suite, the lanes, the count last, exit 1" "1
+suite                                     passed  failed  skipped  seconds
+x                                              1       1        0       42
+y                                              0       0        1        ?
+lane 2 done after 10 s
+lane 1 done after 12 s
+1 skipped
+1 passed, 1 failed" "$status
+$output"
+
+tap_finish
