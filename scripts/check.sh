@@ -61,12 +61,13 @@ show() {
 }
 
 # Lane 2's host tests: test_deb.sh first (it makes the packages the booted
-# tests install), test_rewrap_vm_crash.sh after the booted tests.
+# tests install), test_dkms.sh next (it installs one of them), and
+# test_rewrap_vm_crash.sh after the booted tests.
 host_tests=()
 for t in "$TOP"/tests/host/test_*.sh; do
 	[ -e "$t" ] || continue
 	case $(basename "$t") in
-	test_deb.sh | test_rewrap_vm_crash.sh) ;;
+	test_deb.sh | test_dkms.sh | test_rewrap_vm_crash.sh) ;;
 	*) host_tests+=("$t") ;;
 	esac
 done
@@ -105,6 +106,7 @@ lane1() {
 lane2() {
 	local k
 	run_quietly host-test_deb "$TOP/tests/host/test_deb.sh"
+	run_quietly host-test_dkms "$TOP/tests/host/test_dkms.sh"
 	for k in "${debian_kernels[@]}"; do
 		run_quietly "debian-$k" "$TOP/scripts/check-debian.sh" "$k"
 	done
@@ -134,7 +136,7 @@ lane1_suites=(lint kmod-next unit unit-asan fuzz)
 for t in "${host_tests[@]}"; do
 	lane1_suites+=("host-$(basename "$t" .sh)")
 done
-show "${lane1_suites[@]}" host-test_rewrap_vm_crash bench-smoke host-test_deb
+show "${lane1_suites[@]}" host-test_rewrap_vm_crash bench-smoke host-test_deb host-test_dkms
 for k in "${debian_kernels[@]}"; do
 	show "debian-$k"
 done

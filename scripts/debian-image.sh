@@ -32,9 +32,10 @@
 # several hundred MiB and minutes of compiling per kernel and per rebuild,
 # for the same source that `make kmod-matrix` already compiles against the
 # same headers and that every other guest test loads.  The DKMS path
-# (envcrypt-dkms installed with its real dependencies, built and loaded) is
-# a test of its own still to write (issue 18 point 2); until then the image
-# has envcrypt only, and envcrypt-dkms is not installed.
+# (envcrypt-dkms installed with the real DKMS, built for both kernels, a
+# kernel's headers installed later, upgraded, purged) is
+# tests/host/test_dkms.sh's, in a root of its own; the image has envcrypt
+# only.
 #
 # Environment: DEBIAN_IMAGE_DIR (default build/debian), DEBIAN_IMAGE_MIRROR
 # (default http://deb.debian.org/debian), DEBIAN_IMAGE_TIMEOUT (s, for

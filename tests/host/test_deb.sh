@@ -22,9 +22,9 @@
 #    kmod/dm-envcrypt.c.
 # It runs make deb once and reuses its helper build (build/deb/ keeps it, so
 # a second run recompiles nothing).  It does not install the packages into
-# a running system: the real DKMS, systemd and udev after installation,
-# and upgrades between versions, are for the booted-Debian guest tests
-# (Documentation/admin-guide/packaging.rst, "What is tested").
+# a running system: the real DKMS is test_dkms.sh's, systemd and udev the
+# booted-Debian tests' (Documentation/admin-guide/packaging.rst, "What is
+# tested").
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh disable=SC1091
