@@ -98,7 +98,7 @@ bench_kernel() { # KVER
 	fallocate -l 640M "$disk" || truncate -s 640M "$disk"
 	echo "bench: $k: $RUNS run(s) of ${RUNTIME}s per job" >&2
 	started=$SECONDS
-	if ! "$TOP/selftests/vm-run.sh" --kernel "$k" "${KERNEL_DIR_ARGS[@]}" --out "$OUT/$k" --disk "$disk" \
+	if ! "$TOP/selftests/vm-run.sh" --kernel "$k" "${KERNEL_DIR_ARGS[@]}" --cpu max --out "$OUT/$k" --disk "$disk" \
 		--mem 2048 --cpus 2 --timeout 7200 -- \
 		env BENCH_RUNS="$RUNS" BENCH_RUNTIME="$RUNTIME" BENCH_RAMP="$RAMP" BENCH_PROBE_MS="$PROBE_MS" \
 		BENCH_PROBE_DIR="$PROBE_DIR" \

@@ -20,10 +20,11 @@
 #
 # Two machines' worth of work on two cores: the suites run in two lanes at
 # once (lane 1: lint, the unit tests, fuzzing, the host tests, then each
-# kernel's guest suite in turn; lane 2: host-test_deb, the booted-Debian
-# suites, whose guests mostly wait on one core, then host-test_rewrap_vm_crash
-# and the bench smoke run: in the self-run CI of 2026-12-05 lane 2 was done
-# after 2550 s and lane 1 after 4237 s, with both of those in lane 1).
+# kernel's guest suite in turn; lane 2: host-test_deb, host-test_dkms,
+# host-test_initramfs_hook, the booted-Debian suites, whose guests mostly
+# wait on one core, then host-test_rewrap_vm_crash and the bench smoke run:
+# in the self-run CI of 2026-12-05 lane 2 was done after 2550 s and lane 1
+# after 4237 s, with the last two and the initramfs hook test in lane 1).
 # Each suite's output is shown whole once its phase is done, in a fixed
 # order; "=== NAME: exit N after S s" lines show progress as suites end.
 # A suite that dies without reporting counts as one failure.  Skips are
@@ -61,13 +62,14 @@ show() {
 }
 
 # Lane 2's host tests: test_deb.sh first (it makes the packages the booted
-# tests install), test_dkms.sh next (it installs one of them), and
+# tests install), test_dkms.sh next (it installs one of them) and
+# test_initramfs_hook.sh (moved for balance, like the last), and
 # test_rewrap_vm_crash.sh after the booted tests.
 host_tests=()
 for t in "$TOP"/tests/host/test_*.sh; do
 	[ -e "$t" ] || continue
 	case $(basename "$t") in
-	test_deb.sh | test_dkms.sh | test_rewrap_vm_crash.sh) ;;
+	test_deb.sh | test_dkms.sh | test_initramfs_hook.sh | test_rewrap_vm_crash.sh) ;;
 	*) host_tests+=("$t") ;;
 	esac
 done
@@ -107,6 +109,7 @@ lane2() {
 	local k
 	run_quietly host-test_deb "$TOP/tests/host/test_deb.sh"
 	run_quietly host-test_dkms "$TOP/tests/host/test_dkms.sh"
+	run_quietly host-test_initramfs_hook "$TOP/tests/host/test_initramfs_hook.sh"
 	for k in "${debian_kernels[@]}"; do
 		run_quietly "debian-$k" "$TOP/scripts/check-debian.sh" "$k"
 	done
@@ -136,7 +139,8 @@ lane1_suites=(lint kmod-next unit unit-asan fuzz)
 for t in "${host_tests[@]}"; do
 	lane1_suites+=("host-$(basename "$t" .sh)")
 done
-show "${lane1_suites[@]}" host-test_rewrap_vm_crash bench-smoke host-test_deb host-test_dkms
+show "${lane1_suites[@]}" host-test_rewrap_vm_crash bench-smoke host-test_deb host-test_dkms \
+	host-test_initramfs_hook
 for k in "${debian_kernels[@]}"; do
 	show "debian-$k"
 done

@@ -25,6 +25,7 @@
 #                   with --append nvme.poll_queues=N it has poll queues
 #   --mem MiB       guest memory (default 2048)
 #   --cpus N        guest vCPUs (default 2)
+#   --cpu MODEL     QEMU's -cpu (default max,erms=off,fsrm=off: below)
 #   --timeout SEC   wall-clock limit for the whole guest (default 1200)
 #   --append ARG    one more kernel command-line parameter (no white space),
 #                   e.g. slub_debug=FZPU (selftests/run.sh does)
@@ -41,8 +42,8 @@
 # code was loaded.  A crash after COMMAND started is never retried.  So a
 # run can take up to twice --timeout.
 #
-# The guest runs `qemu-system-x86_64 -accel tcg -cpu max -nographic` with no
-# network (stock kernels hang under KVM on these machines).  A cached busybox
+# The guest runs `qemu-system-x86_64 -accel tcg -cpu max,erms=off,fsrm=off
+# -nographic` with no network (stock kernels hang under KVM on these machines).  A cached busybox
 # initramfs (build/initramfs/KVER.cpio.gz, rebuilt when its inputs change)
 # loads the virtio and 9p modules, mounts the host root read-only over 9p,
 # tmpfs on /tmp and /run, DIR on /run/out, the repository read-only at its
@@ -77,6 +78,13 @@ DISKS=()
 NVME=
 MEM=2048
 CPUS=2
+# Without ERMS and FSRM the guest kernel copies and clears memory with
+# `rep movsq`/`rep stosq` or plain loops instead of `rep movsb`/`rep stosb`,
+# which TCG runs a byte per step: five guest tests took 9% less CPU time
+# and 5% less time (489 against 536 s of CPU, 705 against 741 s, the two
+# runs side by side).  The benchmark keeps plain max (bench/run.sh), the
+# model its published numbers were measured on.
+CPU_MODEL=max,erms=off,fsrm=off
 TIMEOUT=1200
 APPEND=()
 KERNEL_DIR=
@@ -107,6 +115,7 @@ while [ $# -gt 0 ]; do
 	--nvme) NVME=${2-} ;;
 	--mem) MEM=${2-} ;;
 	--cpus) CPUS=${2-} ;;
+	--cpu) CPU_MODEL=${2-} ;;
 	--timeout) TIMEOUT=${2-} ;;
 	--append) APPEND+=("${2-}") ;;
 	--kernel-dir) KERNEL_DIR=${2-} ;;
@@ -254,7 +263,7 @@ write_control_files "$@"
 
 # shellcheck disable=SC2054 # QEMU option values are comma-separated
 qemu_args=(
-	-accel tcg -cpu max -smp "$CPUS" -m "$MEM"
+	-accel tcg -cpu "$CPU_MODEL" -smp "$CPUS" -m "$MEM"
 	-nographic -nodefaults -no-reboot -nic none
 	-kernel "$VMLINUZ" -initrd "$INITRAMFS"
 	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh${KERNEL_DIR:+ envcrypt_modules=$KVER}${APPEND[*]:+ ${APPEND[*]}}"
