@@ -31,6 +31,9 @@ echo "TAP version 13"
 command -v openssl >/dev/null || skip_all "openssl not installed (make deps)"
 kmip_have_pykmip || skip_all "PyKMIP not importable by $KMIP_PYTHON (apt-get install python3-pykmip)"
 
+# How late the client's last pause, which sleeps until its deadline, may
+# wake on a loaded host (see the timeout_ms check at the end).
+WAKE_SLACK_MS=50
 WORK=$(mktemp -d /tmp/envcrypt-kmip.XXXXXX)
 cleanup() {
 	kmip_server_stop
@@ -208,12 +211,16 @@ if $HAVE_CLI; then
 	status=$?
 	elapsed_ms=$((($(date +%s%N) - started) / 1000000))
 	# The client's own account of its wait ("N attempts in M ms; deadline
-	# D ms") must keep to timeout_ms; the whole process, which also starts,
-	# reads its configuration and loads OpenSSL, gets 2 s more (a loaded CI
-	# host took 3658 ms with timeout_ms 3000: the old 500 ms failed there).
+	# D ms") must keep to timeout_ms plus the wake-up latency of its last
+	# pause, which sleeps until the deadline and cannot wake before it (a
+	# self-run CI reported 3001 ms for 3000: the exact bound failed there);
+	# a pause not cut at the deadline would add 100 ms to 2 s (the backoff).
+	# The whole process, which also starts, reads its configuration and
+	# loads OpenSSL, gets 2 s more (a loaded CI host took 3658 ms with
+	# timeout_ms 3000: the old 500 ms failed there).
 	reported=$(sed -n 's/.* attempts in \([0-9]*\) ms; deadline \([0-9]*\) ms).*/\1 \2/p' <<<"$output" | head -n 1)
 	if [ "$status" -eq 7 ] && grep -q "connect: Connection refused" <<<"$output" &&
-		[ -n "$reported" ] && [ "${reported% *}" -le "$KMIP_TIMEOUT_MS" ] &&
+		[ -n "$reported" ] && [ "${reported% *}" -le $((KMIP_TIMEOUT_MS + WAKE_SLACK_MS)) ] &&
 		[ "${reported#* }" -eq "$KMIP_TIMEOUT_MS" ] &&
 		[ "$elapsed_ms" -le $((KMIP_TIMEOUT_MS + 2000)) ]; then
 		ok "server stopped: envcryptctl verify exits 7 after $elapsed_ms ms, its wait ${reported% *} ms (timeout_ms $KMIP_TIMEOUT_MS)"
