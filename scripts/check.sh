@@ -23,8 +23,9 @@
 # kernel's guest suite in turn; lane 2: host-test_deb, host-test_dkms,
 # host-test_initramfs_hook, the booted-Debian suites, whose guests mostly
 # wait on one core, then host-test_rewrap_vm_crash and the bench smoke run:
-# in the self-run CI of 2026-12-05 lane 2 was done after 2550 s and lane 1
-# after 4237 s, with the last two and the initramfs hook test in lane 1).
+# in the self-run CI of 80b17ad lane 1 was done after 3822 s and lane 2
+# after 3352 s; before the last two, and then the initramfs hook test,
+# moved from lane 1, 4237 and 2550 s).
 # Each suite's output is shown whole once its phase is done, in a fixed
 # order; "=== NAME: exit N after S s" lines show progress as suites end.
 # A suite that dies without reporting counts as one failure.  Skips are

@@ -118,6 +118,10 @@ customize() {
 		    {
 		        echo "debian-run: $1 mode: the boot stopped; failed units and errors:"
 		        systemctl --failed --no-legend --no-pager
+		        # A unit stopped by a failed dependency (local-fs.target after
+		        # a mount's device timed out) is not "failed": PID 1's
+		        # warning names it.
+		        journalctl -b --no-pager -o short-monotonic | grep 'Dependency failed for' | tail -n 10
 		        journalctl -b -p err --no-pager -o short-monotonic | tail -n 20
 		        echo "debian-run: $1 mode: powering off"
 		    } >/dev/console 2>&1

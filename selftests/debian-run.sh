@@ -55,7 +55,8 @@
 # Under debian_run=1 the image's emergency and rescue shells print the failed
 # units and the boot's errors on the console and power off, so a boot that
 # stops there fails at once ("guest stopped in emergency mode"), with those
-# lines, instead of waiting for --timeout.
+# lines on stderr and in DIR/emergency.txt, instead of waiting for --timeout
+# (selftests/debian/test_boot_emergency.sh).
 #
 # Exit status: TEST's, except 1 when the guest died (or stopped in emergency
 # mode) before TEST finished or its kernel log shows BUG:, WARNING:, Oops, a
@@ -337,7 +338,8 @@ if ! [ -s "$SHARE/status" ]; then
 	stopped=$(grep -a -m 1 -o '^debian-run: [a-z]* mode: ' "$OUT/console.txt" | tr -d '\r')
 	if [ -n "$stopped" ]; then
 		sed -n '/^debian-run: [a-z]* mode: the boot stopped/,/^debian-run: [a-z]* mode: powering off/p' \
-			"$OUT/console.txt" | tr -d '\r' | sed 's/^/debian-run:   /' >&2
+			"$OUT/console.txt" | tr -d '\r' >"$OUT/emergency.txt"
+		sed 's/^/debian-run:   /' "$OUT/emergency.txt" >&2
 		stopped=${stopped#debian-run: }
 		fail 1 "guest stopped in ${stopped%%: *} before the test finished (no status; console log in $OUT/console.txt)"
 	fi

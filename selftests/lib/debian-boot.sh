@@ -66,10 +66,9 @@ debian_boot_multi_user() { # debian_boot_multi_user N DIR [DETAIL]
 debian_boot_why() {
 	local dir=$1 verdict last
 	verdict=$(grep -a '^debian-run: kernel ' "$dir.err" 2>/dev/null | tail -n 1)
-	# An emergency or rescue shell's report (scripts/debian-image.sh), else
-	# the last line of note.
-	last=$(sed -n '/^debian-run: [a-z]* mode: the boot stopped/,/^debian-run: [a-z]* mode: powering off/p' \
-		"$dir/console.txt" 2>/dev/null | sed '1d;$d' | tr -d '\r' | paste -s -d '|' | sed 's/|/ | /g')
+	# An emergency or rescue shell's report (debian-run.sh keeps it in
+	# emergency.txt), else the console's last line of note.
+	last=$(sed '1d;$d' "$dir/emergency.txt" 2>/dev/null | paste -s -d '|' | sed 's/|/ | /g')
 	[ -n "$last" ] || last=$(grep -a -E 'envcrypt|BUG|panic|stall|lockup|Timed out|FAILED|Kernel' "$dir/console.txt" 2>/dev/null |
 		tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' | tail -n 1)
 	echo "${verdict:-debian-run said nothing}; console: ${last:-nothing of note} (log: $dir/console.txt)"
