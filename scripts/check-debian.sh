@@ -12,7 +12,8 @@
 # Environment: DEBIAN_TEST_TIMEOUT (s, per test, default 2400);
 # DEBIAN_TESTS, the names of the tests to run (default every
 # selftests/debian/test_*.sh), e.g. "test_boot_grub_root.sh".  Exit 0 when
-# no line is "not ok".
+# no line is "not ok".  A test under which QEMU itself crashed runs once
+# more (scripts/lib/booted-test.sh; its line says so).
 
 set -u
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +35,11 @@ if [ -n "${DEBIAN_TESTS:-}" ]; then
 else
 	tests=("$TOP"/selftests/debian/test_*.sh)
 fi
+# shellcheck source=scripts/lib/booted-test.sh
+. "$TOP/scripts/lib/booted-test.sh"
+LOGS=$(mktemp -d) || exit 2
+trap 'rm -rf "$LOGS"' EXIT
+
 echo "TAP version 13"
 echo "1..$(($# * (${#tests[@]} + 1)))"
 n=0
@@ -63,12 +69,13 @@ for kver in "$@"; do
 	fi
 	for test in "${tests[@]}"; do
 		start=$SECONDS
-		timeout -k 30 "$TEST_TIMEOUT" "$test" --kernel "$kver" 2>&1 | sed 's/^/# /'
-		status=${PIPESTATUS[0]}
+		booted_test_run "$LOGS/$kver-$(basename "$test").log" "$TEST_TIMEOUT" "$test" --kernel "$kver"
+		status=$BOOTED_TEST_STATUS
+		note=${BOOTED_TEST_NOTE:+; $BOOTED_TEST_NOTE}
 		case $status in
-		0) result OK "$kver: $(basename "$test") ($((SECONDS - start)) s)" ;;
+		0) result OK "$kver: $(basename "$test") ($((SECONDS - start)) s$note)" ;;
 		124 | 137) result FAIL "$kver: $(basename "$test") # TIMEOUT $TEST_TIMEOUT seconds" ;;
-		*) result FAIL "$kver: $(basename "$test") (exit $status, $((SECONDS - start)) s)" ;;
+		*) result FAIL "$kver: $(basename "$test") (exit $status, $((SECONDS - start)) s$note)" ;;
 		esac
 	done
 done

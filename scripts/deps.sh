@@ -82,7 +82,8 @@ PACKAGES="build-essential make gcc bc flex bison libelf-dev dwarves
  qemu-system-x86 busybox-static cpio kmod keyutils dmsetup cryptsetup-bin
  fio e2fsprogs python3-cryptography python3-pykmip openssl udev
  linux-source-6.1 xz-utils gnuplot-nox dkms mmdebstrap curl qemu-utils
- debhelper dh-dkms lintian libtss2-dev swtpm swtpm-tools tpm2-tools ccache fdisk iproute2"
+ debhelper dh-dkms lintian libtss2-dev swtpm swtpm-tools tpm2-tools ccache fdisk iproute2
+ gdb"
 
 need_root
 add_backports

@@ -132,6 +132,13 @@ for disk in "${DISKS[@]}"; do
 		fail 125 "disk '$disk' is not a writable image file"
 	fi
 done
+# Absolute paths: QEMU runs in DIR (qemu_run_dumping).
+[ -z "$OVERLAY" ] || OVERLAY=$(realpath -m "$OVERLAY")
+[ -z "$TPM_DIR" ] || TPM_DIR=$(realpath -m "$TPM_DIR")
+[ -z "$MONITOR" ] || MONITOR=$(realpath -m "$MONITOR")
+for i in "${!DISKS[@]}"; do
+	DISKS[i]=$(realpath "${DISKS[i]}")
+done
 for arg in "${APPEND[@]}"; do
 	[[ $arg =~ ^[^[:space:]]+$ ]] || fail 125 "--append '$arg' is empty or contains white space"
 done
@@ -242,6 +249,8 @@ cp "$TOP/selftests/lib/debian-guest.sh" "$SHARE/guest.sh" || fail 125 "cannot wr
 
 # shellcheck source=selftests/lib/kernel-log.sh
 . "$TOP/selftests/lib/kernel-log.sh"
+# shellcheck source=selftests/lib/qemu-crash.sh
+. "$TOP/selftests/lib/qemu-crash.sh"
 
 if [ -n "$FIRMWARE_BOOT" ]; then
 	boot_args=()
@@ -313,7 +322,7 @@ if [ -n "$TPM_DIR" ]; then
 fi
 
 start=$SECONDS
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$OUT/qemu.txt" 2>&1
+qemu_run_dumping "$OUT" timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$OUT/qemu.txt" 2>&1
 qemu_status=$?
 if [ -n "$SWTPM_PID" ]; then
 	kill "$SWTPM_PID" 2>/dev/null
@@ -330,6 +339,9 @@ if [ "$qemu_status" = 124 ] || [ "$qemu_status" = 137 ]; then
 fi
 [ "$qemu_status" = 0 ] || {
 	sed 's/^/debian-run:   /' "$OUT/qemu.txt" >&2
+	# The words check-debian.sh looks for to run the test again.
+	QEMU_CRASH_PREFIX="debian-run:   " qemu_crash_report "$qemu_status" "$OUT" &&
+		fail 125 "QEMU crashed ($(qemu_crash_signal "$qemu_status")); the guest's console log is in $OUT/console.txt"
 	fail 125 "qemu-system-x86_64 failed with status $qemu_status"
 }
 if ! [ -s "$SHARE/status" ]; then

@@ -158,6 +158,11 @@ command -v qemu-system-x86_64 >/dev/null || fail 125 "qemu-system-x86_64 not ins
 for disk in "${DISKS[@]}" ${NVME:+"$NVME"}; do
 	[ -f "$disk" ] && [ -w "$disk" ] || fail 125 "disk '$disk' is not a writable image file"
 done
+# Absolute paths: QEMU runs in DIR (qemu_run_dumping).
+for i in "${!DISKS[@]}"; do
+	DISKS[i]=$(realpath "${DISKS[i]}")
+done
+[ -z "$NVME" ] || NVME=$(realpath "$NVME")
 for arg in "${APPEND[@]}"; do
 	[[ $arg =~ ^[^[:space:]]+$ ]] || fail 125 "--append '$arg' is empty or contains white space"
 done
@@ -249,6 +254,8 @@ write_control_files() {
 
 # shellcheck source=selftests/lib/kernel-log.sh
 . "$TOP/selftests/lib/kernel-log.sh"
+# shellcheck source=selftests/lib/qemu-crash.sh
+. "$TOP/selftests/lib/qemu-crash.sh"
 
 report_trouble() {
 	local log=$1 lines
@@ -319,7 +326,7 @@ run_guest() {
 	if [ -n "$TPM_DIR" ]; then
 		start_swtpm
 	fi
-	timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null | tee "$OUT/output.txt"
+	qemu_run_dumping "$OUT" timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null | tee "$OUT/output.txt"
 	qemu_status=${PIPESTATUS[0]}
 	if [ -n "$TPM_DIR" ]; then
 		kill "$SWTPM_PID" 2>/dev/null
@@ -329,6 +336,9 @@ run_guest() {
 		echo "vm-run: kernel $KVER: guest did not finish within $TIMEOUT s; QEMU killed. Last kernel log lines:" >&2
 		tail -n 15 "$OUT/console.txt" | sed 's/^/vm-run:   /' >&2
 		exit 124
+	fi
+	if QEMU_CRASH_PREFIX="vm-run:   " qemu_crash_report "$qemu_status" "$OUT"; then
+		fail 125 "QEMU crashed ($(qemu_crash_signal "$qemu_status")); the guest's console log is in $OUT/console.txt"
 	fi
 	[ "$qemu_status" = 0 ] || fail 125 "qemu-system-x86_64 failed with status $qemu_status"
 }

@@ -242,6 +242,7 @@ expect_eq "boot 2: debian-run reports the guest died (the panic rebooted it)" 1 
 	"$TOP/selftests/debian/test_boot_initramfs_root.sh" --guest check "$WORK" "$CMK" \
 	>"$WORK/boot3.tap" 2>"$WORK/boot3.err"
 status=$?
+sed 's/^/# /' "$WORK/boot3.err"
 console=$(tr -d '\r' <"$WORK/boot3/console.txt")
 # initramfs-tools' log_warning_msg prints "Warning: ...", maybe after a
 # "Begin: ... " on the same line.

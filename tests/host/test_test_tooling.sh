@@ -9,6 +9,8 @@
 #    first line of their evidence, after the plan.
 #  - scripts/tap-summary.py: each suite's seconds and lanes.txt's lines in
 #    the table, the closing "N passed, N failed" last.
+#  - scripts/lib/booted-test.sh: a booted test under which QEMU crashed
+#    runs once more, and says so; no other failure is run again.
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh
@@ -104,5 +106,48 @@ lane 1 done after 12 s
 1 skipped
 1 passed, 1 failed" "$status
 $output"
+
+# ---- booted-test.sh --------------------------------------------------------
+
+# fake_test WHAT...: a booted test's stand-in; run N (counted in
+# $WORK/runs) does WHAT[N]: "crash" (debian-run's line for a QEMU crash,
+# exit 1), "fail" (exit 1) or "pass" (exit 0).
+cat >"$WORK/fake_test" <<'EOF_FAKE'
+#!/bin/bash
+n=$(($(cat "$RUNS" 2>/dev/null || echo 0) + 1))
+echo "$n" >"$RUNS"
+shift $((n - 1))
+echo "run $n"
+case $1 in
+crash)
+	echo "# debian-run: kernel 6.1.0-57-amd64: QEMU crashed (SIGSEGV); the guest's console log is in /x/console.txt" >&2
+	exit 1
+	;;
+fail) exit 1 ;;
+pass) exit 0 ;;
+esac
+EOF_FAKE
+chmod +x "$WORK/fake_test"
+# shellcheck source=scripts/lib/booted-test.sh
+. "$TOP/scripts/lib/booted-test.sh"
+booted() { # booted WHAT...: the runs, status, note and output of one test
+	rm -f "$WORK/runs" "$WORK/booted.log" "$WORK/booted.log.first"
+	output=$(RUNS=$WORK/runs booted_test_run "$WORK/booted.log" 60 "$WORK/fake_test" "$@"
+		echo "status $BOOTED_TEST_STATUS, note '$BOOTED_TEST_NOTE'")
+	echo "runs $(cat "$WORK/runs"), $output"
+}
+check "booted-test: a QEMU crash, then a pass: run twice, passed, said so" \
+	"runs 2, # run 1
+# # debian-run: kernel 6.1.0-57-amd64: QEMU crashed (SIGSEGV); the guest's console log is in /x/console.txt
+# QEMU crashed (SIGSEGV) under fake_test: the emulator, not the system under test; running the test once more
+# run 2
+status 0, note 'QEMU crashed (SIGSEGV) in the first run; run again'" "$(booted crash pass)"
+check "booted-test: the first run's output kept in LOG.first" "run 1" "$(head -n 1 "$WORK/booted.log.first")"
+check "booted-test: two QEMU crashes: run twice, failed" \
+	"runs 2, status 1, note 'QEMU crashed (SIGSEGV) in the first run; run again'" \
+	"$(booted crash crash | sed -n '1s/,.*/,/p; $p' | paste -sd ' ')"
+check "booted-test: a failure without a QEMU crash is not run again" \
+	"runs 1, # run 1
+status 1, note ''" "$(booted fail pass)"
 
 tap_finish

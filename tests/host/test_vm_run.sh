@@ -3,7 +3,9 @@
 # booting, before the command started, and never after, as TAP 13.  The
 # crash is made with vm-run's own --crash-boots N (sysrq c just before the
 # command would start).  One small guest (1 vCPU, 512 MiB) on the newest
-# kernel of the matrix, five boots in all.
+# kernel of the matrix, five boots in all.  And a crash of QEMU itself
+# (SIGSEGV sent to it while the command runs) is reported as the
+# emulator's, with a backtrace from its core: a sixth boot.
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh
@@ -79,5 +81,35 @@ if [ "$rc" = 1 ] && [ "$(grep -c "command started" "$out.stdout")" = 1 ] &&
 else
 	not_ok "a crash after the command started: no second boot, exit 1 (exit $rc)"
 	show "$out"
+fi
+# QEMU itself crashing is told apart from the guest failing: exit 125, the
+# signal, the backtrace from its core (then removed).  SIGSEGV sent to the
+# emulator once the command runs stands in for a crash of its own.
+out=$WORK/qemu-crash
+vm "$out" -- sh -c 'echo started >/run/out/started; sleep 250' &
+vm_pid=$!
+for _ in $(seq 1 240); do
+	[ -f "$out/started" ] && break
+	sleep 0.5
+done
+qemu_pid=$(pgrep -f "^qemu-system-x86_64 .*$out/console.txt" | head -n 1)
+[ -n "$qemu_pid" ] && kill -SEGV "$qemu_pid"
+wait "$vm_pid"
+rc=$?
+expected="vm-run: kernel $KVER: QEMU crashed (SIGSEGV); the guest's console log is in $out/console.txt"
+if [ -n "$qemu_pid" ] && [ "$rc" = 125 ] && [ "$(tail -n 1 "$out.stderr")" = "$expected" ] &&
+	grep -qxF "vm-run:   QEMU crashed: SIGSEGV (exit status 139); the emulator, not the guest" "$out.stderr"; then
+	ok "QEMU killed by SIGSEGV: exit 125, the crash named as the emulator's on stderr"
+else
+	not_ok "QEMU killed by SIGSEGV: exit 125, the crash named as the emulator's on stderr (exit $rc, QEMU pid '$qemu_pid')"
+	show "$out"
+fi
+threads=$(grep -c '^Thread [0-9]* (.*LWP [0-9]*))' "$out/qemu-crash.txt" 2>/dev/null)
+cores=$(find "$out" -maxdepth 1 -name 'core*' | wc -l)
+if [ "${threads:-0}" -ge 2 ] && [ "$cores" = 0 ]; then
+	ok "qemu-crash.txt has the backtrace of QEMU's $threads threads from its core; the core is gone"
+else
+	not_ok "qemu-crash.txt has a backtrace of QEMU's threads and no core is left (threads '$threads', cores $cores)"
+	diag <"$out/qemu-crash.txt"
 fi
 tap_finish
