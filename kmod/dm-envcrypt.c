@@ -219,6 +219,7 @@ struct envcrypt_io {
 	blk_status_t status;
 	int crypt_err;			/* of the last asynchronous request */
 	bool continuing;		/* queued after an async completion */
+	bool readahead_declined;	/* reads: readahead failed below */
 	bio_end_io_t *orig_end_io;	/* reads: dm's completion */
 	struct list_head queue_entry;	/* on ec->queue */
 	struct llist_node bh_entry;	/* on a bh_queue */
@@ -299,7 +300,8 @@ static void envcrypt_count(struct envcrypt_io *io)
 
 	atomic_dec(&io->ec->inflight);
 	if (io->status) {
-		atomic64_inc(&stats->errors);
+		if (!io->readahead_declined)
+			atomic64_inc(&stats->errors);
 	} else if (envcrypt_is_write(io)) {
 		atomic64_inc(&stats->writes);
 		atomic64_add(io->bytes, &stats->write_bytes);
@@ -477,6 +479,12 @@ static void envcrypt_read_endio(struct bio *bio)
 	struct envcrypt_io *io = bio->bi_private;
 
 	if (bio->bi_status) {
+		/*
+		 * Readahead "can fail anytime" (device mapper fails it while a
+		 * device is suspended); the reader then reads the page with a
+		 * plain bio, whose failure is an error.  So this is not one.
+		 */
+		io->readahead_declined = bio->bi_opf & REQ_RAHEAD;
 		io->status = bio->bi_status;
 		envcrypt_read_done(io);
 		return;
@@ -896,6 +904,7 @@ static int envcrypt_map(struct dm_target *ti, struct bio *bio)
 	io->bytes = bio->bi_iter.bi_size;
 	io->status = BLK_STS_OK;
 	io->continuing = false;
+	io->readahead_declined = false;
 	atomic_inc(&ec->inflight);
 
 	return bio_data_dir(bio) == WRITE ? envcrypt_map_write(io) :
@@ -1545,7 +1554,7 @@ bad:
 
 static struct target_type envcrypt_target = {
 	.name = "envcrypt",
-	.version = {1, 2, 0},
+	.version = {1, 2, 1},
 	.module = THIS_MODULE,
 	.ctr = envcrypt_ctr,
 	.dtr = envcrypt_dtr,

@@ -8,6 +8,8 @@
 # went up and the byte counters by at least 64 KiB, errors stay 0; the
 # bounce fields are numbers, the first at most the second
 # (test_bounce_cap.sh checks their values).
+# A readahead bio the device below fails (here: a suspended dm-linear) is
+# not counted as an error; a direct read the device below fails is.
 # "dmsetup table" (STATUSTYPE_TABLE) echoes the arguments, options included:
 #   <major:minor> <dev_offset> logon:<desc> <#opt> sector_size:<n> [allow_discards]
 
@@ -68,6 +70,49 @@ for sector_size in 4096 512; do
 	expect_eq "error counter" "0 0" "$errors $errors2"
 	dm_remove "$NAME"
 done
+
+# Readahead that the device below fails is not an error; a plain read that
+# fails is.  Under the target a dm-linear device: suspended, device mapper
+# fails readahead bios at once (and queues the others); posix_fadvise
+# WILLNEED on the target reads ahead.  Then the same readahead with the
+# device resumed (it reads), and a direct read with the error target below.
+dm_create status-lower "0 16384 linear $dev 0" ||
+	tap_bail "dm-linear under the target" "table loads" "$DM_ERROR"
+dm_create "$NAME" "$(envcrypt_table 16384 /dev/mapper/status-lower 0 "$KEY_DESC" 4096)" ||
+	tap_bail "mapping over dm-linear created" "table loads" "$DM_ERROR"
+read_ahead() { # read_ahead: posix_fadvise(WILLNEED) of the target's first MiB
+	python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 1 << 20, os.POSIX_FADV_WILLNEED)
+os.close(fd)' "/dev/mapper/$NAME"
+}
+BASE_READS=0 BASE_ERRORS=0
+counters() { # counters: "reads R errors E" of the target since the base
+	dmsetup status "$NAME" | awk -v r="$BASE_READS" -v e="$BASE_ERRORS" \
+		'{ print "reads " $7 - r " errors " $11 - e }'
+}
+udevadm settle --timeout=60
+blockdev --flushbufs "/dev/mapper/$NAME"
+read -r _ BASE_READS _ BASE_ERRORS <<<"$(counters)"
+timeout 60 dmsetup suspend status-lower || tap_bail "dm-linear suspends" "dmsetup suspend exits 0" "$(dmesg | tail -n 3)"
+read_ahead
+ra_status=$?
+timeout 60 dmsetup resume status-lower || tap_bail "dm-linear resumes" "dmsetup resume exits 0" "$(dmesg | tail -n 3)"
+expect_eq "readahead failed by the suspended device below: no error, no read counted" \
+	"fadvise 0, reads 0 errors 0" "fadvise $ra_status, $(counters)"
+read_ahead
+expect_match "the same readahead with the device resumed: reads counted, no error" \
+	'^reads [1-9][0-9]* errors 0$' "$(counters)"
+if ! dmsetup load status-lower --table "0 16384 error" || ! dmsetup resume status-lower; then
+	tap_bail "error target below" "dmsetup load and resume exit 0" "$(dmesg | tail -n 3)"
+fi
+read -r _ BASE_READS _ BASE_ERRORS <<<"$(BASE_READS=0 BASE_ERRORS=0 counters)"
+dd if="/dev/mapper/$NAME" of=/dev/null bs=4K count=1 skip=1000 iflag=direct status=none 2>/dev/null
+dd_status=$?
+expect_eq "a direct read failed by the device below is an error" \
+	"dd 1, reads 0 errors 1" "dd $dd_status, $(counters)"
+dm_remove "$NAME"
+dm_remove status-lower
 
 dm_create "$NAME" "$(envcrypt_table 16384 "$dev" 0 "$KEY_DESC" 512 allow_discards)" ||
 	tap_bail "mapping with allow_discards created" "table loads" "$DM_ERROR"
