@@ -173,8 +173,10 @@ start_udevd() {
 	udevadm settle --timeout=60
 }
 
+# The module under test: build/kmod/KVER's, unless ENVCRYPT_MODULE names
+# another file (tests/host/lib/dkms-guest.sh: the one DKMS built).
 envcrypt_module() {
-	echo "$ENVCRYPT_TOP/build/kmod/$ENVCRYPT_KVER/dm-envcrypt.ko"
+	echo "${ENVCRYPT_MODULE:-$ENVCRYPT_TOP/build/kmod/$ENVCRYPT_KVER/dm-envcrypt.ko}"
 }
 
 load_envcrypt() {
