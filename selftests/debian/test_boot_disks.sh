@@ -488,21 +488,12 @@ fi
 
 # ---- host side ------------------------------------------------------------
 
-if [ "${1-}" != --kernel ] || [ -z "${2-}" ]; then
-	echo "usage: $0 --kernel KVER" >&2
-	exit 2
-fi
-KVER=$2
-TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-RUN_TIMEOUT=${DEBIAN_RUN_TIMEOUT:-900}
+debian_boot_host "$@"
 # shellcheck source=tests/host/lib/kmip/pykmip.sh
 . "$TOP/tests/host/lib/kmip/pykmip.sh"
 
-IMAGE=$("$TOP/scripts/debian-image.sh" --quiet "$KVER") ||
-	tap_bail "image for $KVER" "scripts/debian-image.sh $KVER succeeds" "it failed (messages above)"
-mkdir -p "$TOP/build/debian-run"
-WORK=$(mktemp -d "$TOP/build/debian-run/boot_disks-$KVER.XXXXXX") ||
-	tap_bail "work directory" "created" "mktemp failed"
+debian_boot_image
+debian_boot_work boot_disks
 trap 'kmip_server_stop' EXIT
 for disk in vdb vdc vdd vde; do
 	truncate -s 64M "$WORK/$disk.img"

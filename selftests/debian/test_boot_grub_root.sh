@@ -120,14 +120,8 @@ fi
 
 # ---- host side ------------------------------------------------------------
 
-if [ "${1-}" != --kernel ] || [ -z "${2-}" ]; then
-	echo "usage: $0 --kernel KVER" >&2
-	exit 2
-fi
-KVER=$2
-TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+debian_boot_host "$@"
 CTL=$TOP/build/envcryptctl
-RUN_TIMEOUT=${DEBIAN_RUN_TIMEOUT:-900}
 ATTACH_TIMEOUT=30
 # shellcheck source=tests/host/lib/kmip/pykmip.sh
 . "$TOP/tests/host/lib/kmip/pykmip.sh"
@@ -138,9 +132,7 @@ done
 [ -x "$CTL" ] || tap_bail "envcryptctl" "$CTL built" "missing (make helper)"
 kmip_have_pykmip || tap_bail "PyKMIP" "importable by $KMIP_PYTHON" "not installed (make deps)"
 
-mkdir -p "$TOP/build/debian-run"
-WORK=$(mktemp -d "$TOP/build/debian-run/boot_grub_root-$KVER.XXXXXX") ||
-	tap_bail "work directory" "created" "mktemp failed"
+debian_boot_work boot_grub_root
 TREE=$WORK/tree
 SWTPM_PID=
 # shellcheck disable=SC2317 # run by the EXIT trap

@@ -285,23 +285,14 @@ fi
 
 # ---- host side ------------------------------------------------------------
 
-if [ "${1-}" != --kernel ] || [ -z "${2-}" ]; then
-	echo "usage: $0 --kernel KVER" >&2
-	exit 2
-fi
-KVER=$2
-TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-RUN_TIMEOUT=${DEBIAN_RUN_TIMEOUT:-900}
+debian_boot_host "$@"
 command -v qemu-nbd >/dev/null || tap_bail "qemu-nbd" "installed (qemu-utils, make deps)" "missing"
 command -v python3 >/dev/null || tap_bail "python3" "installed" "missing"
 
-IMAGE=$("$TOP/scripts/debian-image.sh" --quiet "$KVER") ||
-	tap_bail "image for $KVER" "scripts/debian-image.sh $KVER succeeds" "it failed (messages above)"
-mkdir -p "$TOP/build/debian-run"
+debian_boot_image
 # Under build/: the guest sees the repository (read-only) at the same path,
 # so it reads the random block from here.
-WORK=$(mktemp -d "$TOP/build/debian-run/boot_nbd-$KVER.XXXXXX") ||
-	tap_bail "work directory" "created" "mktemp failed"
+debian_boot_work boot_nbd
 EXPORT_FILE=$WORK/export.img
 truncate -s 64M "$EXPORT_FILE"
 head -c 65536 /dev/urandom >"$WORK/pattern.bin"

@@ -413,25 +413,16 @@ fi
 
 # ---- host side ------------------------------------------------------------
 
-if [ "${1-}" != --kernel ] || [ -z "${2-}" ]; then
-	echo "usage: $0 --kernel KVER" >&2
-	exit 2
-fi
-KVER=$2
-TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+debian_boot_host "$@"
 CTL=$TOP/build/envcryptctl
-RUN_TIMEOUT=${DEBIAN_RUN_TIMEOUT:-900}
 # shellcheck source=tests/host/lib/kmip/pykmip.sh
 . "$TOP/tests/host/lib/kmip/pykmip.sh"
 
 command -v swtpm >/dev/null || tap_bail "swtpm" "installed" "missing (make deps)"
 [ -x "$CTL" ] || tap_bail "envcryptctl" "$CTL built (it disables the CMK on the host)" "missing (make helper)"
 kmip_have_pykmip || tap_bail "PyKMIP" "importable by $KMIP_PYTHON" "not installed (make deps)"
-IMAGE=$("$TOP/scripts/debian-image.sh" --quiet "$KVER") ||
-	tap_bail "image for $KVER" "scripts/debian-image.sh $KVER succeeds" "it failed (messages above)"
-mkdir -p "$TOP/build/debian-run"
-WORK=$(mktemp -d "$TOP/build/debian-run/boot_outage_cache-$KVER.XXXXXX") ||
-	tap_bail "work directory" "created" "mktemp failed"
+debian_boot_image
+debian_boot_work boot_outage_cache
 trap 'kmip_server_stop' EXIT
 truncate -s 64M "$WORK/vdb.img"
 MARKER=marker-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')

@@ -15,6 +15,17 @@
 #                               the kernel started, with DETAIL after it
 #   debian_boot_finished N PHASE STATUS
 #                               one check: the guest side exited 0
+#   debian_boot_host ARG...     the host side's start: ARG... must be
+#                               "--kernel KVER" (else the usage on stderr,
+#                               exit 2); sets KVER, TOP (the repository)
+#                               and RUN_TIMEOUT (DEBIAN_RUN_TIMEOUT, default
+#                               900 s, each boot's --timeout)
+#   debian_boot_image           IMAGE: scripts/debian-image.sh's image for
+#                               KVER (built when missing), or bail out
+#   debian_boot_work NAME       WORK: a new build/debian-run/NAME-KVER.XXXXXX
+#                               (under build/: the guest sees the
+#                               repository, read-only, at the same path),
+#                               or bail out
 #   debian_guest_pki DIR CN     a throwaway CA in DIR, a server certificate
 #                               (CN) for 10.0.2.2 (the host's loopback as
 #                               the guest dials it) and 127.0.0.1, and the
@@ -29,6 +40,30 @@
 #                               about UNIT in that boot, "[monotonic] ..."
 #   first_usec LINES REGEX      the monotonic time, in µs, of the first of
 #                               LINES matching REGEX
+
+debian_boot_host() {
+	if [ "${1-}" != --kernel ] || [ -z "${2-}" ]; then
+		echo "usage: $0 --kernel KVER" >&2
+		exit 2
+	fi
+	KVER=$2
+	TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+	# shellcheck disable=SC2034 # for the test that sources this
+	RUN_TIMEOUT=${DEBIAN_RUN_TIMEOUT:-900}
+}
+
+debian_boot_image() {
+	# shellcheck disable=SC2034 # for the test that sources this
+	IMAGE=$("$TOP/scripts/debian-image.sh" --quiet "$KVER") ||
+		tap_bail "image for $KVER" "scripts/debian-image.sh $KVER succeeds" "it failed (messages above)"
+}
+
+debian_boot_work() { # debian_boot_work NAME
+	mkdir -p "$TOP/build/debian-run"
+	# shellcheck disable=SC2034 # for the test that sources this
+	WORK=$(mktemp -d "$TOP/build/debian-run/$1-$KVER.XXXXXX") ||
+		tap_bail "work directory" "created" "mktemp failed"
+}
 
 debian_boot_relay() { # debian_boot_relay N DIR
 	local n=$1 dir=$2 line
