@@ -50,6 +50,19 @@ attached_data() {
 	"$ENVCTL" detach "$NAME" >/dev/null 2>&1
 }
 
+# write_reference WHAT: attach, write the reference MiB, detach; bails out
+# naming the step that failed and what it printed.
+write_reference() {
+	local out
+	out=$("$ENVCTL" attach "$dev" "$NAME" 2>&1) ||
+		tap_bail "$1" "attach exits 0" "exit $?: $out"
+	out=$(dd if="$HELPER_DIR/data.ref" of="/dev/mapper/$NAME" bs=1M oflag=direct \
+		conv=fsync status=none 2>&1) ||
+		tap_bail "$1" "dd through the mapping exits 0" "exit $?: $out"$'\n'"$(dmesg | tail -n 3)"
+	out=$("$ENVCTL" detach "$NAME" 2>&1) ||
+		tap_bail "$1" "detach exits 0" "exit $?: $out"
+}
+
 # attach_fails WHAT CODE PATTERN: attach exits CODE with a matching message.
 attach_fails() {
 	local out rc
@@ -64,10 +77,7 @@ CMK=$(new_cmk alias/rec-data)
 out=$("$ENVCTL" format "$dev" --cmk alias/rec-data --recovery-key "$HELPER_DIR/recovery.pub" 2>&1)
 expect_match "format with a recovery key" "^formatted $dev: uuid " "$out"
 head -c 1048576 /dev/urandom >"$HELPER_DIR/data.ref"
-"$ENVCTL" attach "$dev" "$NAME" >/dev/null 2>&1 &&
-	dd if="$HELPER_DIR/data.ref" of="/dev/mapper/$NAME" bs=1M oflag=direct conv=fsync status=none &&
-	"$ENVCTL" detach "$NAME" >/dev/null 2>&1 ||
-	tap_bail "reference MiB written through the mapping" "attach, dd, detach" "$(dmesg | tail -n 3)"
+write_reference "reference MiB written through the mapping"
 out=$("$ENVCTL" header-backup "$dev" "$HELPER_DIR/header.backup" 2>&1)
 expect_match "header backup after format" "^backed up the header of $dev " "$out"
 dk=$(data_key "$dev")
@@ -113,11 +123,7 @@ for step in prepared first-copy-written first-copy-flushed second-copy-written \
 	second-copy-flushed; do
 	out=$("$ENVCTL" format --force "$dev" --cmk alias/rec-new 2>&1) ||
 		tap_bail "version 1 format before the kill at $step" "exit 0" "$out"
-	"$ENVCTL" attach "$dev" "$NAME" >/dev/null 2>&1 &&
-		dd if="$HELPER_DIR/data.ref" of="/dev/mapper/$NAME" bs=1M oflag=direct conv=fsync \
-			status=none &&
-		"$ENVCTL" detach "$NAME" >/dev/null 2>&1 ||
-		tap_bail "data written before the kill at $step" "attach, dd, detach" "$(dmesg | tail -n 3)"
+	write_reference "data written before the kill at $step"
 	ENVCRYPT_FAULT=recovery:$step "$TEST_CTL" upgrade-header "$dev" >/dev/null 2>&1
 	expect_eq "upgrade-header killed at $step (SIGKILL)" 137 "$?"
 	# A process (not a machine) dies: what it wrote is in the page cache,
