@@ -12,10 +12,11 @@
 # no build tree for them on the host, so the target and the probe are the
 # ones make kmod-next placed in build/kmod/KVER/ and build/bench/mod/KVER/.
 #
-# --quick: one short run of every configuration, 1 s with no warm-up, and
-# a 0.5 s crypto probe (a smoke test for CI: it
-# proves every configuration runs; the numbers mean nothing), the kernels'
-# guests at the same time.  Without it the guests run one after the other.
+# --quick: one short run of every configuration, 1 s with no warm-up, a
+# 0.5 s crypto probe and one round of the image encrypt bench on 256 MiB
+# (a smoke test for CI: it proves every configuration runs; the numbers
+# mean nothing), the kernels' guests at the same time.  Without it the
+# guests run one after the other.
 #
 # For experiments, BENCH_DEVICES, BENCH_CONFIGS and BENCH_JOBS (space-separated
 # subsets), BENCH_FIO_ARGS (added to every fio command), BENCH_MODULES
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
 		RUNTIME=1
 		RAMP=0
 		PROBE_MS=500
+		export BENCH_IMAGE_MIB=${BENCH_IMAGE_MIB:-256} BENCH_IMAGE_ROUNDS=${BENCH_IMAGE_ROUNDS:-1}
 		QUICK=1
 		shift
 		;;
