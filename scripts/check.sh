@@ -19,13 +19,13 @@
 # the guest kselftest suite on every kernel of the matrix (selftests/run.sh).
 #
 # Two machines' worth of work on two cores: the suites run in two lanes at
-# once (lane 1: lint, the unit tests, fuzzing, the host tests, then each
-# kernel's guest suite in turn; lane 2: host-test_deb, host-test_dkms,
-# host-test_initramfs_hook, the booted-Debian suites, whose guests mostly
-# wait on one core, then host-test_rewrap_vm_crash and the bench smoke run:
-# in the self-run CI of 80b17ad lane 1 was done after 3822 s and lane 2
-# after 3352 s; before the last two, and then the initramfs hook test,
-# moved from lane 1, 4237 and 2550 s).
+# once (lane 1: lint, kmod-next, the unit tests, fuzzing, the host tests,
+# then each kernel's guest suite in turn; lane 2: host-test_deb,
+# host-test_dkms, host-test_initramfs_hook, the booted-Debian suites, whose
+# guests mostly wait on one core, then host-test_rewrap_vm_crash, the bench
+# smoke run, the unit tests under the sanitizers and host-test_vm_run: in
+# the CI run of 90fe67e lane 1 was done after 4203 s and lane 2 after 3703
+# s, with the last two in lane 1; Documentation/dev-tools/testing.rst).
 # Each suite's output is shown whole once its phase is done, in a fixed
 # order; "=== NAME: exit N after S s" lines show progress as suites end.
 # A suite that dies without reporting counts as one failure.  Skips are
@@ -64,13 +64,13 @@ show() {
 
 # Lane 2's host tests: test_deb.sh first (it makes the packages the booted
 # tests install), test_dkms.sh next (it installs one of them) and
-# test_initramfs_hook.sh (moved for balance, like the last), and
-# test_rewrap_vm_crash.sh after the booted tests.
+# test_initramfs_hook.sh (moved for balance, like the last two), and
+# test_rewrap_vm_crash.sh and test_vm_run.sh after the booted tests.
 host_tests=()
 for t in "$TOP"/tests/host/test_*.sh; do
 	[ -e "$t" ] || continue
 	case $(basename "$t") in
-	test_deb.sh | test_dkms.sh | test_initramfs_hook.sh | test_rewrap_vm_crash.sh) ;;
+	test_deb.sh | test_dkms.sh | test_initramfs_hook.sh | test_rewrap_vm_crash.sh | test_vm_run.sh) ;;
 	*) host_tests+=("$t") ;;
 	esac
 done
@@ -95,9 +95,6 @@ lane1() {
 	run_quietly lint "$TOP/scripts/lint.sh"
 	run_quietly kmod-next "$TOP/scripts/kbuild-next.sh"
 	run_quietly unit "$TOP/scripts/unit-tap.sh"
-	# Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		run_quietly unit-asan "$TOP/scripts/unit-tap.sh" "$TOP/build/asan/envcrypt_unit_tests"
 	run_quietly fuzz "$TOP/scripts/fuzz.sh" --seconds "${FUZZ_CHECK_SECONDS:-10}" --jobs 2
 	for t in "${host_tests[@]}"; do
 		run_quietly "host-$(basename "$t" .sh)" "$t"
@@ -121,6 +118,10 @@ lane2() {
 	run_quietly host-test_rewrap_vm_crash "$TOP/tests/host/test_rewrap_vm_crash.sh"
 	# The harness on the first kernel; make bench runs every kernel.
 	run_quietly bench-smoke "$TOP/scripts/bench-smoke.sh" "${kernels[@]:0:1}"
+	# Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		run_quietly unit-asan "$TOP/scripts/unit-tap.sh" "$TOP/build/asan/envcrypt_unit_tests"
+	run_quietly host-test_vm_run "$TOP/tests/host/test_vm_run.sh"
 	lane_done 2
 }
 
@@ -136,12 +137,12 @@ lane1_pid=$!
 lane2 &
 lane2_pid=$!
 wait "$lane1_pid" "$lane2_pid"
-lane1_suites=(lint kmod-next unit unit-asan fuzz)
+lane1_suites=(lint kmod-next unit fuzz)
 for t in "${host_tests[@]}"; do
 	lane1_suites+=("host-$(basename "$t" .sh)")
 done
-show "${lane1_suites[@]}" host-test_rewrap_vm_crash bench-smoke host-test_deb host-test_dkms \
-	host-test_initramfs_hook
+show "${lane1_suites[@]}" host-test_rewrap_vm_crash bench-smoke unit-asan host-test_vm_run \
+	host-test_deb host-test_dkms host-test_initramfs_hook
 for k in "${debian_kernels[@]}"; do
 	show "debian-$k"
 done
