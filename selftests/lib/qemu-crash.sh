@@ -2,10 +2,12 @@
 # Sourced by selftests/vm-run.sh and selftests/debian-run.sh: telling an
 # emulator crash from a guest failure.
 #
-# qemu_run_dumping DIR ARGS...: runs ARGS (the timeout-wrapped QEMU) in DIR
-# with core dumps allowed, so that if QEMU itself crashes the kernel writes
-# its core there (core_pattern "core", Debian's default, is relative to the
-# crashing process's directory).  ARGS must name files by absolute paths.
+# qemu_run_dumping DIR ARGS...: runs ARGS (the timeout-wrapped QEMU) in
+# DIR/.qemu, a new empty directory, with core dumps allowed, so that if
+# QEMU itself crashes the kernel writes its core there (core_pattern
+# "core", Debian's default, is relative to the crashing process's
+# directory) and nothing else there can be taken for it (a guest's files
+# in DIR may be named core*).  ARGS must name files by absolute paths.
 #
 # qemu_crash_report STATUS DIR: when STATUS says QEMU died by a signal
 # that dumps core (SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGSEGV), writes
@@ -19,8 +21,8 @@
 qemu_run_dumping() {
 	local dir=$1
 	shift
-	: >"$dir/.qemu-start"
-	(cd "$dir" && ulimit -c unlimited 2>/dev/null; exec "$@")
+	rm -rf "$dir/.qemu" && mkdir "$dir/.qemu" || return 125
+	(cd "$dir/.qemu" && ulimit -c unlimited 2>/dev/null; exec "$@")
 }
 
 qemu_crash_signal() { # qemu_crash_signal STATUS: the signal's name, or fail
@@ -37,12 +39,12 @@ qemu_crash_signal() { # qemu_crash_signal STATUS: the signal's name, or fail
 qemu_crash_report() {
 	local status=$1 dir=$2 prefix=${QEMU_CRASH_PREFIX:-qemu-crash: } signal core pattern
 	signal=$(qemu_crash_signal "$status") || return 1
-	core=$(find "$dir" -maxdepth 1 -name 'core*' -type f -newer "$dir/.qemu-start" 2>/dev/null | head -n 1)
+	core=$(find "$dir/.qemu" -maxdepth 1 -name 'core*' -type f 2>/dev/null | head -n 1)
 	{
 		echo "QEMU crashed: $signal (exit status $status); the emulator, not the guest"
 		if [ -z "$core" ]; then
 			pattern=$(cat /proc/sys/kernel/core_pattern 2>/dev/null)
-			echo "no core dump in $dir (core_pattern '$pattern', ulimit -c $(ulimit -c))"
+			echo "no core dump in $dir/.qemu (core_pattern '$pattern', ulimit -c $(ulimit -c))"
 		elif ! command -v gdb >/dev/null; then
 			echo "core dump written, but gdb is not installed (make deps) to read it"
 		else

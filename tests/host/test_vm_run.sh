@@ -84,9 +84,11 @@ else
 fi
 # QEMU itself crashing is told apart from the guest failing: exit 125, the
 # signal, the backtrace from its core (then removed).  SIGSEGV sent to the
-# emulator once the command runs stands in for a crash of its own.
+# emulator once the command runs stands in for a crash of its own.  The
+# guest leaves a file named like a core in the run's directory: it is the
+# guest's, neither read as QEMU's core nor removed.
 out=$WORK/qemu-crash
-vm "$out" -- sh -c 'echo started >/run/out/started; sleep 250' &
+vm "$out" -- sh -c 'echo decoy >/run/out/core.1; echo started >/run/out/started; sleep 250' &
 vm_pid=$!
 for _ in $(seq 1 240); do
 	[ -f "$out/started" ] && break
@@ -105,11 +107,12 @@ else
 	show "$out"
 fi
 threads=$(grep -c '^Thread [0-9]* (.*LWP [0-9]*))' "$out/qemu-crash.txt" 2>/dev/null)
-cores=$(find "$out" -maxdepth 1 -name 'core*' | wc -l)
-if [ "${threads:-0}" -ge 2 ] && [ "$cores" = 0 ]; then
-	ok "qemu-crash.txt has the backtrace of QEMU's $threads threads from its core; the core is gone"
+cores=$(find "$out" "$out/.qemu" -maxdepth 1 -name 'core*' ! -name core.1 | wc -l)
+decoy=$(cat "$out/core.1" 2>/dev/null)
+if [ "${threads:-0}" -ge 2 ] && [ "$cores" = 0 ] && [ "$decoy" = decoy ]; then
+	ok "qemu-crash.txt has the backtrace of QEMU's $threads threads from its core; the core is gone, the guest's core.1 kept"
 else
-	not_ok "qemu-crash.txt has a backtrace of QEMU's threads and no core is left (threads '$threads', cores $cores)"
+	not_ok "qemu-crash.txt has a backtrace of QEMU's threads, no core is left, the guest's core.1 kept (threads '$threads', cores $cores, core.1 '$decoy')"
 	diag <"$out/qemu-crash.txt"
 fi
 tap_finish
