@@ -88,6 +88,8 @@ customize() {
 	# The test entry point of selftests/debian-run.sh: only when the kernel
 	# command line says debian_run=1, after multi-user.target, it mounts
 	# the runner's 9p share and runs its guest script (which powers off).
+	# Should that fail, the guest powers off at once instead of waiting
+	# for the runner's time-out.
 	cat >"$root/etc/systemd/system/debian-run.service" <<-'EOF'
 		[Unit]
 		Description=Test run of selftests/debian-run.sh
@@ -97,14 +99,16 @@ customize() {
 		[Service]
 		Type=exec
 		ExecStartPre=/bin/mkdir -p /run/debian-run
-		ExecStartPre=/bin/mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none run /run/debian-run
+		ExecStartPre=/usr/local/sbin/debian-run-mount run /run/debian-run cache=none
 		ExecStart=/bin/bash /run/debian-run/guest.sh
+		FailureAction=poweroff
 		StandardOutput=journal+console
 		StandardError=journal+console
 
 		[Install]
 		WantedBy=multi-user.target
 	EOF
+	install -D -m 0755 "$TOP/selftests/lib/debian-run-mount" "$root/usr/local/sbin/debian-run-mount" || return 1
 	systemctl --root="$root" enable systemd-networkd.service debian-run.service
 	# Under debian_run=1 the emergency and rescue shells, which would wait
 	# on a console nobody types into until debian-run.sh's time-out, print
@@ -207,7 +211,7 @@ fi
 
 BASE=$DIR/base.tar
 base_stamp=$({
-	sha256sum "$SELF" | cut -d' ' -f1
+	sha256sum "$SELF" "$TOP/selftests/lib/debian-run-mount" | cut -d' ' -f1
 	echo "$SUITE $MIRROR $PACKAGES"
 	sha256sum "$DEB" | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)

@@ -21,7 +21,7 @@ OUT=$RUN/out
 	exit 1
 }
 mkdir -p "$OUT" "$DEBIAN_RUN_TOP"
-if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro,cache=loose top "$DEBIAN_RUN_TOP"; then
+if ! /usr/local/sbin/debian-run-mount top "$DEBIAN_RUN_TOP" ro,cache=loose; then
 	echo "debian-run guest: cannot mount the repository at $DEBIAN_RUN_TOP" >"$RUN/output.txt"
 	echo 125 >"$RUN/status"
 	systemctl poweroff --no-block

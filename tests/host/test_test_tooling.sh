@@ -11,6 +11,9 @@
 #    the table, the closing "N passed, N failed" last.
 #  - scripts/lib/booted-test.sh: a booted test under which QEMU crashed
 #    runs once more, and says so; no other failure is run again.
+#  - selftests/lib/debian-run-mount: the 9p share's mount is tried again
+#    while it fails (a transport still binding its device), and given up
+#    after DEBIAN_RUN_MOUNT_TRIES tries with one line naming the share.
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh
@@ -149,5 +152,36 @@ check "booted-test: two QEMU crashes: run twice, failed" \
 check "booted-test: a failure without a QEMU crash is not run again" \
 	"runs 1, # run 1
 status 1, note ''" "$(booted fail pass)"
+
+# ---- debian-run-mount ------------------------------------------------------
+# A stand-in mount(8) first in PATH: fails FAILS times as the 9p transport
+# does before its device is bound, then succeeds; records its arguments.
+mkdir -p "$WORK/bin"
+cat >"$WORK/bin/mount" <<'EOF_MOUNT'
+#!/bin/sh
+n=$(($(cat "$MOUNT_CALLS" 2>/dev/null || echo 0) + 1))
+echo "$n" >"$MOUNT_CALLS"
+echo "$*" >"$MOUNT_CALLS.args"
+if [ "$n" -le "$FAILS" ]; then
+	echo "mount: /run/debian-run: mount(2) system call failed: No such file or directory."
+	exit 32
+fi
+EOF_MOUNT
+chmod +x "$WORK/bin/mount"
+run_mount() { # run_mount FAILS TRIES: the calls, exit status and stderr
+	rm -f "$WORK/mount.calls"
+	err=$(PATH=$WORK/bin:$PATH MOUNT_CALLS=$WORK/mount.calls FAILS=$1 DEBIAN_RUN_MOUNT_TRIES=$2 \
+		"$TOP/selftests/lib/debian-run-mount" run /run/debian-run cache=none 2>&1)
+	rc=$?
+	echo "calls $(cat "$WORK/mount.calls"), exit $rc${err:+, $err}"
+}
+check "debian-run-mount: a share not bound yet is mounted on the fourth try" \
+	"calls 4, exit 0" "$(run_mount 3 150)"
+check "debian-run-mount: the options passed to mount" \
+	"-t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none run /run/debian-run" \
+	"$(cat "$WORK/mount.calls.args")"
+check "debian-run-mount: given up after DEBIAN_RUN_MOUNT_TRIES, one line naming the share" \
+	"calls 3, exit 1, debian-run-mount: cannot mount the 9p share 'run' on /run/debian-run after 3 tries: mount: /run/debian-run: mount(2) system call failed: No such file or directory." \
+	"$(run_mount 100 3)"
 
 tap_finish
