@@ -172,7 +172,9 @@ guest_check() {
 build_root() {
 	local tarball=$1 k1=${kernels[0]} k2=${kernels[1]}
 	# shellcheck disable=SC2016 # $1 is the hook's argument, the root.
-	timeout "$MMDEBSTRAP_TIMEOUT" mmdebstrap --mode=root --variant=minbase \
+	# --format=tar: mmdebstrap guesses the format from the name's ending,
+	# and a name ending in .tar.new made a directory.
+	timeout "$MMDEBSTRAP_TIMEOUT" mmdebstrap --mode=root --variant=minbase --format=tar \
 		--aptopt='APT::Install-Recommends "false"' \
 		--include="dkms,openssl,kmod,linux-image-$k1,linux-headers-$k1" \
 		--customize-hook='mkdir -p "$1/root/kernel-upgrade"' \
@@ -196,11 +198,14 @@ root_tarball() {
 	tarball=$CACHE/root-$key.tar
 	if [ ! -f "$tarball" ]; then
 		mkdir -p "$CACHE" || return 1
+		# Whatever else is there (a directory left by the old guess of
+		# the format) is not a root: made again.
+		rm -rf "$tarball" "$tarball.new"
 		build_root "$tarball.new" >"$WORK/mmdebstrap.log" 2>&1 || {
-			rm -f "$tarball.new"
+			rm -rf "$tarball.new"
 			return 1
 		}
-		find "$CACHE" -maxdepth 1 -name 'root-*.tar' -delete
+		find "$CACHE" -maxdepth 1 -name 'root-*.tar' -exec rm -rf {} +
 		mv "$tarball.new" "$tarball" || return 1
 	fi
 	echo "$tarball"
