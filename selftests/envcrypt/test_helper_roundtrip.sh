@@ -8,6 +8,8 @@
 # test-only tool, helper/tests/test_dk_dump.cc) is absent from the raw disk,
 # the keystore, the audit log and `dmsetup table --showkeys`; the marker is
 # absent from the raw disk; /proc/keys holds no envcrypt key after attach.
+# Detach waits up to 5 s for an open to end: a mounted mapping is refused
+# after that wait, one a reader closes within it is removed.
 
 . "$ENVCRYPT_TOP/selftests/lib/guest.sh"
 . "$ENVCRYPT_TOP/helper/tests/guest_helper.sh"
@@ -70,8 +72,15 @@ timed_attach second || tap_done
 expect_succeeds "mount again" mount -o ro "/dev/mapper/$NAME" "$MNT" || tap_done
 seen=$(cd "$MNT" && sha256sum --quiet -c "$HELPER_DIR/sums" 2>&1)
 expect_eq "all checksums equal after detach and attach" "" "$seen"
+start=$(date +%s%N)
 out=$("$ENVCTL" detach "$NAME" 2>&1)
-expect_eq "detach of a mounted mapping exits 8 ($out)" 8 "$?"
+rc=$?
+ms=$((($(date +%s%N) - start) / 1000000))
+expect_eq "detach of a mounted mapping exits 8" 8 "$rc"
+expect_eq "... saying it is in use" \
+	"envcryptctl: detach $NAME: $NAME is in use (still open 1 times after 5.00 s: mounted?)" "$out"
+expect_succeeds "... after waiting 5 s for it to close ($ms ms)" \
+	test "$ms" -ge 5000 -a "$ms" -lt 30000
 umount "$MNT"
 no_envcrypt_keys "no envcrypt key in any keyring after the second attach"
 
@@ -86,5 +95,22 @@ expect_match "the table names the key, not its bytes" "logon:envcrypt:$uuid" \
 dk_absent "DK absent from raw disk, keystore, audit log, tables, inspect, status" "$dk" \
 	"$dev" "$HELPER_DIR"/kms/* "$HELPER_DIR/table-showkeys" "$HELPER_DIR/inspect" \
 	"$HELPER_DIR/status"
-expect_succeeds "final detach" "$ENVCTL" detach "$NAME"
+
+# An open that ends by itself, as udev's probe after a writer closes the
+# device does, is waited for: the detach succeeds once the holder is gone.
+hold_open() {
+	exec 3<"/dev/mapper/$NAME"
+	sleep 2
+}
+hold_open &
+holder=$!
+for _ in $(seq 1 100); do
+	[ "$(dmsetup info -c --noheadings -o open "$NAME")" = 1 ] && break
+	sleep 0.1
+done
+expect_eq "a reader holds the mapping open" 1 "$(dmsetup info -c --noheadings -o open "$NAME")"
+out=$("$ENVCTL" detach "$NAME" 2>&1)
+expect_eq "detach while the reader holds it for 2 s exits 0 ($out)" 0 "$?"
+expect_fails "mapping gone after that detach" dmsetup info "$NAME"
+wait "$holder"
 tap_done

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "device/keyring.h"
 #include "device/mapping_name.h"
 #include "header/header_io.h"
+#include "util/retry.h"
 #include "util/test_hooks.h"
 #include "util/uuid.h"
 
@@ -462,15 +464,39 @@ Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options) {
   return attached;
 }
 
+namespace {
+
+// How long detach waits for an open of the mapping to end, and how often it
+// looks: libdevmapper retries a busy remove for 5 s in the same steps.
+constexpr std::chrono::milliseconds kTransientOpenWait{5000};
+constexpr std::chrono::milliseconds kOpenPoll{200};
+
+// The last close of a writer makes udev probe the device (its inotify
+// watch), so a detach right after a write can meet an open that ends by
+// itself; libdevmapper's retry of the remove covers an open that starts
+// after this check.  A mount never ends by itself: refused after the wait.
+Result<DmDevice> wait_until_closed(const std::string& name, DmDevice device) {
+  RetryClock& clock = steady_retry_clock();
+  const SteadyTime deadline = clock.now() + kTransientOpenWait;
+  while (device.open_count > 0 && pause_before_next_round(clock, deadline, kOpenPoll)) {
+    ENVCRYPT_ASSIGN_OR_RETURN(device, mapping_info(name));
+  }
+  return device;
+}
+
+}  // namespace
+
 Status detach_volume(const std::string& name) {
   ENVCRYPT_TRY(check_mapping_name(name));
   ENVCRYPT_ASSIGN_OR_RETURN(DmDevice device, mapping_info(name));
   if (!device.uuid.starts_with(kDmUuidPrefix)) {
     return Error(ErrorCode::kUsage, name + " is not an envcrypt mapping");
   }
+  ENVCRYPT_ASSIGN_OR_RETURN(device, wait_until_closed(name, std::move(device)));
   if (device.open_count > 0) {
-    return Error(ErrorCode::kConflict, name + " is in use (open " +
-                                           std::to_string(device.open_count) + " times: mounted?)");
+    return Error(ErrorCode::kConflict, name + " is in use (still open " +
+                                           std::to_string(device.open_count) + " times after " +
+                                           duration_text(kTransientOpenWait) + ": mounted?)");
   }
   return remove_mapping(name);
 }

@@ -111,6 +111,8 @@ struct Attached {
 };
 
 Result<Attached> attach_volume(KmsRegistry& kms, const AttachOptions& options);
+// Removes the mapping; an open (udev probing it after a write) is waited
+// for up to 5 s, then refused with ErrorCode::kConflict (mounted, in use).
 Status detach_volume(const std::string& name);
 
 // One of our mappings, with the target's STATUSTYPE_INFO parsed.
