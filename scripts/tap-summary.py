@@ -62,13 +62,14 @@ def read_or(path, default):
 def main():
     results_dir, suites = sys.argv[1], sys.argv[2:]
     totals = [0, 0, 0]
-    print(f"{'suite':40} {'passed':>7} {'failed':>7} {'skipped':>8} {'seconds':>8}")
+    width = max([40] + [len(suite) for suite in suites])
+    print(f"{'suite':{width}} {'passed':>7} {'failed':>7} {'skipped':>8} {'seconds':>8}")
     for suite in suites:
         passed, failed, skipped, notes = count(results_dir, suite)
         totals = [totals[0] + passed, totals[1] + failed, totals[2] + skipped]
         extra = f"  ({'; '.join(notes)})" if notes else ""
         seconds = read_or(f"{results_dir}/{suite}.seconds", "?")
-        print(f"{suite:40} {passed:7} {failed:7} {skipped:8} {seconds:>8}{extra}")
+        print(f"{suite:{width}} {passed:7} {failed:7} {skipped:8} {seconds:>8}{extra}")
     lanes = read_or(f"{results_dir}/lanes.txt", "")
     if lanes:
         print(lanes)

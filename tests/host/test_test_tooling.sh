@@ -8,7 +8,8 @@
 #  - selftests/lib/guest.sh: tap_done repeats the failed checks, with the
 #    first line of their evidence, after the plan.
 #  - scripts/tap-summary.py: each suite's seconds and lanes.txt's lines in
-#    the table, the closing "N passed, N failed" last.
+#    the table (its first column as wide as the longest name), the closing
+#    "N passed, N failed" last.
 #  - scripts/lib/booted-test.sh: a booted test under which QEMU crashed
 #    runs once more, and says so; no other failure is run again.
 #  - selftests/lib/debian-run-mount: the 9p share's mount is tried again
@@ -109,6 +110,17 @@ lane 1 done after 12 s
 1 skipped
 1 passed, 1 failed" "$status
 $output"
+# A name longer than 40 characters (a booted test's suite) widens the
+# column instead of shifting its own row.
+long=debian-6.12.95+deb12-amd64-test_boot_outage_cache
+printf 'TAP version 13\n1..1\nok 1 - a\n' >"$WORK/results/$long.tap"
+echo 0 >"$WORK/results/$long.rc"
+echo 374 >"$WORK/results/$long.seconds"
+output=$("$TOP/scripts/tap-summary.py" "$WORK/results" y "$long" | sed -n 1,3p)
+check "tap-summary: the suite column as wide as the longest name" "\
+suite                                              passed  failed  skipped  seconds
+y                                                       0       0        1        ?
+debian-6.12.95+deb12-amd64-test_boot_outage_cache       1       0        0      374" "$output"
 
 # ---- booted-test.sh --------------------------------------------------------
 
