@@ -117,8 +117,8 @@ lint:
 # A Debian 12 image (scripts/debian-image.sh, cached in build/debian/) with
 # the package of make deb, booted with systemd on each kernel of the matrix
 # (selftests/debian-run.sh); TAP.  make check runs scripts/check-debian.sh
-# per kernel after tests/host/test_deb.sh has made the packages
-# (Documentation/dev-tools/testing.rst).
+# for each test on each kernel after tests/host/test_deb.sh has made the
+# packages (Documentation/dev-tools/testing.rst).
 check-debian: kmod-matrix deb helper-bin
 	$(TOP)/scripts/check-debian.sh $(KERNELS)
 

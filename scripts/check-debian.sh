@@ -4,10 +4,10 @@
 # stream: per kernel, one line for its image (scripts/debian-image.sh) and
 # one per test, whose own output comes first as comments.  `make
 # check-debian` runs it for the kernels of scripts/kernels.sh; `make check`
-# runs it once per kernel, beside the host tests (scripts/check.sh).  The
-# tests are not niced: their guests' boots are timed against device
-# time-outs, and lane 1 of make check keeps both cores busy at times
-# (Documentation/dev-tools/testing.rst).
+# runs it once per test and kernel (DEBIAN_TESTS), beside other suites
+# (scripts/check.sh).  The tests are not niced: their guests' boots are
+# timed against device time-outs, and the other lane of make check keeps
+# the second core busy (Documentation/dev-tools/testing.rst).
 #
 # Environment: DEBIAN_TEST_TIMEOUT (s, per test, default 2400);
 # DEBIAN_TESTS, the names of the tests to run (default every

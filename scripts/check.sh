@@ -9,23 +9,22 @@
 # libFuzzer target of helper/fuzz/ for FUZZ_CHECK_SECONDS (default 10), two
 # at a time (scripts/fuzz.sh); host tests
 # (tests/host/test_*.sh, e.g. against a real PyKMIP server); the benchmark
-# smoke run (scripts/bench-smoke.sh, no timing assertions); the booted-Debian
-# tests (scripts/check-debian.sh, after host-test_deb, which makes the
-# packages they install) on the kernels in CHECK_DEBIAN_KERNELS (default:
-# the first of the matrix, Debian 12's own; `make check-debian` runs every
-# kernel: a second kernel's 35 minutes do not fit CI's time), and the
-# system-disk test (test_boot_grub_root.sh) alone on the kernels in
-# CHECK_SYSTEM_DISK_KERNELS (default: the matrix's other kernels);
-# the guest kselftest suite on every kernel of the matrix (selftests/run.sh).
+# smoke run (scripts/bench-smoke.sh, no timing assertions); each booted-Debian
+# test (selftests/debian/test_*.sh through scripts/check-debian.sh, after
+# host-test_deb, which makes the packages they install) on each kernel in
+# CHECK_DEBIAN_KERNELS (default: every kernel of the matrix), a suite of
+# its own named debian-KVER-TEST; the guest kselftest suite on every kernel
+# of the matrix (selftests/run.sh).
 #
 # Two machines' worth of work on two cores: the suites run in two lanes at
 # once (lane 1: lint, kmod-next, the unit tests, fuzzing, the host tests,
 # then each kernel's guest suite in turn; lane 2: host-test_deb,
-# host-test_dkms, host-test_initramfs_hook, the booted-Debian suites, whose
-# guests mostly wait on one core, then host-test_rewrap_vm_crash, the bench
-# smoke run, the unit tests under the sanitizers and host-test_vm_run: in
-# the CI run of 90fe67e lane 1 was done after 4203 s and lane 2 after 3703
-# s, with the last two in lane 1; Documentation/dev-tools/testing.rst).
+# host-test_dkms, host-test_initramfs_hook).  Then each lane takes the next
+# of the shared suites, longest first (the booted-Debian tests,
+# host-test_rewrap_vm_crash, the bench smoke run, the unit tests under the
+# sanitizers, host-test_vm_run) until none is left, so that the lanes end
+# close together whatever the load did to their first parts
+# (Documentation/dev-tools/testing.rst).
 # Each suite's output is shown whole once its phase is done, in a fixed
 # order; "=== NAME: exit N after S s" lines show progress as suites end.
 # A suite that dies without reporting counts as one failure.  Skips are
@@ -64,8 +63,8 @@ show() {
 
 # Lane 2's host tests: test_deb.sh first (it makes the packages the booted
 # tests install), test_dkms.sh next (it installs one of them) and
-# test_initramfs_hook.sh (moved for balance, like the last two), and
-# test_rewrap_vm_crash.sh and test_vm_run.sh after the booted tests.
+# test_initramfs_hook.sh (moved for balance); test_rewrap_vm_crash.sh and
+# test_vm_run.sh are shared suites.
 host_tests=()
 for t in "$TOP"/tests/host/test_*.sh; do
 	[ -e "$t" ] || continue
@@ -75,9 +74,8 @@ for t in "$TOP"/tests/host/test_*.sh; do
 	esac
 done
 
-# The booted-Debian suites' kernels.
-read -r -a debian_kernels <<<"${CHECK_DEBIAN_KERNELS-${1-}}"
-read -r -a system_disk_kernels <<<"${CHECK_SYSTEM_DISK_KERNELS-${*:2}}"
+# The booted-Debian tests' kernels.
+read -r -a debian_kernels <<<"${CHECK_DEBIAN_KERNELS-$*}"
 # Lane 1 ends with the kernels' guest suites, one after the other: each
 # keeps both cores busy (2 vCPUs under TCG), and two at once took longer
 # than two in a row (CI of 2026-12-04: 2470 s at once; one alone 1024 s).
@@ -100,29 +98,110 @@ lane1() {
 		run_quietly "host-$(basename "$t" .sh)" "$t"
 	done
 	guest_suites
+	shared_suites
 	lane_done 1
 }
 
 lane2() {
 	local k
 	run_quietly host-test_deb "$TOP/tests/host/test_deb.sh"
+	touch "$RESULTS/.packages-made" # made or failed: the booted tests may start
 	run_quietly host-test_dkms "$TOP/tests/host/test_dkms.sh"
 	run_quietly host-test_initramfs_hook "$TOP/tests/host/test_initramfs_hook.sh"
-	for k in "${debian_kernels[@]}"; do
-		run_quietly "debian-$k" "$TOP/scripts/check-debian.sh" "$k"
-	done
-	for k in "${system_disk_kernels[@]}"; do
-		DEBIAN_TESTS=test_boot_grub_root.sh run_quietly "debian-system-disk-$k" \
-			"$TOP/scripts/check-debian.sh" "$k"
-	done
-	run_quietly host-test_rewrap_vm_crash "$TOP/tests/host/test_rewrap_vm_crash.sh"
-	# The harness on the first kernel; make bench runs every kernel.
-	run_quietly bench-smoke "$TOP/scripts/bench-smoke.sh" "${kernels[@]:0:1}"
-	# Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		run_quietly unit-asan "$TOP/scripts/unit-tap.sh" "$TOP/build/asan/envcrypt_unit_tests"
-	run_quietly host-test_vm_run "$TOP/tests/host/test_vm_run.sh"
+	shared_suites
 	lane_done 2
+}
+
+# The shared suites, longest first; either lane runs the next one not yet
+# taken (a counter under flock) until none is left.  The seconds are the
+# longest each took beside another guest on either kernel (CI and runs by
+# hand, 2026-12-05, rounded up); a booted test not listed here counts as
+# long, so that it starts early.
+shared_estimates() {
+	local k t name
+	echo "240 bench-smoke"
+	echo "170 host-test_rewrap_vm_crash"
+	echo "130 unit-asan"
+	echo "40 host-test_vm_run"
+	for k in "${debian_kernels[@]}"; do
+		for t in "$TOP"/selftests/debian/test_*.sh; do
+			[ -e "$t" ] || continue
+			t=$(basename "$t")
+			name=debian-$k-${t%.sh}
+			case $t in
+			test_boot_grub_root.sh) echo "580 $name" ;;
+			test_boot_disks.sh) echo "390 $name" ;;
+			test_boot_outage_cache.sh) echo "380 $name" ;;
+			test_boot_initramfs_root.sh) echo "230 $name" ;;
+			test_boot_nbd.sh) echo "200 $name" ;;
+			test_boot_local.sh) echo "160 $name" ;;
+			test_boot_emergency.sh) echo "100 $name" ;;
+			*) echo "600 $name" ;;
+			esac
+		done
+	done
+}
+estimates=$(shared_estimates)
+# What each booted-test suite runs: a kernel and a test.
+declare -A debian_kernel debian_test
+for k in "${debian_kernels[@]}"; do
+	for t in "$TOP"/selftests/debian/test_*.sh; do
+		[ -e "$t" ] || continue
+		debian_kernel[debian-$k-$(basename "$t" .sh)]=$k
+		debian_test[debian-$k-$(basename "$t" .sh)]=$(basename "$t")
+	done
+done
+mapfile -t SHARED < <(sort -k1,1nr -k2,2 <<<"$estimates" | cut -d' ' -f2)
+echo 0 >"$RESULTS/.shared-next"
+# The booted tests install what host-test_deb packs; lane 1 may come to
+# them first only if lane 2's first suite hangs, so the wait is bounded.
+packages_made() {
+	local waited=0
+	while [ ! -e "$RESULTS/.packages-made" ]; do
+		[ "$waited" -lt 3600 ] || return 1
+		sleep 5
+		waited=$((waited + 5))
+	done
+}
+no_packages() { # TEST KVER
+	printf '%s\n' "TAP version 13" 1..1 "not ok 1 - $2: $1: host-test_deb not done after an hour"
+	return 1
+}
+run_booted() { # NAME
+	if packages_made; then
+		DEBIAN_TESTS=${debian_test[$1]} run_quietly "$1" "$TOP/scripts/check-debian.sh" "${debian_kernel[$1]}"
+	else
+		run_quietly "$1" no_packages "${debian_test[$1]}" "${debian_kernel[$1]}"
+	fi
+}
+run_shared() { # NAME
+	case $1 in
+	debian-*) run_booted "$1" ;;
+	host-test_rewrap_vm_crash) run_quietly "$1" "$TOP/tests/host/test_rewrap_vm_crash.sh" ;;
+	# The harness on the first kernel; make bench runs every kernel.
+	bench-smoke) run_quietly "$1" "$TOP/scripts/bench-smoke.sh" "${kernels[@]:0:1}" ;;
+	# Sanitizer findings, LeakSanitizer's included, abort the binary: a failure.
+	unit-asan)
+		ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+			run_quietly "$1" "$TOP/scripts/unit-tap.sh" "$TOP/build/asan/envcrypt_unit_tests"
+		;;
+	host-test_vm_run) run_quietly "$1" "$TOP/tests/host/test_vm_run.sh" ;;
+	esac
+}
+take_shared() { # prints the index of the next shared suite
+	local n
+	{
+		flock 9
+		n=$(cat "$RESULTS/.shared-next")
+		echo $((n + 1)) >"$RESULTS/.shared-next"
+	} 9>"$RESULTS/.shared.lock"
+	echo "$n"
+}
+shared_suites() {
+	local next
+	while next=$(take_shared) && [ "$next" -lt "${#SHARED[@]}" ]; do
+		run_shared "${SHARED[$next]}"
+	done
 }
 
 # lane_done N: the lane's time, for the progress log and the summary (the
@@ -141,14 +220,10 @@ lane1_suites=(lint kmod-next unit fuzz)
 for t in "${host_tests[@]}"; do
 	lane1_suites+=("host-$(basename "$t" .sh)")
 done
-show "${lane1_suites[@]}" host-test_rewrap_vm_crash bench-smoke unit-asan host-test_vm_run \
-	host-test_deb host-test_dkms host-test_initramfs_hook
-for k in "${debian_kernels[@]}"; do
-	show "debian-$k"
-done
-for k in "${system_disk_kernels[@]}"; do
-	show "debian-system-disk-$k"
-done
+show "${lane1_suites[@]}" host-test_deb host-test_dkms host-test_initramfs_hook
+# The shared suites in a fixed order, whatever order they ran in.
+mapfile -t shared_shown < <(printf '%s\n' "${SHARED[@]}" | sort)
+show "${shared_shown[@]}"
 if [ $# -eq 0 ]; then
 	# Guest tests must never vanish silently.
 	run_quietly guest-matrix bash -c 'echo "TAP version 13"; echo 1..1

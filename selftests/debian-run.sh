@@ -33,7 +33,8 @@
 #                   puts debian_run=1 and the console on ttyS0 on the kernel
 #                   command line (--append, --initrd are refused)
 #
-# The guest: qemu-system-x86_64 -accel tcg -cpu max,erms=off,fsrm=off, 2 vCPUs, 2 GiB, the
+# The guest: qemu-system-x86_64 -accel tcg,thread=single -cpu max,erms=off,fsrm=off, 2 vCPUs
+# (taking turns on one host thread), 2 GiB, the
 # host's kernel and an initramfs of our own (busybox, virtio and ext4
 # modules; cached in build/debian/initramfs/) that switch_roots into the
 # image's /sbin/init; -nic user (the host's loopback is 10.0.2.2 in the
@@ -272,9 +273,13 @@ fi
 # `rep stosq` (clear_page_rep), an eighth of the steps.  fsrm=off for
 # the same reason: with FSRM, memcpy and copies to and from user space are
 # `rep movsb` (vm-run.sh: 9% less CPU time for the guest tests).
+# thread=single: both vCPUs take turns on one host thread; beside another
+# guest, as in make check, a thread per vCPU spends much of its CPU time
+# waiting for the other (vm-run.sh's TCG_THREADS: about a third less CPU
+# time for the same guest tests).
 # shellcheck disable=SC2054 # QEMU option values are comma-separated
 qemu_args=(
-	-accel tcg -cpu max,erms=off,fsrm=off -smp 2 -m 2048
+	-accel tcg,thread=single -cpu max,erms=off,fsrm=off -smp 2 -m 2048
 	-nographic -nodefaults -no-reboot
 	"${boot_args[@]}"
 	-serial "file:$(qemu_escape "$OUT/console.txt")"

@@ -6,7 +6,7 @@
 #   selftests/vm-run.sh --kernel KVER --out DIR [--disk IMAGE]... [--mem MiB]
 #                       [--cpus N] [--timeout SEC] [--append ARG]...
 #                       [--nvme IMAGE] [--kernel-dir DIR] [--crash-boots N]
-#                       [--tpm DIR]
+#                       [--tpm DIR] [--tcg-threads single|multi]
 #                       -- COMMAND [ARGS...]
 #
 #   --kernel KVER   boot /boot/vmlinuz-KVER with modules from /lib/modules/KVER
@@ -26,6 +26,10 @@
 #   --mem MiB       guest memory (default 2048)
 #   --cpus N        guest vCPUs (default 2)
 #   --cpu MODEL     QEMU's -cpu (default max,erms=off,fsrm=off: below)
+#   --tcg-threads single|multi  QEMU's -accel tcg,thread=: one host thread
+#                   runs every vCPU in turn (single, the default: below) or
+#                   one thread per vCPU (multi: the benchmark, whose probe
+#                   measures all vCPUs at once)
 #   --timeout SEC   wall-clock limit for the whole guest (default 1200)
 #   --append ARG    one more kernel command-line parameter (no white space),
 #                   e.g. slub_debug=FZPU (selftests/run.sh does)
@@ -42,7 +46,7 @@
 # code was loaded.  A crash after COMMAND started is never retried.  So a
 # run can take up to twice --timeout.
 #
-# The guest runs `qemu-system-x86_64 -accel tcg -cpu max,erms=off,fsrm=off
+# The guest runs `qemu-system-x86_64 -accel tcg,thread=single -cpu max,erms=off,fsrm=off
 # -nographic` with no network (stock kernels hang under KVM on these machines).  A cached busybox
 # initramfs (build/initramfs/KVER.cpio.gz, rebuilt when its inputs change)
 # loads the virtio and 9p modules, mounts the host root read-only over 9p,
@@ -85,6 +89,15 @@ CPUS=2
 # runs side by side).  The benchmark keeps plain max (bench/run.sh), the
 # model its published numbers were measured on.
 CPU_MODEL=max,erms=off,fsrm=off
+# thread=single: the guest's vCPUs take turns on one host thread.  With a
+# thread per vCPU (multi-threaded TCG, QEMU's default), a guest on a host
+# whose two cores are shared with another guest, as in make check, spends
+# much of its CPU time waiting for its other vCPU thread to be scheduled
+# (TLB flushes and other work run on every vCPU at once): three guest tests
+# beside two other guests took 99 and 101 s of CPU time (196 and 149 s of
+# wall time) with one thread, 179 and 153 s (308 and 202 s) with one per
+# vCPU, the runs alternating (2026-12-05).  The guest still has CPUS vCPUs.
+TCG_THREADS=single
 TIMEOUT=1200
 APPEND=()
 KERNEL_DIR=
@@ -116,6 +129,7 @@ while [ $# -gt 0 ]; do
 	--mem) MEM=${2-} ;;
 	--cpus) CPUS=${2-} ;;
 	--cpu) CPU_MODEL=${2-} ;;
+	--tcg-threads) TCG_THREADS=${2-} ;;
 	--timeout) TIMEOUT=${2-} ;;
 	--append) APPEND+=("${2-}") ;;
 	--kernel-dir) KERNEL_DIR=${2-} ;;
@@ -133,6 +147,7 @@ is_number "$MEM" || fail 125 "--mem '$MEM' is not a positive number of MiB"
 is_number "$CPUS" || fail 125 "--cpus '$CPUS' is not a positive number"
 is_number "$TIMEOUT" || fail 125 "--timeout '$TIMEOUT' is not a positive number of seconds"
 [[ $CRASH_BOOTS =~ ^[0-9]+$ ]] || fail 125 "--crash-boots '$CRASH_BOOTS' is not a number"
+[[ $TCG_THREADS =~ ^(single|multi)$ ]] || fail 125 "--tcg-threads '$TCG_THREADS' is neither single nor multi"
 # MODULES: the modules of KVER on the host; MODPROBE_ROOT: modprobe -d's
 # argument for them (none for the host's own).
 MODPROBE_ROOT=()
@@ -270,7 +285,10 @@ write_control_files "$@"
 
 # shellcheck disable=SC2054 # QEMU option values are comma-separated
 qemu_args=(
-	-accel tcg -cpu "$CPU_MODEL" -smp "$CPUS" -m "$MEM"
+	-accel "tcg,thread=$TCG_THREADS" -cpu "$CPU_MODEL" -smp "$CPUS" -m "$MEM"
+	# Named threads ("ALL CPUs/TCG" or "CPU N/TCG"), in ps and in the
+	# backtraces of a QEMU crash.
+	-name vm-run,debug-threads=on
 	-nographic -nodefaults -no-reboot -nic none
 	-kernel "$VMLINUZ" -initrd "$INITRAMFS"
 	-append "console=ttyS0 panic=-1 rdinit=/init envcrypt_top=$TOP envcrypt_stage2=$TOP/selftests/lib/vm-stage2.sh${KERNEL_DIR:+ envcrypt_modules=$KVER}${APPEND[*]:+ ${APPEND[*]}}"

@@ -5,7 +5,8 @@
 # command would start).  One small guest (1 vCPU, 512 MiB) on the newest
 # kernel of the matrix, five boots in all.  And a crash of QEMU itself
 # (SIGSEGV sent to it while the command runs) is reported as the
-# emulator's, with a backtrace from its core: a sixth boot.
+# emulator's, with a backtrace from its core: a sixth boot, whose QEMU also
+# shows that the guest's vCPUs run on one host thread.
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh
@@ -95,6 +96,8 @@ for _ in $(seq 1 240); do
 	sleep 0.5
 done
 qemu_pid=$(pgrep -f "^qemu-system-x86_64 .*$out/console.txt" | head -n 1)
+# The guest's vCPUs run on one host thread (vm-run's --tcg-threads single).
+tcg_threads=$(cat /proc/"$qemu_pid"/task/*/comm 2>/dev/null | grep '/TCG$' | sort | paste -sd,)
 [ -n "$qemu_pid" ] && kill -SEGV "$qemu_pid"
 wait "$vm_pid"
 rc=$?
@@ -105,6 +108,11 @@ if [ -n "$qemu_pid" ] && [ "$rc" = 125 ] && [ "$(tail -n 1 "$out.stderr")" = "$e
 else
 	not_ok "QEMU killed by SIGSEGV: exit 125, the crash named as the emulator's on stderr (exit $rc, QEMU pid '$qemu_pid')"
 	show "$out"
+fi
+if [ "$tcg_threads" = "ALL CPUs/TCG" ]; then
+	ok "the guest's vCPUs ran on one host thread, named ALL CPUs/TCG"
+else
+	not_ok "the guest's vCPUs ran on one host thread, named ALL CPUs/TCG (TCG threads seen: '$tcg_threads')"
 fi
 threads=$(grep -c '^Thread [0-9]* (.*LWP [0-9]*))' "$out/qemu-crash.txt" 2>/dev/null)
 cores=$(find "$out" "$out/.qemu" -maxdepth 1 -name 'core*' ! -name core.1 | wc -l)
