@@ -103,7 +103,6 @@ lane1() {
 }
 
 lane2() {
-	local k
 	run_quietly host-test_deb "$TOP/tests/host/test_deb.sh"
 	touch "$RESULTS/.packages-made" # made or failed: the booted tests may start
 	run_quietly host-test_dkms "$TOP/tests/host/test_dkms.sh"
@@ -117,38 +116,32 @@ lane2() {
 # longest each took beside another guest on either kernel (CI and runs by
 # hand, 2026-12-05, rounded up); a booted test not listed here counts as
 # long, so that it starts early.
-shared_estimates() {
-	local k t name
-	echo "240 bench-smoke"
-	echo "170 host-test_rewrap_vm_crash"
-	echo "130 unit-asan"
-	echo "40 host-test_vm_run"
-	for k in "${debian_kernels[@]}"; do
-		for t in "$TOP"/selftests/debian/test_*.sh; do
-			[ -e "$t" ] || continue
-			t=$(basename "$t")
-			name=debian-$k-${t%.sh}
-			case $t in
-			test_boot_grub_root.sh) echo "580 $name" ;;
-			test_boot_disks.sh) echo "390 $name" ;;
-			test_boot_outage_cache.sh) echo "380 $name" ;;
-			test_boot_initramfs_root.sh) echo "230 $name" ;;
-			test_boot_nbd.sh) echo "200 $name" ;;
-			test_boot_local.sh) echo "160 $name" ;;
-			test_boot_emergency.sh) echo "100 $name" ;;
-			*) echo "600 $name" ;;
-			esac
-		done
-	done
+booted_estimate() { # TEST: seconds
+	case $1 in
+	test_boot_grub_root.sh) echo 580 ;;
+	test_boot_disks.sh) echo 390 ;;
+	test_boot_outage_cache.sh) echo 380 ;;
+	test_boot_initramfs_root.sh) echo 230 ;;
+	test_boot_nbd.sh) echo 200 ;;
+	test_boot_local.sh) echo 160 ;;
+	test_boot_emergency.sh) echo 100 ;;
+	*) echo 600 ;;
+	esac
 }
-estimates=$(shared_estimates)
+estimates="240 bench-smoke
+170 host-test_rewrap_vm_crash
+130 unit-asan
+40 host-test_vm_run"
 # What each booted-test suite runs: a kernel and a test.
 declare -A debian_kernel debian_test
 for k in "${debian_kernels[@]}"; do
 	for t in "$TOP"/selftests/debian/test_*.sh; do
 		[ -e "$t" ] || continue
-		debian_kernel[debian-$k-$(basename "$t" .sh)]=$k
-		debian_test[debian-$k-$(basename "$t" .sh)]=$(basename "$t")
+		t=$(basename "$t")
+		name=debian-$k-${t%.sh}
+		debian_kernel[$name]=$k
+		debian_test[$name]=$t
+		estimates+=$'\n'"$(booted_estimate "$t") $name"
 	done
 done
 mapfile -t SHARED < <(sort -k1,1nr -k2,2 <<<"$estimates" | cut -d' ' -f2)
