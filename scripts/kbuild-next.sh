@@ -4,7 +4,9 @@
 # of Debian trixie-backports, with W=1 and -Werror.  Those headers need
 # trixie's gcc-14 and linux-kbuild, which do not run on bookworm's libc, so
 # the build runs in a minimal trixie root made by mmdebstrap and cached in
-# build/kbuild-next/root (root-stamp names the headers it holds).
+# /var/cache/envcrypt/kbuild-next/root (root-stamp names the headers it
+# holds), outside build/ so that every clone on the host shares it (CI
+# starts from a clean clone; making the root took 117 s of its run).
 #
 # The archive is asked once per run, for the newest version of the
 # linux-headers-amd64 metapackage of trixie-backports; the root is rebuilt
@@ -16,7 +18,9 @@
 # them: build/kmod/<abi>/, build/kmod-test/<abi>/, build/bench/mod/<abi>/
 # (scripts/check-next.sh boots that kernel with them).
 #
-# Environment: KBUILD_NEXT_DIR (cache, default build/kbuild-next),
+# Environment: KBUILD_NEXT_DIR (the modules and logs, default
+# build/kbuild-next), KBUILD_NEXT_ROOT_CACHE (the root, its stamp and lock,
+# default /var/cache/envcrypt/kbuild-next),
 # KBUILD_NEXT_MIRROR (default http://deb.debian.org/debian),
 # KBUILD_NEXT_ROOT_TIMEOUT (s, making the root, default 1800),
 # KBUILD_NEXT_MAKE_TIMEOUT (s, per module, default 600).  Runs as root.
@@ -26,8 +30,9 @@ CACHE=${KBUILD_NEXT_DIR:-$TOP/build/kbuild-next}
 MIRROR=${KBUILD_NEXT_MIRROR:-http://deb.debian.org/debian}
 ROOT_TIMEOUT=${KBUILD_NEXT_ROOT_TIMEOUT:-1800}
 MAKE_TIMEOUT=${KBUILD_NEXT_MAKE_TIMEOUT:-600}
-ROOT=$CACHE/root
-STAMP=$CACHE/root-stamp
+ROOT_CACHE=${KBUILD_NEXT_ROOT_CACHE:-/var/cache/envcrypt/kbuild-next}
+ROOT=$ROOT_CACHE/root
+STAMP=$ROOT_CACHE/root-stamp
 SUITE=trixie
 MODULES="kmod kmod-test bench/xtsbench"
 # What the root holds besides the headers (whose Depends bring gcc-14 and
@@ -192,10 +197,10 @@ if [ "$(id -u)" != 0 ]; then
 	skip_modules
 	exit 1
 fi
-mkdir -p "$CACHE"
-exec 9>"$CACHE/lock"
+mkdir -p "$CACHE" "$ROOT_CACHE"
+exec 9>"$ROOT_CACHE/lock"
 if ! flock -w 1800 9; then
-	result fail "kbuild root for the newest $SUITE-backports headers: another run still holds $CACHE/lock after 1800 s"
+	result fail "kbuild root for the newest $SUITE-backports headers: another run still holds $ROOT_CACHE/lock after 1800 s"
 	skip_modules
 	exit 1
 fi
