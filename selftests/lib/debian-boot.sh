@@ -102,11 +102,38 @@ debian_boot_why() {
 	local dir=$1 verdict last
 	verdict=$(grep -a '^debian-run: kernel ' "$dir.err" 2>/dev/null | tail -n 1)
 	# An emergency or rescue shell's report (debian-run.sh keeps it in
-	# emergency.txt), else the console's last line of note.
+	# emergency.txt), else a kernel panic's cause, else the console's last
+	# line of note.
 	last=$(sed '1d;$d' "$dir/emergency.txt" 2>/dev/null | paste -s -d '|' | sed 's/|/ | /g')
+	[ -n "$last" ] || last=$(debian_console_panic "$dir/console.txt")
 	[ -n "$last" ] || last=$(grep -a -E 'envcrypt|BUG|panic|stall|lockup|Timed out|FAILED|Kernel' "$dir/console.txt" 2>/dev/null |
-		tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' | tail -n 1)
+		debian_console_clean | tail -n 1)
 	echo "${verdict:-debian-run said nothing}; console: ${last:-nothing of note} (log: $dir/console.txt)"
+}
+
+# The console's lines without carriage returns and terminal escapes.
+debian_console_clean() {
+	tr -d '\r' | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g'
+}
+
+# debian_console_panic LOG: a kernel panic's line ("Kernel panic - not
+# syncing: ...") and the first oops line before it that names the fault
+# and where (BUG:, kernel BUG at, general protection fault, RIP:), as one
+# line; nothing when the kernel did not panic.  The panic's last line
+# ("Kernel Offset: ...", "end Kernel panic") says nothing of the cause.
+debian_console_panic() {
+	debian_console_clean <"$1" 2>/dev/null | awk '
+		/Kernel panic - not syncing/ { panic = $0; exit }
+		fault == "" && /(BUG:|kernel BUG at|general protection fault|Oops:)/ { fault = $0 }
+		rip == "" && /RIP: [0-9]+:[^ ]/ { rip = $0 }
+		END {
+			if (panic == "") exit
+			line = panic
+			if (fault != "") line = line " | " fault
+			if (rip != "") line = line " | " rip
+			gsub(/\[ *[0-9]+\.[0-9]+\] /, "", line)
+			print line
+		}'
 }
 
 debian_boot_finished() { # debian_boot_finished N PHASE STATUS

@@ -15,6 +15,8 @@
 #  - selftests/lib/debian-run-mount: the 9p share's mount is tried again
 #    while it fails (a transport still binding its device), and given up
 #    after DEBIAN_RUN_MOUNT_TRIES tries with one line naming the share.
+#  - selftests/lib/debian-boot.sh: debian_boot_why names a kernel panic by
+#    its cause (the panic line, the fault, where), not by its last line.
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh
@@ -195,5 +197,28 @@ check "debian-run-mount: the options passed to mount" \
 check "debian-run-mount: given up after DEBIAN_RUN_MOUNT_TRIES, one line naming the share" \
 	"calls 3, exit 1, debian-run-mount: cannot mount the 9p share 'run' on /run/debian-run after 3 tries: mount: /run/debian-run: mount(2) system call failed: No such file or directory." \
 	"$(run_mount 100 3)"
+
+# ---- debian_boot_why -------------------------------------------------------
+# A panicked guest's console as the serial port gives it (CR LF, the fault
+# first, the offset line last).
+BOOT_DIR=$WORK/boot2
+mkdir -p "$BOOT_DIR"
+printf '%s\r\n' '[   30.100000] systemd[1]: Starting envcrypt-attach@data\x2done.service...' \
+	'[   35.500000] BUG: kernel NULL pointer dereference, address: 0000000000000008' \
+	'[   35.600000] Oops: 0000 [#1] PREEMPT SMP NOPTI' \
+	'[   35.700000] RIP: 0010:envcrypt_read_endio+0x12/0x80 [dm_envcrypt]' \
+	'[   35.800000] Kernel panic - not syncing: Fatal exception in interrupt' \
+	'[   35.818721] Kernel Offset: 0x38e00000 from 0xffffffff81000000' \
+	'[   35.900000] ---[ end Kernel panic - not syncing: Fatal exception in interrupt ]---' \
+	>"$BOOT_DIR/console.txt"
+echo "debian-run: kernel K: guest died before the test finished" >"$BOOT_DIR.err"
+why=$(
+	# shellcheck source=selftests/lib/debian-boot.sh
+	. "$TOP/selftests/lib/debian-boot.sh"
+	debian_boot_why "$BOOT_DIR"
+)
+check "debian_boot_why: a panic named by its cause, fault and place" \
+	"debian-run: kernel K: guest died before the test finished; console: Kernel panic - not syncing: Fatal exception in interrupt | BUG: kernel NULL pointer dereference, address: 0000000000000008 | RIP: 0010:envcrypt_read_endio+0x12/0x80 [dm_envcrypt] (log: $BOOT_DIR/console.txt)" \
+	"$why"
 
 tap_finish
