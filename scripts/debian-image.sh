@@ -20,6 +20,8 @@
 #                            configuration (fstab, network, the debian-run
 #                            unit); base.stamp hashes this script, the
 #                            package list, the mirror and the .deb files.
+#                            A copy is kept in DEBIAN_BASE_CACHE (below),
+#                            shared by every clone on the host.
 #   build/debian/KVER.img    raw ext4 (mkfs.ext4 -d, no loop device): the
 #                            base, /lib/modules/KVER copied from the host
 #                            (minus drivers a QEMU guest never needs) and
@@ -37,10 +39,20 @@
 # tests/host/test_dkms.sh's, in a root of its own; the image has envcrypt
 # only.
 #
-# Environment: DEBIAN_IMAGE_DIR (default build/debian), DEBIAN_IMAGE_MIRROR
-# (default http://deb.debian.org/debian), DEBIAN_IMAGE_TIMEOUT (s, for
-# mmdebstrap, default 1800).  Runs as root (mmdebstrap --mode=root, the
-# files' owners).  Exit 0 with the path, or 1 with the reason.
+# The base is also kept in DEBIAN_BASE_CACHE (default
+# /var/cache/envcrypt/debian-base; 0 keeps nothing) as base-STAMP.tar,
+# outside build/ like ccache: CI starts from a clean clone, and mmdebstrap
+# took 83 s there (more beside the other lane).  `make deb` is reproducible
+# (the same source at the same path gives the same .deb, byte for byte), so
+# the stamp matches from one clone to the next.  The newest
+# BASE_CACHE_KEEP bases are kept, and one older than BASE_MAX_AGE_DAYS is
+# made again, so that Debian's updates reach the tests within a week.
+#
+# Environment: DEBIAN_IMAGE_DIR (default build/debian), DEBIAN_BASE_CACHE,
+# DEBIAN_IMAGE_MIRROR (default http://deb.debian.org/debian),
+# DEBIAN_IMAGE_TIMEOUT (s, for mmdebstrap, default 1800).  Runs as root
+# (mmdebstrap --mode=root, the files' owners).  Exit 0 with the path, or 1
+# with the reason.
 
 set -u
 set -o pipefail
@@ -49,6 +61,9 @@ TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF=$TOP/scripts/debian-image.sh
 DIR=${DEBIAN_IMAGE_DIR:-$TOP/build/debian}
 MIRROR=${DEBIAN_IMAGE_MIRROR:-http://deb.debian.org/debian}
+BASE_CACHE=${DEBIAN_BASE_CACHE:-/var/cache/envcrypt/debian-base}
+BASE_CACHE_KEEP=3
+BASE_MAX_AGE_DAYS=7
 MMDEBSTRAP_TIMEOUT=${DEBIAN_IMAGE_TIMEOUT:-1800}
 SUITE=bookworm
 # systemd as PID 1 and what the tests use; envcrypt's own dependencies
@@ -244,14 +259,63 @@ build_base() {
 		rm -rf "$work"
 }
 
+# link_or_copy FROM TO: TO is FROM (a hard link when both are on one file
+# system, else a copy), put in place atomically.  The bases are only ever
+# read (tar -x) and replaced by mv, never written in place.
+link_or_copy() {
+	rm -f "$2.tmp"
+	{ ln -f "$1" "$2.tmp" 2>/dev/null || cp "$1" "$2.tmp"; } && mv -f "$2.tmp" "$2"
+}
+
+# The cache's entry for this stamp, if it is there and fresh.
+cached_base() {
+	local cached=$BASE_CACHE/base-$base_stamp.tar
+	[ "$BASE_CACHE" != 0 ] && [ -f "$cached" ] &&
+		[ -n "$(find "$cached" -mmin "-$((BASE_MAX_AGE_DAYS * 24 * 60))")" ] &&
+		echo "$cached"
+}
+
+# base_cache_locked COMMAND...: COMMAND under the cache's lock (other
+# clones read and prune it too).
+base_cache_locked() {
+	mkdir -p "$BASE_CACHE" || return 1
+	(
+		exec 8>"$BASE_CACHE/lock"
+		timeout 600 flock 8 || exit 1
+		"$@"
+	)
+}
+
+base_from_cache() {
+	local cached
+	cached=$(cached_base) || return 1
+	link_or_copy "$cached" "$BASE" && echo "$base_stamp" >"$DIR/base.stamp"
+}
+
+# Keeps the new base and forgets all but the newest BASE_CACHE_KEEP.
+base_to_cache() {
+	local old
+	link_or_copy "$BASE" "$BASE_CACHE/base-$base_stamp.tar" || return 1
+	touch "$BASE_CACHE/base-$base_stamp.tar"
+	old=$(find "$BASE_CACHE" -maxdepth 1 -name 'base-*.tar' -printf '%T@ %p\n' |
+		sort -rn | tail -n "+$((BASE_CACHE_KEEP + 1))" | cut -d' ' -f2-)
+	[ -z "$old" ] || xargs -d '\n' rm -f <<<"$old"
+}
+
 start=$SECONDS
 if ! [ -f "$BASE" ] || [ "$(cat "$DIR/base.stamp" 2>/dev/null)" != "$base_stamp" ]; then
 	rm -f "$DIR/base.stamp"
-	build_base || {
-		tail -n 20 "$DIR/base.log" | sed 's/^/debian-image:   /' >&2
-		fail "mmdebstrap of the base failed (log: $DIR/base.log)"
-	}
-	say "base built in $((SECONDS - start)) s"
+	if [ "$BASE_CACHE" != 0 ] && base_cache_locked base_from_cache; then
+		say "base taken from $BASE_CACHE ($(cut -c1-12 <<<"$base_stamp"))"
+	else
+		build_base || {
+			tail -n 20 "$DIR/base.log" | sed 's/^/debian-image:   /' >&2
+			fail "mmdebstrap of the base failed (log: $DIR/base.log)"
+		}
+		say "base built in $((SECONDS - start)) s"
+		[ "$BASE_CACHE" = 0 ] || base_cache_locked base_to_cache ||
+			say "could not keep the base in $BASE_CACHE (carrying on without)"
+	fi
 fi
 
 IMAGE=$DIR/$KVER.img

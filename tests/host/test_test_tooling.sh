@@ -17,6 +17,9 @@
 #    after DEBIAN_RUN_MOUNT_TRIES tries with one line naming the share.
 #  - selftests/lib/debian-boot.sh: debian_boot_why names a kernel panic by
 #    its cause (the panic line, the fault, where), not by its last line.
+#  - scripts/debian-image.sh: a base made in one clone is taken from
+#    DEBIAN_BASE_CACHE by the next (no mmdebstrap), and made again when it
+#    is older than a week.
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh
@@ -212,13 +215,58 @@ printf '%s\r\n' '[   30.100000] systemd[1]: Starting envcrypt-attach@data\x2done
 	'[   35.900000] ---[ end Kernel panic - not syncing: Fatal exception in interrupt ]---' \
 	>"$BOOT_DIR/console.txt"
 echo "debian-run: kernel K: guest died before the test finished" >"$BOOT_DIR.err"
-why=$(
-	# shellcheck source=selftests/lib/debian-boot.sh
-	. "$TOP/selftests/lib/debian-boot.sh"
-	debian_boot_why "$BOOT_DIR"
-)
+# shellcheck disable=SC2016 # $1 and $2 are the inner shell's
+why=$(bash -c '. "$1" && debian_boot_why "$2"' debian-boot "$TOP/selftests/lib/debian-boot.sh" "$BOOT_DIR")
 check "debian_boot_why: a panic named by its cause, fault and place" \
 	"debian-run: kernel K: guest died before the test finished; console: Kernel panic - not syncing: Fatal exception in interrupt | BUG: kernel NULL pointer dereference, address: 0000000000000008 | RIP: 0010:envcrypt_read_endio+0x12/0x80 [dm_envcrypt] (log: $BOOT_DIR/console.txt)" \
 	"$why"
+
+# ---- debian-image.sh's base cache -----------------------------------------
+# A copy of the script in a stand-in tree (its .deb and module are dummies)
+# and a stand-in mmdebstrap that writes a one-file base and counts its
+# calls; --tree makes the file tree only (no mkfs).
+image_tree() { # image_tree DIR: a stand-in clone
+	mkdir -p "$1/scripts" "$1/selftests/lib" "$1/build/deb" "$1/build/kmod/$IMAGE_KVER"
+	cp "$TOP/scripts/debian-image.sh" "$1/scripts/"
+	cp "$TOP/selftests/lib/debian-run-mount" "$1/selftests/lib/"
+	echo deb >"$1/build/deb/envcrypt_9.9.9_amd64.deb"
+	echo ko >"$1/build/kmod/$IMAGE_KVER/dm-envcrypt.ko"
+}
+IMAGE_KVER=
+for modules in /lib/modules/*/kernel; do
+	kver=$(basename "$(dirname "$modules")")
+	[ -r "/boot/vmlinuz-$kver" ] && IMAGE_KVER=$kver
+done
+mkdir -p "$WORK/bin"
+cat >"$WORK/bin/mmdebstrap" <<'EOF'
+#!/bin/bash
+echo call >>"$MMDEBSTRAP_CALLS"
+for arg; do
+	case $arg in
+	*/base.tar) mkdir -p "$arg.d/etc" && echo stub >"$arg.d/etc/hostname" &&
+		tar -C "$arg.d" -cf "$arg" . && rm -rf "$arg.d" ;;
+	esac
+done
+EOF
+chmod +x "$WORK/bin/mmdebstrap"
+image_run() { # image_run CLONE N: makes tree N; mmdebstrap's calls so far, the base's line
+	local out
+	out=$(PATH="$WORK/bin:$PATH" MMDEBSTRAP_CALLS=$WORK/mmdebstrap.calls \
+		DEBIAN_BASE_CACHE=$WORK/base-cache "$1/scripts/debian-image.sh" --tree "$1/tree$2" "$IMAGE_KVER" 2>&1 >/dev/null)
+	echo "$(wc -l <"$WORK/mmdebstrap.calls") $(grep -o 'base [a-z]* [a-z]*' <<<"$out")"
+}
+if [ -z "$IMAGE_KVER" ]; then
+	not_ok "debian-image: a kernel with modules and an image in /boot (make deps)"
+else
+	touch "$WORK/mmdebstrap.calls"
+	image_tree "$WORK/clone1"
+	image_tree "$WORK/clone2"
+	check "debian-image: the first clone makes the base" "1 base built in" "$(image_run "$WORK/clone1" 1)"
+	check "debian-image: the second takes it from the cache" "1 base taken from" "$(image_run "$WORK/clone2" 1)"
+	check "debian-image: the cache's base is in the tree" stub "$(cat "$WORK/clone2/tree1/etc/hostname" 2>&1)"
+	touch -d '8 days ago' "$WORK"/base-cache/base-*.tar
+	rm -f "$WORK/clone2/build/debian/base.stamp"
+	check "debian-image: a base older than a week is made again" "2 base built in" "$(image_run "$WORK/clone2" 2)"
+fi
 
 tap_finish
