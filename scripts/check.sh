@@ -147,17 +147,19 @@ done
 mapfile -t SHARED < <(sort -k1,1nr -k2,2 <<<"$estimates" | cut -d' ' -f2)
 echo 0 >"$RESULTS/.shared-next"
 # The booted tests install what host-test_deb packs; lane 1 may come to
-# them first only if lane 2's first suite hangs, so the wait is bounded.
+# them first only if lane 2's first suite hangs, so the wait is bounded
+# (CHECK_PACKAGES_WAIT seconds, default an hour).
+PACKAGES_WAIT=${CHECK_PACKAGES_WAIT:-3600}
 packages_made() {
 	local waited=0
 	while [ ! -e "$RESULTS/.packages-made" ]; do
-		[ "$waited" -lt 3600 ] || return 1
-		sleep 5
-		waited=$((waited + 5))
+		[ "$waited" -lt "$PACKAGES_WAIT" ] || return 1
+		sleep 1
+		waited=$((waited + 1))
 	done
 }
 no_packages() { # TEST KVER
-	printf '%s\n' "TAP version 13" 1..1 "not ok 1 - $2: $1: host-test_deb not done after an hour"
+	printf '%s\n' "TAP version 13" 1..1 "not ok 1 - $2: $1: host-test_deb not done after $PACKAGES_WAIT s"
 	return 1
 }
 run_booted() { # NAME

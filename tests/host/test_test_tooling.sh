@@ -20,6 +20,11 @@
 #  - scripts/debian-image.sh: a base made in one clone is taken from
 #    DEBIAN_BASE_CACHE by the next (no mmdebstrap), and made again when it
 #    is older than a week.
+#  - scripts/check.sh, in a tree of stand-in suites: the shared suites are
+#    taken longest first (an unlisted booted test first of all), by both
+#    lanes; no booted test starts before host-test_deb ends, and one that
+#    waited CHECK_PACKAGES_WAIT seconds for it fails, naming test and
+#    kernel; a failing suite is counted in the closing line.
 set -u
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=tests/host/lib/tap.sh
@@ -268,5 +273,71 @@ else
 	rm -f "$WORK/clone2/build/debian/base.stamp"
 	check "debian-image: a base older than a week is made again" "2 base built in" "$(image_run "$WORK/clone2" 2)"
 fi
+
+# ---- check.sh's lanes and queue --------------------------------------------
+# Every suite is a stand-in that logs its start and end to $STUB_LOG,
+# sleeps (test_deb.sh: $DEB_SLEEP s, a shared suite 1 s, others 0.2 s) and
+# reports one check, failed when its name has $STUB_FAIL in it.
+CK=$WORK/ck
+mkdir -p "$CK/scripts" "$CK/tests/host" "$CK/selftests/debian"
+cp "$TOP/scripts/check.sh" "$TOP/scripts/tap-summary.py" "$CK/scripts/"
+cat >"$CK/stub" <<'EOF'
+#!/bin/bash
+name="$(basename "$0")${DEBIAN_TESTS:+ $DEBIAN_TESTS}${1:+ $1}"
+echo "start $name" >>"$STUB_LOG"
+echo "$PPID $name" >>"$STUB_LOG.parents" # check.sh's lane
+case $name in
+test_deb.sh) sleep "$DEB_SLEEP" ;;
+check-debian.sh* | bench-smoke.sh* | unit-tap.sh\ /* | test_rewrap_vm_crash.sh | test_vm_run.sh) sleep 1 ;;
+*) sleep 0.2 ;;
+esac
+echo "end $name" >>"$STUB_LOG"
+printf 'TAP version 13\n1..1\n'
+if [ -n "${STUB_FAIL:-}" ] && [[ $name == *"$STUB_FAIL"* ]]; then
+	echo "not ok 1 - $name"
+	exit 1
+fi
+echo "ok 1 - $name"
+EOF
+chmod +x "$CK/stub"
+for f in scripts/lint.sh scripts/kbuild-next.sh scripts/unit-tap.sh scripts/fuzz.sh \
+	scripts/bench-smoke.sh scripts/check-debian.sh selftests/run.sh \
+	tests/host/test_deb.sh tests/host/test_dkms.sh tests/host/test_initramfs_hook.sh \
+	tests/host/test_rewrap_vm_crash.sh tests/host/test_vm_run.sh tests/host/test_other.sh \
+	selftests/debian/test_boot_grub_root.sh selftests/debian/test_boot_local.sh \
+	selftests/debian/test_boot_new.sh; do
+	ln -s "$CK/stub" "$CK/$f"
+done
+run_check() { # run_check LOG DEB_SLEEP STUB_FAIL [VAR=VALUE]: the closing line and status
+	local out rc
+	out=$(env STUB_LOG="$1" DEB_SLEEP="$2" STUB_FAIL="$3" ${4:+"$4"} "$CK/scripts/check.sh" k1 k2 2>&1)
+	rc=$?
+	echo "$out" >"$1.out"
+	echo "$(tail -n 1 <<<"$out"), exit $rc"
+}
+# The shared suites in the order the lanes started them.
+shared_started() {
+	sed -n 's/^start \(check-debian.sh\|bench-smoke.sh\|unit-tap.sh \/\|test_rewrap_vm_crash\|test_vm_run\)/&/p' "$1" |
+		sed -e 's/^start //' -e 's/^check-debian.sh \(test_[a-z_]*\).sh \(k[12]\)/\2-\1/' \
+			-e 's/^unit-tap.sh .*/unit-asan/' -e 's/^bench-smoke.sh.*/bench-smoke/' -e 's/\.sh$//' |
+		paste -s -d ' '
+}
+check "check.sh: every suite passed" "20 passed, 0 failed, exit 0" "$(run_check "$WORK/ck1.log" 3 "")"
+check "check.sh: shared suites taken longest first, unlisted booted test first" \
+	"k1-test_boot_new k2-test_boot_new k1-test_boot_grub_root k2-test_boot_grub_root bench-smoke test_rewrap_vm_crash k1-test_boot_local k2-test_boot_local unit-asan test_vm_run" \
+	"$(shared_started "$WORK/ck1.log")"
+check "check.sh: no booted test started before host-test_deb ended" "" \
+	"$(sed -n '/^end test_deb.sh$/q;/^start check-debian/p' "$WORK/ck1.log")"
+check "check.sh: both lanes took shared suites" 2 \
+	"$(grep -E ' (check-debian|bench-smoke|unit-tap.sh /|test_rewrap|test_vm_run)' "$WORK/ck1.log.parents" |
+		cut -d' ' -f1 | sort -u | wc -l)"
+check "check.sh: a failing booted suite counted" "19 passed, 1 failed, exit 1" \
+	"$(run_check "$WORK/ck2.log" 3 "test_boot_local.sh k2")"
+# host-test_deb outlasts all ten shared suites, which lane 1 runs alone.
+check "check.sh: booted tests that waited CHECK_PACKAGES_WAIT for host-test_deb fail" "14 passed, 6 failed, exit 1" \
+	"$(run_check "$WORK/ck3.log" 20 "" CHECK_PACKAGES_WAIT=1)"
+check "check.sh: and name the test, the kernel and the wait" \
+	"not ok 1 - k2: test_boot_new.sh: host-test_deb not done after 1 s" \
+	"$(grep 'k2: test_boot_new.sh: host-test_deb' "$WORK/ck3.log.out")"
 
 tap_finish
