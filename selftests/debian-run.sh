@@ -327,6 +327,20 @@ if [ -n "$TPM_DIR" ]; then
 fi
 
 start=$SECONDS
+# A dead guest's console outlives DIR, which CI removes with its clone:
+# a copy in DEATHS (DEBIAN_RUN_DEATHS, default
+# /var/tmp/envcrypt-guest-deaths; 0 keeps none), the newest 20 kept.
+# Prints the copy's path.
+keep_dead_console() {
+	local deaths=${DEBIAN_RUN_DEATHS:-/var/tmp/envcrypt-guest-deaths} kept
+	[ "$deaths" != 0 ] && mkdir -p "$deaths" || return 1
+	kept=$deaths/$(date -u +%Y%m%dT%H%M%SZ)-$KVER-$(basename "$OUT").console.txt
+	cp "$OUT/console.txt" "$kept" || return 1
+	find "$deaths" -maxdepth 1 -name '*.console.txt' -printf '%T@ %p\n' | sort -rn |
+		tail -n +21 | cut -d' ' -f2- | xargs -r -d '\n' rm -f
+	echo "$kept"
+}
+
 qemu_run_dumping "$OUT" timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$OUT/qemu.txt" 2>&1
 qemu_status=$?
 if [ -n "$SWTPM_PID" ]; then
@@ -361,7 +375,8 @@ if ! [ -s "$SHARE/status" ]; then
 		fail 1 "guest stopped in ${stopped%%: *} before the test finished (no status; console log in $OUT/console.txt)"
 	fi
 	{ kernel_trouble "$OUT/console.txt" || tail -n 15 "$OUT/console.txt"; } | sed 's/^/debian-run:   /' >&2
-	fail 1 "guest died before the test finished (no status; console log in $OUT/console.txt)"
+	kept=$(keep_dead_console) && kept=", kept in $kept"
+	fail 1 "guest died before the test finished (no status; console log in $OUT/console.txt${kept:-})"
 fi
 if kernel_trouble "$SHARE/dmesg.txt" >"$OUT/trouble.txt"; then
 	sed 's/^/debian-run:   /' "$OUT/trouble.txt" >&2

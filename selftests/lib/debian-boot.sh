@@ -124,7 +124,7 @@ debian_console_clean() {
 debian_console_panic() {
 	debian_console_clean <"$1" 2>/dev/null | awk '
 		/Kernel panic - not syncing/ { panic = $0; exit }
-		fault == "" && /(BUG:|kernel BUG at|general protection fault|Oops:)/ { fault = $0 }
+		fault == "" && /(BUG:|kernel BUG at|general protection fault|Oops:|int3: 0000)/ { fault = $0 }
 		rip == "" && /RIP: [0-9]+:[^ ]/ { rip = $0 }
 		END {
 			if (panic == "") exit

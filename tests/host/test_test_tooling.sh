@@ -10,8 +10,10 @@
 #  - scripts/tap-summary.py: each suite's seconds and lanes.txt's lines in
 #    the table (its first column as wide as the longest name), the closing
 #    "N passed, N failed" last.
-#  - scripts/lib/booted-test.sh: a booted test under which QEMU crashed
-#    runs once more, and says so; no other failure is run again.
+#  - scripts/lib/booted-test.sh: a booted test under which QEMU crashed,
+#    or whose guest kernel oopsed on int3 (6.1's and 6.12's lines), runs
+#    once more, and says so; no other failure (a NULL dereference's panic)
+#    is run again.
 #  - selftests/lib/debian-run-mount: the 9p share's mount is tried again
 #    while it fails (a transport still binding its device), and given up
 #    after DEBIAN_RUN_MOUNT_TRIES tries with one line naming the share.
@@ -136,7 +138,9 @@ debian-6.12.95+deb12-amd64-test_boot_outage_cache       1       0        0      
 
 # fake_test WHAT...: a booted test's stand-in; run N (counted in
 # $WORK/runs) does WHAT[N]: "crash" (debian-run's line for a QEMU crash,
-# exit 1), "fail" (exit 1) or "pass" (exit 0).
+# exit 1), "int3-6.1", "int3-6.12" (a panicked guest's oops on int3 as
+# debian-run relays it, exit 1), "null" (the same for a NULL dereference),
+# "fail" (exit 1) or "pass" (exit 0).
 cat >"$WORK/fake_test" <<'EOF_FAKE'
 #!/bin/bash
 n=$(($(cat "$RUNS" 2>/dev/null || echo 0) + 1))
@@ -146,6 +150,15 @@ echo "run $n"
 case $1 in
 crash)
 	echo "# debian-run: kernel 6.1.0-57-amd64: QEMU crashed (SIGSEGV); the guest's console log is in /x/console.txt" >&2
+	exit 1
+	;;
+int3-6.1 | int3-6.12 | null)
+	case $1 in
+	int3-6.1) echo "# # debian-run:   [    2.812345] int3: 0000 [#1] PREEMPT SMP NOPTI" ;;
+	int3-6.12) echo "# # debian-run:   [   35.512345] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI" ;;
+	null) echo "# # debian-run:   [   35.512345] BUG: kernel NULL pointer dereference, address: 0000000000000008" ;;
+	esac
+	echo "# # debian-run:   [   35.812345] Kernel panic - not syncing: Fatal exception in interrupt"
 	exit 1
 	;;
 fail) exit 1 ;;
@@ -174,6 +187,13 @@ check "booted-test: two QEMU crashes: run twice, failed" \
 check "booted-test: a failure without a QEMU crash is not run again" \
 	"runs 1, # run 1
 status 1, note ''" "$(booted fail pass)"
+for k in 6.1 6.12; do
+	check "booted-test: $k's oops on int3, then a pass: run twice, passed, said so" \
+		"runs 2, status 0, note 'the guest kernel oopsed on int3 (TCG) in the first run; run again'" \
+		"$(booted "int3-$k" pass | sed -n '1s/,.*/,/p; $p' | paste -sd ' ')"
+done
+check "booted-test: a panic on a NULL dereference is not run again" \
+	"runs 1, status 1, note ''" "$(booted null pass | sed -n '1s/,.*/,/p; $p' | paste -sd ' ')"
 
 # ---- debian-run-mount ------------------------------------------------------
 # A stand-in mount(8) first in PATH: fails FAILS times as the 9p transport
