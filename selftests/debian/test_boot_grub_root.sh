@@ -310,6 +310,7 @@ expect_panic() {
 	fi
 	expect_eq "boot $n: multi-user.target not reached" "" "$(cat "$WORK/boot$n/share/multi-user-usec" 2>/dev/null)"
 	expect_eq "boot $n: debian-run reports the guest died (the panic rebooted it)" 1 "$status"
+	debian_boot_died "$n" "$WORK/boot$n"
 }
 
 # ---- the CMK on a KMIP server ---------------------------------------------

@@ -222,16 +222,7 @@ else
 fi
 expect_eq "boot 2: multi-user.target not reached" "" "$(cat "$WORK/boot2/share/multi-user-usec" 2>/dev/null)"
 expect_eq "boot 2: debian-run reports the guest died (the panic rebooted it)" 1 "$status"
-# debian-run keeps a dead guest's console outside the clone; this death is
-# the expected one, so its copy goes.
-kept=$(sed -n 's/.*, kept in \(.*\))$/\1/p' "$WORK/boot2.err" | tail -n 1)
-if [ -n "$kept" ] && cmp -s "$kept" "$WORK/boot2/console.txt"; then
-	tap_ok "boot 2: debian-run kept a copy of the dead guest's console ($kept)"
-	rm -f "$kept"
-else
-	tap_fail "boot 2: debian-run kept a copy of the dead guest's console" "', kept in PATH' and PATH as console.txt" \
-		"$(grep -a 'guest died' "$WORK/boot2.err" | tail -n 1)"
-fi
+debian_boot_died 2 "$WORK/boot2"
 
 # boot 3: the switch on the kernel command line.  Nothing is attached, so
 # the initramfs does not find its root (rootdelay=5 instead of 180 s).
@@ -253,6 +244,7 @@ expect_eq "boot 3 (envcrypt=yes rd.envcrypt=no): the one warning of the local-to
 expect_match "boot 3: no network brought up, no attach, the root not found" \
 	'^0:0:[1-9]' "$(grep -c 'IP-Config' <<<"$console"):$(grep -c 'attach failed' <<<"$console"):$(grep -c 'ALERT!  */dev/mapper/root does not exist' <<<"$console")"
 expect_eq "boot 3: debian-run reports the guest died (no root)" 1 "$status"
+debian_boot_died 3 "$WORK/boot3"
 
 if [ "$TAP_FAILED" = 0 ]; then
 	rm -rf "$WORK"

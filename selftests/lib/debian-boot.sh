@@ -15,6 +15,9 @@
 #                               the kernel started, with DETAIL after it
 #   debian_boot_finished N PHASE STATUS
 #                               one check: the guest side exited 0
+#   debian_boot_died N DIR      one check, for a boot meant to die:
+#                               debian-run kept a copy of its console
+#                               (removed then)
 #   debian_boot_host ARG...     the host side's start: ARG... must be
 #                               "--kernel KVER" (else the usage on stderr,
 #                               exit 2); sets KVER, TOP (the repository)
@@ -134,6 +137,22 @@ debian_console_panic() {
 			gsub(/\[ *[0-9]+\.[0-9]+\] /, "", line)
 			print line
 		}'
+}
+
+# debian_boot_died N DIR: one check, for a boot meant to die (a panic in
+# the initramfs): debian-run said the guest died and kept a copy of its
+# console outside the clone (selftests/debian-run.sh); this death was
+# expected, so the copy goes.
+debian_boot_died() {
+	local n=$1 dir=$2 kept
+	kept=$(sed -n 's/.*, kept in \(.*\))$/\1/p' "$dir.err" 2>/dev/null | tail -n 1)
+	if [ -n "$kept" ] && cmp -s "$kept" "$dir/console.txt"; then
+		tap_ok "boot $n: debian-run said the guest died and kept its console ($kept, removed: expected)"
+		rm -f "$kept"
+	else
+		tap_fail "boot $n: debian-run said the guest died and kept its console" \
+			"', kept in PATH)', PATH a copy of console.txt" "$(grep -a 'debian-run: kernel' "$dir.err" | tail -n 1)"
+	fi
 }
 
 debian_boot_finished() { # debian_boot_finished N PHASE STATUS
