@@ -296,7 +296,8 @@ fi
 
 # ---- check.sh's lanes and queue --------------------------------------------
 # Every suite is a stand-in that logs its start and end to $STUB_LOG,
-# sleeps (test_deb.sh: $DEB_SLEEP s, a shared suite 1 s, others 0.2 s) and
+# sleeps (test_deb.sh: $DEB_SLEEP s, a shared suite 1 s, test_dkms.sh and
+# test_initramfs_hook.sh 1.5 s, others 0.2 s) and
 # reports one check, failed when its name has $STUB_FAIL in it.
 CK=$WORK/ck
 mkdir -p "$CK/scripts" "$CK/tests/host" "$CK/selftests/debian"
@@ -308,6 +309,9 @@ echo "start $name" >>"$STUB_LOG"
 echo "$PPID $name" >>"$STUB_LOG.parents" # check.sh's lane
 case $name in
 test_deb.sh) sleep "$DEB_SLEEP" ;;
+# Longer than check.sh's 1 s poll for the packages: lane 1, waiting on
+# them with the first shared suite, starts it before lane 2 takes the next.
+test_dkms.sh | test_initramfs_hook.sh) sleep 1.5 ;;
 check-debian.sh* | bench-smoke.sh* | unit-tap.sh\ /* | test_rewrap_vm_crash.sh | test_vm_run.sh) sleep 1 ;;
 *) sleep 0.2 ;;
 esac
