@@ -14,9 +14,10 @@
 #    TSC is found unstable) with an int3 guarding the bytes being changed,
 #    and handles the int3 only while that patch is under way; under QEMU's
 #    TCG a CPU can still run the guard after the patch is done, and the
-#    kernel oopses on it (Debian's 6.12, in sched_clock_cpu, in interrupt
-#    context: a panic).  An int3 is never envcrypt's: the module has none,
-#    and a BUG() is ud2.
+#    kernel oopses on it (seen twice on Debian's 6.12 under TCG: in
+#    interrupt context, which panics, and in sched_clock_cpu early in a
+#    boot).  An int3 is never envcrypt's: the module has none, and a BUG()
+#    is ud2.
 # The first run's output stays in the log and the result line says what
 # happened; a second such failure, or any other, is a failure.
 #
