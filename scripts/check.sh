@@ -150,6 +150,10 @@ echo 0 >"$RESULTS/.shared-next"
 # them first only if lane 2's first suite hangs, so the wait is bounded
 # (CHECK_PACKAGES_WAIT seconds, default an hour).
 PACKAGES_WAIT=${CHECK_PACKAGES_WAIT:-3600}
+[[ $PACKAGES_WAIT =~ ^[0-9]+$ ]] || {
+	echo "check.sh: CHECK_PACKAGES_WAIT='$PACKAGES_WAIT' is not a number of seconds" >&2
+	exit 2
+}
 packages_made() {
 	local waited=0
 	while [ ! -e "$RESULTS/.packages-made" ]; do

@@ -41,10 +41,11 @@
 #
 # The base is also kept in DEBIAN_BASE_CACHE (default
 # /var/cache/envcrypt/debian-base; 0 keeps nothing) as base-STAMP.tar,
-# outside build/ like ccache: CI starts from a clean clone, and mmdebstrap
-# took 83 s there (more beside the other lane).  `make deb` is reproducible
-# (the same source at the same path gives the same .deb, byte for byte), so
-# the stamp matches from one clone to the next.  The newest
+# outside build/ like ccache: CI starts from a clean clone, and making the
+# base took 83 s alone (CI's first booted suite: 627 s with it, 547 s
+# without).  `make deb` is reproducible (the same source gives the same
+# .deb, byte for byte, whatever the clone's path), so the stamp matches
+# from one clone to the next.  The newest
 # BASE_CACHE_KEEP bases are kept, and one older than BASE_MAX_AGE_DAYS is
 # made again, so that Debian's updates reach the tests within a week.
 #

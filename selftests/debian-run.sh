@@ -334,7 +334,9 @@ start=$SECONDS
 keep_dead_console() {
 	local deaths=${DEBIAN_RUN_DEATHS:-/var/tmp/envcrypt-guest-deaths} kept
 	[ "$deaths" != 0 ] && mkdir -p "$deaths" || return 1
-	kept=$deaths/$(date -u +%Y%m%dT%H%M%SZ)-$KVER-$(basename "$OUT").console.txt
+	# DIR's parent names the test and its run (boot_local-KVER.XXXXXX), or
+	# DIR itself does (KVER.XXXXXX): two guests never share a name.
+	kept=$deaths/$(date -u +%Y%m%dT%H%M%SZ)-$(basename "$(dirname "$OUT")")-$(basename "$OUT").console.txt
 	cp "$OUT/console.txt" "$kept" || return 1
 	find "$deaths" -maxdepth 1 -name '*.console.txt' -printf '%T@ %p\n' | sort -rn |
 		tail -n +21 | cut -d' ' -f2- | xargs -r -d '\n' rm -f

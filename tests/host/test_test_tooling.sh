@@ -363,5 +363,8 @@ check "check.sh: booted tests that waited CHECK_PACKAGES_WAIT for host-test_deb 
 check "check.sh: and name the test, the kernel and the wait" \
 	"not ok 1 - k2: test_boot_new.sh: host-test_deb not done after 1 s" \
 	"$(grep 'k2: test_boot_new.sh: host-test_deb' "$WORK/ck3.log.out")"
+check "check.sh: a CHECK_PACKAGES_WAIT that is not a number is refused" \
+	"check.sh: CHECK_PACKAGES_WAIT='soon' is not a number of seconds, exit 2" \
+	"$(run_check "$WORK/ck4.log" 0 "" CHECK_PACKAGES_WAIT=soon)"
 
 tap_finish
